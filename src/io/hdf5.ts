@@ -1,0 +1,92 @@
+/**
+ * h5wasm access: one lazily-initialised module, files opened with errors turned into
+ * GoodnetErrors (h5wasm's C library would otherwise print HDF5-DIAG traces to stderr).
+ */
+import { existsSync, statSync, openSync, readSync, closeSync } from 'node:fs';
+import { GoodnetError } from '../errors.js';
+
+export type H5Module = typeof import('h5wasm/node');
+export type H5File = InstanceType<H5Module['File']>;
+export type H5Group = InstanceType<H5Module['Group']>;
+export type H5Dataset = InstanceType<H5Module['Dataset']>;
+
+let loading: Promise<H5Module> | undefined;
+
+/** The h5wasm module, ready to use, with HDF5's own error printing replaced by exceptions. */
+export function h5wasm(): Promise<H5Module> {
+  loading ??= (async () => {
+    const h5 = await import('h5wasm/node');
+    const mod = await h5.ready;
+    mod.activate_throwing_error_handler();
+    return h5;
+  })();
+  return loading;
+}
+
+const SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/** True when the file carries the HDF5 signature at one of the offsets the format allows. */
+export function looksLikeHdf5(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const size = statSync(path).size;
+    const buf = Buffer.alloc(8);
+    for (let off = 0; off + 8 <= size && off <= 1 << 20; off = off === 0 ? 512 : off * 2) {
+      readSync(fd, buf, 0, 8, off);
+      if (buf.equals(SIGNATURE)) return true;
+    }
+    return false;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The last "minor:" line of an HDF5-DIAG trace is the most specific reason. */
+export function hdf5Reason(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  const minors = [...text.matchAll(/minor: (.*)/g)].map((m) => m[1]!.trim());
+  const reason = minors.at(-1) ?? text.split('\n')[0] ?? 'unknown error';
+  return reason.toLowerCase();
+}
+
+/** Open an existing HDF5 file for reading, or throw a one-line GoodnetError naming it. */
+export async function openH5(path: string): Promise<H5File> {
+  if (!existsSync(path)) throw new GoodnetError('file not found', path);
+  if (statSync(path).isDirectory()) throw new GoodnetError('is a directory, expected an HDF5 file', path);
+  if (!looksLikeHdf5(path)) throw new GoodnetError('not an HDF5 file (no HDF5 signature)', path);
+  const h5 = await h5wasm();
+  try {
+    return new h5.File(path, 'r');
+  } catch (err) {
+    throw new GoodnetError(`cannot open HDF5 file: ${hdf5Reason(err)}`, path, { cause: err });
+  }
+}
+
+/** Create (truncate) an HDF5 file for writing. */
+export async function createH5(path: string): Promise<H5File> {
+  const h5 = await h5wasm();
+  try {
+    return new h5.File(path, 'w');
+  } catch (err) {
+    throw new GoodnetError(`cannot create HDF5 file: ${hdf5Reason(err)}`, path, { cause: err });
+  }
+}
+
+/** Read a child by path, or undefined (h5wasm throws or returns null for missing links). */
+export function h5Get(parent: H5Group, name: string): ReturnType<H5Group['get']> | undefined {
+  try {
+    return parent.get(name) ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Attribute value as a JS value; strings come back as strings, arrays as arrays. */
+export function h5Attr(obj: { attrs: Record<string, { value: unknown }> }, name: string): unknown {
+  try {
+    const a = obj.attrs[name];
+    return a === undefined ? undefined : a.value;
+  } catch {
+    return undefined;
+  }
+}
