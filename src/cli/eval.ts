@@ -1,0 +1,54 @@
+import { Command } from 'commander';
+import { evaluate } from '../eval/evaluate.js';
+import { markdownTable, percent } from '../report/table.js';
+import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, progress, setUp,
+  type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
+
+interface EvalOpts extends EngineOpts, ModelOpts, DataOpts {
+  model: string;
+  clean?: string;
+  poisoned?: string;
+  target?: number;
+  json?: string | boolean;
+}
+
+export function evalCommand(): Command {
+  const cmd = new Command('eval')
+    .summary('clean accuracy and attack success rate of a model')
+    .description(
+      'Measure a model on clean data (accuracy) and on poisoned data (attack success rate, ASR:\n' +
+      'the share of triggered images classified as the attacker\'s target, counting only images\n' +
+      'whose true label is not the target). Data: CSAW-layout HDF5 (`data` + `label`) or a folder\n' +
+      'of images labelled by sub-folder or file name (label43.png).')
+    .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only) or tfjs folder')
+    .option('-c, --clean <path>', 'clean data (HDF5 or image folder)')
+    .option('-p, --poisoned <path>', 'poisoned data (HDF5 or image folder)')
+    .option('-t, --target <label>', "attacker's target label (required with --poisoned)", parseInteger('--target', 0))
+    .option('--json [file]', 'print JSON instead of the table, or write it to file');
+  addModelOptions(cmd);
+  addDataOptions(cmd);
+  addEngineOptions(cmd);
+  cmd.addHelpText('after', `
+Examples:
+  goodnet eval -m ../shared/csaw/lab3_sunglasses_bd_weights.h5 -c ../shared/csaw/images
+  goodnet eval -m models/bd_net.h5 -c data/cl/test.h5 -p data/bd/bd_test.h5 -t 0 --json result.json`);
+  return cmd.action(async (o: EvalOpts) => {
+    await setUp(o);
+    const model = await openModel(o.model, o);
+    const r = await evaluate(model, {
+      clean: o.clean, poisoned: o.poisoned, target: o.target, scale: o.scale, layout: o.layout, batchSize: o.batchSize,
+      onProgress: (set, d, t) => bars[set](d, t),
+    });
+    const printed = await emitJson({ ...r, backend: o.backend, scale: o.scale }, o.json);
+    if (printed) return;
+    const rows: (string | number)[][] = [];
+    if (r.clean) rows.push(['clean accuracy', percent(r.clean.accuracy), `${r.clean.correct}/${r.clean.count}`, r.clean.source]);
+    if (r.poisoned) {
+      const note = r.poisoned.labelsAreTarget ? ' (all labels = target)' : '';
+      rows.push([`attack success rate (target ${r.poisoned.target})`, percent(r.poisoned.asr), `${r.poisoned.hits}/${r.poisoned.count}`, r.poisoned.source + note]);
+    }
+    console.log(markdownTable(['metric', 'value', 'images', 'data'], rows));
+  });
+}
+
+const bars = { clean: progress('clean'), poisoned: progress('poisoned') };

@@ -1,0 +1,49 @@
+/** Clean accuracy and attack success rate, from predictions and true labels. */
+import { GoodnetError } from '../errors.js';
+
+/** Share of images whose prediction equals the true label (unlabelled images, -1, are skipped). */
+export function accuracy(predicted: ArrayLike<number>, truth: ArrayLike<number>): { value: number; correct: number; count: number } {
+  let correct = 0;
+  let count = 0;
+  for (let i = 0; i < truth.length; i++) {
+    if (truth[i]! < 0) continue;
+    count++;
+    if (predicted[i] === truth[i]) correct++;
+  }
+  return { value: count === 0 ? NaN : correct / count, correct, count };
+}
+
+export interface AsrResult {
+  value: number;
+  hits: number;
+  count: number;
+  /** True when every label was the target (files that store the attacker's label, not the true one). */
+  labelsAreTarget: boolean;
+}
+
+/**
+ * Attack success rate: share of poisoned images sent to `target`, counting only images
+ * whose true label is not the target (those would be "successes" without any attack).
+ * Files that label every poisoned image with the target itself are counted whole.
+ */
+export function attackSuccessRate(predicted: ArrayLike<number>, truth: ArrayLike<number>, target: number): AsrResult {
+  let hits = 0;
+  let count = 0;
+  for (let i = 0; i < predicted.length; i++) {
+    if (truth[i] === target) continue;
+    count++;
+    if (predicted[i] === target) hits++;
+  }
+  const labelsAreTarget = count === 0 && predicted.length > 0;
+  if (labelsAreTarget) {
+    count = predicted.length;
+    for (let i = 0; i < predicted.length; i++) if (predicted[i] === target) hits++;
+  }
+  return { value: count === 0 ? NaN : hits / count, hits, count, labelsAreTarget };
+}
+
+export function checkTarget(target: number, numClasses: number): void {
+  if (!Number.isInteger(target) || target < 0 || target >= numClasses) {
+    throw new GoodnetError(`target label ${target} is out of range for a model with ${numClasses} classes (0..${numClasses - 1})`);
+  }
+}

@@ -1,0 +1,21 @@
+/**
+ * goodnet as a library. Every CLI command is a thin wrapper over one of these functions.
+ *
+ *   import { initBackend, loadModel, evaluate } from 'goodnet';
+ *   await initBackend('wasm');
+ *   const model = await loadModel('bd_net.h5');
+ *   const r = await evaluate(model, { clean: 'cl/test.h5', poisoned: 'bd/bd_test.h5', target: 0 });
+ */
+export { GoodnetError, EXIT_BAD_INPUT } from './errors.js';
+export { initBackend, BACKENDS, type BackendName } from './engine/backend.js';
+export { loadModel, saveModel, describeModel, saveFormatFor, type LoadedModel, type ModelFormat, type LoadModelOptions } from './io/model.js';
+export { readKerasH5, writeKerasH5, KERAS_FORMAT_VERSION } from './io/keras.js';
+export { readTfjsFolder, writeTfjsFolder } from './io/tfjs_format.js';
+export { openDataset, checkLabels, type ImageDataset, type Batch, type OpenDatasetOptions } from './io/dataset.js';
+export { writeAtomically } from './io/atomic.js';
+export { deepId, buildArchitecture, ARCHITECTURES, DEEPID_INPUT, DEEPID_CLASSES } from './models/index.js';
+export { inspectModel, zeroOutputChannels, type ModelInspection } from './models/inspect.js';
+export { predictDataset, type Predictions, type PredictOptions } from './eval/predict.js';
+export { accuracy, attackSuccessRate } from './eval/metrics.js';
+export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/evaluate.js';
+export { classify, type Classified } from './eval/classify.js';

@@ -1,0 +1,213 @@
+/**
+ * Keras HDF5 model files, both kinds Keras 2.x writes:
+ *  - full model: root attr `model_config` (JSON) + group `model_weights`;
+ *  - weights only: root attr `layer_names`, loaded into a built-in architecture.
+ * Weights are matched by layer name, then by weight name (kernel, bias, gamma, ...).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { GoodnetError } from '../errors.js';
+import { buildArchitecture, deepIdPool3Shape, DEEPID_INPUT } from '../models/index.js';
+import { createH5, h5Attr, h5Get, openH5, type H5File, type H5Group, type H5Dataset } from './hdf5.js';
+import { parseModelConfig, toTfjsTopology, type JsonObject } from './keras_config.js';
+
+/** The Keras release whose HDF5 layout writeKerasH5 reproduces. */
+export const KERAS_FORMAT_VERSION = '2.13.1';
+
+export interface KerasLoadOptions {
+  /** Architecture for weights-only files (default 'deepid'). */
+  arch?: string;
+  /** Input shape [H, W, C] for weights-only files, when it cannot be inferred. */
+  inputShape?: [number, number, number];
+}
+
+export interface KerasModel {
+  net: tfl.LayersModel;
+  kind: 'keras-full' | 'keras-weights';
+  kerasVersion?: string;
+  /** The file's own model_config, written back verbatim on save (full models only). */
+  kerasConfig?: JsonObject;
+}
+
+function asStringList(v: unknown): string[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'string') return [v];
+  if (ArrayBuffer.isView(v)) return (v as unknown as ArrayLike<unknown>).length === 0 ? [] : undefined;
+  if (Array.isArray(v) && v.every((s) => typeof s === 'string')) return v as string[];
+  return undefined;
+}
+
+/** "conv_1/kernel:0" -> "kernel". */
+function weightBase(name: string): string {
+  return (name.split('/').at(-1) ?? name).replace(/:\d+$/, '');
+}
+
+function isDataset(e: unknown): e is H5Dataset {
+  return typeof e === 'object' && e !== null && 'shape' in e && 'dtype' in e && typeof (e as H5Dataset).slice === 'function';
+}
+
+/** Read one layer's weights from its group, keyed by base name, in file order. */
+function readLayerGroup(group: H5Group, layer: string, file: string): Map<string, { data: Float32Array; shape: number[] }> {
+  const names = asStringList(h5Attr(group as never, 'weight_names'));
+  if (names === undefined) throw new GoodnetError(`layer '${layer}' has no readable weight_names attribute`, file);
+  const out = new Map<string, { data: Float32Array; shape: number[] }>();
+  for (const wn of names) {
+    const ds = h5Get(group, wn);
+    if (!isDataset(ds)) throw new GoodnetError(`missing weight '${wn}' of layer '${layer}'`, file);
+    const shape = (ds.shape ?? []).map(Number);
+    const raw = ds.value as unknown;
+    if (!(raw instanceof Float32Array || raw instanceof Float64Array)) {
+      throw new GoodnetError(`weight '${wn}' of layer '${layer}' has dtype ${String(ds.dtype)}, expected float32 or float64`, file);
+    }
+    const data = raw instanceof Float32Array ? raw : Float32Array.from(raw);
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i]!)) {
+        throw new GoodnetError(`weight '${wn}' of layer '${layer}' contains ${Number.isNaN(data[i]!) ? 'NaN' : 'Inf'}`, file);
+      }
+    }
+    out.set(weightBase(wn), { data, shape });
+  }
+  return out;
+}
+
+/** Copy weights from an HDF5 weights root (file root or `model_weights`) into net, by name. */
+function assignWeights(net: tfl.LayersModel, root: H5Group, file: string): void {
+  for (const layer of net.layers) {
+    if (layer.weights.length === 0) continue;
+    const group = h5Get(root, layer.name);
+    if (!group || isDataset(group)) throw new GoodnetError(`no weights for layer '${layer.name}'`, file);
+    const stored = readLayerGroup(group as H5Group, layer.name, file);
+    const storedList = [...stored.values()];
+    if (storedList.length !== layer.weights.length) {
+      throw new GoodnetError(
+        `layer '${layer.name}' has ${storedList.length} weights in the file, the model needs ${layer.weights.length}`, file);
+    }
+    const values = layer.weights.map((w, i) => {
+      const base = weightBase(w.originalName ?? w.name);
+      const s = stored.get(base) ?? storedList[i]!;
+      const want = w.shape.map(Number);
+      if (s.shape.length !== want.length || s.shape.some((d, j) => d !== want[j])) {
+        throw new GoodnetError(
+          `weight '${layer.name}/${base}' has shape (${s.shape.join(',')}), the model needs (${want.join(',')})`, file);
+      }
+      return tf.tensor(s.data, want, 'float32');
+    });
+    layer.setWeights(values);
+    tf.dispose(values);
+  }
+}
+
+function shapeOf(root: H5Group, path: string): number[] | undefined {
+  const ds = h5Get(root, path);
+  return isDataset(ds) ? (ds.shape ?? []).map(Number) : undefined;
+}
+
+/** For weights-only DeepID files: classes from output/bias, channels from conv_1, size from fc_1. */
+function inferDeepIdShape(root: H5Group, file: string, given?: [number, number, number]) {
+  const out = shapeOf(root, 'output/output/bias:0') ?? shapeOf(root, 'output/bias:0');
+  const k1 = shapeOf(root, 'conv_1/conv_1/kernel:0') ?? shapeOf(root, 'conv_1/kernel:0');
+  const fc1 = shapeOf(root, 'fc_1/fc_1/kernel:0') ?? shapeOf(root, 'fc_1/kernel:0');
+  if (!out || !k1 || !fc1) throw new GoodnetError('weights do not look like a deepid network (need conv_1, fc_1, output)', file);
+  const numClasses = out[0]!;
+  if (given) return { inputShape: given, numClasses };
+  const channels = k1[2]!;
+  // fc_1 sees pool_3 flattened: h3 * w3 * 60. The lab's 55x47 fits; anything else needs --input-shape.
+  const p = deepIdPool3Shape(DEEPID_INPUT[0], DEEPID_INPUT[1])!;
+  if (p[0] * p[1] * 60 === fc1[0]) return { inputShape: [DEEPID_INPUT[0], DEEPID_INPUT[1], channels] as [number, number, number], numClasses };
+  throw new GoodnetError(`cannot infer the input size from fc_1 (${fc1.join('x')}); pass --input-shape HxWxC`, file);
+}
+
+async function withFile<T>(path: string, fn: (f: H5File) => Promise<T> | T): Promise<T> {
+  const f = await openH5(path);
+  try {
+    return await fn(f);
+  } finally {
+    f.close();
+  }
+}
+
+/** Load a Keras HDF5 file (full model or weights-only). */
+export async function readKerasH5(path: string, options: KerasLoadOptions = {}): Promise<KerasModel> {
+  return withFile(path, async (f) => {
+    const kerasVersion = h5Attr(f as never, 'keras_version');
+    const version = typeof kerasVersion === 'string' ? kerasVersion : undefined;
+    const configText = h5Attr(f as never, 'model_config');
+    if (configText !== undefined) {
+      const kerasConfig = parseModelConfig(configText, path);
+      const topology = toTfjsTopology(kerasConfig, path);
+      let net: tfl.LayersModel;
+      try {
+        net = await tfl.models.modelFromJSON({ modelTopology: topology as never });
+      } catch (err) {
+        const msg = (err as Error).message ?? String(err);
+        const unknown = /Unknown (?:layer|activation|initializer|constraint|regularizer): (\S+?)\./.exec(msg);
+        throw new GoodnetError(
+          unknown ? `unsupported Keras object '${unknown[1]}' in model_config` : `cannot build the model from model_config: ${msg.split('\n')[0]}`,
+          path, { cause: err });
+      }
+      const weightsRoot = h5Get(f, 'model_weights');
+      if (!weightsRoot || isDataset(weightsRoot)) throw new GoodnetError("full model file has no 'model_weights' group", path);
+      assignWeights(net, weightsRoot as H5Group, path);
+      return { net, kind: 'keras-full' as const, kerasVersion: version, kerasConfig };
+    }
+    const layerNames = asStringList(h5Attr(f as never, 'layer_names'));
+    if (layerNames === undefined) {
+      throw new GoodnetError("not a Keras model file (no 'model_config' or 'layer_names' attribute)", path);
+    }
+    const arch = options.arch ?? 'deepid';
+    const shape = inferDeepIdShape(f, path, options.inputShape);
+    const net = buildArchitecture(arch, shape);
+    const missing = net.layers.filter((l) => l.weights.length > 0 && !layerNames.includes(l.name));
+    if (missing.length > 0) throw new GoodnetError(`no weights for layer '${missing[0]!.name}' (architecture ${arch})`, path);
+    assignWeights(net, f, path);
+    return { net, kind: 'keras-weights' as const, kerasVersion: version };
+  });
+}
+
+/**
+ * Strings go in as fixed-length byte strings, as numpy/h5py wrote them for Keras 2.2-2.6
+ * (whose readers call .decode()); later Keras reads both kinds.
+ */
+function setString(obj: H5Group, key: string, value: string): void {
+  obj.create_attribute(key, value, null, `S${Math.max(1, Buffer.byteLength(value))}`);
+}
+
+/** Keras stores weightless layers' weight_names as an empty float64 array. */
+function setNames(obj: H5Group, key: string, names: string[]): void {
+  if (names.length === 0) obj.create_attribute(key, new Float64Array(0), [0], '<d');
+  else obj.create_attribute(key, names, [names.length], `S${Math.max(1, ...names.map((n) => Buffer.byteLength(n)))}`);
+}
+
+/**
+ * Write a Keras 2.x HDF5 full-model file (what `model.save('x.h5')` writes): root attrs
+ * keras_version, backend, model_config; `model_weights/<layer>/<layer>/<w>:0` datasets.
+ * Writes to `path` directly; callers wanting atomicity write to a temp name and rename.
+ */
+export async function writeKerasH5(net: tfl.LayersModel, path: string, kerasConfig?: JsonObject): Promise<void> {
+  const config = kerasConfig ?? (net.toJSON(null, false) as unknown as JsonObject);
+  const modelConfig = { class_name: config.class_name, config: config.config };
+  const f = await createH5(path);
+  try {
+    setString(f, 'keras_version', KERAS_FORMAT_VERSION);
+    setString(f, 'backend', 'tensorflow');
+    setString(f, 'model_config', JSON.stringify(modelConfig));
+    const mw = f.create_group('model_weights');
+    setNames(mw, 'layer_names', net.layers.map((l) => l.name));
+    setString(mw, 'backend', 'tensorflow');
+    setString(mw, 'keras_version', KERAS_FORMAT_VERSION);
+    for (const layer of net.layers) {
+      const g = mw.create_group(layer.name);
+      const bases = layer.weights.map((w) => weightBase(w.originalName ?? w.name));
+      setNames(g, 'weight_names', bases.map((b) => `${layer.name}/${b}:0`));
+      if (layer.weights.length === 0) continue;
+      const inner = g.create_group(layer.name);
+      const values = layer.getWeights();
+      for (let i = 0; i < values.length; i++) {
+        const t = values[i]!;
+        inner.create_dataset({ name: `${bases[i]}:0`, data: t.dataSync() as Float32Array, shape: t.shape, dtype: '<f' });
+      }
+    }
+  } finally {
+    f.close();
+  }
+}

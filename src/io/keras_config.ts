@@ -1,0 +1,111 @@
+/**
+ * Keras `model_config` JSON -> a topology tfjs-layers' own Keras deserialiser accepts.
+ * Keras 2.2 through 2.13 wrote slightly different JSON (Model vs Functional, Sequential as
+ * a bare list, `module`/`registered_name` keys, dtype policies); we smooth those over here
+ * and refuse what we cannot run with a message that names the layer.
+ */
+import { GoodnetError } from '../errors.js';
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+type JsonObject = { [k: string]: Json };
+
+/** Layers goodnet loads (all implemented by tfjs-layers with Keras semantics). */
+export const SUPPORTED_LAYERS = new Set([
+  'InputLayer', 'Conv2D', 'MaxPooling2D', 'AveragePooling2D', 'GlobalAveragePooling2D',
+  'GlobalMaxPooling2D', 'Flatten', 'Dense', 'Add', 'Concatenate', 'Activation', 'Dropout',
+  'BatchNormalization', 'ReLU', 'LeakyReLU', 'Softmax', 'ZeroPadding2D', 'Reshape', 'Multiply',
+  'Average', 'Maximum', 'Minimum', 'Subtract', 'SpatialDropout2D', 'DepthwiseConv2D',
+  'SeparableConv2D', 'ELU', 'PReLU', 'Permute', 'Cropping2D', 'UpSampling2D',
+]);
+
+const MODEL_CLASSES = new Set(['Model', 'Functional', 'Sequential']);
+
+/** Keys newer Keras versions add that carry no meaning for loading. */
+const DROP_KEYS = new Set(['module', 'registered_name', 'build_config', 'shared_object_id', 'compile_config']);
+
+const MAX_DEPTH = 64;
+
+function isObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Parse the root `model_config` attribute. */
+export function parseModelConfig(text: unknown, file: string): JsonObject {
+  if (typeof text !== 'string') throw new GoodnetError('model_config attribute is not a string', file);
+  let cfg: unknown;
+  try {
+    cfg = JSON.parse(text);
+  } catch (err) {
+    throw new GoodnetError(`model_config is not valid JSON (${(err as Error).message})`, file);
+  }
+  if (!isObject(cfg)) throw new GoodnetError('model_config is not a JSON object', file);
+  return cfg;
+}
+
+/** Recursively drop keys tfjs does not know and resolve dtype policies to plain dtypes. */
+function clean(value: Json, file: string, depth: number): Json {
+  if (depth > MAX_DEPTH) throw new GoodnetError('model_config is nested too deeply', file);
+  if (Array.isArray(value)) return value.map((v) => clean(v, file, depth + 1));
+  if (!isObject(value)) return value;
+  const out: JsonObject = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (DROP_KEYS.has(k)) continue;
+    if (k === 'dtype' && isObject(v)) {
+      // Keras mixed-precision policy object: {"class_name": "Policy", "config": {"name": "float32"}}.
+      const name = isObject(v.config) ? v.config.name : undefined;
+      if (name !== 'float32') throw new GoodnetError(`dtype policy '${String(name)}' is not supported (float32 only)`, file);
+      out[k] = 'float32';
+      continue;
+    }
+    out[k] = clean(v, file, depth + 1);
+  }
+  return out;
+}
+
+function checkLayer(layer: Json, file: string): void {
+  if (!isObject(layer) || typeof layer.class_name !== 'string') {
+    throw new GoodnetError('model_config has a layer without class_name', file);
+  }
+  const cls = layer.class_name;
+  const cfg = isObject(layer.config) ? layer.config : {};
+  const name = typeof cfg.name === 'string' ? cfg.name : typeof layer.name === 'string' ? layer.name : '?';
+  if (MODEL_CLASSES.has(cls)) throw new GoodnetError(`nested model '${name}' is not supported; flatten it first`, file);
+  if (!SUPPORTED_LAYERS.has(cls)) throw new GoodnetError(`unsupported Keras layer '${cls}' (layer '${name}')`, file);
+  if (cfg.groups !== undefined && cfg.groups !== 1) {
+    throw new GoodnetError(`grouped convolution (groups=${String(cfg.groups)}) is not supported (layer '${name}')`, file);
+  }
+  if (cfg.data_format === 'channels_first') {
+    throw new GoodnetError(`channels_first layers are not supported (layer '${name}')`, file);
+  }
+}
+
+/**
+ * Normalise a Keras model_config for tfjs-layers' deserialiser. Returns a new object;
+ * the caller keeps the original to write it back verbatim.
+ */
+export function toTfjsTopology(cfg: JsonObject, file: string): JsonObject {
+  const cls = cfg.class_name;
+  if (typeof cls !== 'string' || !MODEL_CLASSES.has(cls)) {
+    throw new GoodnetError(`model_config class '${String(cls)}' is not a Keras Model or Sequential`, file);
+  }
+  const out = clean(cfg, file, 0) as JsonObject;
+  // Keras 2.2.0-2.2.2 wrote a Sequential's config as the bare list of layers.
+  if (cls === 'Sequential' && Array.isArray(out.config)) out.config = { name: 'sequential', layers: out.config };
+  if (cls === 'Functional') out.class_name = 'Model';
+  const config = out.config;
+  if (!isObject(config) || !Array.isArray(config.layers)) throw new GoodnetError('model_config has no layer list', file);
+  if (config.layers.length === 0) throw new GoodnetError('model_config has no layers', file);
+  for (const layer of config.layers) {
+    checkLayer(layer, file);
+    const lc = (layer as JsonObject).config as JsonObject;
+    delete lc.groups;
+    // Keras 3 spells InputLayer's shape `batch_shape`.
+    if (lc.batch_shape !== undefined && lc.batch_input_shape === undefined) {
+      lc.batch_input_shape = lc.batch_shape;
+      delete lc.batch_shape;
+    }
+  }
+  return out;
+}
+
+export type { Json, JsonObject };

@@ -1,0 +1,99 @@
+/**
+ * tfjs LayersModel folders: `model.json` (Keras topology + weights manifest) and binary
+ * weight shards, read and written with node:fs (tfjs-core's file:// handler needs tfjs-node).
+ */
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve, sep } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { GoodnetError } from '../errors.js';
+import { toTfjsTopology, type JsonObject } from './keras_config.js';
+
+export const MODEL_JSON = 'model.json';
+export const WEIGHTS_BIN = 'group1-shard1of1.bin';
+
+interface ModelJson {
+  modelTopology?: unknown;
+  weightsManifest?: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
+}
+
+/** Load `dir/model.json` and its shards. */
+export async function readTfjsFolder(dir: string): Promise<tfl.LayersModel> {
+  const jsonPath = join(dir, MODEL_JSON);
+  if (!existsSync(jsonPath)) throw new GoodnetError(`no ${MODEL_JSON} in the folder`, dir);
+  let doc: ModelJson;
+  try {
+    doc = JSON.parse(readFileSync(jsonPath, 'utf8')) as ModelJson;
+  } catch (err) {
+    throw new GoodnetError(`not valid JSON (${(err as Error).message})`, jsonPath);
+  }
+  if (typeof doc !== 'object' || doc === null || typeof doc.modelTopology !== 'object' || doc.modelTopology === null) {
+    throw new GoodnetError('no modelTopology: not a tfjs LayersModel (graph models are not supported)', jsonPath);
+  }
+  const manifest = doc.weightsManifest;
+  if (!Array.isArray(manifest)) throw new GoodnetError('no weightsManifest', jsonPath);
+  const root = resolve(dir);
+  const buffers: Buffer[] = [];
+  const specs: tf.io.WeightsManifestEntry[] = [];
+  for (const group of manifest) {
+    if (!group || !Array.isArray(group.paths) || !Array.isArray(group.weights)) {
+      throw new GoodnetError('weightsManifest entry without paths/weights', jsonPath);
+    }
+    for (const p of group.paths) {
+      const shard = resolve(root, String(p));
+      // A shard path must not escape the model folder (model files come from strangers).
+      if (!shard.startsWith(root + sep)) throw new GoodnetError(`shard path '${p}' points outside the model folder`, jsonPath);
+      if (!existsSync(shard) || !statSync(shard).isFile()) throw new GoodnetError(`weight shard '${p}' is missing`, jsonPath);
+      buffers.push(readFileSync(shard));
+    }
+    specs.push(...group.weights);
+  }
+  const all = Buffer.concat(buffers);
+  const expected = specs.reduce((n, s) => {
+    const count = s.shape.reduce((a, b) => a * b, 1);
+    return n + count * (s.dtype === 'float32' || s.dtype === 'int32' || s.dtype === undefined ? 4 : 1);
+  }, 0);
+  if (all.length !== expected) {
+    throw new GoodnetError(`weight shards hold ${all.length} bytes, the manifest needs ${expected}`, jsonPath);
+  }
+  const topology = toTfjsTopology(doc.modelTopology as JsonObject, jsonPath);
+  const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength);
+  try {
+    const net = await tfl.loadLayersModel(tf.io.fromMemory({ modelTopology: topology as never, weightSpecs: specs, weightData }));
+    checkFinite(net, jsonPath);
+    return net;
+  } catch (err) {
+    if (err instanceof GoodnetError) throw err;
+    throw new GoodnetError(`cannot load the model: ${String((err as Error).message ?? err).split('\n')[0]}`, jsonPath, { cause: err });
+  }
+}
+
+function checkFinite(net: tfl.LayersModel, file: string): void {
+  for (const w of net.weights) {
+    const v = w.read().dataSync();
+    for (let i = 0; i < v.length; i++) {
+      if (!Number.isFinite(v[i]!)) throw new GoodnetError(`weight '${w.originalName}' contains ${Number.isNaN(v[i]!) ? 'NaN' : 'Inf'}`, file);
+    }
+  }
+}
+
+/** Write `dir/model.json` + one weight shard. `dir` must exist. */
+export async function writeTfjsFolder(net: tfl.LayersModel, dir: string): Promise<void> {
+  await net.save(
+    tf.io.withSaveHandler(async (artifacts) => {
+      const weightData = artifacts.weightData;
+      const bytes = weightData === undefined ? new Uint8Array(0)
+        : Array.isArray(weightData) ? Buffer.concat(weightData.map((b) => new Uint8Array(b))) : new Uint8Array(weightData);
+      writeFileSync(join(dir, WEIGHTS_BIN), bytes);
+      const doc = {
+        format: 'layers-model',
+        generatedBy: artifacts.generatedBy,
+        convertedBy: 'goodnet',
+        modelTopology: artifacts.modelTopology,
+        weightsManifest: [{ paths: [WEIGHTS_BIN], weights: artifacts.weightSpecs }],
+      };
+      writeFileSync(join(dir, MODEL_JSON), JSON.stringify(doc));
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+}
