@@ -79,6 +79,27 @@ function checkLayer(layer: Json, file: string): void {
   }
 }
 
+/** Per-layer spelling differences between Keras versions and tfjs-layers. */
+function normaliseLayerConfig(cls: string, lc: JsonObject, file: string): void {
+  delete lc.groups;
+  // Keras >= 2.4 writes BatchNormalization's axis as a list ([3]); tfjs takes one integer.
+  if (Array.isArray(lc.axis)) {
+    if (lc.axis.length !== 1 || typeof lc.axis[0] !== 'number') {
+      throw new GoodnetError(`${cls} '${String(lc.name)}' normalises over several axes (${JSON.stringify(lc.axis)}), not supported`, file);
+    }
+    lc.axis = lc.axis[0]!;
+  }
+  if (cls === 'ReLU') {
+    // tfjs's ReLU has only max_value; a leaky slope or a threshold would silently change results.
+    for (const k of ['negative_slope', 'threshold'] as const) {
+      if (lc[k] !== undefined && lc[k] !== null && lc[k] !== 0) {
+        throw new GoodnetError(`ReLU '${String(lc.name)}' with ${k}=${String(lc[k])} is not supported`, file);
+      }
+      delete lc[k];
+    }
+  }
+}
+
 /**
  * Normalise a Keras model_config for tfjs-layers' deserialiser. Returns a new object;
  * the caller keeps the original to write it back verbatim.
@@ -98,7 +119,7 @@ export function toTfjsTopology(cfg: JsonObject, file: string): JsonObject {
   for (const layer of config.layers) {
     checkLayer(layer, file);
     const lc = (layer as JsonObject).config as JsonObject;
-    delete lc.groups;
+    normaliseLayerConfig((layer as JsonObject).class_name as string, lc, file);
     // Keras 3 spells InputLayer's shape `batch_shape`.
     if (lc.batch_shape !== undefined && lc.batch_input_shape === undefined) {
       lc.batch_input_shape = lc.batch_shape;

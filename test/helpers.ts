@@ -1,0 +1,41 @@
+/** Shared test helpers: temp dirs, the ../shared/csaw assets, bit-exact comparisons. */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+
+/** Repo root (tests run from dist/test). */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** The CSAW lab assets beside the repository, if present. */
+export const CSAW = fileURLToPath(new URL('../../../shared/csaw/', import.meta.url));
+export const HAVE_CSAW = existsSync(join(CSAW, 'expected.json'));
+/** Pass as a test option: skips with a reason when ../shared/csaw is absent. */
+export const needsCsaw = HAVE_CSAW ? {} : { skip: `../shared/csaw not found at ${CSAW}: real-weight tests skipped` };
+
+export function tempDir(prefix = 'goodnet-test-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** All weights of two models equal bit for bit (same order, same shapes). */
+export function sameWeights(a: tfl.LayersModel, b: tfl.LayersModel): boolean {
+  if (a.weights.length !== b.weights.length) return false;
+  return a.weights.every((w, i) => {
+    const x = w.read().dataSync();
+    const y = b.weights[i]!.read().dataSync();
+    return x.length === y.length && x.every((v, j) => Object.is(v, y[j]));
+  });
+}
+
+/** Predictions on the same input, as plain arrays. */
+export function predictArray(net: tfl.LayersModel, x: tf.Tensor): Float32Array {
+  return tf.tidy(() => (net.predict(x) as tf.Tensor).dataSync() as Float32Array);
+}
+
+export function bitEqual(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
+}
