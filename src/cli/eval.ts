@@ -16,10 +16,11 @@ export function evalCommand(): Command {
   const cmd = new Command('eval')
     .summary('clean accuracy and attack success rate of a model')
     .description(
-      'Measure a model on clean data (accuracy) and on poisoned data (attack success rate, ASR:\n' +
-      'the share of triggered images classified as the attacker\'s target, counting only images\n' +
-      'whose true label is not the target). Data: CSAW-layout HDF5 (`data` + `label`) or a folder\n' +
-      'of images labelled by sub-folder or file name (label43.png).')
+      'Measure a model on clean data (accuracy) and on poisoned data (attack success rate, ASR: ' +
+      'the share of triggered images classified as the attacker\'s target, counting only images ' +
+      'whose true label is not the target).\n\n' +
+      'Data: CSAW-layout HDF5 (`data` + `label`) or a folder of images labelled by sub-folder or ' +
+      'file name (cl_0-label43.png).')
     .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only) or tfjs folder')
     .option('-c, --clean <path>', 'clean data (HDF5 or image folder)')
     .option('-p, --poisoned <path>', 'poisoned data (HDF5 or image folder)')

@@ -16,7 +16,7 @@ export function program(): Command {
     .version(pkg.version)
     .description(
       'Find and remove backdoors in image classifiers.\n\n' +
-      'Evaluate a possibly backdoored model (a "BadNet") on clean and poisoned data, repair it by\n' +
+      'Evaluate a possibly backdoored model (a "BadNet") on clean and poisoned data, repair it by ' +
       'pruning the channels the backdoor hides in, and report what changed.')
     .option('--debug', 'show stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')

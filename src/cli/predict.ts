@@ -13,7 +13,7 @@ interface PredictOpts extends EngineOpts, ModelOpts, DataOpts {
 export function predictCommand(): Command {
   const cmd = new Command('predict')
     .summary('classify images with a model')
-    .description('Print the predicted label and its probability for each image (PNG/JPEG files, folders\nof them, or the rows of a CSAW-layout HDF5 file).')
+    .description('Print the predicted label and its probability for each image (PNG/JPEG files, folders of them, or the rows of a CSAW-layout HDF5 file).')
     .argument('<inputs...>', 'image files, folders or HDF5 data files')
     .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only) or tfjs folder')
     .option('-k, --top <k>', 'also show the k most likely labels', parseInteger('--top', 1, 1000), 1)

@@ -5,7 +5,7 @@ export type Cell = string | number;
 /** Right-align numbers, left-align text; columns padded to their widest cell. */
 export function markdownTable(headers: string[], rows: Cell[][]): string {
   const text = rows.map((r) => r.map((c) => String(c)));
-  const numeric = headers.map((_, j) => rows.length > 0 && rows.every((r) => typeof r[j] === 'number' || /^[\d.,%+-]+$/.test(String(r[j]))));
+  const numeric = headers.map((_, j) => rows.length > 0 && rows.every((r) => typeof r[j] === 'number' || /^-?[\d.]+%?$/.test(String(r[j]))));
   const width = headers.map((h, j) => Math.max(3, h.length, ...text.map((r) => (r[j] ?? '').length)));
   const pad = (s: string, j: number) => (numeric[j] ? s.padStart(width[j]!) : s.padEnd(width[j]!));
   const line = (cells: string[]) => `| ${cells.map((c, j) => pad(c, j)).join(' | ')} |`;
