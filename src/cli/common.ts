@@ -83,16 +83,4 @@ export async function emitJson(value: unknown, json: string | boolean | undefine
   return false;
 }
 
-/** A one-line progress indicator on stderr, only when stderr is a terminal. */
-export function progress(label: string): (done: number, total: number) => void {
-  if (!process.stderr.isTTY) return () => {};
-  let last = 0;
-  return (done, total) => {
-    const now = Date.now();
-    if (done < total && now - last < 100) return;
-    last = now;
-    const pct = total > 0 ? Math.floor((100 * done) / total) : 100;
-    process.stderr.write(`\r${label} ${done}/${total} (${pct}%)${done >= total ? '\x1b[K\r' : ''}`);
-    if (done >= total) process.stderr.write('\x1b[K');
-  };
-}
+export { progress } from './progress.js';

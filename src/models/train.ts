@@ -1,0 +1,108 @@
+/**
+ * The one training loop (BadNet lab training, later fine-tuning): seeded shuffling and
+ * trainOnBatch, so the same seed on the same backend gives the same weights. tfjs's
+ * model.fit shuffles with Math.random, which would break that.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import seedrandom from 'seedrandom';
+
+/** Images as stored: NHWC, raw values (uint8 or float), labels as integers. */
+export interface TrainingSet {
+  images: Uint8Array | Float32Array;
+  labels: ArrayLike<number>;
+  n: number;
+  /** [H, W, C] */
+  shape: [number, number, number];
+}
+
+export interface EpochStats {
+  epoch: number;
+  loss: number;
+  accuracy: number;
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+export interface TrainOptions {
+  epochs: number;
+  batchSize?: number;
+  learningRate?: number;
+  seed?: number;
+  /** Divide pixels by this before feeding the model; inference must use the same --scale. */
+  scale?: number;
+  /** After each batch: images done in this epoch, running loss and accuracy. */
+  onBatch?: (epoch: number, done: number, total: number, loss: number, accuracy: number) => void;
+  onEpoch?: (stats: EpochStats) => void;
+  /** Called after every optimizer step (e.g. to re-apply a pruning mask). */
+  afterStep?: () => void;
+  optimizer?: tf.Optimizer;
+}
+
+/** Fisher-Yates with a seeded generator. */
+export function permutation(n: number, rng: () => number): Int32Array {
+  const p = new Int32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    const t = p[i]!;
+    p[i] = p[j]!;
+    p[j] = t;
+  }
+  return p;
+}
+
+/** Copy the images at `idx` into one float32 batch (scaled), with one-hot labels. */
+function gather(set: TrainingSet, idx: Int32Array, numClasses: number, scale: number): { x: Float32Array; y: Float32Array } {
+  const per = set.shape[0] * set.shape[1] * set.shape[2];
+  const x = new Float32Array(idx.length * per);
+  const y = new Float32Array(idx.length * numClasses);
+  const inv = 1 / scale;
+  for (let b = 0; b < idx.length; b++) {
+    const i = idx[b]!;
+    const src = set.images.subarray(i * per, (i + 1) * per);
+    const dst = b * per;
+    if (scale === 1) x.set(src, dst);
+    else for (let j = 0; j < per; j++) x[dst + j] = src[j]! * inv;
+    y[b * numClasses + set.labels[i]!] = 1;
+  }
+  return { x, y };
+}
+
+/** Train `net` (softmax output) with Adam and categorical cross-entropy. */
+export async function train(net: tfl.LayersModel, set: TrainingSet, options: TrainOptions): Promise<EpochStats[]> {
+  const batchSize = options.batchSize ?? 64;
+  const numClasses = net.outputs[0]!.shape[1]!;
+  const rng = seedrandom(String(options.seed ?? 0));
+  net.compile({
+    optimizer: options.optimizer ?? tf.train.adam(options.learningRate ?? 1e-3),
+    loss: 'categoricalCrossentropy',
+    metrics: ['accuracy'],
+  });
+  const history: EpochStats[] = [];
+  for (let epoch = 1; epoch <= options.epochs; epoch++) {
+    const t0 = performance.now();
+    const order = permutation(set.n, rng);
+    let lossSum = 0;
+    let accSum = 0;
+    let seen = 0;
+    for (let start = 0; start < set.n; start += batchSize) {
+      const idx = order.subarray(start, Math.min(start + batchSize, set.n));
+      const { x, y } = gather(set, idx, numClasses, options.scale ?? 1);
+      const xt = tf.tensor4d(x, [idx.length, ...set.shape]);
+      const yt = tf.tensor2d(y, [idx.length, numClasses]);
+      const out = (await net.trainOnBatch(xt, yt)) as number[];
+      tf.dispose([xt, yt]);
+      options.afterStep?.();
+      lossSum += out[0]! * idx.length;
+      accSum += out[1]! * idx.length;
+      seen += idx.length;
+      options.onBatch?.(epoch, seen, set.n, lossSum / seen, accSum / seen);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const stats = { epoch, loss: lossSum / seen, accuracy: accSum / seen, seconds, imagesPerSecond: seen / seconds };
+    history.push(stats);
+    options.onEpoch?.(stats);
+  }
+  return history;
+}
