@@ -6,6 +6,10 @@
  *   input -> conv_1 20@4x4 -> pool_1 -> conv_2 40@3x3 -> pool_2 -> conv_3 60@3x3 -> pool_3
  *   pool_3 -> flatten_1 -> fc_1 (160)  +  pool_3 -> conv_4 80@2x2 -> flatten_2 -> fc_2 (160)
  *   add_1 -> activation_1 (relu) -> output (softmax)
+ *
+ * Inputs smaller than 32x32 (e.g. 28x28 Fashion-MNIST) first pass a ZeroPadding2D layer
+ * `pad` up to 32x32, as LeNet-5 padded MNIST: otherwise pool_3 would shrink to 1x1 and
+ * conv_4 (2x2) could not run. The data stay at their own size.
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
@@ -22,7 +26,10 @@ export interface DeepIdOptions {
 export const DEEPID_INPUT: [number, number, number] = [55, 47, 3];
 export const DEEPID_CLASSES = 1283;
 
-/** Spatial size after conv_1..pool_3 and conv_4, or undefined when the input is too small. */
+/** Smallest input side the topology takes without padding (pool_3 2x2, conv_4 1x1). */
+export const DEEPID_MIN_SIDE = 32;
+
+/** Spatial size of pool_3 for an (unpadded) input, or undefined when conv_4 could not run. */
 export function deepIdPool3Shape(h: number, w: number): [number, number] | undefined {
   let hh = h;
   let ww = w;
@@ -38,9 +45,7 @@ export function deepId(options: DeepIdOptions = {}): tfl.LayersModel {
   const inputShape = options.inputShape ?? DEEPID_INPUT;
   const numClasses = options.numClasses ?? DEEPID_CLASSES;
   const [h, w, c] = inputShape;
-  if (!deepIdPool3Shape(h, w)) {
-    throw new GoodnetError(`deepid needs inputs of at least 20x20 pixels, got ${h}x${w}`);
-  }
+  if (h < 8 || w < 8) throw new GoodnetError(`deepid needs inputs of at least 8x8 pixels, got ${h}x${w}`);
   if (!(c >= 1) || !Number.isInteger(numClasses) || numClasses < 2) {
     throw new GoodnetError(`deepid needs >= 1 channel and >= 2 classes, got ${c} channels, ${numClasses} classes`);
   }
@@ -51,7 +56,14 @@ export function deepId(options: DeepIdOptions = {}): tfl.LayersModel {
   const pool = (name: string) => tfl.layers.maxPooling2d({ name, poolSize: 2, strides: 2, padding: 'valid' });
 
   const input = tfl.input({ shape: inputShape, name: 'input' });
-  let x = conv('conv_1', 20, 4, 1).apply(input) as tfl.SymbolicTensor;
+  let x: tfl.SymbolicTensor = input;
+  const padH = Math.max(0, DEEPID_MIN_SIDE - h);
+  const padW = Math.max(0, DEEPID_MIN_SIDE - w);
+  if (padH > 0 || padW > 0) {
+    const padding: [[number, number], [number, number]] = [[padH >> 1, padH - (padH >> 1)], [padW >> 1, padW - (padW >> 1)]];
+    x = tfl.layers.zeroPadding2d({ name: 'pad', padding }).apply(x) as tfl.SymbolicTensor;
+  }
+  x = conv('conv_1', 20, 4, 1).apply(x) as tfl.SymbolicTensor;
   x = pool('pool_1').apply(x) as tfl.SymbolicTensor;
   x = conv('conv_2', 40, 3, 2).apply(x) as tfl.SymbolicTensor;
   x = pool('pool_2').apply(x) as tfl.SymbolicTensor;

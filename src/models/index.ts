@@ -23,4 +23,4 @@ export function buildArchitecture(name: string, options: ArchitectureOptions): t
   return build(options);
 }
 
-export { deepId, deepIdPool3Shape, DEEPID_INPUT, DEEPID_CLASSES } from './deepid.js';
+export { deepId, deepIdPool3Shape, DEEPID_INPUT, DEEPID_CLASSES, DEEPID_MIN_SIDE } from './deepid.js';
