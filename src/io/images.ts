@@ -331,3 +331,50 @@ export function encodePng(
     bitDepth: 8,
   });
 }
+
+/** 8-bit RGBA pixels (width*height*4, row-major) of a PNG or JPEG, alpha kept. */
+export interface RgbaImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  /** True when the PNG declares an alpha channel (colour types 4 and 6). */
+  hasAlpha: boolean;
+}
+
+/**
+ * Decode a PNG (alpha kept) or JPEG (alpha 255) to RGBA. Grey images are expanded to
+ * R = G = B. Errors are one-line GoodnetErrors naming the file.
+ */
+export function decodeImageRgba(path: string): RgbaImage {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    throw new GoodnetError(`cannot read image: ${ioReason(err)}`, path, { cause: err });
+  }
+  const format = sniff(bytes.subarray(0, 8));
+  if (format === 'png') {
+    if (bytes.length >= 24) checkResolution(bytes.readUInt32BE(16), bytes.readUInt32BE(20), path);
+    let png: ReturnType<typeof PNG.sync.read>;
+    try {
+      png = PNG.sync.read(bytes);
+    } catch (err) {
+      throw decodeFailure('PNG', err, path);
+    }
+    const n = png.width * png.height;
+    if (png.data.length < n * 4) throw new GoodnetError('corrupt PNG image (short pixel data)', path);
+    const data = new Uint8Array(png.data.buffer, png.data.byteOffset, n * 4);
+    return { data, width: png.width, height: png.height, hasAlpha: png.alpha };
+  }
+  const img = decodeImageBuffer(bytes, path);
+  const n = img.width * img.height;
+  const data = new Uint8Array(n * 4);
+  for (let i = 0; i < n; i++) {
+    const k = img.channels === 3 ? i * 3 : i;
+    data[i * 4] = img.data[k]!;
+    data[i * 4 + 1] = img.data[img.channels === 3 ? k + 1 : k]!;
+    data[i * 4 + 2] = img.data[img.channels === 3 ? k + 2 : k]!;
+    data[i * 4 + 3] = 255;
+  }
+  return { data, width: img.width, height: img.height, hasAlpha: false };
+}
