@@ -6,7 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend, tf, type BackendName } from '../src/engine/backend.js';
-import { registerWasmKernels, WASM_KERNELS } from '../src/engine/kernels/index.js';
+import {
+  registerWasmKernelOverrides, registerWasmKernels, WASM_KERNEL_OVERRIDES, WASM_KERNELS,
+} from '../src/engine/kernels/index.js';
 
 type Shape4 = [number, number, number, number];
 type Attrs = Record<string, unknown>;
@@ -193,8 +195,12 @@ function tinyConvNet(depthwise: boolean): tfl.LayersModel {
     padding: depthwise ? 'same' : 'valid', activation: 'relu', kernelInitializer: init(1),
   }));
   if (depthwise) {
+    // Later conv layers make backprop reach their inputs too (the *BackpropInput kernels).
     model.add(tfl.layers.depthwiseConv2d({
       kernelSize: 3, depthMultiplier: 2, padding: 'same', activation: 'relu', depthwiseInitializer: init(2),
+    }));
+    model.add(tfl.layers.conv2d({
+      filters: 5, kernelSize: 2, strides: 1, padding: 'valid', activation: 'relu', kernelInitializer: init(4),
     }));
   }
   model.add(tfl.layers.maxPooling2d({ poolSize: 2 }));
@@ -202,21 +208,6 @@ function tinyConvNet(depthwise: boolean): tfl.LayersModel {
   model.add(tfl.layers.dense({ units: CLASSES, activation: 'softmax', kernelInitializer: init(3) }));
   return model;
 }
-
-test('a small conv net trains with model.fit on wasm', async () => {
-  await use('wasm');
-  const { xs, ys } = dataset();
-  const model = tinyConvNet(false);
-  model.compile({ optimizer: tf.train.sgd(0.1), loss: 'categoricalCrossentropy' });
-  const x = tf.tensor4d(xs, IMG);
-  const y = tf.tensor2d(ys, [IMG[0], CLASSES]);
-  const history = await model.fit(x, y, { epochs: 8, batchSize: 16, shuffle: false, verbose: 0 });
-  const losses = history.history.loss as number[];
-  assert.ok(losses.every(Number.isFinite), `losses ${losses}`);
-  assert.ok(losses.at(-1)! < 0.9 * losses[0]!, `loss did not decrease: ${losses}`);
-  tf.dispose([x, y]);
-  model.dispose();
-});
 
 /** Loss gradients of every trainable weight, and the weights after one SGD step. */
 async function oneStep(backend: BackendName, depthwise: boolean): Promise<{ grads: Float32Array[]; after: Float32Array[] }> {
@@ -237,18 +228,75 @@ async function oneStep(backend: BackendName, depthwise: boolean): Promise<{ grad
   return { grads: gradValues, after };
 }
 
-for (const depthwise of [false, true]) {
-  test(`one gradient step on wasm matches cpu (${depthwise ? 'conv + depthwise' : 'conv'} net)`, async () => {
-    const ref = await oneStep('cpu', depthwise);
-    const got = await oneStep('wasm', depthwise);
-    assert.equal(got.grads.length, ref.grads.length);
-    got.grads.forEach((g, i) => {
-      const err = relError(g, ref.grads[i]!);
-      assert.ok(err < 1e-4, `gradient ${i}: relative error ${err}`);
+function endToEndTests(label: string): void {
+  test(`a small conv net trains with model.fit on wasm${label}`, async () => {
+    await use('wasm');
+    const { xs, ys } = dataset();
+    const model = tinyConvNet(false);
+    model.compile({ optimizer: tf.train.sgd(0.1), loss: 'categoricalCrossentropy' });
+    const x = tf.tensor4d(xs, IMG);
+    const y = tf.tensor2d(ys, [IMG[0], CLASSES]);
+    const history = await model.fit(x, y, { epochs: 8, batchSize: 16, shuffle: false, verbose: 0 });
+    const losses = history.history.loss as number[];
+    assert.ok(losses.every(Number.isFinite), `losses ${losses}`);
+    assert.ok(losses.at(-1)! < 0.9 * losses[0]!, `loss did not decrease: ${losses}`);
+    tf.dispose([x, y]);
+    model.dispose();
+  });
+  for (const depthwise of [false, true]) {
+    test(`one gradient step on wasm matches cpu (${depthwise ? 'conv + depthwise + conv' : 'conv'} net)${label}`, async () => {
+      const ref = await oneStep('cpu', depthwise);
+      const got = await oneStep('wasm', depthwise);
+      assert.equal(got.grads.length, ref.grads.length);
+      got.grads.forEach((g, i) => {
+        const err = relError(g, ref.grads[i]!);
+        assert.ok(err < 1e-4, `gradient ${i}: relative error ${err}`);
+      });
+      got.after.forEach((w, i) => {
+        const err = relError(w, ref.after[i]!);
+        assert.ok(err < 1e-4, `weight ${i} after one step: relative error ${err}`);
+      });
     });
-    got.after.forEach((w, i) => {
-      const err = relError(w, ref.after[i]!);
-      assert.ok(err < 1e-4, `weight ${i} after one step: relative error ${err}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opt-in replacements for slow native wasm kernels
+
+const MATMUL_CASES: Array<[number[], number[], boolean, boolean]> = [
+  [[7, 5], [5, 3], false, false],
+  [[5, 7], [5, 3], true, false],
+  [[7, 5], [3, 5], false, true],
+  [[5, 7], [3, 5], true, true],
+  [[1, 64, 33], [1, 64, 19], true, false],
+  [[2, 6, 4], [2, 5, 4], false, true],
+  [[2, 4, 6], [1, 4, 5], true, false],
+];
+
+function overridesTest(): void {
+  test('opt-in overrides register idempotently and match cpu', async () => {
+    await use('wasm');
+    const natives = WASM_KERNEL_OVERRIDES.map((o) => tf.getKernel(o.kernelName, 'wasm')!);
+    registerWasmKernelOverrides();
+    const replaced = WASM_KERNEL_OVERRIDES.map((o) => tf.getKernel(o.kernelName, 'wasm')!);
+    registerWasmKernelOverrides();
+    WASM_KERNEL_OVERRIDES.forEach((o, i) => {
+      assert.notEqual(replaced[i]!.kernelFunc, natives[i]!.kernelFunc, o.kernelName);
+      assert.equal(replaced[i]!.setupFunc, natives[i]!.setupFunc, o.kernelName);
+      assert.equal(tf.getKernel(o.kernelName, 'wasm')!.kernelFunc, replaced[i]!.kernelFunc, o.kernelName);
     });
+    const cases: ConvCase[] = [...CONV_CASES, [[2, 3, 7, 6], [3, 3, 3, 4], 2, 'same', undefined, 'NCHW']];
+    for (const [xShape, filterShape, strides, pad, dimRoundingMode, dataFormat = 'NHWC'] of cases) {
+      const attrs: Attrs = { strides, pad, dataFormat, dimRoundingMode, inputShape: xShape };
+      await assertMatchesCpu('Conv2DBackpropInput',
+        { dy: dyShape(xShape, filterShape, attrs, false), filter: filterShape }, attrs);
+    }
+    for (const [a, b, transposeA, transposeB] of MATMUL_CASES) {
+      await assertMatchesCpu('BatchMatMul', { a, b }, { transposeA, transposeB });
+    }
   });
 }
+
+endToEndTests('');
+overridesTest();
+endToEndTests(' (with overrides)');

@@ -5,9 +5,9 @@
  *   dx = depthwiseConv2d(dilate(dy, strides), reverse(filter, [0, 1]), stride 1,
  *                        padding (kh-1-top, kw-1-left)), summed over the channel multiplier.
  *
- * dy is dilated by zero-insertion: (B,OH,1,OW,1,C*M) padded to (B,OH,sh,OW,sw,C*M) and
- * reshaped to (B,OH*sh,OW*sw,C*M). The flipped filter is applied with multiplier 1 over the
- * C*M channels, then the M outputs of each input channel are summed (skipped when M = 1).
+ * dy is dilated by zero-insertion (see dilate). The flipped filter is applied with
+ * multiplier 1 over the C*M channels, then the M outputs of each input channel are summed
+ * (skipped when M = 1).
  */
 import { backend_util, DepthwiseConv2dNativeBackpropInput, util } from '@tensorflow/tfjs-core';
 import type {
@@ -18,18 +18,11 @@ import type {
   TensorInfo,
 } from '@tensorflow/tfjs-core';
 import {
-  assertDilationsOne, assertFloat32, input, cropTo, disposeAll, pad, reshape, runWasm, type WasmBackendLike,
+  assertDilationsOne, assertFloat32, cropTo, dilate, disposeAll, input, reshape, runWasm, transposedConvPads,
+  type WasmBackendLike,
 } from './wasm_ops.js';
 
 const NAME = DepthwiseConv2dNativeBackpropInput;
-
-/** Padding before/after and crop offset so that a stride-1 conv yields `want` outputs. */
-function plan(inLen: number, k: number, before: number, want: number): [number, number, number] {
-  const padBefore = Math.max(0, before);
-  const begin = padBefore - before; // > 0 when the forward pad exceeds k - 1
-  const padAfter = Math.max(0, begin + want + k - 1 - inLen - padBefore);
-  return [padBefore, padAfter, begin];
-}
 
 export function depthwiseConv2dBackpropInput(args: {
   inputs: DepthwiseConv2dNativeBackpropInputInputs;
@@ -52,20 +45,13 @@ export function depthwiseConv2dBackpropInput(args: {
   util.assert(util.arraysEqual(dy.shape, info.outShape) && Number.isInteger(chMul),
     () => `${NAME}: dy ${dy.shape} and filter ${info.filterShape} do not match input ${info.inShape}`);
 
-  const toFree: TensorInfo[] = [];
-  let dyDil = dy;
-  if (sh !== 1 || sw !== 1) {
-    const dy6 = reshape(backend, dy, [batchSize, outHeight, 1, outWidth, 1, outChannels]);
-    const spread = pad(backend, dy6, [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]);
-    dyDil = reshape(backend, spread, [batchSize, outHeight * sh, outWidth * sw, outChannels]);
-    toFree.push(dy6, spread, dyDil);
-  }
+  const dyDil = dilate(backend, dy, sh, sw);
   const flipped = runWasm('Reverse', backend, { x: filter }, { dims: [0, 1] });
   const flippedDw = reshape(backend, flipped, [kh, kw, outChannels, 1]);
-  toFree.push(flipped, flippedDw);
+  const toFree = dyDil === dy ? [flipped, flippedDw] : [dyDil, flipped, flippedDw];
 
-  const [pt, pb, rowBegin] = plan(dyDil.shape[1], kh, kh - 1 - info.padInfo.top, inHeight);
-  const [pl, pr, colBegin] = plan(dyDil.shape[2], kw, kw - 1 - info.padInfo.left, inWidth);
+  const [pt, pb, rowBegin] = transposedConvPads(dyDil.shape[1]!, kh, kh - 1 - info.padInfo.top, inHeight);
+  const [pl, pr, colBegin] = transposedConvPads(dyDil.shape[2]!, kw, kw - 1 - info.padInfo.left, inWidth);
   const conv = runWasm('DepthwiseConv2dNative', backend, { x: dyDil, filter: flippedDw }, {
     strides: [1, 1],
     dilations: [1, 1],

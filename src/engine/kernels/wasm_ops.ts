@@ -64,6 +64,33 @@ export function input(kernel: string, inputs: NamedTensorInfoMap, name: string):
   return t;
 }
 
+/**
+ * Zero-insert a (B,H,W,C) tensor to (B,H*sh,W*sw,C), value (p,q) landing at (p*sh, q*sw):
+ * reshape to (B,H,1,W,1,C), pad the unit axes to sh and sw, reshape back. Returns `x` when
+ * both strides are 1; otherwise the caller disposes the result.
+ */
+export function dilate(backend: WasmBackendLike, x: TensorInfo, sh: number, sw: number): TensorInfo {
+  if (sh === 1 && sw === 1) return x;
+  const [b, h, w, c] = x.shape as [number, number, number, number];
+  const x6 = reshape(backend, x, [b, h, 1, w, 1, c]);
+  const spread = pad(backend, x6, [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]);
+  const out = reshape(backend, spread, [b, h * sh, w * sw, c]);
+  disposeAll(backend, x6, spread);
+  return out;
+}
+
+/**
+ * Padding (before, after) and crop offset for one spatial axis of a stride-1 'transposed'
+ * conv: input length `inLen`, kernel `k`, wanted padding `before` (may be negative, when the
+ * forward pad exceeded k - 1) and `want` outputs. Returns [padBefore, padAfter, cropBegin].
+ */
+export function transposedConvPads(inLen: number, k: number, before: number, want: number): [number, number, number] {
+  const padBefore = Math.max(0, before);
+  const begin = padBefore - before;
+  const padAfter = Math.max(0, begin + want + k - 1 - inLen - padBefore);
+  return [padBefore, padAfter, begin];
+}
+
 export function assertFloat32(kernel: string, ...infos: TensorInfo[]): void {
   for (const info of infos) {
     if (info.dtype !== 'float32') throw new Error(`${kernel} (wasm): expected float32, got ${info.dtype}`);
