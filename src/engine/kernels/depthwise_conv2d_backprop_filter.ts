@@ -9,7 +9,8 @@
  * stacked into one (1, B*Hp, Wp, C) image; dy, padded to Hp/sh rows per image, is stacked the
  * same way into a (B*Hp/sh, OW, C, M) depthwise filter. With dilation (sh, sw) kernel row
  * b*Hp/sh + p lands on image b, row p*sh + i, so one DepthwiseConv2dNative gives (1, >=KH, >=KW,
- * C*M), cropped to dW. Zero rows of the filter only ever meet padding, so no cross-talk.
+ * C*M), cropped to dW. Real dy rows only meet their own image (Hp covers every tap), and the
+ * filter's zero rows (p >= OH) add nothing wherever they land, so images do not mix.
  */
 import { backend_util, DepthwiseConv2dNativeBackpropFilter, util } from '@tensorflow/tfjs-core';
 import type {
