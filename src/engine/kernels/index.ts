@@ -1,4 +1,50 @@
-/** Kernels the wasm backend lacks, registered so that training (model.fit) runs on wasm. */
+/**
+ * Kernels the wasm backend lacks, registered so that training (model.fit) runs on wasm, and
+ * opt-in replacements for wasm kernels that exist but are slow scalar loops. All are composed
+ * from existing wasm (XNNPACK) kernels; see the module comments.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { KernelConfig, KernelFunc } from '@tensorflow/tfjs-core';
+import { makeBatchMatMul } from './batch_mat_mul.js';
+import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
+import { makeConv2dBackpropInput } from './conv2d_backprop_input.js';
+import { depthwiseConv2dBackpropFilterConfig } from './depthwise_conv2d_backprop_filter.js';
+import { depthwiseConv2dBackpropInputConfig } from './depthwise_conv2d_backprop_input.js';
+
+export const WASM_KERNELS: readonly KernelConfig[] = [
+  conv2dBackpropFilterConfig,
+  depthwiseConv2dBackpropFilterConfig,
+  depthwiseConv2dBackpropInputConfig,
+];
+
+/** Register the kernels above; idempotent, and never replaces a kernel the backend already has. */
 export function registerWasmKernels(): void {
-  // Filled in by the gradient-kernel work (Conv2DBackpropFilter, ...).
+  for (const config of WASM_KERNELS) {
+    if (tf.getKernel(config.kernelName, config.backendName) === undefined) tf.registerKernel(config);
+  }
+}
+
+/** Native wasm kernels worth replacing, each with a factory given the native kernelFunc. */
+export const WASM_KERNEL_OVERRIDES: ReadonlyArray<{ kernelName: string; make: (native: KernelFunc) => KernelFunc }> = [
+  { kernelName: 'Conv2DBackpropInput', make: makeConv2dBackpropInput },
+  { kernelName: 'BatchMatMul', make: makeBatchMatMul },
+];
+
+const installed = new Set<KernelFunc>();
+
+/**
+ * Replace the slow native wasm kernels listed above (about 2x training throughput on DeepID).
+ * Idempotent. The native kernel stays reachable as the fallback for the cases the replacement
+ * does not handle, and its setupFunc is kept, so this may run before or after the wasm backend
+ * initialises.
+ */
+export function registerWasmKernelOverrides(): void {
+  for (const { kernelName, make } of WASM_KERNEL_OVERRIDES) {
+    const native = tf.getKernel(kernelName, 'wasm');
+    if (native === undefined || installed.has(native.kernelFunc)) continue;
+    const kernelFunc = make(native.kernelFunc);
+    installed.add(kernelFunc);
+    tf.unregisterKernel(kernelName, 'wasm');
+    tf.registerKernel({ ...native, kernelFunc });
+  }
 }
