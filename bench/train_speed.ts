@@ -1,10 +1,10 @@
 /**
  * Training throughput on the wasm backend, and where the time goes.
  *
- *   npx tsc -p bench && node dist/bench/bench/train_speed.js [deepid|fmnist|all] [batches] [--overrides]
+ *   npx tsc -p bench && node dist/bench/bench/train_speed.js [deepid|fmnist|all] [batches]
  *
- * --overrides also installs registerWasmKernelOverrides() (XNNPACK-based Conv2DBackpropInput and
- * BatchMatMul in place of the native scalar loops).
+ * initBackend installs goodnet's wasm kernels, including the XNNPACK-based Conv2DBackpropInput
+ * and BatchMatMul replacements for the native scalar loops.
  *
  * Nets: DeepID (55x47x3 -> 1283 classes, the YouTube-Face BadNets architecture) and the same
  * topology sized for 28x28x1 / 10 classes (convs 'same' so that conv_4 still has a 3x3 input).
@@ -13,7 +13,6 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend, tf } from '../src/engine/backend.js';
-import { registerWasmKernelOverrides } from '../src/engine/kernels/index.js';
 
 interface NetSpec {
   name: string;
@@ -128,11 +127,7 @@ async function main(): Promise<void> {
   const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
   const [which = 'all', batchArg = '10'] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
   const batches = Number(batchArg);
-  if (flags.includes('--overrides')) registerWasmKernelOverrides();
   await initBackend('wasm');
-  // initBackend sets IS_TEST, which arms tfjs's kernel leak checker (it misfires on fit).
-  tf.env().set('IS_TEST', false);
-  tf.env().set('PROD', true);
   for (const key of which === 'all' ? Object.keys(NETS) : [which]) {
     const spec = NETS[key];
     if (spec === undefined) throw new Error(`unknown net '${key}'`);

@@ -1,6 +1,6 @@
 /**
  * Kernels the wasm backend lacks, registered so that training (model.fit) runs on wasm, and
- * opt-in replacements for wasm kernels that exist but are slow scalar loops. All are composed
+ * replacements for wasm kernels that exist but are slow scalar loops (initBackend installs both). All are composed
  * from existing wasm (XNNPACK) kernels; see the module comments.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -31,6 +31,14 @@ export const WASM_KERNEL_OVERRIDES: ReadonlyArray<{ kernelName: string; make: (n
 ];
 
 const installed = new Set<KernelFunc>();
+
+/** True when every kernel in WASM_KERNEL_OVERRIDES is currently the replacement. */
+export function overridesInstalled(): boolean {
+  return WASM_KERNEL_OVERRIDES.every(({ kernelName }) => {
+    const k = tf.getKernel(kernelName, 'wasm');
+    return k !== undefined && installed.has(k.kernelFunc);
+  });
+}
 
 /**
  * Replace the slow native wasm kernels listed above (about 2x training throughput on DeepID).
