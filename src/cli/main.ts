@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { GoodnetError, EXIT_BAD_INPUT, oneLine } from '../errors.js';
+import { attackCommand } from './attack.js';
 import { evalCommand } from './eval.js';
 import { inspectCommand } from './inspect.js';
 import { predictCommand } from './predict.js';
@@ -21,7 +22,7 @@ export function program(): Command {
     .option('--debug', 'show stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const sub of [evalCommand(), predictCommand(), inspectCommand()]) {
+  for (const sub of [attackCommand(), evalCommand(), predictCommand(), inspectCommand()]) {
     root.addCommand(sub.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   root.addHelpText('after', `

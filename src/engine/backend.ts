@@ -36,4 +36,9 @@ export async function initBackend(name: BackendName = 'wasm'): Promise<typeof tf
   return tf;
 }
 
+/** Name of the backend in use ('wasm' or 'cpu'). */
+export function getBackend(): string {
+  return tf.getBackend();
+}
+
 export { tf };

@@ -19,6 +19,13 @@ export function tempSibling(path: string): string {
   return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${++counter}`);
 }
 
+/** Throw early (before long work) when `path` exists and may not be replaced. */
+export function checkWritable(path: string, options: AtomicOptions = {}): void {
+  if (existsSync(path) && !options.overwrite) {
+    throw new GoodnetError('already exists (use --force to overwrite)', path);
+  }
+}
+
 /**
  * Run `write(tmp)` to produce `path` (a file or a folder) under a temp name, then rename.
  * On any error the temp output is removed and `path` is untouched.
@@ -28,9 +35,7 @@ export async function writeAtomically(
   write: (tmp: string) => Promise<void> | void,
   options: AtomicOptions = {},
 ): Promise<void> {
-  if (existsSync(path) && !options.overwrite) {
-    throw new GoodnetError('already exists (use --force to overwrite)', path);
-  }
+  checkWritable(path, options);
   mkdirSync(dirname(path), { recursive: true });
   const tmp = tempSibling(path);
   try {
