@@ -5,7 +5,9 @@ export type Cell = string | number;
 /** Right-align numbers, left-align text; columns padded to their widest cell. */
 export function markdownTable(headers: string[], rows: Cell[][]): string {
   const text = rows.map((r) => r.map((c) => String(c)));
-  const numeric = headers.map((_, j) => rows.length > 0 && rows.every((r) => typeof r[j] === 'number' || /^-?[\d.]+%?$/.test(String(r[j]))));
+  const isNum = (c: Cell | undefined) => typeof c === 'number' || /^-?[\d.]+%?$/.test(String(c));
+  // A column is numeric when every cell is a number or a percentage ('-' marks a gap).
+  const numeric = headers.map((_, j) => rows.some((r) => isNum(r[j])) && rows.every((r) => isNum(r[j]) || r[j] === '-'));
   const width = headers.map((h, j) => Math.max(3, h.length, ...text.map((r) => (r[j] ?? '').length)));
   const pad = (s: string, j: number) => (numeric[j] ? s.padStart(width[j]!) : s.padEnd(width[j]!));
   const line = (cells: string[]) => `| ${cells.map((c, j) => pad(c, j)).join(' | ')} |`;

@@ -1,0 +1,117 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { PRUNE_DEFAULTS, goodnetMarkdown, runPrune } from '../defense/prune.js';
+import type { PruneOrder, ThresholdRule } from '../defense/types.js';
+import { markdownTable, percent } from '../report/table.js';
+import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, setUp,
+  type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
+import { ProgressBar, progress } from './progress.js';
+
+interface PruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
+  model: string;
+  cleanValid: string;
+  poisonedValid: string;
+  cleanTest?: string;
+  poisonedTest?: string;
+  target: number;
+  order: 'asc' | 'desc' | 'both';
+  thresholds: number[];
+  rule: ThresholdRule;
+  layer?: string;
+  stopAt?: string;
+  out: string;
+  force?: boolean;
+  json?: string | boolean;
+}
+
+export function parseThresholds(v: string): number[] {
+  const xs = v.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  if (xs.length === 0 || xs.some((x) => !(x > 0 && x < 100))) {
+    throw new InvalidArgumentError(`--thresholds must be percentages in (0, 100), comma-separated (e.g. 2,4,10), got '${v}'`);
+  }
+  return xs;
+}
+
+/** "0.8" -> 80% of the channels, "48" -> 48 channels. */
+function stopAtChannels(v: string | undefined, channels: number): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (!(x > 0)) throw new InvalidArgumentError(`--stop-at must be a fraction in (0, 1] or a channel count, got '${v}'`);
+  return x <= 1 && v.includes('.') ? Math.max(1, Math.ceil(x * channels)) : Math.round(x);
+}
+
+export function pruneCommand(): Command {
+  const cmd = new Command('prune')
+    .summary('the pruning defense: sweep, repaired models B\'_X, GoodNets')
+    .description(
+      'Record each channel\'s mean activation at the last pooling layer over clean validation data, then prune ' +
+      'the conv layer feeding it one channel at a time, in ascending order of mean activation (the defense) and ' +
+      'descending (the control), recording clean validation accuracy and attack success rate after each step. ' +
+      'For each threshold X, B\'_X is the first model whose accuracy dropped by at least X points. With test sets, ' +
+      'each B\'_X and its GoodNet G_X (B\'s answer where B and B\'_X agree, else "backdoor", class N) are measured ' +
+      'on test data, which is read only after every model is fixed.\n\n' +
+      'The sweep runs the network once up to the pooling layer and re-evaluates only the layers after it per step ' +
+      '(zeroing a conv channel before ReLU and max-pool zeroes that pooled channel): same numbers as re-running ' +
+      'the pruned model, much faster.')
+    .requiredOption('-m, --model <path>', 'the BadNet B: Keras .h5 (full or weights-only) or tfjs folder')
+    .requiredOption('--clean-valid <path>', 'clean validation data (designs the defense)')
+    .requiredOption('--poisoned-valid <path>', 'poisoned validation data')
+    .option('--clean-test <path>', 'clean test data (for the B\'_X and GoodNet tables)')
+    .option('--poisoned-test <path>', 'poisoned test data')
+    .requiredOption('-t, --target <label>', 'the attacker\'s target label', parseInteger('--target', 0))
+    .requiredOption('-o, --out <dir>', 'output folder (must not exist, unless --force)')
+    .addOption(new Option('--order <order>', 'pruning order').choices(['asc', 'desc', 'both']).default('both'))
+    .option('--thresholds <list>', 'accuracy drops X in points at which to save B\'_X', parseThresholds, PRUNE_DEFAULTS.thresholds)
+    .addOption(new Option('--rule <rule>', 'first-drop: first model that dropped >= X (the paper); last-within: the one before it').choices(['first-drop', 'last-within']).default('first-drop'))
+    .option('--layer <name>', 'conv or pooling layer to prune at (default: the last pooling layer and its conv)')
+    .option('--stop-at <n>', 'stop after this many channels (integer) or this fraction of them (e.g. 0.8)')
+    .option('--force', 'replace the output folder if it exists')
+    .option('--json [file]', 'print summary.json instead of the tables, or copy it to file');
+  addModelOptions(cmd);
+  addDataOptions(cmd);
+  addEngineOptions(cmd);
+  cmd.addHelpText('after', `
+Examples:
+  goodnet prune -m lab/models/bd_net.h5 --clean-valid lab/data/cl/valid.h5 --poisoned-valid lab/data/bd/bd_valid.h5 \\
+      --clean-test lab/data/cl/test.h5 --poisoned-test lab/data/bd/bd_test.h5 -t 0 -o lab/prune
+  goodnet prune -m bd_weights.h5 --clean-valid cl/valid.h5 --poisoned-valid bd/bd_valid.h5 -t 0 --order asc --thresholds 1,2,5 -o out`);
+  return cmd.action(async (o: PruneCliOpts) => {
+    await setUp(o);
+    const model = await openModel(o.model, o);
+    const orders: PruneOrder[] = o.order === 'both' ? ['asc', 'desc'] : [o.order];
+    let bar: ProgressBar | undefined;
+    const acts = new Map<string, (d: number, t: number) => void>();
+    const s = await runPrune({
+      model, cleanValid: o.cleanValid, poisonedValid: o.poisonedValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest,
+      target: o.target, out: o.out, orders, thresholds: o.thresholds, rule: o.rule, layer: o.layer,
+      stopAt: o.stopAt === undefined ? undefined : stopAtChannels(o.stopAt, 1 << 30),
+      overwrite: o.force, scale: o.scale, layout: o.layout, batchSize: o.batchSize,
+      command: ['goodnet', ...process.argv.slice(2)].join(' '),
+      log: (l) => process.stderr.write(`${l}\n`),
+      onActivations: (set, d, t) => {
+        if (!acts.has(set)) acts.set(set, progress(set));
+        acts.get(set)!(d, t);
+      },
+      onStep: (order, st, last) => {
+        bar ??= new ProgressBar(`sweep ${order}`);
+        bar.update(st.step, last, `accuracy ${percent(st.accuracy)}  ASR ${percent(st.asr)}`);
+        if (st.step === last) {
+          bar.finish(`sweep ${order}: ${last} channels pruned; accuracy ${percent(st.accuracy)}, ASR ${percent(st.asr)} at the end`);
+          bar = undefined;
+        }
+      },
+    });
+    if (await emitJson(s, o.json)) return;
+    for (const sw of s.sweeps) {
+      console.log(`\n${sw.order === 'asc' ? 'Ascending' : 'Descending'} order, validation (unpruned: accuracy ${percent(s.baseline.validAccuracy)}, ASR ${percent(s.baseline.validAsr)})\n`);
+      console.log(markdownTable(['X (%)', 'step', 'pruned', 'accuracy', 'ASR', 'model'], sw.picks.map((p) => [
+        p.threshold, p.step ?? 'not reached', p.step === null ? '-' : percent(p.fractionPruned, 1),
+        p.step === null ? '-' : percent(p.validAccuracy), p.step === null ? '-' : percent(p.validAsr), p.model?.keras ?? '-',
+      ])));
+    }
+    if (s.goodnet) {
+      console.log(`\nBadNet on test: accuracy ${percent(s.baseline.testAccuracy!)}, ASR ${percent(s.baseline.testAsr!)}`);
+      for (const ord of orders) console.log(`\n${goodnetMarkdown(s.goodnet, ord)}`);
+    }
+    console.log(`\nwrote ${o.out} (${s.timings.total!.toFixed(1)} s)`);
+  });
+}

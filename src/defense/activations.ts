@@ -1,0 +1,69 @@
+/**
+ * Activations at the cut (the pooling layer), computed once per data set: the pruning
+ * sweep, the activation profile and the test-set evaluation of every B'_X all start from
+ * them, so the head of the network runs once per image, never once per step.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import type { ImageDataset } from '../io/dataset.js';
+import { DEFAULT_BATCH } from '../eval/predict.js';
+
+export interface CutActivations {
+  /** (N, h, w, C) pooled activations, on the backend. Dispose when done. */
+  values: tf.Tensor4D;
+  labels: Int32Array;
+  source: string;
+}
+
+/** Run `head` over the whole data set, batch by batch. */
+export async function cutActivations(
+  head: tfl.LayersModel,
+  ds: ImageDataset,
+  options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {},
+): Promise<CutActivations> {
+  const batchSize = options.batchSize ?? DEFAULT_BATCH;
+  const [h, w, c] = ds.imageShape;
+  const parts: tf.Tensor[] = [];
+  try {
+    for await (const b of ds.batches(batchSize)) {
+      parts.push(tf.tidy(() => head.predict(tf.tensor4d(b.x, [b.n, h, w, c]), { batchSize }) as tf.Tensor));
+      options.onProgress?.(b.start + b.n, ds.length);
+    }
+    const values = (parts.length === 1 ? parts[0]!.clone() : tf.concat(parts, 0)) as tf.Tensor4D;
+    return { values, labels: Int32Array.from(ds.labels), source: ds.source };
+  } finally {
+    tf.dispose(parts);
+  }
+}
+
+/** Mean activation per channel over images and positions. */
+export async function channelMeans(a: CutActivations): Promise<number[]> {
+  const m = tf.tidy(() => tf.mean(a.values, [0, 1, 2]));
+  const v = await m.data();
+  m.dispose();
+  return Array.from(v, (x) => Number(x));
+}
+
+/**
+ * Predicted labels of the tail on the activations with the channels where mask = 0 zeroed:
+ * exactly what the full model with those conv channels pruned predicts.
+ */
+export async function tailLabels(tail: tfl.LayersModel, a: CutActivations, mask: Float32Array, batchSize = 2048): Promise<Int32Array> {
+  const n = a.values.shape[0];
+  const out = new Int32Array(n);
+  const m = tf.tensor1d(mask);
+  try {
+    for (let start = 0; start < n; start += batchSize) {
+      const size = Math.min(batchSize, n - start);
+      const idx = tf.tidy(() => {
+        const x = tf.mul(tf.slice(a.values, [start, 0, 0, 0], [size, -1, -1, -1]), m);
+        return tf.argMax(tail.predict(x) as tf.Tensor2D, 1);
+      });
+      out.set(await idx.data() as Int32Array, start);
+      idx.dispose();
+    }
+  } finally {
+    m.dispose();
+  }
+  return out;
+}

@@ -1,0 +1,258 @@
+/**
+ * `goodnet prune` as a function: the reference paper's defense end to end.
+ *
+ *   profile -> sweep (asc, desc) on validation -> pick B'_X per threshold -> save B'_X
+ *   -> (only then) test sets: B'_X and GoodNet G_X metrics
+ *
+ * Outputs (written to a temp folder, renamed into place when complete):
+ *   profile.json, summary.json, goodnet.{json,csv,md} (with test sets),
+ *   <order>/sweep.csv, <order>/sweep.json, <order>/prune.json,
+ *   <order>/models/repaired_<X>.h5 and <order>/models/repaired_<X>/ (tfjs)
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { GoodnetError } from '../errors.js';
+import { checkTarget } from '../eval/metrics.js';
+import { checkFits } from '../eval/predict.js';
+import { checkWritable, writeAtomically } from '../io/atomic.js';
+import { checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
+import { sha256 } from '../io/hash.js';
+import { saveModel, type LoadedModel } from '../io/model.js';
+import { markdownTable, percent } from '../report/table.js';
+import { channelMeans, cutActivations, tailLabels, type CutActivations } from './activations.js';
+import { goodnetMetrics } from './goodnet.js';
+import { findCutPoint, headModel, pruneChannels, tailModel } from './graph.js';
+import { maskFor, pickThresholds, sweep } from './sweep.js';
+import type { ActivationProfile, GoodNetRow, PruneOrder, SweepResult, SweepStep, ThresholdRule } from './types.js';
+
+export interface PruneOptions {
+  model: LoadedModel;
+  cleanValid: string;
+  poisonedValid: string;
+  cleanTest?: string;
+  poisonedTest?: string;
+  target: number;
+  out: string;
+  orders?: PruneOrder[];
+  thresholds?: number[];
+  rule?: ThresholdRule;
+  /** Conv or pooling layer to prune at (default: the last pooling layer). */
+  layer?: string;
+  /** Prune at most this many channels. */
+  stopAt?: number;
+  /** Save B'_X models (default true). */
+  saveModels?: boolean;
+  overwrite?: boolean;
+  scale?: number;
+  layout?: OpenDatasetOptions['layout'];
+  batchSize?: number;
+  /** Recorded in summary.json, so a reader knows how the outputs were made. */
+  command?: string;
+  log?: (line: string) => void;
+  onActivations?: (set: string, done: number, total: number) => void;
+  onStep?: (order: PruneOrder, step: SweepStep, lastStep: number) => void;
+}
+
+export const PRUNE_DEFAULTS = { orders: ['asc', 'desc'] as PruneOrder[], thresholds: [2, 4, 10], rule: 'first-drop' as ThresholdRule };
+
+export interface InputRecord {
+  role: string;
+  path: string;
+  sha256: string;
+  images?: number;
+}
+
+export interface PruneSummary {
+  command?: string;
+  model: { path: string; format: string; inputShape: number[]; numClasses: number };
+  target: number;
+  scale: number;
+  inputs: InputRecord[];
+  baseline: { validAccuracy: number; validAsr: number; testAccuracy?: number; testAsr?: number };
+  profile: ActivationProfile;
+  sweeps: SweepResult[];
+  goodnet?: GoodNetRow[];
+  timings: Record<string, number>;
+}
+
+function checkThresholds(xs: number[]): void {
+  if (xs.length === 0) throw new GoodnetError('no thresholds given');
+  for (const x of xs) {
+    if (!(x > 0 && x < 100)) throw new GoodnetError(`threshold ${x} is outside (0, 100) percentage points`);
+  }
+}
+
+function sweepCsv(s: SweepResult): string {
+  const rows = s.steps.map((r) => [r.step, r.channel ?? '', r.fractionPruned.toFixed(6), r.accuracy.toFixed(6), r.asr.toFixed(6)].join(','));
+  return `step,channel,fraction_pruned,accuracy,asr\n${rows.join('\n')}\n`;
+}
+
+export function goodnetCsvRows(rows: GoodNetRow[]): string {
+  const head = 'order,threshold,fraction_pruned,repaired_accuracy,repaired_asr,goodnet_accuracy,goodnet_asr,detection_rate,false_alarm_rate';
+  const body = rows.map((r) => [r.order, r.threshold, r.fractionPruned, r.repaired.accuracy, r.repaired.asr,
+    r.goodnet.accuracy, r.goodnet.asr, r.goodnet.detectionRate, r.goodnet.falseAlarmRate].join(','));
+  return `${head}\n${body.join('\n')}\n`;
+}
+
+/** The paper's Tables 1 and 2 (one per order) as Markdown. */
+export function goodnetMarkdown(rows: GoodNetRow[], order: PruneOrder): string {
+  const title = order === 'asc' ? 'ascending mean activation (the defense)' : 'descending mean activation';
+  return `Pruning in ${title}, test sets\n\n${markdownTable(
+    ['X (%)', 'pruned', "B' accuracy", "B' ASR", 'G accuracy', 'G ASR', 'G detection', 'G false alarm'],
+    rows.filter((r) => r.order === order).map((r) => [r.threshold, percent(r.fractionPruned, 1), percent(r.repaired.accuracy),
+      percent(r.repaired.asr), percent(r.goodnet.accuracy), percent(r.goodnet.asr), percent(r.goodnet.detectionRate),
+      percent(r.goodnet.falseAlarmRate)]))}`;
+}
+
+async function openChecked(path: string, model: LoadedModel, o: PruneOptions): Promise<ImageDataset> {
+  const ds = await openDataset(path, { scale: o.scale, layout: o.layout, expect: model.inputShape });
+  checkFits(model, ds);
+  checkLabels(ds, model.numClasses);
+  return ds;
+}
+
+async function activationsOf(path: string, role: string, head: ReturnType<typeof headModel>, model: LoadedModel, o: PruneOptions) {
+  const ds = await openChecked(path, model, o);
+  try {
+    if (ds.length === 0) throw new GoodnetError('data set is empty', path);
+    const a = await cutActivations(head, ds, { batchSize: o.batchSize, onProgress: (d, t) => o.onActivations?.(role, d, t) });
+    return { a, images: ds.length };
+  } finally {
+    ds.close();
+  }
+}
+
+/** Run the defense; writes `out` and returns what it wrote to summary.json. */
+export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
+  const t0 = performance.now();
+  const orders = o.orders ?? PRUNE_DEFAULTS.orders;
+  const thresholds = o.thresholds ?? PRUNE_DEFAULTS.thresholds;
+  const rule = o.rule ?? PRUNE_DEFAULTS.rule;
+  const log = o.log ?? (() => {});
+  checkThresholds(thresholds);
+  checkTarget(o.target, o.model.numClasses);
+  if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined)) {
+    throw new GoodnetError('give both --clean-test and --poisoned-test, or neither');
+  }
+  checkWritable(o.out, { overwrite: o.overwrite });
+  const model = o.model;
+  const cut = findCutPoint(model.net, o.layer, model.source);
+  if (o.stopAt !== undefined && !(Number.isInteger(o.stopAt) && o.stopAt >= 1)) {
+    throw new GoodnetError(`--stop-at must be at least one channel, got ${o.stopAt}`);
+  }
+  const head = headModel(model.net, cut);
+  const tail = await tailModel(model.net, cut);
+  const timings: Record<string, number> = {};
+  const inputs: InputRecord[] = [{ role: 'model', path: model.source, sha256: await sha256(model.source) }];
+
+  const held: CutActivations[] = [];
+  try {
+    let t = performance.now();
+    const cv = await activationsOf(o.cleanValid, 'clean validation', head, model, o);
+    held.push(cv.a);
+    const pv = await activationsOf(o.poisonedValid, 'poisoned validation', head, model, o);
+    held.push(pv.a);
+    timings.validationActivations = (performance.now() - t) / 1000;
+    inputs.push({ role: 'clean validation', path: o.cleanValid, sha256: await sha256(o.cleanValid), images: cv.images });
+    inputs.push({ role: 'poisoned validation', path: o.poisonedValid, sha256: await sha256(o.poisonedValid), images: pv.images });
+
+    const profile: ActivationProfile = {
+      poolLayer: cut.pool, convLayer: cut.conv, channels: cut.channels, mean: await channelMeans(cv.a), images: cv.images, source: o.cleanValid,
+    };
+    log(`pruning ${cut.conv} (${cut.channels} channels) before ${cut.pool}; profile over ${cv.images} clean validation images`);
+
+    // 1. Sweeps and picks: validation data only.
+    const sweeps: SweepResult[] = [];
+    for (const order of orders) {
+      t = performance.now();
+      const s = await sweep(tail, cv.a, pv.a, profile.mean, { order, target: o.target, stopAt: o.stopAt, onStep: (st, last) => o.onStep?.(order, st, last) });
+      const picks = pickThresholds(s.steps, s.channelOrder, thresholds, rule, cv.images);
+      sweeps.push({ order, poolLayer: cut.pool, convLayer: cut.conv, channels: cut.channels, channelOrder: s.channelOrder, steps: s.steps, picks, seconds: (performance.now() - t) / 1000 });
+      timings[`sweep_${order}`] = (performance.now() - t) / 1000;
+    }
+    const baseline = { validAccuracy: sweeps[0]!.steps[0]!.accuracy, validAsr: sweeps[0]!.steps[0]!.asr } as PruneSummary['baseline'];
+
+    // 2. The models are fixed; only now look at test data.
+    let goodnet: GoodNetRow[] | undefined;
+    if (o.cleanTest !== undefined && o.poisonedTest !== undefined) {
+      t = performance.now();
+      const ct = await activationsOf(o.cleanTest, 'clean test', head, model, o);
+      held.push(ct.a);
+      const pt = await activationsOf(o.poisonedTest, 'poisoned test', head, model, o);
+      held.push(pt.a);
+      inputs.push({ role: 'clean test', path: o.cleanTest, sha256: await sha256(o.cleanTest), images: ct.images });
+      inputs.push({ role: 'poisoned test', path: o.poisonedTest, sha256: await sha256(o.poisonedTest), images: pt.images });
+      const ones = maskFor(cut.channels, [], 0);
+      const bad = { clean: await tailLabels(tail, ct.a, ones), poisoned: await tailLabels(tail, pt.a, ones) };
+      const base = goodnetMetrics({
+        numClasses: model.numClasses, target: o.target,
+        clean: { labels: ct.a.labels, bad: bad.clean, repaired: bad.clean },
+        poisoned: { labels: pt.a.labels, bad: bad.poisoned, repaired: bad.poisoned },
+      });
+      baseline.testAccuracy = base.repaired.accuracy;
+      baseline.testAsr = base.repaired.asr;
+      goodnet = [];
+      for (const s of sweeps) {
+        for (const p of s.picks) {
+          if (p.step === null) continue;
+          const mask = maskFor(cut.channels, s.channelOrder, p.step);
+          const m = goodnetMetrics({
+            numClasses: model.numClasses, target: o.target,
+            clean: { labels: ct.a.labels, bad: bad.clean, repaired: await tailLabels(tail, ct.a, mask) },
+            poisoned: { labels: pt.a.labels, bad: bad.poisoned, repaired: await tailLabels(tail, pt.a, mask) },
+          });
+          goodnet.push({ order: s.order, threshold: p.threshold, fractionPruned: p.fractionPruned, ...m });
+        }
+      }
+      timings.test = (performance.now() - t) / 1000;
+    }
+
+    const summary: PruneSummary = {
+      command: o.command,
+      model: { path: model.source, format: model.format, inputShape: model.inputShape, numClasses: model.numClasses },
+      target: o.target, scale: o.scale ?? 1, inputs, baseline, profile, sweeps, goodnet, timings,
+    };
+
+    // 3. Write everything under a temp name; rename when complete.
+    await writeAtomically(o.out, async (dir) => {
+      t = performance.now();
+      for (const s of sweeps) {
+        const od = join(dir, s.order);
+        mkdirSync(join(od, 'models'), { recursive: true });
+        for (const p of s.picks) {
+          if (p.step === null || o.saveModels === false) continue;
+          const name = `repaired_${p.threshold}`;
+          const net = await pruneChannels(model.net, cut.conv, p.pruned);
+          try {
+            await saveModel({ ...model, net }, join(od, 'models', `${name}.h5`));
+            await saveModel({ ...model, net }, join(od, 'models', name));
+          } finally {
+            net.dispose();
+          }
+          p.model = { keras: `${s.order}/models/${name}.h5`, tfjs: `${s.order}/models/${name}` };
+        }
+        writeFileSync(join(od, 'sweep.csv'), sweepCsv(s));
+        writeFileSync(join(od, 'sweep.json'), `${JSON.stringify(s.steps, null, 1)}\n`);
+        writeFileSync(join(od, 'prune.json'), `${JSON.stringify({
+          order: s.order, poolLayer: s.poolLayer, convLayer: s.convLayer, channels: s.channels, rule, thresholds,
+          channelOrder: s.channelOrder, picks: s.picks, inputs, seconds: s.seconds,
+        }, null, 2)}\n`);
+      }
+      writeFileSync(join(dir, 'profile.json'), `${JSON.stringify(profile, null, 2)}\n`);
+      if (goodnet) {
+        writeFileSync(join(dir, 'goodnet.json'), `${JSON.stringify(goodnet, null, 2)}\n`);
+        writeFileSync(join(dir, 'goodnet.csv'), goodnetCsvRows(goodnet));
+        writeFileSync(join(dir, 'goodnet.md'), `${orders.map((ord) => goodnetMarkdown(goodnet!, ord)).join('\n\n')}\n`);
+      }
+      timings.write = (performance.now() - t) / 1000;
+      timings.total = (performance.now() - t0) / 1000;
+      writeFileSync(join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+    }, { overwrite: o.overwrite });
+    return summary;
+  } finally {
+    tf.dispose(held.map((a) => a.values));
+    // `head` shares its layers with the caller's model: it must not be disposed.
+    tail.dispose();
+  }
+}
