@@ -104,3 +104,38 @@ export async function evaluateGoodNet(o: GoodNetEvalOptions): Promise<Pick<GoodN
     ...m,
   };
 }
+
+export interface GoodNetAnswer {
+  input: string;
+  truth: number;
+  bad: number;
+  repaired: number;
+  /** G's answer; equals numClasses ("backdoor") where B and B' disagree. */
+  goodnet: number;
+  backdoor: boolean;
+}
+
+/** Classify images with G = (B, B'). */
+export async function classifyGoodNet(
+  bad: LoadedModel,
+  repaired: LoadedModel,
+  paths: string[],
+  o: { scale?: number; layout?: OpenDatasetOptions['layout']; batchSize?: number } = {},
+): Promise<GoodNetAnswer[]> {
+  checkSameArchitecture(bad, repaired);
+  const out: GoodNetAnswer[] = [];
+  for (const path of paths) {
+    const ds = await openDataset(path, { scale: o.scale, layout: o.layout, expect: bad.inputShape });
+    try {
+      const b = (await predictDataset(bad, ds, { batchSize: o.batchSize })).labels;
+      const r = (await predictDataset(repaired, ds, { batchSize: o.batchSize })).labels;
+      const g = goodnetLabels(b, r, bad.numClasses);
+      for (let i = 0; i < ds.length; i++) {
+        out.push({ input: ds.name(i), truth: ds.labels[i]!, bad: b[i]!, repaired: r[i]!, goodnet: g[i]!, backdoor: g[i] === bad.numClasses });
+      }
+    } finally {
+      ds.close();
+    }
+  }
+  return out;
+}
