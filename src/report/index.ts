@@ -1,0 +1,35 @@
+/** Figures, the HTML report and tables: pure functions of the defense's results. */
+export {
+  activationProfile,
+  dualAxis,
+  repairedBars,
+  reportFigures,
+  renderSpec,
+  sampleGrid,
+  svgToPng,
+  sweepCurves,
+  takeFigureWarnings,
+  writeFigure,
+  COLORS,
+  FONT_FAMILY,
+  PNG_SCALE,
+  type ActivationProfileOptions,
+  type DualAxisOptions,
+  type Figure,
+  type RepairedBarsOptions,
+  type ReportFiguresInput,
+  type SampleGridInput,
+  type SweepCurvesOptions,
+} from './figures.js';
+export {
+  escapeHtml,
+  formatSeconds,
+  goodnetCsv,
+  markdownGoodNetTable,
+  renderReport,
+  KNOWN_FIGURES,
+  type ReportData,
+  type ReportDataFile,
+  type ReportModel,
+} from './html.js';
+export { markdownTable, percent, type Cell } from './table.js';
