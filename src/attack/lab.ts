@@ -38,6 +38,8 @@ export interface AttackOptions {
   seed?: number;
   split?: Partial<SplitSizes>;
   overwrite?: boolean;
+  /** Recorded in attack.json. */
+  command?: string;
   /** One-line status messages (data loading, writing, results). */
   log?: (line: string) => void;
   onBatch?: (epoch: number, done: number, total: number, loss: number, accuracy: number) => void;
@@ -57,6 +59,7 @@ export const ATTACK_DEFAULTS = {
 
 export interface AttackSummary {
   goodnet: string;
+  command?: string;
   dataset: { name: string; images: number; shape: [number, number, number]; classes: number; classNames?: string[] };
   split: SplitSizes & { seed: number };
   trigger: Record<string, string | number>;
@@ -171,6 +174,7 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
     const t = await evaluate(model, { clean: join(dir, 'data', 'cl', 'test.h5'), poisoned: join(dir, 'data', 'bd', 'bd_test.h5'), target: o.target });
     summary = {
       goodnet: PKG.version,
+      ...(o.command ? { command: o.command } : {}),
       dataset: { name: data.name, images: data.n, shape, classes: numClasses, ...(data.classNames ? { classNames: data.classNames } : {}) },
       split: { ...split.sizes, seed: o.seed },
       trigger: trigger.describe(),

@@ -1,9 +1,10 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ATTACK_DEFAULTS, runAttack } from '../attack/lab.js';
+import { ATTACK_DEFAULTS, runAttack, type AttackSummary } from '../attack/lab.js';
 import { triggerSpecFromOptions, CORNERS, PATCH_PATTERNS, TRIGGER_KINDS } from '../attack/triggers.js';
 import { markdownTable, percent } from '../report/table.js';
 import { emitJson, parseInteger, parsePositive, setUp, type EngineOpts } from './common.js';
 import { ProgressBar } from './progress.js';
+import type { EpochStats } from '../models/train.js';
 import { BACKENDS } from '../engine/backend.js';
 
 interface AttackCliOpts extends Omit<EngineOpts, 'batchSize'> {
@@ -79,28 +80,40 @@ Examples:
       trigger: o.trigger, size: o.triggerSize, corner: o.triggerCorner, margin: o.triggerMargin, pattern: o.triggerPattern,
       value: o.triggerValue, alpha: o.triggerAlpha, seed: o.triggerSeed, image: o.triggerImage, x: o.triggerX, y: o.triggerY,
     });
-    let bar: ProgressBar | undefined;
     const log = (line: string) => process.stderr.write(`${line}\n`);
     const summary = await runAttack({
       out: o.out, dataset: o.dataset, trigger, target: o.target, poisonRate: o.poisonRate, epochs: o.epochs,
       batchSize: o.batchSize, learningRate: o.lr, seed: o.seed, overwrite: o.force,
+      command: ['goodnet', ...process.argv.slice(2)].join(' '),
       split: { train: o.trainSize, valid: o.validSize, test: o.testSize },
       log,
-      onBatch: (epoch, done, total, loss, acc) => {
-        bar ??= new ProgressBar(`epoch ${epoch}/${o.epochs}`);
-        bar.update(done, total, `loss ${loss.toFixed(4)} acc ${percent(acc)}`);
-      },
-      onEpoch: (s) => {
-        bar?.finish(`epoch ${s.epoch}/${o.epochs}: loss ${s.loss.toFixed(4)}, train accuracy ${percent(s.accuracy)}, ${s.seconds.toFixed(1)} s (${Math.round(s.imagesPerSecond)} images/s)`);
-        bar = undefined;
-      },
+      ...trainingProgress(o.epochs),
     });
     if (await emitJson(summary, o.json)) return;
-    const r = summary.results;
-    console.log(markdownTable(['set', 'clean accuracy', `ASR (target ${summary.target})`], [
-      ['validation', percent(r.cleanValidAccuracy), percent(r.asrValid)],
-      ['test', percent(r.cleanTestAccuracy), percent(r.asrTest)],
-    ]));
-    console.log(`\nwrote ${o.out} in ${summary.seconds.toFixed(0)} s (training ${summary.training.seconds.toFixed(0)} s); check with:\n  ${summary.evalCommand}`);
+    printAttackSummary(summary, o.out);
   });
+}
+
+export function printAttackSummary(summary: AttackSummary, out: string): void {
+  const r = summary.results;
+  console.log(markdownTable(['set', 'clean accuracy', `ASR (target ${summary.target})`], [
+    ['validation', percent(r.cleanValidAccuracy), percent(r.asrValid)],
+    ['test', percent(r.cleanTestAccuracy), percent(r.asrTest)],
+  ]));
+  console.log(`\nwrote ${out} in ${summary.seconds.toFixed(0)} s (training ${summary.training.seconds.toFixed(0)} s); check with:\n  ${summary.evalCommand}`);
+}
+
+/** Progress callbacks for training: a bar per epoch, then one line. */
+export function trainingProgress(epochs: number) {
+  let bar: ProgressBar | undefined;
+  return {
+    onBatch: (epoch: number, done: number, total: number, loss: number, acc: number) => {
+      bar ??= new ProgressBar(`epoch ${epoch}/${epochs}`);
+      bar.update(done, total, `loss ${loss.toFixed(4)} acc ${percent(acc)}`);
+    },
+    onEpoch: (s: EpochStats) => {
+      bar?.finish(`epoch ${s.epoch}/${epochs}: loss ${s.loss.toFixed(4)}, train accuracy ${percent(s.accuracy)}, ${s.seconds.toFixed(1)} s (${Math.round(s.imagesPerSecond)} images/s)`);
+      bar = undefined;
+    },
+  };
 }

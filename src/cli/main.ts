@@ -6,11 +6,13 @@ import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { GoodnetError, EXIT_BAD_INPUT, oneLine } from '../errors.js';
 import { attackCommand } from './attack.js';
+import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
 import { goodnetCommand } from './goodnet.js';
 import { inspectCommand } from './inspect.js';
 import { predictCommand } from './predict.js';
 import { pruneCommand } from './prune.js';
+import { reportCommand } from './report.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -24,7 +26,7 @@ export function program(): Command {
     .option('--debug', 'show stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const sub of [attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), predictCommand(), inspectCommand()]) {
+  for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
     root.addCommand(sub.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   root.addHelpText('after', `

@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { PRUNE_DEFAULTS, goodnetMarkdown, runPrune } from '../defense/prune.js';
-import type { PruneOrder, ThresholdRule } from '../defense/types.js';
+import { ORDER_TITLE, PRUNE_DEFAULTS, runPrune, type PruneSummary } from '../defense/prune.js';
+import { markdownGoodNetTable } from '../report/html.js';
+import type { PruneOrder, SweepStep, ThresholdRule } from '../defense/types.js';
 import { markdownTable, percent } from '../report/table.js';
 import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
@@ -78,8 +79,6 @@ Examples:
     await setUp(o);
     const model = await openModel(o.model, o);
     const orders: PruneOrder[] = o.order === 'both' ? ['asc', 'desc'] : [o.order];
-    let bar: ProgressBar | undefined;
-    const acts = new Map<string, (d: number, t: number) => void>();
     const s = await runPrune({
       model, cleanValid: o.cleanValid, poisonedValid: o.poisonedValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest,
       target: o.target, out: o.out, orders, thresholds: o.thresholds, rule: o.rule, layer: o.layer,
@@ -87,31 +86,44 @@ Examples:
       overwrite: o.force, scale: o.scale, layout: o.layout, batchSize: o.batchSize,
       command: ['goodnet', ...process.argv.slice(2)].join(' '),
       log: (l) => process.stderr.write(`${l}\n`),
-      onActivations: (set, d, t) => {
-        if (!acts.has(set)) acts.set(set, progress(set));
-        acts.get(set)!(d, t);
-      },
-      onStep: (order, st, last) => {
-        bar ??= new ProgressBar(`sweep ${order}`);
-        bar.update(st.step, last, `accuracy ${percent(st.accuracy)}  ASR ${percent(st.asr)}`);
-        if (st.step === last) {
-          bar.finish(`sweep ${order}: ${last} channels pruned; accuracy ${percent(st.accuracy)}, ASR ${percent(st.asr)} at the end`);
-          bar = undefined;
-        }
-      },
+      ...pruneProgress(),
     });
     if (await emitJson(s, o.json)) return;
-    for (const sw of s.sweeps) {
-      console.log(`\n${sw.order === 'asc' ? 'Ascending' : 'Descending'} order, validation (unpruned: accuracy ${percent(s.baseline.validAccuracy)}, ASR ${percent(s.baseline.validAsr)})\n`);
-      console.log(markdownTable(['X (%)', 'step', 'pruned', 'accuracy', 'ASR', 'model'], sw.picks.map((p) => [
-        p.threshold, p.step ?? 'not reached', p.step === null ? '-' : percent(p.fractionPruned, 1),
-        p.step === null ? '-' : percent(p.validAccuracy), p.step === null ? '-' : percent(p.validAsr), p.model?.keras ?? '-',
-      ])));
-    }
-    if (s.goodnet) {
-      console.log(`\nBadNet on test: accuracy ${percent(s.baseline.testAccuracy!)}, ASR ${percent(s.baseline.testAsr!)}`);
-      for (const ord of orders) console.log(`\n${goodnetMarkdown(s.goodnet, ord)}`);
-    }
-    console.log(`\nwrote ${o.out} (${s.timings.total!.toFixed(1)} s)`);
+    printPruneSummary(s, o.out);
   });
+}
+
+/** Progress callbacks for prune: a bar per data set while caching activations, one per sweep. */
+export function pruneProgress() {
+  let bar: ProgressBar | undefined;
+  const acts = new Map<string, (d: number, t: number) => void>();
+  return {
+    onActivations: (set: string, d: number, t: number) => {
+      if (!acts.has(set)) acts.set(set, progress(set));
+      acts.get(set)!(d, t);
+    },
+    onStep: (order: PruneOrder, st: SweepStep, last: number) => {
+      bar ??= new ProgressBar(`sweep ${order}`);
+      bar.update(st.step, last, `accuracy ${percent(st.accuracy)}  ASR ${percent(st.asr)}`);
+      if (st.step === last) {
+        bar.finish(`sweep ${order}: ${last} channels pruned; accuracy ${percent(st.accuracy)}, ASR ${percent(st.asr)} at the end`);
+        bar = undefined;
+      }
+    },
+  };
+}
+
+export function printPruneSummary(s: PruneSummary, out: string): void {
+  for (const sw of s.sweeps) {
+    console.log(`\n${sw.order === 'asc' ? 'Ascending' : 'Descending'} order, validation (unpruned: accuracy ${percent(s.baseline.validAccuracy)}, ASR ${percent(s.baseline.validAsr)})\n`);
+    console.log(markdownTable(['X (%)', 'step', 'pruned', 'accuracy', 'ASR', 'model'], sw.picks.map((p) => [
+      p.threshold, p.step ?? 'not reached', p.step === null ? '-' : percent(p.fractionPruned, 1),
+      p.step === null ? '-' : percent(p.validAccuracy), p.step === null ? '-' : percent(p.validAsr), p.model?.keras ?? '-',
+    ])));
+  }
+  if (s.goodnet) {
+    console.log(`\nBadNet on test: accuracy ${percent(s.baseline.testAccuracy!)}, ASR ${percent(s.baseline.testAsr!)}`);
+    for (const ord of s.sweeps.map((w) => w.order)) console.log(`\n${ORDER_TITLE[ord]}\n\n${markdownGoodNetTable(s.goodnet, ord)}`);
+  }
+  console.log(`\nwrote ${out} (${s.timings.total!.toFixed(1)} s)`);
 }

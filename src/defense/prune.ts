@@ -10,7 +10,7 @@
  *   <order>/models/repaired_<X>.h5 and <order>/models/repaired_<X>/ (tfjs)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { GoodnetError } from '../errors.js';
 import { checkTarget } from '../eval/metrics.js';
@@ -19,7 +19,7 @@ import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import { sha256 } from '../io/hash.js';
 import { saveModel, type LoadedModel } from '../io/model.js';
-import { markdownTable, percent } from '../report/table.js';
+import { goodnetCsv, markdownGoodNetTable } from '../report/html.js';
 import { channelMeans, cutActivations, tailLabels, type CutActivations } from './activations.js';
 import { goodnetMetrics } from './goodnet.js';
 import { findCutPoint, headModel, pruneChannels, tailModel } from './graph.js';
@@ -88,22 +88,10 @@ function sweepCsv(s: SweepResult): string {
   return `step,channel,fraction_pruned,accuracy,asr\n${rows.join('\n')}\n`;
 }
 
-export function goodnetCsvRows(rows: GoodNetRow[]): string {
-  const head = 'order,threshold,fraction_pruned,repaired_accuracy,repaired_asr,goodnet_accuracy,goodnet_asr,detection_rate,false_alarm_rate';
-  const body = rows.map((r) => [r.order, r.threshold, r.fractionPruned, r.repaired.accuracy, r.repaired.asr,
-    r.goodnet.accuracy, r.goodnet.asr, r.goodnet.detectionRate, r.goodnet.falseAlarmRate].join(','));
-  return `${head}\n${body.join('\n')}\n`;
-}
-
-/** The paper's Tables 1 and 2 (one per order) as Markdown. */
-export function goodnetMarkdown(rows: GoodNetRow[], order: PruneOrder): string {
-  const title = order === 'asc' ? 'ascending mean activation (the defense)' : 'descending mean activation';
-  return `Pruning in ${title}, test sets\n\n${markdownTable(
-    ['X (%)', 'pruned', "B' accuracy", "B' ASR", 'G accuracy', 'G ASR', 'G detection', 'G false alarm'],
-    rows.filter((r) => r.order === order).map((r) => [r.threshold, percent(r.fractionPruned, 1), percent(r.repaired.accuracy),
-      percent(r.repaired.asr), percent(r.goodnet.accuracy), percent(r.goodnet.asr), percent(r.goodnet.detectionRate),
-      percent(r.goodnet.falseAlarmRate)]))}`;
-}
+export const ORDER_TITLE: Record<PruneOrder, string> = {
+  asc: 'Pruning in ascending order of mean activation (the defense), test sets',
+  desc: 'Pruning in descending order of mean activation, test sets',
+};
 
 async function openChecked(path: string, model: LoadedModel, o: PruneOptions): Promise<ImageDataset> {
   const ds = await openDataset(path, { scale: o.scale, layout: o.layout, expect: model.inputShape });
@@ -144,7 +132,8 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
   const head = headModel(model.net, cut);
   const tail = await tailModel(model.net, cut);
   const timings: Record<string, number> = {};
-  const inputs: InputRecord[] = [{ role: 'model', path: model.source, sha256: await sha256(model.source) }];
+  // Absolute paths, so `goodnet report` finds the inputs from anywhere.
+  const inputs: InputRecord[] = [{ role: 'model', path: resolve(model.source), sha256: await sha256(model.source) }];
 
   const held: CutActivations[] = [];
   try {
@@ -154,8 +143,8 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
     const pv = await activationsOf(o.poisonedValid, 'poisoned validation', head, model, o);
     held.push(pv.a);
     timings.validationActivations = (performance.now() - t) / 1000;
-    inputs.push({ role: 'clean validation', path: o.cleanValid, sha256: await sha256(o.cleanValid), images: cv.images });
-    inputs.push({ role: 'poisoned validation', path: o.poisonedValid, sha256: await sha256(o.poisonedValid), images: pv.images });
+    inputs.push({ role: 'clean validation', path: resolve(o.cleanValid), sha256: await sha256(o.cleanValid), images: cv.images });
+    inputs.push({ role: 'poisoned validation', path: resolve(o.poisonedValid), sha256: await sha256(o.poisonedValid), images: pv.images });
 
     const profile: ActivationProfile = {
       poolLayer: cut.pool, convLayer: cut.conv, channels: cut.channels, mean: await channelMeans(cv.a), images: cv.images, source: o.cleanValid,
@@ -181,8 +170,8 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       held.push(ct.a);
       const pt = await activationsOf(o.poisonedTest, 'poisoned test', head, model, o);
       held.push(pt.a);
-      inputs.push({ role: 'clean test', path: o.cleanTest, sha256: await sha256(o.cleanTest), images: ct.images });
-      inputs.push({ role: 'poisoned test', path: o.poisonedTest, sha256: await sha256(o.poisonedTest), images: pt.images });
+      inputs.push({ role: 'clean test', path: resolve(o.cleanTest), sha256: await sha256(o.cleanTest), images: ct.images });
+      inputs.push({ role: 'poisoned test', path: resolve(o.poisonedTest), sha256: await sha256(o.poisonedTest), images: pt.images });
       const ones = maskFor(cut.channels, [], 0);
       const bad = { clean: await tailLabels(tail, ct.a, ones), poisoned: await tailLabels(tail, pt.a, ones) };
       const base = goodnetMetrics({
@@ -242,8 +231,8 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       writeFileSync(join(dir, 'profile.json'), `${JSON.stringify(profile, null, 2)}\n`);
       if (goodnet) {
         writeFileSync(join(dir, 'goodnet.json'), `${JSON.stringify(goodnet, null, 2)}\n`);
-        writeFileSync(join(dir, 'goodnet.csv'), goodnetCsvRows(goodnet));
-        writeFileSync(join(dir, 'goodnet.md'), `${orders.map((ord) => goodnetMarkdown(goodnet!, ord)).join('\n\n')}\n`);
+        writeFileSync(join(dir, 'goodnet.csv'), goodnetCsv(goodnet));
+        writeFileSync(join(dir, 'goodnet.md'), `${orders.map((ord) => `${ORDER_TITLE[ord]}\n\n${markdownGoodNetTable(goodnet!, ord)}`).join('\n\n')}\n`);
       }
       timings.write = (performance.now() - t) / 1000;
       timings.total = (performance.now() - t0) / 1000;

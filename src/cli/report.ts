@@ -1,0 +1,18 @@
+import { Command } from 'commander';
+import { writeReport } from '../report/build.js';
+import { setUp } from './common.js';
+
+export function reportCommand(): Command {
+  return new Command('report')
+    .summary('write the HTML report (and figures) of a prune or demo folder')
+    .description(
+      'Read what `goodnet prune` wrote in DIR (or DIR/prune for a demo folder), and the attack.json of the BadNet ' +
+      'when it was made by `goodnet attack`, draw the figures (PNG and SVG in DIR/figures) and write DIR/report.html: ' +
+      'one self-contained file (figures inline, no network) with the tables, the commands, versions, input hashes and timings.')
+    .argument('<dir>', 'output folder of `goodnet prune` or `goodnet demo`')
+    .addHelpText('after', '\nExample:\n  goodnet report lab/prune')
+    .action(async (dir: string) => {
+      await setUp({ backend: 'wasm', batchSize: 256 });
+      console.log(await writeReport(dir));
+    });
+}

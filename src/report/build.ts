@@ -1,0 +1,165 @@
+/**
+ * `goodnet report DIR`: gather what `prune` (and `attack`, when it made the model) wrote,
+ * draw the figures and write one self-contained report.html. Every number in the report is
+ * read from those outputs; only the sample grids run the model, on the images they show.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { GoodnetError } from '../errors.js';
+import { getBackend } from '../engine/backend.js';
+import type { AttackSummary } from '../attack/lab.js';
+import type { PruneSummary } from '../defense/prune.js';
+import { writeAtomically } from '../io/atomic.js';
+import { openDataset } from '../io/dataset.js';
+import { loadModel, type LoadedModel } from '../io/model.js';
+import { reportFigures, writeFigure, type Figure } from './figures.js';
+import { renderReport, type ReportData } from './html.js';
+
+const PKG = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+export interface ReportOptions {
+  /** Extra sections (e.g. from later defenses), HTML built with escapeHtml. */
+  extraSections?: ReportData['extraSections'];
+  notes?: string[];
+  /** Extra commands shown before prune's (e.g. the attack and eval of a demo). */
+  commands?: string[];
+  title?: string;
+}
+
+/** The prune summary of DIR: DIR/summary.json, or DIR/prune/summary.json for a demo folder. */
+export function findPruneSummary(dir: string): { path: string; summary: PruneSummary } {
+  for (const p of [join(dir, 'summary.json'), join(dir, 'prune', 'summary.json')]) {
+    if (existsSync(p)) {
+      try {
+        return { path: p, summary: JSON.parse(readFileSync(p, 'utf8')) as PruneSummary };
+      } catch (err) {
+        throw new GoodnetError(`not valid JSON (${(err as Error).message})`, p);
+      }
+    }
+  }
+  throw new GoodnetError('no summary.json here or in prune/: run `goodnet prune --out DIR` first', dir);
+}
+
+/** attack.json next to the model's models/ folder, when the model came from `goodnet attack`. */
+function findAttack(modelPath: string): AttackSummary | undefined {
+  const p = join(dirname(modelPath), '..', 'attack.json');
+  if (!existsSync(p)) return undefined;
+  try {
+    return JSON.parse(readFileSync(p, 'utf8')) as AttackSummary;
+  } catch {
+    return undefined;
+  }
+}
+
+interface Samples {
+  images: Uint8Array;
+  n: number;
+  height: number;
+  width: number;
+  channels: number;
+  labels: number[];
+  predicted: number[];
+}
+
+/** Up to `k` images from a data set (one per class first, for variety) and the model's answers. */
+async function samples(path: string, model: LoadedModel, scale: number, k: number): Promise<Samples | undefined> {
+  if (!existsSync(path)) return undefined;
+  const ds = await openDataset(path, { expect: model.inputShape });
+  try {
+    const [h, w, c] = ds.imageShape;
+    const per = h * w * c;
+    const picked: number[] = [];
+    const seen = new Set<number>();
+    for (let i = 0; i < ds.length && picked.length < k; i++) if (!seen.has(ds.labels[i]!)) { seen.add(ds.labels[i]!); picked.push(i); }
+    for (let i = 0; i < ds.length && picked.length < k; i++) if (!picked.includes(i)) picked.push(i);
+    picked.sort((a, b) => a - b);
+    const raw = new Float32Array(picked.length * per);
+    const last = picked.at(-1)!;
+    let j = 0;
+    for await (const b of ds.batches(256)) {
+      for (let r = 0; r < b.n; r++) if (picked[j] === b.start + r) raw.set(b.x.subarray(r * per, (r + 1) * per), per * j++);
+      if (b.start + b.n > last) break;
+    }
+    const predicted = tf.tidy(() => tf.argMax(model.net.predict(tf.div(tf.tensor4d(raw, [picked.length, h, w, c]), scale)) as tf.Tensor2D, 1).arraySync() as number[]);
+    let max = 0;
+    for (const v of raw) max = Math.max(max, v);
+    const k255 = max <= 1 ? 255 : 1; // data stored as 0..1 floats is shown as 0..255
+    const images = Uint8Array.from(raw, (v) => Math.max(0, Math.min(255, Math.round(v * k255))));
+    return { images, n: picked.length, height: h, width: w, channels: c, labels: picked.map((i) => ds.labels[i]!), predicted };
+  } finally {
+    ds.close();
+  }
+}
+
+/** Build the report of DIR (a prune output or a demo folder); returns the path of report.html. */
+export async function writeReport(dir: string, options: ReportOptions = {}): Promise<string> {
+  const { summary } = findPruneSummary(dir);
+  const modelIn = summary.inputs.find((i) => i.role === 'model')!;
+  const attack = findAttack(modelIn.path);
+  const names = attack?.dataset.classNames;
+  const name = (l: number) => (names?.[l] !== undefined ? `${l} ${names[l]}` : String(l));
+  const data = (role: string) => summary.inputs.find((i) => i.role === role);
+  let cleanSamples: Parameters<typeof reportFigures>[0]['cleanSamples'];
+  let poisonedSamples: Parameters<typeof reportFigures>[0]['poisonedSamples'];
+  if (existsSync(modelIn.path)) {
+    const model = await loadModel(modelIn.path);
+    const clean = await samples((data('clean test') ?? data('clean validation'))!.path, model, summary.scale, 10);
+    const pois = await samples((data('poisoned test') ?? data('poisoned validation'))!.path, model, summary.scale, 10);
+    if (clean) {
+      cleanSamples = { ...clean, captions: clean.labels.map(name), columns: 5, title: 'Clean test images', subtitle: 'true label' };
+    }
+    if (pois) {
+      poisonedSamples = {
+        ...pois, columns: 5, title: 'Poisoned test images', subtitle: `true label / the BadNet's answer (target ${name(summary.target)})`,
+        captions: pois.labels.map((l, i) => `true: ${name(l)}\nBadNet: ${name(pois.predicted[i]!)}`),
+        emphasis: pois.predicted.map((p) => p === summary.target),
+      };
+    }
+  }
+  const baseline = {
+    validAccuracy: summary.baseline.validAccuracy,
+    validAsr: summary.baseline.validAsr,
+    testAccuracy: summary.baseline.testAccuracy ?? NaN,
+    testAsr: summary.baseline.testAsr ?? NaN,
+  };
+  const asc = summary.sweeps.find((s) => s.order === 'asc');
+  const pick = asc?.picks.find((p) => p.step !== null);
+  const figures: Figure[] = await reportFigures({
+    profile: summary.profile,
+    profileHighlight: pick ? { channels: pick.pruned, label: `pruned in B'_${pick.threshold} (ascending)` } : undefined,
+    sweeps: summary.sweeps,
+    rows: summary.goodnet ?? [],
+    baseline: { accuracy: baseline.testAccuracy, asr: baseline.testAsr },
+    baselineValidAccuracy: baseline.validAccuracy,
+    cleanSamples,
+    poisonedSamples,
+  });
+  const timings: Record<string, number> = { ...(attack ? { 'attack (training)': attack.training.seconds, attack: attack.seconds } : {}), ...summary.timings };
+  const report: ReportData = {
+    title: options.title ?? (attack ? `goodnet report: pruning defense against a ${attack.dataset.name} BadNet` : 'goodnet report: pruning defense'),
+    generatedAt: new Date().toISOString(),
+    commands: [...(options.commands ?? (attack?.command ? [attack.command] : [])), ...(summary.command ? [summary.command] : [])],
+    model: { path: modelIn.path, sha256: modelIn.sha256, format: summary.model.format, inputShape: summary.model.inputShape, numClasses: summary.model.numClasses },
+    data: summary.inputs.filter((i) => i.role !== 'model').map((i) => ({ role: i.role, path: i.path, sha256: i.sha256, images: i.images ?? 0 })),
+    target: summary.target,
+    targetName: names?.[summary.target],
+    baseline,
+    profile: summary.profile,
+    sweeps: summary.sweeps,
+    goodnet: summary.goodnet ?? [],
+    figures,
+    versions: {
+      goodnet: PKG.version, node: process.version, '@tensorflow/tfjs-core': tf.version_core, backend: getBackend(),
+    },
+    timings,
+    notes: options.notes,
+    extraSections: options.extraSections,
+  };
+  const out = join(dir, 'report.html');
+  const figDir = join(dir, 'figures');
+  mkdirSync(figDir, { recursive: true });
+  for (const fig of figures) await writeFigure(figDir, fig);
+  await writeAtomically(out, (tmp) => writeFileSync(tmp, renderReport(report)), { overwrite: true });
+  return out;
+}
