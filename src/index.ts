@@ -19,3 +19,15 @@ export { predictDataset, type Predictions, type PredictOptions } from './eval/pr
 export { accuracy, attackSuccessRate } from './eval/metrics.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/evaluate.js';
 export { classify, type Classified } from './eval/classify.js';
+export { runAttack, ATTACK_DEFAULTS, type AttackOptions, type AttackSummary } from './attack/lab.js';
+export { createTrigger, type Trigger, type TriggerSpec } from './attack/triggers.js';
+export { loadBuiltin } from './attack/builtin_data.js';
+export { train, type TrainOptions } from './models/train.js';
+export { runPrune, PRUNE_DEFAULTS, type PruneOptions, type PruneSummary } from './defense/prune.js';
+export { findCutPoint, headModel, tailModel, pruneChannels } from './defense/graph.js';
+export { sweep, channelOrder, pickThresholds } from './defense/sweep.js';
+export { goodnetLabels, goodnetMetrics, evaluateGoodNet, classifyGoodNet } from './defense/goodnet.js';
+export type { ActivationProfile, SweepResult, SweepStep, ThresholdPick, GoodNetRow, PruneOrder } from './defense/types.js';
+export { writeReport } from './report/build.js';
+export { renderReport, type ReportData } from './report/html.js';
+export { runDemo, type DemoOptions, type DemoResult } from './demo.js';

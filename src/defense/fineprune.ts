@@ -1,0 +1,158 @@
+/**
+ * Fine-pruning (Liu, Dolan-Gavitt, Garg, RAID 2018): fine-tune a pruned model on clean
+ * data, keeping the pruned channels at zero. Part of the clean validation set is held out
+ * to choose the epoch (by clean accuracy only: the defender does not know the trigger).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import seedrandom from 'seedrandom';
+import { GoodnetError } from '../errors.js';
+import { openDataset, type ImageDataset } from '../io/dataset.js';
+import { permutation, train, type TrainingSet } from '../models/train.js';
+import { zeroChannelsInPlace } from './graph.js';
+
+export interface FineTuneOptions {
+  epochs?: number;
+  learningRate?: number;
+  batchSize?: number;
+  /** Share of the clean data held out to choose the epoch (default 0.2). */
+  holdOut?: number;
+  seed?: number;
+  onBatch?: (epoch: number, done: number, total: number, loss: number, accuracy: number) => void;
+  onEpoch?: (e: FineTuneEpoch) => void;
+}
+
+export const FINE_TUNE_DEFAULTS = { epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, seed: 0 } as const;
+
+export interface FineTuneEpoch {
+  epoch: number;
+  loss: number;
+  trainAccuracy: number;
+  heldOutAccuracy: number;
+  seconds: number;
+}
+
+export interface FineTuneResult {
+  /** Epoch whose weights were kept (0 = the pruned model unchanged). */
+  bestEpoch: number;
+  history: FineTuneEpoch[];
+  seconds: number;
+}
+
+/** A clean data set read whole into memory (raw pixels, NHWC), for fine-tuning. */
+export async function readAll(path: string, expect: [number, number, number]): Promise<TrainingSet> {
+  const ds: ImageDataset = await openDataset(path, { expect });
+  try {
+    const [h, w, c] = ds.imageShape;
+    const per = h * w * c;
+    const images = new Float32Array(ds.length * per);
+    for await (const b of ds.batches(1024)) images.set(b.x, b.start * per);
+    if (ds.labels.some((l) => l < 0)) throw new GoodnetError('fine-tuning needs labelled images', path);
+    return { images, labels: Int32Array.from(ds.labels), n: ds.length, shape: [h, w, c] };
+  } finally {
+    ds.close();
+  }
+}
+
+function pick(set: TrainingSet, idx: Int32Array): TrainingSet {
+  const per = set.shape[0] * set.shape[1] * set.shape[2];
+  const images = new Float32Array(idx.length * per);
+  const labels = new Int32Array(idx.length);
+  idx.forEach((i, r) => {
+    images.set(set.images.subarray(i * per, (i + 1) * per), r * per);
+    labels[r] = set.labels[i]!;
+  });
+  return { images, labels, n: idx.length, shape: set.shape };
+}
+
+async function accuracyOn(net: tfl.LayersModel, set: TrainingSet, inputScale: number): Promise<number> {
+  let correct = 0;
+  const per = set.shape[0] * set.shape[1] * set.shape[2];
+  for (let s = 0; s < set.n; s += 512) {
+    const n = Math.min(512, set.n - s);
+    const idx = tf.tidy(() => tf.argMax(net.predict(tf.div(tf.tensor4d(set.images.subarray(s * per, (s + n) * per), [n, ...set.shape]), inputScale)) as tf.Tensor2D, 1));
+    const p = await idx.data();
+    idx.dispose();
+    for (let i = 0; i < n; i++) if (p[i] === set.labels[s + i]) correct++;
+  }
+  return correct / set.n;
+}
+
+/**
+ * The first weighted layer, when only scale-free layers (input, zero padding) precede it:
+ * there, training on x/k with kernel*k is the same function, better conditioned for a model
+ * that takes raw 0..255 pixels.
+ */
+function firstKernelLayer(net: tfl.LayersModel): tfl.layers.Layer | undefined {
+  for (const l of net.layers) {
+    const cls = l.getClassName();
+    if (cls === 'InputLayer' || cls === 'ZeroPadding2D') continue;
+    return cls === 'Conv2D' || cls === 'Dense' ? l : undefined;
+  }
+  return undefined;
+}
+
+function scaleKernel(layer: tfl.layers.Layer, k: number): void {
+  const [kernel, ...rest] = layer.getWeights();
+  const scaled = tf.mul(kernel!, k);
+  layer.setWeights([scaled, ...rest]);
+  scaled.dispose();
+}
+
+/**
+ * Fine-tune `net` in place on clean data (pixels as the model takes them); `pruned` channels
+ * of `conv` are re-zeroed after every optimizer step. Keeps the best epoch's weights.
+ */
+export async function fineTune(net: tfl.LayersModel, conv: string, pruned: number[], clean: TrainingSet, options: FineTuneOptions = {}): Promise<FineTuneResult> {
+  const o = { ...FINE_TUNE_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as Required<FineTuneOptions>;
+  if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`--hold-out must be in (0, 1), got ${o.holdOut}`);
+  if (!(Number.isInteger(o.epochs) && o.epochs >= 1)) throw new GoodnetError(`epochs must be an integer >= 1, got ${o.epochs}`);
+  const t0 = performance.now();
+  const order = permutation(clean.n, seedrandom(`holdout:${o.seed}`));
+  const nHeld = Math.max(1, Math.round(o.holdOut * clean.n));
+  if (clean.n - nHeld < 1) throw new GoodnetError(`${clean.n} clean images are too few to fine-tune with a held-out part`);
+  const held = pick(clean, order.subarray(0, nHeld));
+  const trainSet = pick(clean, order.subarray(nHeld));
+
+  let max = 0;
+  for (let i = 0; i < clean.images.length; i++) if (clean.images[i]! > max) max = clean.images[i]!;
+  const first = firstKernelLayer(net);
+  const k = first && max > 1.5 ? 255 : 1;
+  if (k !== 1) scaleKernel(first!, k);
+  try {
+    const history: FineTuneEpoch[] = [{ epoch: 0, loss: NaN, trainAccuracy: NaN, heldOutAccuracy: await accuracyOn(net, held, k), seconds: 0 }];
+    let best = { epoch: 0, acc: history[0]!.heldOutAccuracy, weights: net.getWeights().map((w) => w.clone()) };
+    o.onEpoch?.(history[0]!);
+    for (let epoch = 1; epoch <= o.epochs; epoch++) {
+      const [stats] = await train(net, trainSet, {
+        epochs: 1, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed * 1000 + epoch, scale: k,
+        onBatch: (_e, d, t, l, a) => o.onBatch?.(epoch, d, t, l, a),
+        afterStep: () => zeroChannelsInPlace(net, conv, pruned),
+        optimizer: optimizerFor(net, o.learningRate),
+      });
+      const e: FineTuneEpoch = { epoch, loss: stats!.loss, trainAccuracy: stats!.accuracy, heldOutAccuracy: await accuracyOn(net, held, k), seconds: stats!.seconds };
+      history.push(e);
+      o.onEpoch?.(e);
+      if (e.heldOutAccuracy > best.acc) {
+        tf.dispose(best.weights);
+        best = { epoch, acc: e.heldOutAccuracy, weights: net.getWeights().map((w) => w.clone()) };
+      }
+    }
+    net.setWeights(best.weights);
+    tf.dispose(best.weights);
+    return { bestEpoch: best.epoch, history, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    if (k !== 1) scaleKernel(first!, 1 / k);
+  }
+}
+
+/** One Adam optimizer per model, kept across epochs (its moments must survive epoch boundaries). */
+const optimizers = new WeakMap<tfl.LayersModel, tf.Optimizer>();
+function optimizerFor(net: tfl.LayersModel, lr: number): tf.Optimizer {
+  let opt = optimizers.get(net);
+  if (!opt) {
+    opt = tf.train.adam(lr);
+    optimizers.set(net, opt);
+  }
+  return opt;
+}
