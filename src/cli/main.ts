@@ -8,6 +8,7 @@ import { GoodnetError, EXIT_BAD_INPUT, oneLine } from '../errors.js';
 import { attackCommand } from './attack.js';
 import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
+import { finepruneCommand } from './fineprune.js';
 import { goodnetCommand } from './goodnet.js';
 import { inspectCommand } from './inspect.js';
 import { predictCommand } from './predict.js';
@@ -26,7 +27,7 @@ export function program(): Command {
     .option('--debug', 'show stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
+  for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), finepruneCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
     root.addCommand(sub.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   root.addHelpText('after', `

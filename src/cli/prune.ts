@@ -3,7 +3,9 @@ import { ORDER_TITLE, PRUNE_DEFAULTS, runPrune, type PruneSummary } from '../def
 import { markdownGoodNetTable } from '../report/html.js';
 import type { PruneOrder, SweepStep, ThresholdRule } from '../defense/types.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, setUp,
+import { FINE_TUNE_DEFAULTS } from '../defense/fineprune.js';
+import { fineTuneProgress } from './fineprune.js';
+import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, parsePositive, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 import { ProgressBar, progress } from './progress.js';
 
@@ -22,6 +24,10 @@ interface PruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
   out: string;
   force?: boolean;
   json?: string | boolean;
+  fineTune?: boolean;
+  fineTuneOrder: 'asc' | 'desc' | 'both';
+  fineTuneEpochs: number;
+  fineTuneLr: number;
 }
 
 export function parseThresholds(v: string): number[] {
@@ -65,6 +71,10 @@ export function pruneCommand(): Command {
     .addOption(new Option('--rule <rule>', 'first-drop: first model that dropped >= X (the paper); last-within: the one before it').choices(['first-drop', 'last-within']).default('first-drop'))
     .option('--layer <name>', 'conv or pooling layer to prune at (default: the last pooling layer and its conv)')
     .option('--stop-at <n>', 'stop after this many channels (integer) or this fraction of them (e.g. 0.8)')
+    .option('--fine-tune', "fine-prune every B'_X too: fine-tune on the clean validation set, pruned channels held at zero")
+    .addOption(new Option('--fine-tune-order <order>', 'which orders to fine-prune').choices(['asc', 'desc', 'both']).default('asc'))
+    .option('--fine-tune-epochs <n>', 'fine-tuning epochs', parseInteger('--fine-tune-epochs', 1, 1000), FINE_TUNE_DEFAULTS.epochs)
+    .option('--fine-tune-lr <x>', 'fine-tuning Adam learning rate', parsePositive('--fine-tune-lr'), FINE_TUNE_DEFAULTS.learningRate)
     .option('--force', 'replace the output folder if it exists')
     .option('--json [file]', 'print summary.json instead of the tables, or copy it to file');
   addModelOptions(cmd);
@@ -87,6 +97,10 @@ Examples:
       command: ['goodnet', ...process.argv.slice(2)].join(' '),
       log: (l) => process.stderr.write(`${l}\n`),
       ...pruneProgress(),
+      fineTune: o.fineTune ? {
+        orders: o.fineTuneOrder === 'both' ? ['asc', 'desc'] : [o.fineTuneOrder], epochs: o.fineTuneEpochs, learningRate: o.fineTuneLr,
+        onEpoch: fineTuneProgress().onEpoch,
+      } : undefined,
     });
     if (await emitJson(s, o.json)) return;
     printPruneSummary(s, o.out);
@@ -124,6 +138,13 @@ export function printPruneSummary(s: PruneSummary, out: string): void {
   if (s.goodnet) {
     console.log(`\nBadNet on test: accuracy ${percent(s.baseline.testAccuracy!)}, ASR ${percent(s.baseline.testAsr!)}`);
     for (const ord of s.sweeps.map((w) => w.order)) console.log(`\n${ORDER_TITLE[ord]}\n\n${markdownGoodNetTable(s.goodnet, ord)}`);
+  }
+  if (s.finePrune?.length) {
+    console.log(`\nFine-pruning (fine-tuned on clean validation data; epoch chosen on a held-out part)\n`);
+    console.log(markdownTable(['order', 'X (%)', 'epoch kept', "B'_X accuracy", "B'_X ASR", 'FP_X accuracy', 'FP_X ASR'], s.finePrune.map((f) => [
+      f.order, f.threshold, `${f.bestEpoch}/${f.epochs}`, f.before ? percent(f.before.accuracy) : '-', f.before ? percent(f.before.asr) : '-',
+      f.after ? percent(f.after.accuracy) : '-', f.after ? percent(f.after.asr) : '-',
+    ])));
   }
   console.log(`\nwrote ${out} (${s.timings.total!.toFixed(1)} s)`);
 }

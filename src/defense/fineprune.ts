@@ -7,9 +7,15 @@ import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
+import { evaluate } from '../eval/evaluate.js';
+import { checkWritable } from '../io/atomic.js';
 import { openDataset, type ImageDataset } from '../io/dataset.js';
+import { saveModel, type LoadedModel } from '../io/model.js';
+import { inspectModel } from '../models/inspect.js';
 import { permutation, train, type TrainingSet } from '../models/train.js';
-import { zeroChannelsInPlace } from './graph.js';
+import { channelMeans, cutActivations } from './activations.js';
+import { cloneNet, findCutPoint, headModel, pruneChannels, zeroChannelsInPlace } from './graph.js';
+import { channelOrder } from './sweep.js';
 
 export interface FineTuneOptions {
   epochs?: number;
@@ -22,7 +28,7 @@ export interface FineTuneOptions {
   onEpoch?: (e: FineTuneEpoch) => void;
 }
 
-export const FINE_TUNE_DEFAULTS = { epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, seed: 0 } as const;
+export const FINE_TUNE_DEFAULTS = { epochs: 5, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, seed: 0 } as const;
 
 export interface FineTuneEpoch {
   epoch: number;
@@ -39,9 +45,9 @@ export interface FineTuneResult {
   seconds: number;
 }
 
-/** A clean data set read whole into memory (raw pixels, NHWC), for fine-tuning. */
-export async function readAll(path: string, expect: [number, number, number]): Promise<TrainingSet> {
-  const ds: ImageDataset = await openDataset(path, { expect });
+/** A clean data set read whole into memory (NHWC, pixels as the model takes them), for fine-tuning. */
+export async function readAll(path: string, expect: [number, number, number], scale = 1): Promise<TrainingSet> {
+  const ds: ImageDataset = await openDataset(path, { expect, scale });
   try {
     const [h, w, c] = ds.imageShape;
     const per = h * w * c;
@@ -155,4 +161,79 @@ function optimizerFor(net: tfl.LayersModel, lr: number): tf.Optimizer {
     optimizers.set(net, opt);
   }
   return opt;
+}
+
+export interface FinePruneCommandOptions extends FineTuneOptions {
+  /** B'_X (pruned channels are its all-zero channels of `layer`), or B with `pruneFraction`. */
+  model: LoadedModel;
+  cleanValid: string;
+  /** Conv (or pooling) layer; default: the last pooling layer's conv. */
+  layer?: string;
+  /** Prune this share of the layer's channels first, in ascending order of mean activation on cleanValid. */
+  pruneFraction?: number;
+  cleanTest?: string;
+  poisonedTest?: string;
+  target?: number;
+  /** Pixel divisor of the data (as for eval). */
+  scale?: number;
+  /** Where to save FP (Keras .h5 or tfjs folder). */
+  out?: string;
+  overwrite?: boolean;
+}
+
+export interface FinePruneCommandResult {
+  conv: string;
+  pruned: number[];
+  fineTune: FineTuneResult;
+  before?: { accuracy: number; asr: number };
+  after?: { accuracy: number; asr: number };
+}
+
+/** `goodnet fineprune` as a function. */
+export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePruneCommandResult> {
+  const cut = findCutPoint(o.model.net, o.layer, o.model.source);
+  if (o.out) checkWritable(o.out, { overwrite: o.overwrite });
+  if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined) || (o.poisonedTest !== undefined && o.target === undefined)) {
+    throw new GoodnetError('give --clean-test, --poisoned-test and --target together, or none of them');
+  }
+  const clean = await readAll(o.cleanValid, o.model.inputShape, o.scale);
+  let pruned: number[];
+  let net: tfl.LayersModel;
+  if (o.pruneFraction !== undefined) {
+    if (!(o.pruneFraction > 0 && o.pruneFraction < 1)) throw new GoodnetError(`--prune-fraction must be in (0, 1), got ${o.pruneFraction}`);
+    const head = headModel(o.model.net, cut);
+    const ds = await openDataset(o.cleanValid, { expect: o.model.inputShape, scale: o.scale });
+    const a = await cutActivations(head, ds);
+    ds.close();
+    const means = await channelMeans(a);
+    a.values.dispose();
+    pruned = channelOrder(means, 'asc').slice(0, Math.round(o.pruneFraction * cut.channels));
+    net = await pruneChannels(o.model.net, cut.conv, pruned);
+  } else {
+    pruned = inspectModel(o.model.net).convs.find((c) => c.layer === cut.conv)!.zeroChannels;
+    if (pruned.length === 0) {
+      throw new GoodnetError(`no channel of ${cut.conv} is zero: give a pruned model (from goodnet prune) or --prune-fraction`, o.model.source);
+    }
+    net = await cloneNet(o.model.net);
+  }
+  const test = async (m: LoadedModel) => {
+    const r = await evaluate(m, { clean: o.cleanTest!, poisoned: o.poisonedTest!, target: o.target!, scale: o.scale });
+    return { accuracy: r.clean!.accuracy, asr: r.poisoned!.asr };
+  };
+  try {
+    const fineTuneResult = await fineTune(net, cut.conv, pruned, clean, o);
+    // Test data only now that FP is fixed.
+    let before: FinePruneCommandResult['before'];
+    let after: FinePruneCommandResult['after'];
+    if (o.cleanTest !== undefined) {
+      const b = o.pruneFraction !== undefined ? await pruneChannels(o.model.net, cut.conv, pruned) : o.model.net;
+      before = await test({ ...o.model, net: b });
+      if (b !== o.model.net) b.dispose();
+      after = await test({ ...o.model, net });
+    }
+    if (o.out) await saveModel({ ...o.model, net }, o.out, { overwrite: o.overwrite });
+    return { conv: cut.conv, pruned, fineTune: fineTuneResult, before, after };
+  } finally {
+    net.dispose();
+  }
 }

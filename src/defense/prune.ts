@@ -24,7 +24,10 @@ import { channelMeans, cutActivations, tailLabels, type CutActivations } from '.
 import { goodnetMetrics } from './goodnet.js';
 import { findCutPoint, headModel, pruneChannels, tailModel } from './graph.js';
 import { maskFor, pickThresholds, sweep } from './sweep.js';
-import type { ActivationProfile, GoodNetRow, PruneOrder, SweepResult, SweepStep, ThresholdRule } from './types.js';
+import type { ActivationProfile, FinePruneRow, GoodNetRow, PruneOrder, SweepResult, SweepStep, ThresholdRule } from './types.js';
+import { FINE_TUNE_DEFAULTS, fineTune, readAll, type FineTuneOptions } from './fineprune.js';
+import { evaluate } from '../eval/evaluate.js';
+import type * as tfl from '@tensorflow/tfjs-layers';
 
 export interface PruneOptions {
   model: LoadedModel;
@@ -49,9 +52,12 @@ export interface PruneOptions {
   batchSize?: number;
   /** Recorded in summary.json, so a reader knows how the outputs were made. */
   command?: string;
+  /** Fine-prune every B'_X (fine-tune on clean validation data, pruned channels held at zero). */
+  fineTune?: FineTuneOptions & { orders?: PruneOrder[] };
   log?: (line: string) => void;
   onActivations?: (set: string, done: number, total: number) => void;
   onStep?: (order: PruneOrder, step: SweepStep, lastStep: number) => void;
+  onFineTune?: (order: PruneOrder, threshold: number, epoch: number, done: number, total: number, loss: number, accuracy: number) => void;
 }
 
 export const PRUNE_DEFAULTS = { orders: ['asc', 'desc'] as PruneOrder[], thresholds: [2, 4, 10], rule: 'first-drop' as ThresholdRule };
@@ -73,6 +79,7 @@ export interface PruneSummary {
   profile: ActivationProfile;
   sweeps: SweepResult[];
   goodnet?: GoodNetRow[];
+  finePrune?: FinePruneRow[];
   timings: Record<string, number>;
 }
 
@@ -136,6 +143,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
   const inputs: InputRecord[] = [{ role: 'model', path: resolve(model.source), sha256: await sha256(model.source) }];
 
   const held: CutActivations[] = [];
+  const finePruned: { row: FinePruneRow; net: tfl.LayersModel }[] = [];
   try {
     let t = performance.now();
     const cv = await activationsOf(o.cleanValid, 'clean validation', head, model, o);
@@ -161,6 +169,27 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       timings[`sweep_${order}`] = (performance.now() - t) / 1000;
     }
     const baseline = { validAccuracy: sweeps[0]!.steps[0]!.accuracy, validAsr: sweeps[0]!.steps[0]!.asr } as PruneSummary['baseline'];
+
+    // 1b. Fine-pruning (validation data only): FP_X from each B'_X.
+    if (o.fineTune) {
+      t = performance.now();
+      const ft = { ...FINE_TUNE_DEFAULTS, ...Object.fromEntries(Object.entries(o.fineTune).filter(([, v]) => v !== undefined)) } as
+        Required<FineTuneOptions> & { orders?: PruneOrder[] };
+      const clean = await readAll(o.cleanValid, model.inputShape, o.scale);
+      for (const s of sweeps.filter((w) => (ft.orders ?? orders).includes(w.order))) {
+        for (const p of s.picks) {
+          if (p.step === null) continue;
+          const net = await pruneChannels(model.net, cut.conv, p.pruned);
+          log(`fine-pruning B'_${p.threshold} (${s.order}): ${ft.epochs} epochs on ${clean.n} clean validation images`);
+          const r = await fineTune(net, cut.conv, p.pruned, clean, { ...ft, onBatch: (e, d, tot, l, a) => o.onFineTune?.(s.order, p.threshold, e, d, tot, l, a) });
+          finePruned.push({ net, row: {
+            order: s.order, threshold: p.threshold, fractionPruned: p.fractionPruned, epochs: ft.epochs, learningRate: ft.learningRate,
+            bestEpoch: r.bestEpoch, heldOutAccuracy: r.history.map((h) => h.heldOutAccuracy), seconds: r.seconds,
+          } });
+        }
+      }
+      timings.finePrune = (performance.now() - t) / 1000;
+    }
 
     // 2. The models are fixed; only now look at test data.
     let goodnet: GoodNetRow[] | undefined;
@@ -194,13 +223,20 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
           goodnet.push({ order: s.order, threshold: p.threshold, fractionPruned: p.fractionPruned, ...m });
         }
       }
+      for (const fp of finePruned) {
+        const g = goodnet.find((r) => r.order === fp.row.order && r.threshold === fp.row.threshold)!;
+        const m = await evaluate({ ...model, net: fp.net }, { clean: o.cleanTest, poisoned: o.poisonedTest, target: o.target, scale: o.scale, layout: o.layout, batchSize: o.batchSize });
+        fp.row.before = { accuracy: g.repaired.accuracy, asr: g.repaired.asr };
+        fp.row.after = { accuracy: m.clean!.accuracy, asr: m.poisoned!.asr };
+      }
       timings.test = (performance.now() - t) / 1000;
     }
 
     const summary: PruneSummary = {
       command: o.command,
       model: { path: model.source, format: model.format, inputShape: model.inputShape, numClasses: model.numClasses },
-      target: o.target, scale: o.scale ?? 1, inputs, baseline, profile, sweeps, goodnet, timings,
+      target: o.target, scale: o.scale ?? 1, inputs, baseline, profile, sweeps, goodnet,
+      ...(finePruned.length ? { finePrune: finePruned.map((f) => f.row) } : {}), timings,
     };
 
     // 3. Write everything under a temp name; rename when complete.
@@ -220,6 +256,13 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
             net.dispose();
           }
           p.model = { keras: `${s.order}/models/${name}.h5`, tfjs: `${s.order}/models/${name}` };
+        }
+        for (const fp of finePruned.filter((f) => f.row.order === s.order)) {
+          if (o.saveModels === false) continue;
+          const name = `fineprune_${fp.row.threshold}`;
+          await saveModel({ ...model, net: fp.net }, join(od, 'models', `${name}.h5`));
+          await saveModel({ ...model, net: fp.net }, join(od, 'models', name));
+          fp.row.model = { keras: `${s.order}/models/${name}.h5`, tfjs: `${s.order}/models/${name}` };
         }
         writeFileSync(join(od, 'sweep.csv'), sweepCsv(s));
         writeFileSync(join(od, 'sweep.json'), `${JSON.stringify(s.steps, null, 1)}\n`);
@@ -241,6 +284,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
     return summary;
   } finally {
     tf.dispose(held.map((a) => a.values));
+    for (const fp of finePruned) fp.net.dispose();
     // `head` shares its layers with the caller's model: it must not be disposed.
     tail.dispose();
   }

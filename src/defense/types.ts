@@ -74,3 +74,21 @@ export interface GoodNetRow {
     falseAlarmRate: number;
   };
 }
+
+/** A fine-pruned model FP_X: B'_X fine-tuned on clean validation data, and its test performance. */
+export interface FinePruneRow {
+  order: PruneOrder;
+  threshold: number;
+  fractionPruned: number;
+  epochs: number;
+  learningRate: number;
+  /** Epoch kept (best held-out clean accuracy; 0 = B'_X unchanged). */
+  bestEpoch: number;
+  /** Held-out clean validation accuracy per epoch (0 = before fine-tuning). */
+  heldOutAccuracy: number[];
+  /** Test performance of B'_X (before) and FP_X (after); absent without test sets. */
+  before?: { accuracy: number; asr: number };
+  after?: { accuracy: number; asr: number };
+  seconds: number;
+  model?: { keras: string; tfjs: string };
+}

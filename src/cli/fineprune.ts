@@ -1,0 +1,91 @@
+import { Command } from 'commander';
+import { FINE_TUNE_DEFAULTS, runFinePrune, type FineTuneEpoch } from '../defense/fineprune.js';
+import { markdownTable, percent } from '../report/table.js';
+import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, parsePositive, setUp,
+  type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
+import { ProgressBar } from './progress.js';
+
+interface FinePruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
+  model: string;
+  cleanValid: string;
+  cleanTest?: string;
+  poisonedTest?: string;
+  target?: number;
+  layer?: string;
+  pruneFraction?: number;
+  epochs: number;
+  lr: number;
+  holdOut: number;
+  seed: number;
+  out?: string;
+  force?: boolean;
+  json?: string | boolean;
+}
+
+/** Shared by `fineprune` and `prune --fine-tune`. */
+export function fineTuneProgress() {
+  let bar: ProgressBar | undefined;
+  return {
+    onBatch: (epoch: number, done: number, total: number, loss: number, acc: number) => {
+      bar ??= new ProgressBar(`fine-tune epoch ${epoch}`);
+      bar.update(done, total, `loss ${loss.toFixed(4)} acc ${percent(acc)}`);
+      if (done >= total) {
+        bar.finish();
+        bar = undefined;
+      }
+    },
+    onEpoch: (e: FineTuneEpoch) => process.stderr.write(`fine-tune epoch ${e.epoch}: held-out clean accuracy ${percent(e.heldOutAccuracy)}\n`),
+  };
+}
+
+export function finepruneCommand(): Command {
+  const d = FINE_TUNE_DEFAULTS;
+  const cmd = new Command('fineprune')
+    .summary('fine-pruning: fine-tune a pruned model on clean data, pruned channels held at zero')
+    .description(
+      'Fine-pruning (Liu, Dolan-Gavitt and Garg, RAID 2018). Takes a pruned model B\'_X (its all-zero channels of the ' +
+      'pruned conv layer stay zero: they are re-zeroed after every optimizer step), or a BadNet B with --prune-fraction ' +
+      '(pruned in ascending order of mean activation over the clean validation set first), and fine-tunes all weights ' +
+      'with Adam on the clean validation set. A held-out part of that set chooses the epoch (by clean accuracy). ' +
+      'With test sets, prints clean accuracy and ASR before and after.')
+    .requiredOption('-m, --model <path>', "the pruned model B'_X (or B with --prune-fraction)")
+    .requiredOption('--clean-valid <path>', 'clean data to fine-tune on')
+    .option('--clean-test <path>', 'clean test data')
+    .option('--poisoned-test <path>', 'poisoned test data')
+    .option('-t, --target <label>', "the attacker's target label (with the test sets)", parseInteger('--target', 0))
+    .option('--layer <name>', 'the pruned conv layer (default: the conv before the last pooling layer)')
+    .option('--prune-fraction <f>', 'prune this share of the channels first (ascending mean activation)', parsePositive('--prune-fraction'))
+    .option('-e, --epochs <n>', 'fine-tuning epochs', parseInteger('--epochs', 1, 1000), d.epochs)
+    .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)
+    .option('--hold-out <f>', 'share of the clean data held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
+    .option('--seed <n>', 'seed for the hold-out split and shuffling', parseInteger('--seed'), d.seed)
+    .option('-o, --out <path>', 'save the fine-pruned model (.h5 for Keras, else a tfjs folder)')
+    .option('--force', 'replace --out if it exists')
+    .option('--json [file]', 'print JSON instead of the table, or write it to file');
+  addModelOptions(cmd);
+  addDataOptions(cmd);
+  addEngineOptions(cmd);
+  cmd.addHelpText('after', `
+Examples:
+  goodnet fineprune -m demo/prune/asc/models/repaired_4.h5 --clean-valid demo/lab/data/cl/valid.h5 \\
+      --clean-test demo/lab/data/cl/test.h5 --poisoned-test demo/lab/data/bd/bd_test.h5 -t 0 -o fp_4.h5
+  goodnet fineprune -m bd_net.h5 --prune-fraction 0.6 --clean-valid cl/valid.h5 -o fp.h5`);
+  return cmd.action(async (o: FinePruneCliOpts) => {
+    await setUp(o);
+    const model = await openModel(o.model, o);
+    const r = await runFinePrune({
+      model, cleanValid: o.cleanValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, layer: o.layer,
+      pruneFraction: o.pruneFraction, scale: o.scale, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed,
+      batchSize: 64, out: o.out, overwrite: o.force, ...fineTuneProgress(),
+    });
+    if (await emitJson(r, o.json)) return;
+    console.log(`${r.conv}: ${r.pruned.length} channels held at zero; kept epoch ${r.fineTune.bestEpoch} of ${o.epochs} (${r.fineTune.seconds.toFixed(0)} s)`);
+    if (r.before && r.after) {
+      console.log(`\n${markdownTable(['model', 'clean test accuracy', 'ASR'], [
+        ['before (pruned)', percent(r.before.accuracy), percent(r.before.asr)],
+        ['after (fine-pruned)', percent(r.after.accuracy), percent(r.after.asr)],
+      ])}`);
+    }
+    if (o.out) console.log(`\nwrote ${o.out}`);
+  });
+}
