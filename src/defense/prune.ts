@@ -52,7 +52,7 @@ export interface PruneOptions {
   batchSize?: number;
   /** Recorded in summary.json, so a reader knows how the outputs were made. */
   command?: string;
-  /** Fine-prune every B'_X (fine-tune on clean validation data, pruned channels held at zero). */
+  /** Fine-prune every B'_X of `orders` (default: asc): fine-tune on clean validation data, pruned channels held at zero. */
   fineTune?: FineTuneOptions & { orders?: PruneOrder[] };
   log?: (line: string) => void;
   onActivations?: (set: string, done: number, total: number) => void;
@@ -176,7 +176,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       const ft = { ...FINE_TUNE_DEFAULTS, ...Object.fromEntries(Object.entries(o.fineTune).filter(([, v]) => v !== undefined)) } as
         Required<FineTuneOptions> & { orders?: PruneOrder[] };
       const clean = await readAll(o.cleanValid, model.inputShape, o.scale);
-      for (const s of sweeps.filter((w) => (ft.orders ?? orders).includes(w.order))) {
+      for (const s of sweeps.filter((w) => (ft.orders ?? ['asc']).includes(w.order))) {
         for (const p of s.picks) {
           if (p.step === null) continue;
           const net = await pruneChannels(model.net, cut.conv, p.pruned);
