@@ -19,3 +19,7 @@ export { predictDataset, type Predictions, type PredictOptions } from './eval/pr
 export { accuracy, attackSuccessRate } from './eval/metrics.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/evaluate.js';
 export { classify, type Classified } from './eval/classify.js';
+export {
+  calibrateStrip, runStrip, stripEntropies, stripThreshold, stripFlags, entropy, superimpose, normalQuantile, STRIP_DEFAULTS,
+  type StripDetector, type StripResult, type StripScores, type RunStripOptions, type CalibrateOptions, type StripMethod, type SuperimposeMode,
+} from './detect/strip.js';
