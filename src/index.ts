@@ -31,3 +31,8 @@ export type { ActivationProfile, SweepResult, SweepStep, ThresholdPick, GoodNetR
 export { writeReport } from './report/build.js';
 export { renderReport, type ReportData } from './report/html.js';
 export { runDemo, type DemoOptions, type DemoResult } from './demo.js';
+export { fineTune, runFinePrune, FINE_TUNE_DEFAULTS, type FineTuneOptions } from './defense/fineprune.js';
+export {
+  calibrateStrip, runStrip, stripEntropies, stripThreshold, stripFlags, entropy, superimpose, normalQuantile, STRIP_DEFAULTS,
+  type StripDetector, type StripResult, type StripScores, type RunStripOptions, type CalibrateOptions, type StripMethod, type SuperimposeMode,
+} from './detect/strip.js';

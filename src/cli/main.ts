@@ -14,6 +14,7 @@ import { inspectCommand } from './inspect.js';
 import { predictCommand } from './predict.js';
 import { pruneCommand } from './prune.js';
 import { reportCommand } from './report.js';
+import { stripCommand } from './strip.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -27,7 +28,7 @@ export function program(): Command {
     .option('--debug', 'show stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), finepruneCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
+  for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), finepruneCommand(), stripCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
     root.addCommand(sub.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   root.addHelpText('after', `

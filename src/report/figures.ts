@@ -750,6 +750,96 @@ export async function activationProfile(profile: ActivationProfile, options: Act
 }
 
 // ---------------------------------------------------------------------------------------
+// STRIP entropy histogram
+
+export interface StripHistogramInput {
+  /** Entropies of clean inputs. */
+  clean: ArrayLike<number>;
+  /** Entropies of trojaned inputs (may be empty). */
+  poisoned: ArrayLike<number>;
+  /** Inputs with entropy below it are flagged. */
+  threshold: number;
+  /** Number of equal-width bins over [0, largest value] (default 30, as the paper's figure). */
+  bins?: number;
+  title?: string;
+  subtitle?: string;
+  name?: string;
+}
+
+/**
+ * STRIP: the entropy distributions of clean and trojaned inputs, overlaid (share of each
+ * set per bin, so sets of different sizes compare), with the threshold as a rule.
+ */
+export async function stripHistogram(input: StripHistogramInput): Promise<Figure> {
+  const { clean, poisoned, threshold } = input;
+  if (clean.length + poisoned.length === 0) throw new GoodnetError('stripHistogram: no entropies to draw');
+  if (!Number.isFinite(threshold)) throw new GoodnetError('stripHistogram: the threshold is not a finite number');
+  const bins = input.bins ?? 30;
+  if (!Number.isInteger(bins) || bins < 1) throw new GoodnetError(`stripHistogram: bins must be a positive integer, got ${bins}`);
+  let hi = Math.max(threshold, 0);
+  for (const xs of [clean, poisoned]) {
+    for (let i = 0; i < xs.length; i++) {
+      const v = xs[i]!;
+      if (!Number.isFinite(v) || v < 0) throw new GoodnetError(`stripHistogram: entropy ${v} is not a finite number >= 0`);
+      if (v > hi) hi = v;
+    }
+  }
+  if (hi === 0) hi = 1;
+  const width = hi / bins;
+  const SET_CLEAN = 'clean inputs';
+  const SET_POISONED = 'trojaned inputs';
+  const values: Record<string, unknown>[] = [];
+  const sets: string[] = [];
+  for (const [set, xs] of [[SET_CLEAN, clean], [SET_POISONED, poisoned]] as const) {
+    if (xs.length === 0) continue;
+    sets.push(set);
+    const counts = new Array<number>(bins).fill(0);
+    for (let i = 0; i < xs.length; i++) counts[Math.min(bins - 1, Math.floor(xs[i]! / width))]!++;
+    counts.forEach((c, b) => values.push({ kind: 'bin', set: `${set} (${xs.length.toLocaleString('en-US')})`, x0: b * width, x1: (b + 1) * width, share: c / xs.length }));
+  }
+  const labelled = sets.map((set) => `${set} (${(set === SET_CLEAN ? clean : poisoned).length.toLocaleString('en-US')})`);
+  const x = { field: 'x0', type: 'quantitative', scale: { domain: [0, hi], nice: false }, axis: { title: 'entropy H (bits), mean over the superimposed copies', tickCount: 8 } };
+  const spec = {
+    title: {
+      text: input.title ?? 'STRIP: entropy of clean and trojaned inputs',
+      subtitle: input.subtitle ?? `Inputs left of the threshold (H < ${threshold.toFixed(4)}) are flagged as trojaned.`,
+    },
+    width: 620,
+    height: 280,
+    padding: 12,
+    layer: [
+      {
+        data: { values },
+        mark: { type: 'bar', opacity: 0.6, binSpacing: 0 },
+        encoding: {
+          x,
+          x2: { field: 'x1' },
+          y: { field: 'share', type: 'quantitative', stack: null, axis: { title: 'share of the set', format: '.0%' } },
+          y2: { datum: 0 },
+          color: {
+            field: 'set',
+            type: 'nominal',
+            scale: { domain: labelled, range: sets.map((s) => (s === SET_CLEAN ? COLORS.accuracy : COLORS.asr)) },
+            legend: { title: null, symbolType: 'square' },
+          },
+        },
+      },
+      {
+        data: { values: [{ t: threshold, label: `threshold ${threshold.toFixed(4)}` }] },
+        mark: { type: 'rule', color: COLORS.text, strokeDash: [5, 4], strokeWidth: 1.5 },
+        encoding: { x: { field: 't', type: 'quantitative' } },
+      },
+      ...haloText({
+        data: { values: [{ t: threshold, label: `threshold ${threshold.toFixed(4)}` }] },
+        mark: { type: 'text', align: 'left', baseline: 'top', dx: 4, y: 4, fontSize: 10, color: COLORS.text },
+        encoding: { x: { field: 't', type: 'quantitative' }, text: { field: 'label' } },
+      }),
+    ],
+  };
+  return renderSpec(input.name ?? 'strip-entropy', input.title ?? 'STRIP entropy', spec as unknown as TopLevelSpec);
+}
+
+// ---------------------------------------------------------------------------------------
 // All of the report's figures at once
 
 export interface ReportFiguresInput {

@@ -6,6 +6,7 @@ export {
   reportFigures,
   renderSpec,
   sampleGrid,
+  stripHistogram,
   svgToPng,
   sweepCurves,
   takeFigureWarnings,
@@ -19,6 +20,7 @@ export {
   type RepairedBarsOptions,
   type ReportFiguresInput,
   type SampleGridInput,
+  type StripHistogramInput,
   type SweepCurvesOptions,
 } from './figures.js';
 export {
