@@ -1,11 +1,13 @@
 /**
  * `goodnet demo`: the reference paper's whole experiment on the embedded data set.
  *
- *   attack (BadNet lab) -> eval -> prune asc + desc with test sets (B'_X, GoodNets) -> report
+ *   attack (BadNet lab) -> eval -> prune asc + desc with test sets (B'_X, GoodNets),
+ *   fine-pruning of the asc B'_X -> STRIP -> one comparison table -> report
  *
- * DIR/lab (attack outputs), DIR/prune (prune outputs), DIR/report.html, DIR/figures/.
+ * DIR/lab (attack), DIR/prune (prune + fine-pruning), DIR/strip (STRIP),
+ * DIR/comparison.{json,md}, DIR/report.html, DIR/figures/.
  */
-import { mkdirSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GoodnetError } from './errors.js';
 import { runAttack, type AttackOptions, type AttackSummary } from './attack/lab.js';
@@ -13,6 +15,17 @@ import { evaluate, type EvaluateResult } from './eval/evaluate.js';
 import { loadModel } from './io/model.js';
 import { runPrune, type PruneOptions, type PruneSummary } from './defense/prune.js';
 import { writeReport } from './report/build.js';
+import { runStrip, type RunStripOptions, type StripResult } from './detect/strip.js';
+import { writeStripOutput } from './detect/strip_output.js';
+import { comparisonRows, type ComparisonRow } from './defense/compare.js';
+import { comparisonMarkdown } from './report/html.js';
+import { predictDataset } from './eval/predict.js';
+import { openDataset } from './io/dataset.js';
+import type { LoadedModel } from './io/model.js';
+import type { FineTuneOptions } from './defense/fineprune.js';
+
+/** STRIP in the demo: 1,000 images of each test set, 2,000 calibration images (see the README for the full-set run). */
+export const DEMO_STRIP = { limit: 1000, heldOut: 0.2 } as const;
 
 export interface DemoOptions {
   out: string;
@@ -23,14 +36,18 @@ export interface DemoOptions {
   log?: (line: string) => void;
   attack?: Pick<AttackOptions, 'onBatch' | 'onEpoch' | 'split'>;
   prune?: Pick<PruneOptions, 'onActivations' | 'onStep'>;
+  fineTune?: Pick<FineTuneOptions, 'onEpoch' | 'onBatch' | 'epochs'>;
+  strip?: Pick<RunStripOptions, 'onStage' | 'limit' | 'n'>;
   /** Called between stages with the stage's result, so a CLI can print as it goes. */
-  onStage?: (stage: 'attack' | 'eval' | 'prune' | 'report', result: unknown) => void;
+  onStage?: (stage: 'attack' | 'eval' | 'prune' | 'strip' | 'compare' | 'report', result: unknown) => void;
 }
 
 export interface DemoResult {
   attack: AttackSummary;
   eval: EvaluateResult;
   prune: PruneSummary;
+  strip: StripResult;
+  comparison: ComparisonRow[];
   report: string;
   commands: string[];
   seconds: number;
@@ -49,7 +66,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     `goodnet attack --out ${d('lab')}${extra}`,
     `goodnet eval -m ${d('lab/models/bd_net.h5')} -c ${d('lab/data/cl/test.h5')} -p ${d('lab/data/bd/bd_test.h5')} -t 0`,
     `goodnet prune -m ${d('lab/models/bd_net.h5')} --clean-valid ${d('lab/data/cl/valid.h5')} --poisoned-valid ${d('lab/data/bd/bd_valid.h5')} ` +
-      `--clean-test ${d('lab/data/cl/test.h5')} --poisoned-test ${d('lab/data/bd/bd_test.h5')} -t 0 -o ${d('prune')}`,
+      `--clean-test ${d('lab/data/cl/test.h5')} --poisoned-test ${d('lab/data/bd/bd_test.h5')} -t 0 --fine-tune${o.fineTune?.epochs ? ` --fine-tune-epochs ${o.fineTune.epochs}` : ''} -o ${d('prune')}`,
+    `goodnet strip -m ${d('lab/models/bd_net.h5')} --clean-valid ${d('lab/data/cl/valid.h5')} --clean-test ${d('lab/data/cl/test.h5')} ` +
+      `--poisoned-test ${d('lab/data/bd/bd_test.h5')} -t 0 --limit ${o.strip?.limit ?? DEMO_STRIP.limit} --held-out ${DEMO_STRIP.heldOut}${o.strip?.n ? ` --n ${o.strip.n}` : ''} -o ${d('strip')}`,
     `goodnet report ${o.out}`,
   ];
   const attack = await runAttack({ out: d('lab'), dataset: o.dataset, epochs: o.epochs, log: o.log, command: commands[0], ...o.attack });
@@ -60,10 +79,32 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const prune = await runPrune({
     model, cleanValid: d('lab/data/cl/valid.h5'), poisonedValid: d('lab/data/bd/bd_valid.h5'),
     cleanTest: d('lab/data/cl/test.h5'), poisonedTest: d('lab/data/bd/bd_test.h5'), target: attack.target,
-    out: d('prune'), command: commands[2], log: o.log, ...o.prune,
+    out: d('prune'), command: commands[2], log: o.log, ...o.prune, fineTune: { orders: ['asc'], ...o.fineTune },
   });
   o.onStage?.('prune', prune);
+  const strip = await runStrip(model, {
+    cleanValid: d('lab/data/cl/valid.h5'), cleanTest: d('lab/data/cl/test.h5'), poisonedTest: d('lab/data/bd/bd_test.h5'),
+    target: attack.target, ...DEMO_STRIP, ...o.strip,
+  });
+  await writeStripOutput(d('strip'), strip, { command: commands[3], ...strip });
+  o.onStage?.('strip', strip);
+  const comparison = comparisonRows(prune, {
+    strip: { result: strip, clean: await answers(model, d('lab/data/cl/test.h5')), poisoned: await answers(model, d('lab/data/bd/bd_test.h5')) },
+  });
+  writeFileSync(d('comparison.json'), `${JSON.stringify(comparison, null, 2)}\n`);
+  writeFileSync(d('comparison.md'), `${comparisonMarkdown(comparison)}\n`);
+  o.onStage?.('compare', comparison);
   const report = await writeReport(o.out, { commands });
   o.onStage?.('report', report);
-  return { attack, eval: ev, prune, report, commands, seconds: (performance.now() - t0) / 1000 };
+  return { attack, eval: ev, prune, strip, comparison, report, commands, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** True labels and the model's answers on a whole data set. */
+async function answers(model: LoadedModel, path: string): Promise<{ truth: Int32Array; bad: Int32Array }> {
+  const ds = await openDataset(path, { expect: model.inputShape });
+  try {
+    return { truth: Int32Array.from(ds.labels), bad: (await predictDataset(model, ds)).labels };
+  } finally {
+    ds.close();
+  }
 }

@@ -1,10 +1,8 @@
 import { Command, Option } from 'commander';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { GoodnetError } from '../errors.js';
 import { runStrip, STRIP_DEFAULTS, type StripMethod, type StripResult, type StripStage, type SuperimposeMode } from '../detect/strip.js';
-import { checkWritable, writeAtomically } from '../io/atomic.js';
-import { stripHistogram, writeFigure } from '../report/figures.js';
+import { checkWritable } from '../io/atomic.js';
+import { writeStripOutput } from '../detect/strip_output.js';
 import { markdownTable, percent } from '../report/table.js';
 import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, progress, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
@@ -115,32 +113,10 @@ Examples:
       },
     });
     const json = { command: ['goodnet', ...process.argv.slice(2)].join(' '), backend: o.backend, ...r };
-    if (o.out !== undefined) await writeStripOut(o.out, r, json, o.force);
+    if (o.out !== undefined) await writeStripOutput(o.out, r, json, o.force);
     if (await emitJson(json, o.json)) return;
     printStrip(r, o.out);
   });
-}
-
-/** strip.json and the histogram, written as one folder, atomically. */
-async function writeStripOut(out: string, r: StripResult, json: unknown, force?: boolean): Promise<void> {
-  const fig = await stripHistogram({
-    clean: r.cleanTest?.entropies ?? r.calibration.entropies,
-    poisoned: r.poisonedTest?.entropies ?? [],
-    threshold: r.threshold,
-    subtitle: histogramSubtitle(r),
-  });
-  await writeAtomically(out, async (tmp) => {
-    mkdirSync(tmp);
-    writeFileSync(join(tmp, 'strip.json'), `${JSON.stringify(json, null, 2)}\n`);
-    await writeFigure(tmp, fig);
-  }, { overwrite: force });
-}
-
-function histogramSubtitle(r: StripResult): string {
-  const parts = [`N = ${r.settings.n} blends per input; flagged when H < ${r.threshold.toFixed(4)}`];
-  parts.push(r.cleanTest ? `FRR ${percent(r.cleanTest.frr)} (clean test)` : `clean: calibration set, FRR ${percent(r.calibration.frr)}`);
-  if (r.poisonedTest) parts.push(`FAR ${percent(r.poisonedTest.far)}`);
-  return `${parts.join('; ')}.`;
 }
 
 function printStrip(r: StripResult, out?: string): void {

@@ -14,7 +14,11 @@ import { writeAtomically } from '../io/atomic.js';
 import { openDataset } from '../io/dataset.js';
 import { loadModel, type LoadedModel } from '../io/model.js';
 import { reportFigures, writeFigure, type Figure } from './figures.js';
-import { renderReport, type ReportData } from './html.js';
+import { comparisonHtml, escapeHtml, renderReport, type ReportData } from './html.js';
+import { percent } from './table.js';
+import type { ComparisonRow } from '../defense/compare.js';
+import type { StripResult } from '../detect/strip.js';
+import { stripFigure } from '../detect/strip_output.js';
 
 const PKG = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -135,6 +139,37 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
     cleanSamples,
     poisonedSamples,
   });
+  const extra: NonNullable<ReportData['extraSections']> = [];
+  const readJson = <T>(p: string): T | undefined => (existsSync(p) ? (JSON.parse(readFileSync(p, 'utf8')) as T) : undefined);
+  const comparison = readJson<ComparisonRow[]>(join(dir, 'comparison.json'));
+  if (comparison) {
+    extra.push({ title: 'All defenses compared', html:
+      '<p>The same BadNet, the same test sets. Detectors (GoodNet, STRIP) count a flagged input as rejected: a rejected clean ' +
+      'input is not a correct answer, a rejected poisoned input is not an attack success. DER is BackdoorBench\'s defense ' +
+      'effectiveness rating [max(0, ΔASR) − max(0, ΔACC) + 1] / 2 (0.5: no change; 1: backdoor gone at no cost). Time: seconds ' +
+      'the defense took on this machine.</p>' + comparisonHtml(comparison) });
+  }
+  if (summary.finePrune?.length) {
+    const rows = summary.finePrune.map((f) => `<tr><td>${escapeHtml(f.order)}</td><td>${f.threshold}%</td><td>${percent(f.fractionPruned, 1)}</td>` +
+      `<td>${f.bestEpoch}/${f.epochs}</td><td>${f.before ? percent(f.before.accuracy) : '–'}</td><td>${f.before ? percent(f.before.asr) : '–'}</td>` +
+      `<td>${f.after ? percent(f.after.accuracy) : '–'}</td><td>${f.after ? percent(f.after.asr) : '–'}</td><td>${f.seconds.toFixed(0)} s</td></tr>`).join('');
+    extra.push({ title: 'Fine-pruning', html:
+      `<p>Each B′<sub>X</sub> fine-tuned with Adam (learning rate ${summary.finePrune[0]!.learningRate}) on the clean validation set, ` +
+      'its pruned channels re-zeroed after every step; the epoch kept is the one with the best clean accuracy on a held-out ' +
+      'fifth of that set (0: fine-tuning did not help). Test sets read only afterwards.</p>' +
+      '<table><thead><tr><th>order</th><th>X</th><th>pruned</th><th>epoch kept</th><th>B′ accuracy</th><th>B′ ASR</th>' +
+      `<th>FP accuracy</th><th>FP ASR</th><th>time</th></tr></thead><tbody>${rows}</tbody></table>` });
+  }
+  const strip = readJson<StripResult>(join(dir, 'strip', 'strip.json'));
+  if (strip?.cleanTest && strip.poisonedTest) {
+    figures.push(await stripFigure(strip));
+    extra.push({ title: 'STRIP', html:
+      `<p>STRIP (Gao et al. 2019): each input blended with ${strip.settings.n} clean validation images; inputs whose mean prediction ` +
+      `entropy is below ${strip.threshold.toFixed(4)} bits (chosen on ${strip.calibration.images} clean validation images for a ` +
+      `${percent(strip.settings.frr)} false-rejection rate) are flagged. On ${strip.cleanTest.images} clean and ` +
+      `${strip.poisonedTest.images} poisoned test images: FRR ${percent(strip.cleanTest.frr)}, FAR ${percent(strip.poisonedTest.far)} ` +
+      `(trojaned inputs accepted). The entropy histogram is under "Other figures".</p>` });
+  }
   const timings: Record<string, number> = { ...(attack ? { 'attack (training)': attack.training.seconds, attack: attack.seconds } : {}), ...summary.timings };
   const report: ReportData = {
     title: options.title ?? (attack ? `goodnet report: pruning defense against a ${attack.dataset.name} BadNet` : 'goodnet report: pruning defense'),
@@ -154,7 +189,7 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
     },
     timings,
     notes: options.notes,
-    extraSections: options.extraSections,
+    extraSections: [...extra, ...(options.extraSections ?? [])],
   };
   const out = join(dir, 'report.html');
   const figDir = join(dir, 'figures');

@@ -4,6 +4,7 @@
  * anything else), built as a pure function of the defense's results. Also the GoodNet
  * table as Markdown (terminal) and CSV.
  */
+import type { ComparisonRow } from '../defense/compare.js';
 import type { ActivationProfile, GoodNetRow, PruneOrder, SweepResult } from '../defense/types.js';
 import type { Figure } from './figures.js';
 import { markdownTable, percent } from './table.js';
@@ -479,4 +480,23 @@ ${footer}
 </body>
 </html>
 `;
+}
+
+/** The all-defenses comparison (see defense/compare.ts) as Markdown. */
+export function comparisonMarkdown(rows: ComparisonRow[]): string {
+  const opt = (x: number | undefined) => (x === undefined ? '-' : pct(x));
+  return markdownTable(['defense', 'clean accuracy', 'ASR', 'detection', 'false alarm', 'DER', 'time'], rows.map((r) => [
+    r.defense + (r.note ? ` (${r.note})` : ''), pct(r.accuracy), pct(r.asr), opt(r.detectionRate), opt(r.falseAlarmRate),
+    r.der === undefined ? '-' : r.der.toFixed(3), r.seconds === undefined ? '-' : `${r.seconds.toFixed(0)} s`,
+  ]));
+}
+
+/** The comparison as an HTML table (all text escaped). */
+export function comparisonHtml(rows: ComparisonRow[]): string {
+  const opt = (x: number | undefined) => (x === undefined ? '–' : pct(x));
+  const body = rows.map((r) => `<tr><td>${escapeHtml(r.defense)}${r.note ? `<br><small>${escapeHtml(r.note)}</small>` : ''}</td>` +
+    `<td>${pct(r.accuracy)}</td><td>${pct(r.asr)}</td><td>${opt(r.detectionRate)}</td><td>${opt(r.falseAlarmRate)}</td>` +
+    `<td>${r.der === undefined ? '–' : r.der.toFixed(3)}</td><td>${r.seconds === undefined ? '–' : `${r.seconds.toFixed(0)} s`}</td></tr>`).join('');
+  return `<table class="goodnet-compare"><thead><tr><th>defense</th><th>clean accuracy</th><th>ASR</th><th>detection</th>` +
+    `<th>false alarm</th><th>DER</th><th>time</th></tr></thead><tbody>${body}</tbody></table>`;
 }
