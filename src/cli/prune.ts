@@ -1,5 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { GoodnetError } from '../errors.js';
 import { ORDER_TITLE, PRUNE_DEFAULTS, runPrune, type PruneSummary } from '../defense/prune.js';
+import { findCutPoint } from '../defense/graph.js';
 import { markdownGoodNetTable } from '../report/html.js';
 import type { PruneOrder, SweepStep, ThresholdRule } from '../defense/types.js';
 import { markdownTable, percent } from '../report/table.js';
@@ -42,8 +44,10 @@ export function parseThresholds(v: string): number[] {
 function stopAtChannels(v: string | undefined, channels: number): number | undefined {
   if (v === undefined) return undefined;
   const x = Number(v);
-  if (!(x > 0)) throw new InvalidArgumentError(`--stop-at must be a fraction in (0, 1] or a channel count, got '${v}'`);
-  return x <= 1 && v.includes('.') ? Math.max(1, Math.ceil(x * channels)) : Math.round(x);
+  if (!(x > 0) || (x > 1 && !Number.isInteger(x))) {
+    throw new GoodnetError(`--stop-at must be a fraction in (0, 1] or a whole number of channels, got '${v}'`);
+  }
+  return x <= 1 && v.includes('.') ? Math.max(1, Math.ceil(x * channels)) : Math.min(channels, x);
 }
 
 export function pruneCommand(): Command {
@@ -92,7 +96,7 @@ Examples:
     const s = await runPrune({
       model, cleanValid: o.cleanValid, poisonedValid: o.poisonedValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest,
       target: o.target, out: o.out, orders, thresholds: o.thresholds, rule: o.rule, layer: o.layer,
-      stopAt: o.stopAt === undefined ? undefined : stopAtChannels(o.stopAt, 1 << 30),
+      stopAt: stopAtChannels(o.stopAt, findCutPoint(model.net, o.layer, o.model).channels),
       overwrite: o.force, scale: o.scale, layout: o.layout, batchSize: o.batchSize,
       command: ['goodnet', ...process.argv.slice(2)].join(' '),
       log: (l) => process.stderr.write(`${l}\n`),
