@@ -3,7 +3,7 @@ import { ATTACK_DEFAULTS, runAttack, type AttackSummary } from '../attack/lab.js
 import { triggerSpecFromOptions, CORNERS, PATCH_PATTERNS, TRIGGER_KINDS } from '../attack/triggers.js';
 import { markdownTable, percent } from '../report/table.js';
 import { emitJson, parseInteger, parsePositive, setUp, type EngineOpts } from './common.js';
-import { ProgressBar } from './progress.js';
+import { epochBars } from './progress.js';
 import type { EpochStats } from '../models/train.js';
 import { BACKENDS } from '../engine/backend.js';
 
@@ -105,15 +105,9 @@ export function printAttackSummary(summary: AttackSummary, out: string): void {
 
 /** Progress callbacks for training: a bar per epoch, then one line. */
 export function trainingProgress(epochs: number) {
-  let bar: ProgressBar | undefined;
   return {
-    onBatch: (epoch: number, done: number, total: number, loss: number, acc: number) => {
-      bar ??= new ProgressBar(`epoch ${epoch}/${epochs}`);
-      bar.update(done, total, `loss ${loss.toFixed(4)} acc ${percent(acc)}`);
-    },
-    onEpoch: (s: EpochStats) => {
-      bar?.finish(`epoch ${s.epoch}/${epochs}: loss ${s.loss.toFixed(4)}, train accuracy ${percent(s.accuracy)}, ${s.seconds.toFixed(1)} s (${Math.round(s.imagesPerSecond)} images/s)`);
-      bar = undefined;
-    },
+    onBatch: epochBars((epoch) => `epoch ${epoch}/${epochs}`),
+    onEpoch: (s: EpochStats) => process.stderr.write(
+      `epoch ${s.epoch}/${epochs}: loss ${s.loss.toFixed(4)}, train accuracy ${percent(s.accuracy)}, ${s.seconds.toFixed(1)} s (${Math.round(s.imagesPerSecond)} images/s)\n`),
   };
 }

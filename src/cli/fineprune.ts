@@ -3,7 +3,7 @@ import { FINE_TUNE_DEFAULTS, runFinePrune, type FineTuneEpoch } from '../defense
 import { markdownTable, percent } from '../report/table.js';
 import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, parsePositive, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
-import { ProgressBar } from './progress.js';
+import { epochBars } from './progress.js';
 
 interface FinePruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
   model: string;
@@ -24,16 +24,8 @@ interface FinePruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
 
 /** Shared by `fineprune` and `prune --fine-tune`. */
 export function fineTuneProgress() {
-  let bar: ProgressBar | undefined;
   return {
-    onBatch: (epoch: number, done: number, total: number, loss: number, acc: number) => {
-      bar ??= new ProgressBar(`fine-tune epoch ${epoch}`);
-      bar.update(done, total, `loss ${loss.toFixed(4)} acc ${percent(acc)}`);
-      if (done >= total) {
-        bar.finish();
-        bar = undefined;
-      }
-    },
+    onBatch: epochBars((epoch) => `fine-tune epoch ${epoch}`),
     onEpoch: (e: FineTuneEpoch) => process.stderr.write(`fine-tune epoch ${e.epoch}: held-out clean accuracy ${percent(e.heldOutAccuracy)}\n`),
   };
 }

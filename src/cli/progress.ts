@@ -39,3 +39,16 @@ export function progress(label: string): (done: number, total: number) => void {
     if (done >= total) bar.finish();
   };
 }
+
+/** onBatch for training loops: one bar per epoch showing running loss and accuracy; `done` ends it. */
+export function epochBars(label: (epoch: number) => string, done?: (epoch: number) => string | undefined) {
+  let bar: ProgressBar | undefined;
+  return (epoch: number, n: number, total: number, loss: number, acc: number): void => {
+    bar ??= new ProgressBar(label(epoch));
+    bar.update(n, total, `loss ${loss.toFixed(4)} acc ${(acc * 100).toFixed(2)}%`);
+    if (n >= total) {
+      bar.finish(done?.(epoch));
+      bar = undefined;
+    }
+  };
+}
