@@ -1,0 +1,247 @@
+/**
+ * The fast pruning sweep for DeepID-shaped tails:
+ *
+ *   P (pool) -> flatten -> Dense A (linear) ----------------------------+
+ *   P        -> Conv2D (relu, valid, stride 1) -> flatten -> Dense B (linear) -> Add -> relu -> Dense (softmax/linear)
+ *
+ * Both linear layers that read P see each channel separately, so pruning one more channel
+ * only subtracts that channel's contribution from Dense A's and the conv's pre-activations
+ * (incremental update); then fc_2 and the output layer run on the updated state. Only
+ * the top two logits per image leave the backend.
+ *
+ * Exactness: float32 incremental updates are not bit-identical to the reference tail
+ * (tailLabels: mask, then the tfjs model). Every image whose top-two logit margin is within
+ * `tol * (1 + |top|)` is marked ambiguous and recomputed with the reference path, so the
+ * labels equal the reference wherever the incremental error is below that margin (measured
+ * drift is ~1e-6 relative; tol defaults to 1e-3). Argmax of logits equals argmax of softmax
+ * for margins that large.
+ *
+ * Work is split over worker_threads (each its own tfjs wasm engine) by images.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { CutActivations } from './activations.js';
+
+type Layer = tfl.layers.Layer;
+
+/** Weights of a DeepID-shaped tail, as plain arrays (sendable to workers). */
+export interface DeepIdTail {
+  /** pool output h, w, c */
+  h: number; w: number; c: number;
+  /** conv kernel kh x kw x c x f, bias f */
+  kh: number; kw: number; f: number;
+  convK: Float32Array; convB: Float32Array;
+  /** Dense A: (h*w*c) x u */
+  u: number; aK: Float32Array; aB: Float32Array;
+  /** Dense B: (oh*ow*f) x u */
+  bK: Float32Array; bB: Float32Array;
+  /** output: u x classes */
+  classes: number; oK: Float32Array; oB: Float32Array;
+}
+
+/** The layers feeding `layer` in the tail (its latest node: tail layers are clones applied anew). */
+function inbound(layer: Layer): Layer[] {
+  const node = layer.inboundNodes.at(-1);
+  return node ? (node.inboundLayers as Layer[]) : [];
+}
+function cfg(layer: Layer): Record<string, unknown> {
+  return layer.getConfig() as Record<string, unknown>;
+}
+const act = (l: Layer) => (typeof cfg(l).activation === 'string' ? cfg(l).activation as string : 'linear');
+const ones = (v: unknown) => v === undefined || v === 1 || (Array.isArray(v) && v.every((x) => x === 1));
+
+/** The tail's weights when it has exactly the DeepID shape above, else null (use the general path). */
+export function matchDeepIdTail(tail: tfl.LayersModel): DeepIdTail | null {
+  if (tail.inputs.length !== 1 || tail.outputs.length !== 1) return null;
+  const layers = tail.layers.filter((l) => l.getClassName() !== 'InputLayer');
+  if (layers.length !== 8) return null;
+  const input = tail.layers.find((l) => l.getClassName() === 'InputLayer');
+  const by = (cls: string) => layers.filter((l) => l.getClassName() === cls);
+  const convs = by('Conv2D');
+  const flats = by('Flatten');
+  const denses = by('Dense');
+  const adds = by('Add');
+  const acts = by('Activation');
+  if (convs.length !== 1 || flats.length !== 2 || denses.length !== 3 || adds.length !== 1 || acts.length !== 1) return null;
+  const conv = convs[0]!;
+  const cc = cfg(conv);
+  if (inbound(conv)[0] !== input || act(conv) !== 'relu' || cc.padding !== 'valid' || !ones(cc.strides) || !ones(cc.dilation_rate)
+    || (cc.data_format !== undefined && cc.data_format !== 'channels_last') || cc.use_bias === false) return null;
+  const flatP = flats.find((l) => inbound(l)[0] === input);
+  const flatC = flats.find((l) => inbound(l)[0] === conv);
+  if (!flatP || !flatC) return null;
+  const denseA = denses.find((l) => inbound(l)[0] === flatP);
+  const denseB = denses.find((l) => inbound(l)[0] === flatC);
+  const out = denses.find((l) => l !== denseA && l !== denseB);
+  const add = adds[0]!;
+  const relu = acts[0]!;
+  if (!denseA || !denseB || !out || act(denseA) !== 'linear' || act(denseB) !== 'linear') return null;
+  if (cfg(denseA).use_bias === false || cfg(denseB).use_bias === false || cfg(out).use_bias === false) return null;
+  const addIn = inbound(add);
+  if (addIn.length !== 2 || !addIn.includes(denseA) || !addIn.includes(denseB)) return null;
+  if (inbound(relu)[0] !== add || act(relu) !== 'relu' || inbound(out)[0] !== relu) return null;
+  if (!['softmax', 'linear'].includes(act(out)) || tail.outputs[0] !== out.inboundNodes.at(-1)!.outputTensors[0]) return null;
+  const [h, w, c] = (input!.output as tfl.SymbolicTensor).shape.slice(1) as number[];
+  const data = (l: Layer) => l.getWeights().map((t) => t.dataSync() as Float32Array);
+  const [convK, convB] = data(conv);
+  const [aK, aB] = data(denseA);
+  const [bK, bB] = data(denseB);
+  const [oK, oB] = data(out);
+  const [kh, kw, , f] = conv.getWeights()[0]!.shape as number[];
+  const u = aB!.length;
+  return {
+    h: h!, w: w!, c: c!, kh: kh!, kw: kw!, f: f!, convK: convK!, convB: convB!,
+    u, aK: aK!, aB: aB!, bK: bK!, bB: bB!, classes: oB!.length, oK: oK!, oB: oB!,
+  };
+}
+
+export interface ShareResult {
+  /** (steps+1) x n top labels, step-major. */
+  labels: Int32Array;
+  /** (steps+1) x n: 1 where the margin was too small to trust. */
+  ambiguous: Uint8Array;
+}
+
+/**
+ * Incremental sweep over the images `x` (n x h x w x c, NHWC) on the current tfjs backend:
+ * labels and ambiguity flags at steps 0..last of `order`.
+ */
+export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, order: number[], last: number, tol: number, chunk = 2048): Promise<ShareResult> {
+  const { h, w, c, kh, kw, f, u } = t;
+  const hw = h * w;
+  const labels = new Int32Array((last + 1) * n);
+  const ambiguous = new Uint8Array((last + 1) * n);
+  const convK = tf.tensor4d(t.convK, [kh, kw, c, f]);
+  const convB = tf.tensor1d(t.convB);
+  const aK = tf.tensor2d(t.aK, [hw * c, u]);
+  const aB = tf.tensor1d(t.aB);
+  const bK = tf.tensor2d(t.bK, [t.bK.length / u, u]);
+  const bB = tf.tensor1d(t.bB);
+  const oK = tf.tensor2d(t.oK, [u, t.classes]);
+  const oB = tf.tensor1d(t.oB);
+  // Per-channel slices: Dense A rows (p*c + ch) and conv kernel input channel ch.
+  const aKc: tf.Tensor2D[] = [];
+  const convKc: tf.Tensor4D[] = [];
+  const aK3 = tf.reshape(aK, [hw, c, u]) as tf.Tensor3D;
+  for (let ch = 0; ch < c; ch++) {
+    aKc.push(tf.tidy(() => tf.reshape(tf.slice(aK3, [0, ch, 0], [hw, 1, u]), [hw, u]) as tf.Tensor2D));
+    convKc.push(tf.tidy(() => tf.slice(convK, [0, 0, ch, 0], [kh, kw, 1, f])));
+  }
+  aK3.dispose();
+  try {
+    for (let start = 0; start < n; start += chunk) {
+      const m = Math.min(chunk, n - start);
+      const p = tf.tensor4d(x.subarray(start * hw * c, (start + m) * hw * c), [m, h, w, c]);
+      const pt = tf.tidy(() => tf.transpose(p, [3, 0, 1, 2]));
+      let z1 = tf.tidy(() => tf.add(tf.matMul(tf.reshape(p, [m, hw * c]), aK), aB));
+      let z4 = tf.tidy(() => tf.add(tf.conv2d(p, convK, 1, 'valid'), convB) as tf.Tensor4D);
+      p.dispose();
+      for (let k = 0; k <= last; k++) {
+        if (k > 0) {
+          const ch = order[k - 1]!;
+          const [n1, n4] = tf.tidy(() => {
+            const pc = tf.slice(pt, [ch, 0, 0, 0], [1, m, h, w]);
+            const d1 = tf.sub(z1, tf.matMul(tf.reshape(pc, [m, hw]), aKc[ch]!));
+            const d4 = tf.sub(z4, tf.conv2d(tf.reshape(pc, [m, h, w, 1]) as tf.Tensor4D, convKc[ch]!, 1, 'valid'));
+            return [d1, d4] as const;
+          });
+          z1.dispose();
+          z4.dispose();
+          z1 = n1;
+          z4 = n4 as tf.Tensor4D;
+        }
+        const top = tf.tidy(() => {
+          const r4 = tf.reshape(tf.relu(z4), [m, -1]) as tf.Tensor2D;
+          const hid = tf.relu(tf.add(z1, tf.add(tf.matMul(r4, bK), bB)));
+          return tf.topk(tf.add(tf.matMul(hid, oK), oB), 2);
+        });
+        const [vals, idx] = await Promise.all([top.values.data(), top.indices.data()]);
+        tf.dispose([top.values, top.indices]);
+        const base = k * n + start;
+        for (let i = 0; i < m; i++) {
+          const v1 = vals[2 * i]!;
+          const v2 = vals[2 * i + 1]!;
+          labels[base + i] = idx[2 * i]!;
+          // NaN fails the comparison and is ambiguous too.
+          if (!(v1 - v2 > tol * (1 + Math.abs(v1)))) ambiguous[base + i] = 1;
+        }
+      }
+      tf.dispose([pt, z1, z4]);
+    }
+  } finally {
+    tf.dispose([convK, convB, aK, aB, bK, bB, oK, oB, ...aKc, ...convKc]);
+  }
+  return { labels, ambiguous };
+}
+
+export interface FastSweepOptions {
+  /** Worker threads (default: available cores; 0 runs in this thread). */
+  workers?: number;
+  /** Relative top-two margin below which an image is recomputed with the reference path. */
+  tol?: number;
+}
+
+export const FAST_TOL = 1e-3;
+
+/** Run sweepShare over clean + poisoned images, split over workers; returns per-set results. */
+export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions = {}): Promise<ShareResult[]> {
+  const tol = o.tol ?? FAST_TOL;
+  const per = t.h * t.w * t.c;
+  const ns = sets.map((s) => s.values.shape[0]);
+  const total = ns.reduce((a, b) => a + b, 0);
+  const all = new Float32Array(total * per);
+  let off = 0;
+  for (const s of sets) {
+    all.set(await s.values.data() as Float32Array, off);
+    off += s.values.size;
+  }
+  const workers = Math.min(o.workers ?? availableParallelism(), Math.ceil(total / 512));
+  let merged: ShareResult;
+  if (workers <= 1) {
+    merged = await sweepShare(t, all, total, order, last, tol);
+  } else {
+    const bounds = Array.from({ length: workers + 1 }, (_, i) => Math.round((i * total) / workers));
+    const parts = await Promise.all(Array.from({ length: workers }, (_, i) => {
+      const x = all.slice(bounds[i]! * per, bounds[i + 1]! * per);
+      return runWorker(t, x, bounds[i + 1]! - bounds[i]!, order, last, tol);
+    }));
+    merged = { labels: new Int32Array((last + 1) * total), ambiguous: new Uint8Array((last + 1) * total) };
+    parts.forEach((r, i) => {
+      const n = bounds[i + 1]! - bounds[i]!;
+      for (let k = 0; k <= last; k++) {
+        merged.labels.set(r.labels.subarray(k * n, (k + 1) * n), k * total + bounds[i]!);
+        merged.ambiguous.set(r.ambiguous.subarray(k * n, (k + 1) * n), k * total + bounds[i]!);
+      }
+    });
+  }
+  // Split back per set, step-major.
+  const out: ShareResult[] = [];
+  let s0 = 0;
+  for (const n of ns) {
+    const r = { labels: new Int32Array((last + 1) * n), ambiguous: new Uint8Array((last + 1) * n) };
+    for (let k = 0; k <= last; k++) {
+      r.labels.set(merged.labels.subarray(k * total + s0, k * total + s0 + n), k * n);
+      r.ambiguous.set(merged.ambiguous.subarray(k * total + s0, k * total + s0 + n), k * n);
+    }
+    out.push(r);
+    s0 += n;
+  }
+  return out;
+}
+
+function runWorker(t: DeepIdTail, x: Float32Array, n: number, order: number[], last: number, tol: number): Promise<ShareResult> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL('./sweep_worker.js', import.meta.url), { workerData: { t, x, n, order, last, tol } , transferList: [x.buffer as ArrayBuffer] });
+    let done = false;
+    w.once('message', (m: ShareResult | { error: string }) => {
+      done = true;
+      void w.terminate();
+      if ('error' in m) reject(new Error(`sweep worker: ${m.error}`));
+      else resolve(m);
+    });
+    w.once('error', (e) => { done = true; reject(e); });
+    w.once('exit', (code) => { if (!done) reject(new Error(`sweep worker exited with code ${code}`)); });
+  });
+}
