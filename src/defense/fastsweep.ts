@@ -109,69 +109,94 @@ export interface ShareResult {
  * labels and ambiguity flags at steps 0..last of `order`.
  */
 export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, order: number[], last: number, tol: number, chunk = 2048): Promise<ShareResult> {
-  const { h, w, c, kh, kw, f, u } = t;
+  const { h, w, c, kh, kw, f, u, classes } = t;
   const hw = h * w;
+  const oh = h - kh + 1;
+  const ow = w - kw + 1;
   const labels = new Int32Array((last + 1) * n);
   const ambiguous = new Uint8Array((last + 1) * n);
   const convK = tf.tensor4d(t.convK, [kh, kw, c, f]);
   const convB = tf.tensor1d(t.convB);
   const aK = tf.tensor2d(t.aK, [hw * c, u]);
-  const aB = tf.tensor1d(t.aB);
-  const bK = tf.tensor2d(t.bK, [t.bK.length / u, u]);
-  const bB = tf.tensor1d(t.bB);
-  const oK = tf.tensor2d(t.oK, [u, t.classes]);
+  // fc_2's bias is folded into fc_1's state: hidden = relu(z1 + relu(z4) @ bK).
+  const abB = tf.tensor1d(t.aB.map((v, i) => v + t.bB[i]!));
+  const bK = tf.tensor2d(t.bK, [oh * ow * f, u]);
+  const oK = tf.tensor2d(t.oK, [u, classes]);
   const oB = tf.tensor1d(t.oB);
-  // Per-channel slices: Dense A rows (p*c + ch) and conv kernel input channel ch.
+  // Per channel ch: its rows of fc_1 (hw x u) and conv_4 written as a dense map from the
+  // channel's hw pooled values to the oh*ow*f pre-activations (hw x oh*ow*f).
   const aKc: tf.Tensor2D[] = [];
-  const convKc: tf.Tensor4D[] = [];
-  const aK3 = tf.reshape(aK, [hw, c, u]) as tf.Tensor3D;
+  const cKc: tf.Tensor2D[] = [];
   for (let ch = 0; ch < c; ch++) {
-    aKc.push(tf.tidy(() => tf.reshape(tf.slice(aK3, [0, ch, 0], [hw, 1, u]), [hw, u]) as tf.Tensor2D));
-    convKc.push(tf.tidy(() => tf.slice(convK, [0, 0, ch, 0], [kh, kw, 1, f])));
+    const a = new Float32Array(hw * u);
+    for (let p = 0; p < hw; p++) a.set(t.aK.subarray((p * c + ch) * u, (p * c + ch + 1) * u), p * u);
+    aKc.push(tf.tensor2d(a, [hw, u]));
+    const m = new Float32Array(hw * oh * ow * f);
+    for (let oy = 0; oy < oh; oy++) {
+      for (let ox = 0; ox < ow; ox++) {
+        for (let dy = 0; dy < kh; dy++) {
+          for (let dx = 0; dx < kw; dx++) {
+            const row = (oy + dy) * w + (ox + dx);
+            const k0 = ((dy * kw + dx) * c + ch) * f;
+            const o0 = row * oh * ow * f + (oy * ow + ox) * f;
+            for (let g = 0; g < f; g++) m[o0 + g]! += t.convK[k0 + g]!;
+          }
+        }
+      }
+    }
+    cKc.push(tf.tensor2d(m, [hw, oh * ow * f]));
   }
-  aK3.dispose();
   try {
     for (let start = 0; start < n; start += chunk) {
       const m = Math.min(chunk, n - start);
       const p = tf.tensor4d(x.subarray(start * hw * c, (start + m) * hw * c), [m, h, w, c]);
-      const pt = tf.tidy(() => tf.transpose(p, [3, 0, 1, 2]));
-      let z1 = tf.tidy(() => tf.add(tf.matMul(tf.reshape(p, [m, hw * c]), aK), aB));
-      let z4 = tf.tidy(() => tf.add(tf.conv2d(p, convK, 1, 'valid'), convB) as tf.Tensor4D);
+      const pt = tf.tidy(() => tf.reshape(tf.transpose(p, [3, 0, 1, 2]), [c, m, hw]) as tf.Tensor3D);
+      let z1 = tf.tidy(() => tf.add(tf.matMul(tf.reshape(p, [m, hw * c]), aK), abB) as tf.Tensor2D);
+      let z4 = tf.tidy(() => tf.reshape(tf.add(tf.conv2d(p, convK, 1, 'valid'), convB), [m, oh * ow * f]) as tf.Tensor2D);
       p.dispose();
       for (let k = 0; k <= last; k++) {
         if (k > 0) {
           const ch = order[k - 1]!;
           const [n1, n4] = tf.tidy(() => {
-            const pc = tf.slice(pt, [ch, 0, 0, 0], [1, m, h, w]);
-            const d1 = tf.sub(z1, tf.matMul(tf.reshape(pc, [m, hw]), aKc[ch]!));
-            const d4 = tf.sub(z4, tf.conv2d(tf.reshape(pc, [m, h, w, 1]) as tf.Tensor4D, convKc[ch]!, 1, 'valid'));
-            return [d1, d4] as const;
+            const pc = tf.reshape(tf.slice(pt, [ch, 0, 0], [1, m, hw]), [m, hw]) as tf.Tensor2D;
+            return [tf.sub(z1, tf.matMul(pc, aKc[ch]!)), tf.sub(z4, tf.matMul(pc, cKc[ch]!))] as const;
           });
           z1.dispose();
           z4.dispose();
-          z1 = n1;
-          z4 = n4 as tf.Tensor4D;
+          z1 = n1 as tf.Tensor2D;
+          z4 = n4 as tf.Tensor2D;
         }
-        const top = tf.tidy(() => {
-          const r4 = tf.reshape(tf.relu(z4), [m, -1]) as tf.Tensor2D;
-          const hid = tf.relu(tf.add(z1, tf.add(tf.matMul(r4, bK), bB)));
-          return tf.topk(tf.add(tf.matMul(hid, oK), oB), 2);
+        const logits = tf.tidy(() => {
+          const hid = tf.relu(tf.add(z1, tf.matMul(tf.relu(z4), bK))) as tf.Tensor2D;
+          return tf.fused.matMul({ a: hid, b: oK, bias: oB });
         });
-        const [vals, idx] = await Promise.all([top.values.data(), top.indices.data()]);
-        tf.dispose([top.values, top.indices]);
+        const v = logits.dataSync() as Float32Array;
+        logits.dispose();
         const base = k * n + start;
         for (let i = 0; i < m; i++) {
-          const v1 = vals[2 * i]!;
-          const v2 = vals[2 * i + 1]!;
-          labels[base + i] = idx[2 * i]!;
-          // NaN fails the comparison and is ambiguous too.
+          // Top two logits of row i (first index wins ties, as argMax does).
+          let b1 = 0;
+          let v1 = -Infinity;
+          let v2 = -Infinity;
+          const r = i * classes;
+          for (let j = 0; j < classes; j++) {
+            const x = v[r + j]!;
+            if (x > v2) {
+              if (x > v1) {
+                v2 = v1;
+                v1 = x;
+                b1 = j;
+              } else v2 = x;
+            } else if (x !== x) v2 = Infinity; // NaN: never trusted
+          }
+          labels[base + i] = b1;
           if (!(v1 - v2 > tol * (1 + Math.abs(v1)))) ambiguous[base + i] = 1;
         }
       }
       tf.dispose([pt, z1, z4]);
     }
   } finally {
-    tf.dispose([convK, convB, aK, aB, bK, bB, oK, oB, ...aKc, ...convKc]);
+    tf.dispose([convK, convB, aK, abB, bK, oK, oB, ...aKc, ...cKc]);
   }
   return { labels, ambiguous };
 }
