@@ -150,7 +150,8 @@ export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, orde
     for (let start = 0; start < n; start += chunk) {
       const m = Math.min(chunk, n - start);
       const p = tf.tensor4d(x.subarray(start * hw * c, (start + m) * hw * c), [m, h, w, c]);
-      const pt = tf.tidy(() => tf.reshape(tf.transpose(p, [3, 0, 1, 2]), [c, m, hw]) as tf.Tensor3D);
+      // One (m, hw) tensor per channel, so a step reads its channel without a slice.
+      const pcs = tf.tidy(() => tf.unstack(tf.reshape(tf.transpose(p, [3, 0, 1, 2]), [c, m, hw])) as tf.Tensor2D[]);
       let z1 = tf.tidy(() => tf.add(tf.matMul(tf.reshape(p, [m, hw * c]), aK), abB) as tf.Tensor2D);
       let z4 = tf.tidy(() => tf.reshape(tf.add(tf.conv2d(p, convK, 1, 'valid'), convB), [m, oh * ow * f]) as tf.Tensor2D);
       p.dispose();
@@ -158,7 +159,7 @@ export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, orde
         if (k > 0) {
           const ch = order[k - 1]!;
           const [n1, n4] = tf.tidy(() => {
-            const pc = tf.reshape(tf.slice(pt, [ch, 0, 0], [1, m, hw]), [m, hw]) as tf.Tensor2D;
+            const pc = pcs[ch]!;
             return [tf.sub(z1, tf.matMul(pc, aKc[ch]!)), tf.sub(z4, tf.matMul(pc, cKc[ch]!))] as const;
           });
           z1.dispose();
@@ -174,26 +175,30 @@ export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, orde
         logits.dispose();
         const base = k * n + start;
         for (let i = 0; i < m; i++) {
-          // Top two logits of row i (first index wins ties, as argMax does).
-          let b1 = 0;
-          let v1 = -Infinity;
-          let v2 = -Infinity;
+          // Top logit of row i (first index wins ties, as argMax does), then how many
+          // logits lie within the tolerance of it: more than one (or a NaN) is ambiguous.
           const r = i * classes;
-          for (let j = 0; j < classes; j++) {
-            const x = v[r + j]!;
-            if (x > v2) {
-              if (x > v1) {
-                v2 = v1;
-                v1 = x;
-                b1 = j;
-              } else v2 = x;
-            } else if (x !== x) v2 = Infinity; // NaN: never trusted
+          const e = r + classes;
+          let v1 = -Infinity;
+          let b1 = r;
+          for (let j = r; j < e; j++) {
+            const x = v[j]!;
+            if (x > v1) {
+              v1 = x;
+              b1 = j;
+            }
           }
-          labels[base + i] = b1;
-          if (!(v1 - v2 > tol * (1 + Math.abs(v1)))) ambiguous[base + i] = 1;
+          const thr = v1 - tol * (1 + Math.abs(v1));
+          let near = 0;
+          for (let j = r; j < e; j++) {
+            const x = v[j]!;
+            near += x >= thr || x !== x ? 1 : 0;
+          }
+          labels[base + i] = b1 - r;
+          if (near !== 1 || !Number.isFinite(v1)) ambiguous[base + i] = 1;
         }
       }
-      tf.dispose([pt, z1, z4]);
+      tf.dispose([...pcs, z1, z4]);
     }
   } finally {
     tf.dispose([convK, convB, aK, abB, bK, oK, oB, ...aKc, ...cKc]);
