@@ -108,7 +108,7 @@ async function main(): Promise<void> {
     });
     const rssPrune = process.resourceUsage().maxRSS;
     const s = summary.sweeps[0]!;
-    log(`goodnet prune: head ${summary.timings.validationActivations!.toFixed(1)} s, sweep ${s.seconds.toFixed(2)} s (${s.stats?.path}, ${s.stats?.recomputed} image-steps recomputed exactly; incremental ${s.stats?.seconds?.incremental.toFixed(2)} s, recompute ${s.stats?.seconds?.recompute.toFixed(2)} s), peak RSS ${(rssPrune / 1024).toFixed(0)} MiB`);
+    log(`goodnet prune: head ${summary.timings.validationActivations!.toFixed(1)} s, sweep ${s.seconds.toFixed(2)} s (${s.stats?.path}, ${s.stats?.recomputed} image-steps recomputed exactly, output layer run on ${s.stats?.outputRuns} of ${IMAGE_STEPS} image-steps; incremental ${s.stats?.seconds?.incremental.toFixed(2)} s, recompute ${s.stats?.seconds?.recompute.toFixed(2)} s), peak RSS ${(rssPrune / 1024).toFixed(0)} MiB`);
     rows.push({ method: `goodnet prune sweep (${s.stats?.path}, ${availableParallelism()} workers)`, seconds: s.seconds, measuredSteps: 'all 61', flopPerImageStep: INCR_TAIL });
 
     // 2. The general tail-mask path (the implementation before the incremental one), first steps.
@@ -181,7 +181,7 @@ async function main(): Promise<void> {
     const allEqual = checks.every((c) => c.endsWith('equal'));
     writeFileSync(join(ROOT, 'bench/results.json'), `${JSON.stringify({
       date: new Date().toISOString(), images: N, channels: CHANNELS, cores: availableParallelism(), table, torch, wasmMatmulGflopsPerThread: wasmPeak,
-      flopPerImageStep: { fullTail: FULL_TAIL, incremental: INCR_TAIL }, peakRssMiB: rssPrune / 1024, recomputed: s.stats?.recomputed,
+      flopPerImageStep: { fullTail: FULL_TAIL, incremental: INCR_TAIL }, peakRssMiB: rssPrune / 1024, recomputed: s.stats?.recomputed, outputRuns: s.stats?.outputRuns, sweepSeconds: s.stats?.seconds,
       headSeconds: { goodnet: summary.timings.validationActivations, torch: torch?.head_s }, checks, allEqual,
     }, null, 2)}\n`);
     if (!allEqual) {

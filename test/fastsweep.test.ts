@@ -34,7 +34,7 @@ test('incremental sweep equals the tail-mask sweep at every step (asc and desc, 
     for (const order of ['asc', 'desc'] as const) {
       const ref = await sweep(tail, clean, poisoned, means, { order, target: 0, fast: false });
       assert.equal(ref.stats.path, 'tail-mask');
-      for (const fast of [{ workers: 0 }, { workers: 2 }, { workers: 0, tol: Infinity }]) {
+      for (const fast of [{ workers: 0 }, { workers: 2 }, { workers: 0, skip: false }, { workers: 0, tol: Infinity }]) {
         const got = await sweep(tail, clean, poisoned, means, { order, target: 0, fast });
         assert.equal(got.stats.path, 'incremental');
         assert.deepEqual(got.channelOrder, ref.channelOrder);

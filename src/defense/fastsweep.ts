@@ -102,13 +102,15 @@ export interface ShareResult {
   labels: Int32Array;
   /** (steps+1) x n: 1 where the margin was too small to trust. */
   ambiguous: Uint8Array;
+  /** Image-steps that ran the output layer (the rest provably kept their label). */
+  computed?: number;
 }
 
 /**
  * Incremental sweep over the images `x` (n x h x w x c, NHWC) on the current tfjs backend:
  * labels and ambiguity flags at steps 0..last of `order`.
  */
-export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, order: number[], last: number, tol: number, chunk = 2048): Promise<ShareResult> {
+export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, order: number[], last: number, tol: number, skip = true, chunk = 2048): Promise<ShareResult> {
   const { h, w, c, kh, kw, f, u, classes } = t;
   const hw = h * w;
   const oh = h - kh + 1;
@@ -123,6 +125,16 @@ export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, orde
   const bK = tf.tensor2d(t.bK, [oh * ow * f, u]);
   const oK = tf.tensor2d(t.oK, [u, classes]);
   const oB = tf.tensor1d(t.oB);
+  // Bound on how much any difference of two logits moves per unit (L2) of hidden change:
+  // ||W_a - W_b|| <= 2 max ||W_j|| (columns of the output kernel), with a margin for rounding.
+  let maxNorm = 0;
+  for (let j = 0; j < classes; j++) {
+    let s2 = 0;
+    for (let q = 0; q < u; q++) s2 += t.oK[q * classes + j]! ** 2;
+    maxNorm = Math.max(maxNorm, Math.sqrt(s2));
+  }
+  const colSpread = 2 * maxNorm * 1.001;
+  let computed = 0;
   // Per channel ch: its rows of fc_1 (hw x u) and conv_4 written as a dense map from the
   // channel's hw pooled values to the oh*ow*f pre-activations (hw x oh*ow*f).
   const aKc: tf.Tensor2D[] = [];
@@ -155,6 +167,12 @@ export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, orde
       let z1 = tf.tidy(() => tf.add(tf.matMul(tf.reshape(p, [m, hw * c]), aK), abB) as tf.Tensor2D);
       let z4 = tf.tidy(() => tf.reshape(tf.add(tf.conv2d(p, convK, 1, 'valid'), convB), [m, oh * ow * f]) as tf.Tensor2D);
       p.dispose();
+      const lab = new Int32Array(m);
+      const amb = new Uint8Array(m);
+      const lastMargin = new Float64Array(m);
+      const lastTop = new Float64Array(m);
+      const acc = new Float64Array(m);
+      let prevHid: tf.Tensor2D | null = null;
       for (let k = 0; k <= last; k++) {
         if (k > 0) {
           const ch = order[k - 1]!;
@@ -167,48 +185,76 @@ export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, orde
           z1 = n1 as tf.Tensor2D;
           z4 = n4 as tf.Tensor2D;
         }
-        const logits = tf.tidy(() => {
-          const hid = tf.relu(tf.add(z1, tf.matMul(tf.relu(z4), bK))) as tf.Tensor2D;
-          return tf.fused.matMul({ a: hid, b: oK, bias: oB });
-        });
-        const v = logits.dataSync() as Float32Array;
-        logits.dispose();
-        const base = k * n + start;
-        for (let i = 0; i < m; i++) {
-          // Top logit of row i (first index wins ties, as argMax does), then how many
-          // logits lie within the tolerance of it: more than one (or a NaN) is ambiguous.
-          const r = i * classes;
-          const e = r + classes;
-          let v1 = -Infinity;
-          let b1 = r;
-          for (let j = r; j < e; j++) {
-            const x = v[j]!;
-            if (x > v1) {
-              v1 = x;
-              b1 = j;
-            }
+        const hid = tf.tidy(() => tf.relu(tf.add(z1, tf.matMul(tf.relu(z4), bK))) as tf.Tensor2D);
+        // Images whose answer cannot have changed since their last output-layer run:
+        // |change of (top - other)| <= colSpread * ||hidden change||, summed over steps.
+        let todo: Int32Array | null = null;
+        if (prevHid && skip) {
+          const dn = tf.tidy(() => tf.sqrt(tf.sum(tf.square(tf.sub(hid, prevHid!)), 1)));
+          const d = dn.dataSync();
+          dn.dispose();
+          const list: number[] = [];
+          for (let i = 0; i < m; i++) {
+            acc[i]! += d[i]! * colSpread;
+            if (!(lastMargin[i]! - acc[i]! > tol * (1 + lastTop[i]! + acc[i]!))) list.push(i);
           }
-          const thr = v1 - tol * (1 + Math.abs(v1));
-          let near = 0;
-          for (let j = r; j < e; j++) {
-            const x = v[j]!;
-            near += x >= thr || x !== x ? 1 : 0;
-          }
-          labels[base + i] = b1 - r;
-          if (near !== 1 || !Number.isFinite(v1)) ambiguous[base + i] = 1;
+          todo = list.length === m ? null : Int32Array.from(list);
         }
+        prevHid?.dispose();
+        prevHid = hid;
+        const rows = todo ? todo.length : m;
+        if (rows > 0) {
+          const logits = tf.tidy(() => tf.fused.matMul({ a: todo ? tf.gather(hid, tf.tensor1d(todo, 'int32')) : hid, b: oK, bias: oB }));
+          const v = logits.dataSync() as Float32Array;
+          logits.dispose();
+          for (let q = 0; q < rows; q++) {
+            const i = todo ? todo[q]! : q;
+            // Top logit (first index wins ties, as argMax does) and the runner-up.
+            const r = q * classes;
+            const e = r + classes;
+            let v1 = -Infinity;
+            let b1 = r;
+            for (let j = r; j < e; j++) {
+              const x = v[j]!;
+              if (x > v1) {
+                v1 = x;
+                b1 = j;
+              }
+            }
+            let v2 = -Infinity;
+            let nan = false;
+            for (let j = r; j < e; j++) {
+              const x = v[j]!;
+              if (x > v2 && j !== b1) v2 = x;
+              if (x !== x) nan = true;
+            }
+            lab[i] = b1 - r;
+            const margin = v1 - v2;
+            const ok = !nan && margin > tol * (1 + Math.abs(v1));
+            amb[i] = ok ? 0 : 1;
+            lastMargin[i] = ok ? margin : -Infinity;
+            lastTop[i] = Math.abs(v1);
+            acc[i] = 0;
+          }
+        }
+        labels.set(lab, k * n + start);
+        ambiguous.set(amb, k * n + start);
+        computed += rows;
       }
+      prevHid?.dispose();
       tf.dispose([...pcs, z1, z4]);
     }
   } finally {
     tf.dispose([convK, convB, aK, abB, bK, oK, oB, ...aKc, ...cKc]);
   }
-  return { labels, ambiguous };
+  return { labels, ambiguous, computed };
 }
 
 export interface FastSweepOptions {
   /** Worker threads (default: available cores; 0 runs in this thread). */
   workers?: number;
+  /** Skip the output layer for images whose label provably cannot have changed (default true). */
+  skip?: boolean;
   /** Relative top-two margin below which an image is recomputed with the reference path. */
   tol?: number;
 }
@@ -216,8 +262,9 @@ export interface FastSweepOptions {
 export const FAST_TOL = 1e-3;
 
 /** Run sweepShare over clean + poisoned images, split over workers; returns per-set results. */
-export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions = {}): Promise<ShareResult[]> {
+export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions = {}): Promise<{ sets: ShareResult[]; computed: number }> {
   const tol = o.tol ?? FAST_TOL;
+  const skip = o.skip ?? true;
   const per = t.h * t.w * t.c;
   const ns = sets.map((s) => s.values.shape[0]);
   const total = ns.reduce((a, b) => a + b, 0);
@@ -230,14 +277,14 @@ export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: n
   const workers = Math.min(o.workers ?? availableParallelism(), Math.ceil(total / 512));
   let merged: ShareResult;
   if (workers <= 1) {
-    merged = await sweepShare(t, all, total, order, last, tol);
+    merged = await sweepShare(t, all, total, order, last, tol, skip);
   } else {
     const bounds = Array.from({ length: workers + 1 }, (_, i) => Math.round((i * total) / workers));
     const parts = await Promise.all(Array.from({ length: workers }, (_, i) => {
       const x = all.slice(bounds[i]! * per, bounds[i + 1]! * per);
-      return runWorker(t, x, bounds[i + 1]! - bounds[i]!, order, last, tol);
+      return runWorker(t, x, bounds[i + 1]! - bounds[i]!, order, last, tol, skip);
     }));
-    merged = { labels: new Int32Array((last + 1) * total), ambiguous: new Uint8Array((last + 1) * total) };
+    merged = { labels: new Int32Array((last + 1) * total), ambiguous: new Uint8Array((last + 1) * total), computed: parts.reduce((a, r) => a + (r.computed ?? 0), 0) };
     parts.forEach((r, i) => {
       const n = bounds[i + 1]! - bounds[i]!;
       for (let k = 0; k <= last; k++) {
@@ -258,12 +305,12 @@ export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: n
     out.push(r);
     s0 += n;
   }
-  return out;
+  return { sets: out, computed: merged.computed ?? 0 };
 }
 
-function runWorker(t: DeepIdTail, x: Float32Array, n: number, order: number[], last: number, tol: number): Promise<ShareResult> {
+function runWorker(t: DeepIdTail, x: Float32Array, n: number, order: number[], last: number, tol: number, skip: boolean): Promise<ShareResult> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(new URL('./sweep_worker.js', import.meta.url), { workerData: { t, x, n, order, last, tol } , transferList: [x.buffer as ArrayBuffer] });
+    const w = new Worker(new URL('./sweep_worker.js', import.meta.url), { workerData: { t, x, n, order, last, tol, skip }, transferList: [x.buffer as ArrayBuffer] });
     let done = false;
     w.once('message', (m: ShareResult | { error: string }) => {
       done = true;

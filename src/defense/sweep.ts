@@ -34,6 +34,8 @@ export interface SweepStats {
   path: 'incremental' | 'tail-mask';
   /** Image-steps recomputed with the reference tail because their margin was too small. */
   recomputed: number;
+  /** Incremental path: image-steps that ran the output layer (the others provably kept their label). */
+  outputRuns?: number;
   /** Seconds in the incremental pass (workers) and in the exact recomputes. */
   seconds?: { incremental: number; recompute: number };
 }
@@ -66,7 +68,7 @@ export async function sweep(
   const deepId = options.fast === false ? null : matchDeepIdTail(tail);
   if (deepId && deepId.c === channels) {
     const t0 = performance.now();
-    const shares = await fastShares(deepId, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {});
+    const { sets: shares, computed } = await fastShares(deepId, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {});
     const t1 = performance.now();
     let recomputed = 0;
     const sets = [clean, poisoned];
@@ -87,7 +89,7 @@ export async function sweep(
       record(k, labels[0]!, labels[1]!);
     }
     const seconds = { incremental: (t1 - t0) / 1000, recompute: (performance.now() - t1) / 1000 };
-    return { channelOrder: order, steps, stats: { path: 'incremental', recomputed, seconds } };
+    return { channelOrder: order, steps, stats: { path: 'incremental', recomputed, outputRuns: computed, seconds } };
   }
   for (let k = 0; k <= last; k++) {
     const mask = maskFor(channels, order, k);

@@ -3,10 +3,10 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { initBackend } from '../engine/backend.js';
 import { sweepShare, type DeepIdTail } from './fastsweep.js';
 
-const d = workerData as { t: DeepIdTail; x: Float32Array; n: number; order: number[]; last: number; tol: number };
+const d = workerData as { t: DeepIdTail; x: Float32Array; n: number; order: number[]; last: number; tol: number; skip: boolean };
 try {
   await initBackend('wasm');
-  const r = await sweepShare(d.t, d.x, d.n, d.order, d.last, d.tol);
+  const r = await sweepShare(d.t, d.x, d.n, d.order, d.last, d.tol, d.skip);
   parentPort!.postMessage(r, [r.labels.buffer as ArrayBuffer, r.ambiguous.buffer as ArrayBuffer]);
 } catch (e) {
   parentPort!.postMessage({ error: e instanceof Error ? e.stack ?? e.message : String(e) });
