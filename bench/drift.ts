@@ -25,7 +25,7 @@ const tail = await tailModel(model.net, cut);
 // The tail up to the output layer's pre-activation (logits): the same layers, output softmax dropped.
 const out = tail.getLayer('output');
 const [oK, oB] = out.getWeights();
-const hidden = tfl.model({ inputs: tail.inputs, outputs: tail.getLayer('activation_1').output as tfl.SymbolicTensor });
+const hidden = tfl.model({ inputs: tail.inputs, outputs: tail.getLayer('activation_1').inboundNodes.at(-1)!.outputTensors[0] as tfl.SymbolicTensor });
 const logitsOf = (a: tf.Tensor4D) => tf.tidy(() => tf.add(tf.matMul(hidden.predict(a) as tf.Tensor2D, oK as tf.Tensor2D), oB!));
 const means = Array.from(await tf.mean(p, [0, 1, 2]).data());
 const order = channelOrder(means, 'asc');
