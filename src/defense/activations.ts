@@ -67,3 +67,23 @@ export async function tailLabels(tail: tfl.LayersModel, a: CutActivations, mask:
   }
   return out;
 }
+
+/** tailLabels for the images at `indices` only (same per-image computation). */
+export async function tailLabelsAt(tail: tfl.LayersModel, a: CutActivations, mask: Float32Array, indices: number[], batchSize = 2048): Promise<Int32Array> {
+  const out = new Int32Array(indices.length);
+  const m = tf.tensor1d(mask);
+  try {
+    for (let start = 0; start < indices.length; start += batchSize) {
+      const part = indices.slice(start, start + batchSize);
+      const idx = tf.tidy(() => {
+        const x = tf.mul(tf.gather(a.values, tf.tensor1d(part, 'int32')), m);
+        return tf.argMax(tail.predict(x) as tf.Tensor2D, 1);
+      });
+      out.set(await idx.data() as Int32Array, start);
+      idx.dispose();
+    }
+  } finally {
+    m.dispose();
+  }
+  return out;
+}

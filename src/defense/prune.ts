@@ -165,7 +165,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       t = performance.now();
       const s = await sweep(tail, cv.a, pv.a, profile.mean, { order, target: o.target, stopAt: o.stopAt, onStep: (st, last) => o.onStep?.(order, st, last) });
       const picks = pickThresholds(s.steps, s.channelOrder, thresholds, rule, cv.images);
-      sweeps.push({ order, poolLayer: cut.pool, convLayer: cut.conv, channels: cut.channels, channelOrder: s.channelOrder, steps: s.steps, picks, seconds: (performance.now() - t) / 1000 });
+      sweeps.push({ order, poolLayer: cut.pool, convLayer: cut.conv, channels: cut.channels, channelOrder: s.channelOrder, steps: s.steps, picks, seconds: (performance.now() - t) / 1000, stats: s.stats });
       timings[`sweep_${order}`] = (performance.now() - t) / 1000;
     }
     const baseline = { validAccuracy: sweeps[0]!.steps[0]!.accuracy, validAsr: sweeps[0]!.steps[0]!.asr } as PruneSummary['baseline'];

@@ -6,7 +6,8 @@
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { accuracy, attackSuccessRate } from '../eval/metrics.js';
-import { tailLabels, type CutActivations } from './activations.js';
+import { tailLabels, tailLabelsAt, type CutActivations } from './activations.js';
+import { fastShares, matchDeepIdTail, type FastSweepOptions } from './fastsweep.js';
 import type { PruneOrder, SweepStep, ThresholdPick, ThresholdRule } from './types.js';
 
 /** Channels in pruning order: ascending mean activation (the paper's defense) or descending; ties by index. */
@@ -21,6 +22,22 @@ export interface SweepOptions {
   /** Prune at most this many channels (default: the whole layer). */
   stopAt?: number;
   onStep?: (step: SweepStep, lastStep: number) => void;
+  /**
+   * Incremental path for DeepID-shaped tails (fastsweep.ts), on by default; false forces
+   * the general tail-mask path. Labels equal the general path's (ambiguous images are
+   * recomputed with it).
+   */
+  fast?: boolean | FastSweepOptions;
+}
+
+export interface SweepStats {
+  path: 'incremental' | 'tail-mask';
+  /** Image-steps recomputed with the reference tail because their margin was too small. */
+  recomputed: number;
+  /** Incremental path: image-steps that ran the output layer (the others provably kept their label). */
+  outputRuns?: number;
+  /** Seconds in the incremental pass (workers) and in the exact recomputes. */
+  seconds?: { incremental: number; recompute: number };
 }
 
 /** Mask with the first `k` channels of `order` zeroed. */
@@ -36,20 +53,49 @@ export async function sweep(
   poisoned: CutActivations,
   means: number[],
   options: SweepOptions,
-): Promise<{ channelOrder: number[]; steps: SweepStep[] }> {
+): Promise<{ channelOrder: number[]; steps: SweepStep[]; stats: SweepStats }> {
   const channels = means.length;
   const order = channelOrder(means, options.order);
   const last = Math.min(channels, options.stopAt ?? channels);
   const steps: SweepStep[] = [];
-  for (let k = 0; k <= last; k++) {
-    const mask = maskFor(channels, order, k);
-    const acc = accuracy(await tailLabels(tail, clean, mask), clean.labels);
-    const asr = attackSuccessRate(await tailLabels(tail, poisoned, mask), poisoned.labels, options.target);
+  const record = (k: number, cl: Int32Array, po: Int32Array) => {
+    const acc = accuracy(cl, clean.labels);
+    const asr = attackSuccessRate(po, poisoned.labels, options.target);
     const step: SweepStep = { step: k, channel: k === 0 ? null : order[k - 1]!, fractionPruned: k / channels, accuracy: acc.value, asr: asr.value };
     steps.push(step);
     options.onStep?.(step, last);
+  };
+  const deepId = options.fast === false ? null : matchDeepIdTail(tail);
+  if (deepId && deepId.c === channels) {
+    const t0 = performance.now();
+    const { sets: shares, computed } = await fastShares(deepId, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {});
+    const t1 = performance.now();
+    let recomputed = 0;
+    const sets = [clean, poisoned];
+    for (let k = 0; k <= last; k++) {
+      const mask = maskFor(channels, order, k);
+      const labels = await Promise.all(shares.map(async (r, s) => {
+        const n = sets[s]!.labels.length;
+        const lab = r.labels.slice(k * n, (k + 1) * n);
+        const amb: number[] = [];
+        for (let i = 0; i < n; i++) if (r.ambiguous[k * n + i]) amb.push(i);
+        if (amb.length > 0) {
+          const exact = await tailLabelsAt(tail, sets[s]!, mask, amb);
+          amb.forEach((i, j) => { lab[i] = exact[j]!; });
+          recomputed += amb.length;
+        }
+        return lab;
+      }));
+      record(k, labels[0]!, labels[1]!);
+    }
+    const seconds = { incremental: (t1 - t0) / 1000, recompute: (performance.now() - t1) / 1000 };
+    return { channelOrder: order, steps, stats: { path: 'incremental', recomputed, outputRuns: computed, seconds } };
   }
-  return { channelOrder: order, steps };
+  for (let k = 0; k <= last; k++) {
+    const mask = maskFor(channels, order, k);
+    record(k, await tailLabels(tail, clean, mask), await tailLabels(tail, poisoned, mask));
+  }
+  return { channelOrder: order, steps, stats: { path: 'tail-mask', recomputed: 0 } };
 }
 
 /**

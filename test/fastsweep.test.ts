@@ -1,0 +1,66 @@
+/** The incremental DeepID sweep (fastsweep.ts) against the general tail-mask path, step by step. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import seedrandom from 'seedrandom';
+import { initBackend } from '../src/engine/backend.js';
+import { deepId } from '../src/models/deepid.js';
+import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
+import { channelMeans, type CutActivations } from '../src/defense/activations.js';
+import { sweep } from '../src/defense/sweep.js';
+import { matchDeepIdTail } from '../src/defense/fastsweep.js';
+
+await initBackend('wasm');
+
+function cut(head: tfl.LayersModel, n: number, shape: number[], classes: number, seed: string): CutActivations {
+  const rng = seedrandom(seed);
+  const x = new Float32Array(n * shape.reduce((a, b) => a * b, 1)).map(() => rng() * 255);
+  const labels = Int32Array.from({ length: n }, () => Math.floor(rng() * classes));
+  const values = tf.tidy(() => head.predict(tf.tensor4d(x, [n, ...shape] as [number, number, number, number])) as tf.Tensor4D);
+  return { values, labels, source: seed };
+}
+
+test('incremental sweep equals the tail-mask sweep at every step (asc and desc, in-thread and 2 workers, all recomputed)', async () => {
+  const net = deepId({ inputShape: [40, 36, 3], numClasses: 7, seed: 3 });
+  const c = findCutPoint(net);
+  const head = headModel(net, c);
+  const tail = await tailModel(net, c);
+  assert.ok(matchDeepIdTail(tail), 'DeepID tail is recognised');
+  const clean = cut(head, 700, [40, 36, 3], 7, 'clean');
+  const poisoned = cut(head, 600, [40, 36, 3], 7, 'poisoned');
+  const means = await channelMeans(clean);
+  try {
+    for (const order of ['asc', 'desc'] as const) {
+      const ref = await sweep(tail, clean, poisoned, means, { order, target: 0, fast: false });
+      assert.equal(ref.stats.path, 'tail-mask');
+      for (const fast of [{ workers: 0 }, { workers: 2 }, { workers: 0, skip: false }, { workers: 0, tol: Infinity }]) {
+        const got = await sweep(tail, clean, poisoned, means, { order, target: 0, fast });
+        assert.equal(got.stats.path, 'incremental');
+        assert.deepEqual(got.channelOrder, ref.channelOrder);
+        assert.equal(got.steps.length, ref.steps.length);
+        got.steps.forEach((s, k) => assert.deepEqual(s, ref.steps[k], `${order} ${JSON.stringify(fast)} step ${k}`));
+        if (fast.tol === Infinity) assert.equal(got.stats.recomputed, (ref.steps.length) * 1300);
+      }
+    }
+  } finally {
+    tf.dispose([clean.values, poisoned.values]);
+    tail.dispose();
+    net.dispose();
+  }
+});
+
+test('a tail that is not DeepID-shaped takes the general path', async () => {
+  const net = tfl.sequential({ layers: [
+    tfl.layers.conv2d({ inputShape: [8, 8, 1], filters: 3, kernelSize: 3, activation: 'relu' }),
+    tfl.layers.maxPooling2d({ poolSize: 2 }), tfl.layers.flatten(), tfl.layers.dense({ units: 4, activation: 'softmax' }),
+  ] });
+  const c = findCutPoint(net);
+  const tail = await tailModel(net, c);
+  assert.equal(matchDeepIdTail(tail), null);
+  const a = cut(headModel(net, c), 50, [8, 8, 1], 4, 'x');
+  const s = await sweep(tail, a, a, await channelMeans(a), { order: 'asc', target: 0 });
+  assert.equal(s.stats.path, 'tail-mask');
+  assert.equal(s.steps.length, 4);
+  a.values.dispose();
+});
