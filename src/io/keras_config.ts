@@ -118,6 +118,9 @@ export function toTfjsTopology(cfg: JsonObject, file: string): JsonObject {
   if (config.layers.length === 0) throw new GoodnetError('model_config has no layers', file);
   for (const layer of config.layers) {
     checkLayer(layer, file);
+    if (!isObject((layer as JsonObject).config)) {
+      throw new GoodnetError(`layer '${String((layer as JsonObject).name ?? '?')}' (${String((layer as JsonObject).class_name)}) has no config object`, file);
+    }
     const lc = (layer as JsonObject).config as JsonObject;
     normaliseLayerConfig((layer as JsonObject).class_name as string, lc, file);
     // Keras 3 spells InputLayer's shape `batch_shape`.
