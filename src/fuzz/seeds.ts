@@ -144,6 +144,10 @@ export async function makeSeeds(dir: string): Promise<Seed[]> {
   const data = join(dir, 'data.h5');
   await writeCsawData(data, images, labels, n, h, w, c);
   seeds.push({ kind: 'data', path: data, csaw: { images, labels, n, h, w, c } });
+  // gzip-compressed, float32 labels, 3 channels: byte damage then hits compressed chunks.
+  const data3 = join(dir, 'data-gzip.h5');
+  await writeCsawData(data3, new Uint8Array(n * h * w * 3).map((_, i) => (i * 5) % 256), labels, n, h, w, 3, { compression: 6, labelDtype: 'float32', blockRows: 2 });
+  seeds.push({ kind: 'data', path: data3 });
 
   const rgb = new Uint8Array(8 * 8 * 3).map((_, i) => (i * 11) % 256);
   const png = join(dir, 'image.png');
