@@ -10,7 +10,7 @@
 import { mkdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GoodnetError } from './errors.js';
-import { trackPartial, writeAtomically } from './io/atomic.js';
+import { checkWritable, trackPartial, writeAtomically } from './io/atomic.js';
 import { runAttack, type AttackOptions, type AttackSummary } from './attack/lab.js';
 import { evaluate, type EvaluateResult } from './eval/evaluate.js';
 import { loadModel } from './io/model.js';
@@ -56,10 +56,8 @@ export interface DemoResult {
 
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = performance.now();
-  if (existsSync(o.out)) {
-    if (!o.overwrite) throw new GoodnetError('already exists (use --force to overwrite)', o.out);
-    rmSync(o.out, { recursive: true, force: true });
-  }
+  checkWritable(o.out, { overwrite: o.overwrite, folder: true });
+  if (existsSync(o.out)) rmSync(o.out, { recursive: true, force: true });
   mkdirSync(o.out, { recursive: true });
   // The demo fills its folder step by step; an interrupted demo removes it.
   const release = trackPartial(o.out);

@@ -8,13 +8,15 @@
  * installed only while something is being written, so library users keep Node's defaults
  * the rest of the time.
  */
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { GoodnetError } from '../errors.js';
 
 export interface AtomicOptions {
   /** Replace an existing output (default: refuse). */
   overwrite?: boolean;
+  /** The output is a folder: an existing regular file there is never replaced, even with overwrite. */
+  folder?: boolean;
 }
 
 let counter = 0;
@@ -26,8 +28,20 @@ export function tempSibling(path: string): string {
 
 /** Throw early (before long work) when `path` exists and may not be replaced. */
 export function checkWritable(path: string, options: AtomicOptions = {}): void {
-  if (existsSync(path) && !options.overwrite) {
-    throw new GoodnetError('already exists (use --force to overwrite)', path);
+  if (existsSync(path)) {
+    if (options.folder && !statSync(path).isDirectory()) {
+      throw new GoodnetError('is an existing file, not a folder; choose another output folder', path);
+    }
+    if (!options.overwrite) throw new GoodnetError('already exists (use --force to overwrite)', path);
+    return;
+  }
+  // The nearest existing ancestor must be a folder, or the output could never be created.
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    if (existsSync(dir)) {
+      if (!statSync(dir).isDirectory()) throw new GoodnetError(`cannot create the output: ${dir} is a file, not a folder`, path);
+      return;
+    }
+    if (dirname(dir) === dir) return;
   }
 }
 
