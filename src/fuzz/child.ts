@@ -41,7 +41,12 @@ export async function runTarget(job: Job): Promise<void> {
       return;
     }
     case 'image': decodeImage(job.path); return;
-    case 'trigger': createTrigger({ kind: 'image', image: job.path }); return;
+    case 'trigger': {
+      // Read it, then stamp it where it fits (a trigger larger than the image is a GoodnetError).
+      const t = createTrigger({ kind: 'image', image: job.path });
+      for (const [h, w, c] of [[8, 8, 3], [28, 28, 1]] as const) t.apply(new Uint8Array(2 * h * w * c), 2, h, w, c);
+      return;
+    }
   }
 }
 
