@@ -147,7 +147,7 @@ async function writeCsawVariant(rng: Rng, seed: NonNullable<Seed['csaw']>, out: 
       case 2: data = { data: Array.from({ length: n }, () => 'img'), shape: [n], dtype: 'S3' }; how = 'string data'; break;
       case 3: label = { data: labels.map(String), shape: [n], dtype: 'S1' }; how = 'string label'; break;
       case 4: data.shape = pick(rng, [[n, h * w * c], [n, h, w, c, 1], [n * h, w, c], [1, n, h, w, c]]); how = `shape ${data.shape.join('x')}`; break;
-      case 5: data.declared = pick(rng, [[2 ** 31, h, w, c], [n, 1e6, 1e6, c], [n, h, w, 1e9], [1e12, h, w, c]]); how = `declared data ${data.declared.join('x')}`; break;
+      case 5: data.declared = pick(rng, [[2 ** 31, h, w, c], [n, 1e6, 1e6, c], [n, h, w, 1e9], [1e12, h, w, c], [n, 4000, 4000, 3], [2e7, h, w, c]]); how = `declared data ${data.declared.join('x')}`; break;
       case 6: label.declared = [pick(rng, [1e9, 2 ** 31, 1e12])]; data.declared = [label.declared[0]!, h, w, c]; how = `declared ${label.declared[0]} rows`; break;
       case 7: label = { data: Float64Array.from(labels.map((l, i) => (i === 2 ? pick(rng, [NaN, -1, 1.5, 1e300, Infinity]) : l))), shape: [n], dtype: '<d' }; how = 'bad label'; break;
       case 8: { const d = Float32Array.from(images); d[int(rng, d.length)] = pick(rng, [NaN, Infinity]); data.data = d; how = 'non-finite pixel'; break; }
