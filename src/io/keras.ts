@@ -65,27 +65,25 @@ function readLayerGroup(group: H5Group, layer: string, file: string): Map<string
 /** Read a weight whose declared shape has been checked against the model's. */
 function readWeight(w: StoredWeight, layer: string, file: string): Float32Array {
   const { name: wn, ds } = w;
-  {
-    let raw: unknown;
-    try {
-      raw = ds.value as unknown;
-    } catch (err) {
-      throw new GoodnetError(`cannot read weight '${wn}' of layer '${layer}': ${hdf5Reason(err)}`, file, { cause: err });
-    }
-    if (!(raw instanceof Float32Array || raw instanceof Float64Array)) {
-      throw new GoodnetError(`weight '${wn}' of layer '${layer}' has dtype ${String(ds.dtype)}, expected float32 or float64`, file);
-    }
-    const data = raw instanceof Float32Array ? raw : Float32Array.from(raw);
-    for (let i = 0; i < data.length; i++) {
-      if (!Number.isFinite(data[i]!)) {
-        throw new GoodnetError(`weight '${wn}' of layer '${layer}' contains ${Number.isNaN(data[i]!) ? 'NaN' : 'Inf'}`, file);
-      }
-    }
-    if (data.length !== w.shape.reduce((a, b) => a * b, 1)) {
-      throw new GoodnetError(`weight '${wn}' of layer '${layer}' holds ${data.length} values for shape (${w.shape.join(',')})`, file);
-    }
-    return data;
+  let raw: unknown;
+  try {
+    raw = ds.value as unknown;
+  } catch (err) {
+    throw new GoodnetError(`cannot read weight '${wn}' of layer '${layer}': ${hdf5Reason(err)}`, file, { cause: err });
   }
+  if (!(raw instanceof Float32Array || raw instanceof Float64Array)) {
+    throw new GoodnetError(`weight '${wn}' of layer '${layer}' has dtype ${String(ds.dtype)}, expected float32 or float64`, file);
+  }
+  const data = raw instanceof Float32Array ? raw : Float32Array.from(raw);
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]!)) {
+      throw new GoodnetError(`weight '${wn}' of layer '${layer}' contains ${Number.isNaN(data[i]!) ? 'NaN' : 'Inf'}`, file);
+    }
+  }
+  if (data.length !== w.shape.reduce((a, b) => a * b, 1)) {
+    throw new GoodnetError(`weight '${wn}' of layer '${layer}' holds ${data.length} values for shape (${w.shape.join(',')})`, file);
+  }
+  return data;
 }
 
 /** Copy weights from an HDF5 weights root (file root or `model_weights`) into net, by name. */
