@@ -3,8 +3,8 @@
  * parameters, malformed or deeply nested JSON, swapped/retyped/reshaped HDF5 datasets,
  * huge declared dimensions, huge image headers) that get past the first sanity checks.
  */
-import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { cpSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { createH5 } from '../io/hdf5.js';
 import { writeH5Model, type H5ModelSpec, type Seed } from './seeds.js';
@@ -209,6 +209,19 @@ function hugeJpeg(rng: Rng, good: Buffer): Buffer {
 
 /** Write one mutant of `seed` at `out` (a file, or a folder for tfjs seeds); returns what was done. */
 export async function mutate(rng: Rng, seed: Seed, out: string): Promise<string> {
+  if (seed.folder && seed.kind === 'data') {
+    cpSync(seed.path, out, { recursive: true });
+    const files = (readdirSync(out, { recursive: true }) as string[]).filter((f) => f.endsWith('.png')).sort();
+    const victim = join(out, pick(rng, files));
+    if (rng() < 0.3) {
+      const name = pick(rng, ['label99999999999.png', 'label-1.png', 'label1e400.png', 'label=.png', 'label=3.5.png', '.png', 'label7.jpg']);
+      renameSync(victim, join(dirname(victim), name));
+      return `renamed ${name}`;
+    }
+    const m = mutateBytes(rng, readFileSync(victim));
+    writeFileSync(victim, m.bytes);
+    return `image ${m.how}`;
+  }
   if (seed.folder) {
     cpSync(seed.path, out, { recursive: true });
     const jsonPath = join(out, 'model.json');

@@ -149,6 +149,14 @@ export async function makeSeeds(dir: string): Promise<Seed[]> {
   await writeCsawData(data3, new Uint8Array(n * h * w * 3).map((_, i) => (i * 5) % 256), labels, n, h, w, 3, { compression: 6, labelDtype: 'float32', blockRows: 2 });
   seeds.push({ kind: 'data', path: data3 });
 
+  // An image folder data set: labels from all-digit sub-folders and a label-in-name file.
+  const imgs = join(dir, 'imgs');
+  for (const [sub, name, k] of [['0', 'a.png', 3], ['1', 'b.png', 5], ['', 'x_label2.png', 7]] as const) {
+    mkdirSync(join(imgs, sub), { recursive: true });
+    writeFileSync(join(imgs, sub, name), encodePng(new Uint8Array(8 * 8).map((_, i) => (i * k) % 256), 8, 8, 1));
+  }
+  seeds.push({ kind: 'data', path: imgs, folder: true });
+
   const rgb = new Uint8Array(8 * 8 * 3).map((_, i) => (i * 11) % 256);
   const png = join(dir, 'image.png');
   writeFileSync(png, encodePng(rgb, 8, 8, 3));
