@@ -126,6 +126,20 @@ export async function makeSeeds(dir: string): Promise<Seed[]> {
   seeds.push({ kind: 'model', path: folder, folder: true, modelJson: JSON.parse(readFileSync(join(folder, 'model.json'), 'utf8')) });
   net.dispose();
 
+  // A functional model (inbound_nodes, a residual Add) in Keras HDF5.
+  const fin = tfl.input({ shape: [8, 8, 1], name: 'in' });
+  const c1 = tfl.layers.conv2d({ name: 'c1', filters: 2, kernelSize: 3, padding: 'same', activation: 'relu' }).apply(fin) as tfl.SymbolicTensor;
+  const c2 = tfl.layers.conv2d({ name: 'c2', filters: 2, kernelSize: 3, padding: 'same' }).apply(c1) as tfl.SymbolicTensor;
+  const add = tfl.layers.add({ name: 'add' }).apply([c1, c2]) as tfl.SymbolicTensor;
+  const pool = tfl.layers.maxPooling2d({ name: 'pool', poolSize: 2 }).apply(add) as tfl.SymbolicTensor;
+  const flat = tfl.layers.flatten({ name: 'flat' }).apply(pool) as tfl.SymbolicTensor;
+  const fout = tfl.layers.dense({ name: 'out', units: 2, activation: 'softmax' }).apply(flat) as tfl.SymbolicTensor;
+  const fnet = tfl.model({ inputs: fin, outputs: fout, name: 'functional' });
+  const fpath = join(dir, 'functional.h5');
+  await saveModel(fnet, fpath);
+  seeds.push({ kind: 'model', path: fpath, h5Model: h5SpecOf(fnet, { keras_version: '2.13.1', backend: 'tensorflow', model_config: JSON.stringify(fnet.toJSON(null, false)) }, 'model_weights') });
+  fnet.dispose();
+
   // A deepid-shaped weights-only file (2 classes, the lab's 55x47x3 input).
   const deep = buildArchitecture('deepid', { inputShape: [55, 47, 3], numClasses: 2 });
   const wspec = h5SpecOf(deep, { keras_version: '2.13.1', backend: 'tensorflow' }, '');
