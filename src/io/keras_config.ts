@@ -132,7 +132,8 @@ function checkGraph(config: JsonObject, file: string): void {
   const deps = new Map<string, string[]>();
   for (const [name, nodes] of inbound) {
     nodes.forEach((node, j) => {
-      if (!Array.isArray(node)) throw new GoodnetError(`layer '${name}' has malformed inbound_nodes`, file);
+      // An empty node never calls its layer, so nothing downstream could ever be built.
+      if (!Array.isArray(node) || node.length === 0) throw new GoodnetError(`layer '${name}' has malformed inbound_nodes`, file);
       deps.set(`${name}#${j}`, node.map((r) => ref(r, `layer '${name}'`)));
     });
   }
