@@ -1,6 +1,10 @@
 #!/usr/bin/env node
 // Thin launcher: the CLI lives in src/cli (compiled to dist/ by `npm install`'s prepare step).
 import { main } from '../dist/src/cli/main.js';
+import { exitOnInterrupt } from '../dist/src/io/atomic.js';
+
+// Ctrl-C / SIGTERM: remove partial outputs (temp files being written), exit 130 / 143.
+exitOnInterrupt();
 
 // `goodnet ... | head` closes the pipe early; that is not an error.
 process.stdout.on('error', (err) => {

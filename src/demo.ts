@@ -10,6 +10,7 @@
 import { mkdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GoodnetError } from './errors.js';
+import { checkWritable, trackPartial, writeAtomically } from './io/atomic.js';
 import { runAttack, type AttackOptions, type AttackSummary } from './attack/lab.js';
 import { evaluate, type EvaluateResult } from './eval/evaluate.js';
 import { loadModel } from './io/model.js';
@@ -55,11 +56,19 @@ export interface DemoResult {
 
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = performance.now();
-  if (existsSync(o.out)) {
-    if (!o.overwrite) throw new GoodnetError('already exists (use --force to overwrite)', o.out);
-    rmSync(o.out, { recursive: true, force: true });
-  }
+  checkWritable(o.out, { overwrite: o.overwrite, folder: true });
+  if (existsSync(o.out)) rmSync(o.out, { recursive: true, force: true });
   mkdirSync(o.out, { recursive: true });
+  // The demo fills its folder step by step; an interrupted demo removes it.
+  const release = trackPartial(o.out);
+  try {
+    return await demoSteps(o, t0);
+  } finally {
+    release();
+  }
+}
+
+async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
   const d = (...p: string[]) => join(o.out, ...p);
   const extra = [o.dataset ? ` --dataset ${o.dataset}` : '', o.epochs ? ` --epochs ${o.epochs}` : ''].join('');
   const commands = [
@@ -91,8 +100,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const comparison = comparisonRows(prune, {
     strip: { result: strip, clean: await answers(model, d('lab/data/cl/test.h5')), poisoned: await answers(model, d('lab/data/bd/bd_test.h5')) },
   });
-  writeFileSync(d('comparison.json'), `${JSON.stringify(comparison, null, 2)}\n`);
-  writeFileSync(d('comparison.md'), `${comparisonMarkdown(comparison)}\n`);
+  await writeAtomically(d('comparison.json'), (tmp) => writeFileSync(tmp, `${JSON.stringify(comparison, null, 2)}\n`));
+  await writeAtomically(d('comparison.md'), (tmp) => writeFileSync(tmp, `${comparisonMarkdown(comparison)}\n`));
   o.onStage?.('compare', comparison);
   const report = await writeReport(o.out, { commands });
   o.onStage?.('report', report);

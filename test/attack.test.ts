@@ -333,7 +333,7 @@ test('trigger errors: too large, bad alpha, unreadable PNG', () => {
   throwsOneLine(() => createTrigger({ kind: 'blend', image: junk }), /junk\.png: cannot read trigger image: not a valid PNG or JPEG/);
   const big = join(T, 'big.png');
   writeFileSync(big, encodePng(new Uint8Array(5 * 5 * 4), 5, 5, 4));
-  throwsOneLine(() => createTrigger({ kind: 'image', image: big, x: 1 }).check(5, 5, 3), /trigger 5x5 at x=1, y=0 does not fit 5x5 images/);
+  throwsOneLine(() => createTrigger({ kind: 'image', image: big, x: 1 }).check(5, 5, 3), /big\.png: trigger 5x5 at x=1, y=0 does not fit 5x5 images/);
 });
 
 // ---------------------------------------------------------------------------------------

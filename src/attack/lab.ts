@@ -126,7 +126,7 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
   if (!(o.poisonRate > 0 && o.poisonRate < 1)) throw new GoodnetError(`poison rate must be in (0, 1), got ${o.poisonRate}`);
   const trigger = createTrigger(o.trigger);
   // Refuse an existing output before spending minutes on training.
-  checkWritable(o.out, { overwrite: o.overwrite });
+  checkWritable(o.out, { overwrite: o.overwrite, folder: true });
 
   const data = await loadData(o.dataset, log);
   const shape: [number, number, number] = [data.height, data.width, data.channels];
@@ -195,6 +195,6 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
       seconds: (performance.now() - t0) / 1000,
     };
     writeFileSync(join(dir, 'attack.json'), `${JSON.stringify(summary, null, 2)}\n`);
-  }, { overwrite: o.overwrite });
+  }, { overwrite: o.overwrite, folder: true });
   return summary!;
 }

@@ -320,7 +320,8 @@ class LayerTrigger implements Trigger {
       const { width: tw, height: th } = this.img!;
       const at = s.x === 0 && s.y === 0 ? '' : ` at x=${s.x}, y=${s.y}`;
       if (s.x! + tw > w || s.y! + th > h) {
-        bad(`trigger ${dims(th, tw)}${at} does not fit ${dims(h, w)} images (sizes are HxW)`);
+        // Name the trigger image: it is the file that does not fit.
+        throw new GoodnetError(`trigger ${dims(th, tw)}${at} does not fit ${dims(h, w)} images (sizes are HxW)`, s.image);
       }
     }
   }

@@ -99,7 +99,7 @@ Examples:
     if (!o.inputs?.length && o.cleanTest === undefined && o.poisonedTest === undefined) {
       throw new GoodnetError('nothing to check: give --inputs and/or --clean-test / --poisoned-test');
     }
-    if (o.out !== undefined) checkWritable(o.out, { overwrite: o.force });
+    if (o.out !== undefined) checkWritable(o.out, { overwrite: o.force, folder: true });
     await setUp(o);
     const model = await openModel(o.model, o);
     const bars = new Map<StripStage, (d: number, t: number) => void>();

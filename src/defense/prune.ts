@@ -130,7 +130,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
   if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined)) {
     throw new GoodnetError('give both --clean-test and --poisoned-test, or neither');
   }
-  checkWritable(o.out, { overwrite: o.overwrite });
+  checkWritable(o.out, { overwrite: o.overwrite, folder: true });
   const model = o.model;
   const cut = findCutPoint(model.net, o.layer, model.source);
   if (o.stopAt !== undefined && !(Number.isInteger(o.stopAt) && o.stopAt >= 1)) {
@@ -280,7 +280,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       timings.write = (performance.now() - t) / 1000;
       timings.total = (performance.now() - t0) / 1000;
       writeFileSync(join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
-    }, { overwrite: o.overwrite });
+    }, { overwrite: o.overwrite, folder: true });
     return summary;
   } finally {
     tf.dispose(held.map((a) => a.values));

@@ -5,6 +5,7 @@
  */
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
+import { yieldToEventLoop } from '../io/atomic.js';
 import { accuracy, attackSuccessRate } from '../eval/metrics.js';
 import { tailLabels, tailLabelsAt, type CutActivations } from './activations.js';
 import { fastShares, matchDeepIdTail, type FastSweepOptions } from './fastsweep.js';
@@ -73,6 +74,7 @@ export async function sweep(
     let recomputed = 0;
     const sets = [clean, poisoned];
     for (let k = 0; k <= last; k++) {
+      await yieldToEventLoop(); // Ctrl-C between steps
       const mask = maskFor(channels, order, k);
       const labels = await Promise.all(shares.map(async (r, s) => {
         const n = sets[s]!.labels.length;
@@ -92,6 +94,7 @@ export async function sweep(
     return { channelOrder: order, steps, stats: { path: 'incremental', recomputed, outputRuns: computed, seconds } };
   }
   for (let k = 0; k <= last; k++) {
+    await yieldToEventLoop(); // Ctrl-C between steps
     const mask = maskFor(channels, order, k);
     record(k, await tailLabels(tail, clean, mask), await tailLabels(tail, poisoned, mask));
   }

@@ -22,7 +22,7 @@ export async function writeStripOutput(out: string, r: StripResult, json: unknow
     mkdirSync(tmp);
     writeFileSync(join(tmp, 'strip.json'), `${JSON.stringify(json, null, 2)}\n`);
     await writeFigure(tmp, fig);
-  }, { overwrite });
+  }, { overwrite, folder: true });
 }
 
 function histogramSubtitle(r: StripResult): string {

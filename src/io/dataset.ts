@@ -88,6 +88,11 @@ function checkOptions(opts: OpenDatasetOptions): { scale: number; expect?: [numb
   return { scale, expect };
 }
 
+/** Most images one HDF5 data set may declare (its labels are read whole). */
+export const MAX_HDF5_ROWS = 10_000_000;
+/** Most values (H*W*C) one image of an HDF5 data set may declare (2048x2048x1, 1182x1182x3). */
+export const MAX_HDF5_IMAGE_VALUES = 2 ** 22;
+
 function checkBatchSize(batchSize: number): void {
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new GoodnetError(`batch size must be a positive integer, got ${String(batchSize)}`);
@@ -234,6 +239,12 @@ async function openHdf5Dataset(path: string, opts: OpenDatasetOptions): Promise<
     const n = shape[0]!;
     if (n === 0) throw new GoodnetError(`data set is empty (dataset 'data' has shape ${tupleText(shape)})`, path);
     if (shape.some((d) => d === 0)) throw new GoodnetError(`dataset 'data' has an empty dimension: ${tupleText(shape)}`, path);
+    // Declared sizes are checked before anything is read: labels are read whole, images a batch at a time.
+    if (n > MAX_HDF5_ROWS) throw new GoodnetError(`dataset 'data' declares ${n} images; at most ${MAX_HDF5_ROWS} are supported`, path);
+    const perImage = shape[1]! * shape[2]! * shape[3]!;
+    if (perImage > MAX_HDF5_IMAGE_VALUES) {
+      throw new GoodnetError(`dataset 'data' declares images of ${perImage} values ${tupleText(shape)}; at most ${MAX_HDF5_IMAGE_VALUES} per image are supported`, path);
+    }
 
     const lshape = label.shape ?? [];
     if (!(lshape.length === 1 || (lshape.length === 2 && lshape[1] === 1))) {

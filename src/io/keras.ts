@@ -8,7 +8,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { buildArchitecture, deepIdPool3Shape, DEEPID_INPUT } from '../models/index.js';
-import { createH5, h5Attr, h5Get, openH5, type H5File, type H5Group, type H5Dataset } from './hdf5.js';
+import { withWeightBudget } from './limits.js';
+import { createH5, h5Attr, h5Get, hdf5Reason, openH5, type H5File, type H5Group, type H5Dataset } from './hdf5.js';
 import { parseModelConfig, toTfjsTopology, type JsonObject } from './keras_config.js';
 
 /** The Keras release whose HDF5 layout writeKerasH5 reproduces. */
@@ -46,28 +47,43 @@ function isDataset(e: unknown): e is H5Dataset {
   return typeof e === 'object' && e !== null && 'shape' in e && 'dtype' in e && typeof (e as H5Dataset).slice === 'function';
 }
 
-/** Read one layer's weights from its group, keyed by base name, in file order. */
-function readLayerGroup(group: H5Group, layer: string, file: string): Map<string, { data: Float32Array; shape: number[] }> {
+interface StoredWeight { name: string; ds: H5Dataset; shape: number[] }
+
+/** One layer's weight datasets from its group, keyed by base name, in file order (not read yet). */
+function readLayerGroup(group: H5Group, layer: string, file: string): Map<string, StoredWeight> {
   const names = asStringList(h5Attr(group as never, 'weight_names'));
   if (names === undefined) throw new GoodnetError(`layer '${layer}' has no readable weight_names attribute`, file);
-  const out = new Map<string, { data: Float32Array; shape: number[] }>();
+  const out = new Map<string, StoredWeight>();
   for (const wn of names) {
     const ds = h5Get(group, wn);
     if (!isDataset(ds)) throw new GoodnetError(`missing weight '${wn}' of layer '${layer}'`, file);
-    const shape = (ds.shape ?? []).map(Number);
-    const raw = ds.value as unknown;
-    if (!(raw instanceof Float32Array || raw instanceof Float64Array)) {
-      throw new GoodnetError(`weight '${wn}' of layer '${layer}' has dtype ${String(ds.dtype)}, expected float32 or float64`, file);
-    }
-    const data = raw instanceof Float32Array ? raw : Float32Array.from(raw);
-    for (let i = 0; i < data.length; i++) {
-      if (!Number.isFinite(data[i]!)) {
-        throw new GoodnetError(`weight '${wn}' of layer '${layer}' contains ${Number.isNaN(data[i]!) ? 'NaN' : 'Inf'}`, file);
-      }
-    }
-    out.set(weightBase(wn), { data, shape });
+    out.set(weightBase(wn), { name: wn, ds, shape: (ds.shape ?? []).map(Number) });
   }
   return out;
+}
+
+/** Read a weight whose declared shape has been checked against the model's. */
+function readWeight(w: StoredWeight, layer: string, file: string): Float32Array {
+  const { name: wn, ds } = w;
+  let raw: unknown;
+  try {
+    raw = ds.value as unknown;
+  } catch (err) {
+    throw new GoodnetError(`cannot read weight '${wn}' of layer '${layer}': ${hdf5Reason(err)}`, file, { cause: err });
+  }
+  if (!(raw instanceof Float32Array || raw instanceof Float64Array)) {
+    throw new GoodnetError(`weight '${wn}' of layer '${layer}' has dtype ${String(ds.dtype)}, expected float32 or float64`, file);
+  }
+  const data = raw instanceof Float32Array ? raw : Float32Array.from(raw);
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]!)) {
+      throw new GoodnetError(`weight '${wn}' of layer '${layer}' contains ${Number.isNaN(data[i]!) ? 'NaN' : 'Inf'}`, file);
+    }
+  }
+  if (data.length !== w.shape.reduce((a, b) => a * b, 1)) {
+    throw new GoodnetError(`weight '${wn}' of layer '${layer}' holds ${data.length} values for shape (${w.shape.join(',')})`, file);
+  }
+  return data;
 }
 
 /** Copy weights from an HDF5 weights root (file root or `model_weights`) into net, by name. */
@@ -90,7 +106,7 @@ function assignWeights(net: tfl.LayersModel, root: H5Group, file: string): void 
         throw new GoodnetError(
           `weight '${layer.name}/${base}' has shape (${s.shape.join(',')}), the model needs (${want.join(',')})`, file);
       }
-      return tf.tensor(s.data, want, 'float32');
+      return tf.tensor(readWeight(s, layer.name, file), want, 'float32');
     });
     layer.setWeights(values);
     tf.dispose(values);
@@ -137,8 +153,9 @@ export async function readKerasH5(path: string, options: KerasLoadOptions = {}):
       const topology = toTfjsTopology(kerasConfig, path);
       let net: tfl.LayersModel;
       try {
-        net = await tfl.models.modelFromJSON({ modelTopology: topology as never });
+        net = await withWeightBudget(path, () => tfl.models.modelFromJSON({ modelTopology: topology as never }));
       } catch (err) {
+        if (err instanceof GoodnetError) throw err;
         const msg = (err as Error).message ?? String(err);
         const unknown = /Unknown (?:layer|activation|initializer|constraint|regularizer): (\S+?)\./.exec(msg);
         throw new GoodnetError(
@@ -156,7 +173,14 @@ export async function readKerasH5(path: string, options: KerasLoadOptions = {}):
     }
     const arch = options.arch ?? 'deepid';
     const shape = inferDeepIdShape(f, path, options.inputShape);
-    const net = buildArchitecture(arch, shape);
+    let net: tfl.LayersModel;
+    try {
+      net = await withWeightBudget(path, () => buildArchitecture(arch, shape));
+    } catch (err) {
+      // Architecture errors do not know the file; the shapes came from it.
+      if (err instanceof GoodnetError) throw err.file ? err : new GoodnetError(err.message, path, { cause: err });
+      throw new GoodnetError(`cannot build ${arch} from the file's weight shapes: ${String((err as Error)?.message ?? err).split('\n')[0]}`, path, { cause: err });
+    }
     const missing = net.layers.filter((l) => l.weights.length > 0 && !layerNames.includes(l.name));
     if (missing.length > 0) throw new GoodnetError(`no weights for layer '${missing[0]!.name}' (architecture ${arch})`, path);
     assignWeights(net, f, path);

@@ -100,6 +100,71 @@ function normaliseLayerConfig(cls: string, lc: JsonObject, file: string): void {
   }
 }
 
+const isIndex = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * A functional model's graph must be well formed before tfjs-layers sees it: its
+ * deserialiser re-queues a node whose inbound layer or node does not exist (or that sits on
+ * a cycle) forever. Every layer needs a unique name; every inbound reference must name an
+ * existing layer's existing node; the node graph must be acyclic.
+ */
+function checkGraph(config: JsonObject, file: string): void {
+  const layers = config.layers as JsonObject[];
+  const inbound = new Map<string, Json[]>();
+  for (const l of layers) {
+    if (typeof l.name !== 'string' || l.name === '') {
+      throw new GoodnetError(`model_config has a ${String(l.class_name)} layer without a name`, file);
+    }
+    if (inbound.has(l.name)) throw new GoodnetError(`model_config has two layers named '${l.name}'`, file);
+    const nodes = l.inbound_nodes ?? [];
+    if (!Array.isArray(nodes)) throw new GoodnetError(`layer '${l.name}' has malformed inbound_nodes`, file);
+    inbound.set(l.name, nodes);
+  }
+  const nodeCount = (name: string) => (inbound.get(name)!.length === 0 && layers.find((l) => l.name === name)!.class_name === 'InputLayer' ? 1 : inbound.get(name)!.length);
+  const ref = (r: Json, where: string): string => {
+    if (!Array.isArray(r) || typeof r[0] !== 'string' || !isIndex(r[1]) || !isIndex(r[2])) {
+      throw new GoodnetError(`${where} has a malformed reference ${JSON.stringify(r)?.slice(0, 60)}`, file);
+    }
+    if (!inbound.has(r[0])) throw new GoodnetError(`${where} refers to a layer '${r[0]}' that does not exist`, file);
+    if (r[1] >= nodeCount(r[0])) throw new GoodnetError(`${where} refers to node ${r[1]} of layer '${r[0]}', which has ${nodeCount(r[0])}`, file);
+    return `${r[0]}#${r[1]}`;
+  };
+  const deps = new Map<string, string[]>();
+  for (const [name, nodes] of inbound) {
+    nodes.forEach((node, j) => {
+      // An empty node never calls its layer, so nothing downstream could ever be built.
+      if (!Array.isArray(node) || node.length === 0) throw new GoodnetError(`layer '${name}' has malformed inbound_nodes`, file);
+      deps.set(`${name}#${j}`, node.map((r) => ref(r, `layer '${name}'`)));
+    });
+  }
+  for (const key of ['input_layers', 'output_layers'] as const) {
+    const list = config[key];
+    if (list === undefined) continue;
+    if (!Array.isArray(list)) throw new GoodnetError(`model_config ${key} is not a list`, file);
+    for (const r of list) ref(r, `model_config ${key}`);
+  }
+  // Depth-first search for a cycle (iterative: configs come from strangers).
+  const state = new Map<string, 1 | 2>();
+  for (const start of deps.keys()) {
+    if (state.has(start)) continue;
+    const stack: [string, number][] = [[start, 0]];
+    state.set(start, 1);
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const next = (deps.get(top[0]) ?? [])[top[1]++];
+      if (next === undefined) {
+        state.set(top[0], 2);
+        stack.pop();
+      } else if (state.get(next) === 1) {
+        throw new GoodnetError(`model_config's layer graph has a cycle through layer '${next.split('#')[0]}'`, file);
+      } else if (!state.has(next)) {
+        state.set(next, 1);
+        stack.push([next, 0]);
+      }
+    }
+  }
+}
+
 /**
  * Normalise a Keras model_config for tfjs-layers' deserialiser. Returns a new object;
  * the caller keeps the original to write it back verbatim.
@@ -118,6 +183,9 @@ export function toTfjsTopology(cfg: JsonObject, file: string): JsonObject {
   if (config.layers.length === 0) throw new GoodnetError('model_config has no layers', file);
   for (const layer of config.layers) {
     checkLayer(layer, file);
+    if (!isObject((layer as JsonObject).config)) {
+      throw new GoodnetError(`layer '${String((layer as JsonObject).name ?? '?')}' (${String((layer as JsonObject).class_name)}) has no config object`, file);
+    }
     const lc = (layer as JsonObject).config as JsonObject;
     normaliseLayerConfig((layer as JsonObject).class_name as string, lc, file);
     // Keras 3 spells InputLayer's shape `batch_shape`.
@@ -126,6 +194,7 @@ export function toTfjsTopology(cfg: JsonObject, file: string): JsonObject {
       delete lc.batch_shape;
     }
   }
+  if (out.class_name === 'Model') checkGraph(config, file);
   return out;
 }
 

@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { toTfjsTopology, type JsonObject } from './keras_config.js';
+import { MAX_MODEL_WEIGHTS, shapeSize, withWeightBudget } from './limits.js';
 
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'group1-shard1of1.bin';
@@ -48,18 +49,30 @@ export async function readTfjsFolder(dir: string): Promise<tfl.LayersModel> {
     }
     specs.push(...group.weights);
   }
+  // Check every declared size before reading or allocating anything for it.
+  let values = 0;
+  for (const s of specs) {
+    const count = typeof s === 'object' && s !== null && typeof s.name === 'string' ? shapeSize(s.shape) : undefined;
+    if (count === undefined) {
+      throw new GoodnetError(`weightsManifest entry ${JSON.stringify(s)?.slice(0, 80)} has no name or an invalid shape`, jsonPath);
+    }
+    if (s.dtype !== undefined && s.dtype !== 'float32' && s.dtype !== 'int32') {
+      throw new GoodnetError(`weight '${s.name}' has dtype ${JSON.stringify(s.dtype)}; only float32 and int32 are supported`, jsonPath);
+    }
+    if (s.quantization !== undefined) throw new GoodnetError(`weight '${s.name}' is quantized; not supported`, jsonPath);
+    values += count;
+    if (values > MAX_MODEL_WEIGHTS) throw new GoodnetError(`the manifest declares more than ${MAX_MODEL_WEIGHTS} weights`, jsonPath);
+  }
+  const expected = values * 4;
   const all = Buffer.concat(buffers);
-  const expected = specs.reduce((n, s) => {
-    const count = s.shape.reduce((a, b) => a * b, 1);
-    return n + count * (s.dtype === 'float32' || s.dtype === 'int32' || s.dtype === undefined ? 4 : 1);
-  }, 0);
   if (all.length !== expected) {
     throw new GoodnetError(`weight shards hold ${all.length} bytes, the manifest needs ${expected}`, jsonPath);
   }
   const topology = toTfjsTopology(doc.modelTopology as JsonObject, jsonPath);
   const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength);
   try {
-    const net = await tfl.loadLayersModel(tf.io.fromMemory({ modelTopology: topology as never, weightSpecs: specs, weightData }));
+    const net = await withWeightBudget(jsonPath, () =>
+      tfl.loadLayersModel(tf.io.fromMemory({ modelTopology: topology as never, weightSpecs: specs, weightData })));
     checkFinite(net, jsonPath);
     return net;
   } catch (err) {

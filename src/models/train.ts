@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import seedrandom from 'seedrandom';
+import { yieldToEventLoop } from '../io/atomic.js';
 
 /** Images as stored: NHWC, raw values (uint8 or float), labels as integers. */
 export interface TrainingSet {
@@ -92,6 +93,7 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
       const xt = tf.tensor4d(x, [idx.length, ...set.shape]);
       const yt = tf.tensor2d(y, [idx.length, numClasses]);
       const out = (await net.trainOnBatch(xt, yt)) as number[];
+      await yieldToEventLoop(); // Ctrl-C between batches
       tf.dispose([xt, yt]);
       options.afterStep?.();
       lossSum += out[0]! * idx.length;
