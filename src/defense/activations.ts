@@ -49,36 +49,22 @@ export async function channelMeans(a: CutActivations): Promise<number[]> {
  * exactly what the full model with those conv channels pruned predicts.
  */
 export async function tailLabels(tail: tfl.LayersModel, a: CutActivations, mask: Float32Array, batchSize = 2048): Promise<Int32Array> {
-  const n = a.values.shape[0];
+  return labelsInBatches(tail, mask, a.values.shape[0], batchSize, (start, size) => tf.slice(a.values, [start, 0, 0, 0], [size, -1, -1, -1]));
+}
+
+/** tailLabels for the images at `indices` only (same per-image computation). */
+export async function tailLabelsAt(tail: tfl.LayersModel, a: CutActivations, mask: Float32Array, indices: number[], batchSize = 2048): Promise<Int32Array> {
+  return labelsInBatches(tail, mask, indices.length, batchSize, (start, size) => tf.gather(a.values, tf.tensor1d(indices.slice(start, start + size), 'int32')));
+}
+
+/** argmax of the tail on `take(start, size)` masked, batch by batch (only labels leave tidy). */
+async function labelsInBatches(tail: tfl.LayersModel, mask: Float32Array, n: number, batchSize: number, take: (start: number, size: number) => tf.Tensor): Promise<Int32Array> {
   const out = new Int32Array(n);
   const m = tf.tensor1d(mask);
   try {
     for (let start = 0; start < n; start += batchSize) {
       const size = Math.min(batchSize, n - start);
-      const idx = tf.tidy(() => {
-        const x = tf.mul(tf.slice(a.values, [start, 0, 0, 0], [size, -1, -1, -1]), m);
-        return tf.argMax(tail.predict(x) as tf.Tensor2D, 1);
-      });
-      out.set(await idx.data() as Int32Array, start);
-      idx.dispose();
-    }
-  } finally {
-    m.dispose();
-  }
-  return out;
-}
-
-/** tailLabels for the images at `indices` only (same per-image computation). */
-export async function tailLabelsAt(tail: tfl.LayersModel, a: CutActivations, mask: Float32Array, indices: number[], batchSize = 2048): Promise<Int32Array> {
-  const out = new Int32Array(indices.length);
-  const m = tf.tensor1d(mask);
-  try {
-    for (let start = 0; start < indices.length; start += batchSize) {
-      const part = indices.slice(start, start + batchSize);
-      const idx = tf.tidy(() => {
-        const x = tf.mul(tf.gather(a.values, tf.tensor1d(part, 'int32')), m);
-        return tf.argMax(tail.predict(x) as tf.Tensor2D, 1);
-      });
+      const idx = tf.tidy(() => tf.argMax(tail.predict(tf.mul(take(start, size), m)) as tf.Tensor2D, 1));
       out.set(await idx.data() as Int32Array, start);
       idx.dispose();
     }
