@@ -312,7 +312,9 @@ export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: n
 
 function runWorker(t: DeepIdTail, x: Float32Array, n: number, order: number[], last: number, tol: number, skip: boolean): Promise<ShareResult> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(new URL('./sweep_worker.js', import.meta.url), { workerData: { t, x, n, order, last, tol, skip }, transferList: [x.buffer as ArrayBuffer] });
+    // No inherited node flags: `node -e` code, --input-type or heap flags would break or misconfigure the worker.
+    const execArgv: string[] = [];
+    const w = new Worker(new URL('./sweep_worker.js', import.meta.url), { workerData: { t, x, n, order, last, tol, skip }, transferList: [x.buffer as ArrayBuffer], execArgv });
     let done = false;
     w.once('message', (m: ShareResult | { error: string }) => {
       done = true;
