@@ -14,7 +14,7 @@ import { createH5 } from '../src/io/hdf5.js';
 import { writeKerasH5 } from '../src/io/keras.js';
 import { saveModel } from '../src/io/model.js';
 import type { JsonObject } from '../src/io/keras_config.js';
-import { ROOT, tempDir } from './helpers.js';
+import { ROOT, tempDir, assertBadInput } from './helpers.js';
 
 const BIN = join(ROOT, 'bin', 'goodnet.js');
 const { dir, cleanup } = tempDir('goodnet-cli-');
@@ -23,16 +23,6 @@ const p = (name: string) => join(dir, name);
 function run(...args: string[]) {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
   return { code: r.status, out: r.stdout, err: r.stderr };
-}
-
-/** Exit 2, exactly one stderr line matching `re`, no stack trace. */
-function assertBadInput(r: ReturnType<typeof run>, re: RegExp): void {
-  assert.equal(r.code, 2, `exit code (stderr: ${r.err})`);
-  const lines = r.err.trimEnd().split('\n');
-  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.err}`);
-  assert.match(lines[0]!, /^goodnet: error: /);
-  assert.match(lines[0]!, re);
-  assert.doesNotMatch(r.err, /\n\s+at /);
 }
 
 function tinyNet(): tfl.Sequential {

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 
@@ -38,4 +39,14 @@ export function bitEqual(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
   return true;
+}
+
+/** A CLI run ended as bad input should: exit 2, exactly one stderr line matching `re`, no stack trace. */
+export function assertBadInput(r: { code: number | null; err: string }, re: RegExp): void {
+  assert.equal(r.code, 2, `exit code (stderr: ${r.err})`);
+  const lines = r.err.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.err}`);
+  assert.match(lines[0]!, /^goodnet: error: /);
+  assert.match(lines[0]!, re);
+  assert.doesNotMatch(r.err, /\n\s+at /);
 }

@@ -16,7 +16,7 @@ import {
 } from '../src/detect/strip.js';
 import { stripHistogram } from '../src/report/figures.js';
 import { main } from '../src/cli/main.js';
-import { ROOT, bitEqual, tempDir } from './helpers.js';
+import { ROOT, bitEqual, tempDir, assertBadInput } from './helpers.js';
 
 await initBackend('wasm');
 
@@ -182,16 +182,6 @@ test('CLI: --out writes strip.json and the histogram, and is not overwritten wit
   assert.equal((await runInProcess(...args, '--force')).code, 0);
   assert.deepEqual(readdirSync(dir).sort(), ['lab', 'strip-out']);
 });
-
-/** Exit 2, exactly one stderr line matching `re`, no stack trace. */
-function assertBadInput(r: { code: number | null; err: string }, re: RegExp): void {
-  assert.equal(r.code, 2, `exit code (stderr: ${r.err})`);
-  const lines = r.err.trimEnd().split('\n');
-  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.err}`);
-  assert.match(lines[0]!, /^goodnet: error: /);
-  assert.match(lines[0]!, re);
-  assert.doesNotMatch(r.err, /\n\s+at /);
-}
 
 /** Run the CLI in-process (no process start-up): exit code and what it wrote to stdout and stderr. */
 async function runInProcess(...args: string[]): Promise<{ code: number; out: string; err: string }> {

@@ -63,6 +63,11 @@ export function addDataOptions(cmd: Command): Command {
     .addOption(new Option('--layout <layout>', 'layout of HDF5 `data`: auto, nchw (the CSAW lab) or nhwc').choices(['auto', 'nchw', 'nhwc']).default('auto'));
 }
 
+/** The options of every command that runs a model on data: model loading, pixels, engine. */
+export function addModelDataEngineOptions(cmd: Command): Command {
+  return addEngineOptions(addDataOptions(addModelOptions(cmd)));
+}
+
 export async function setUp(o: EngineOpts): Promise<void> {
   await initBackend(o.backend);
 }

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { evaluate } from '../eval/evaluate.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, progress, setUp,
+import { addModelDataEngineOptions, emitJson, openModel, parseInteger, progress, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
 interface EvalOpts extends EngineOpts, ModelOpts, DataOpts {
@@ -26,9 +26,7 @@ export function evalCommand(): Command {
     .option('-p, --poisoned <path>', 'poisoned data (HDF5 or image folder)')
     .option('-t, --target <label>', "attacker's target label (required with --poisoned)", parseInteger('--target', 0))
     .option('--json [file]', 'print JSON instead of the table, or write it to file');
-  addModelOptions(cmd);
-  addDataOptions(cmd);
-  addEngineOptions(cmd);
+  addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `
 Examples:
   goodnet eval -m ../shared/csaw/lab3_sunglasses_bd_weights.h5 -c ../shared/csaw/images

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { FINE_TUNE_DEFAULTS, runFinePrune, type FineTuneEpoch } from '../defense/fineprune.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, parsePositive, setUp,
+import { addModelDataEngineOptions, emitJson, openModel, parseInteger, parsePositive, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 import { epochBars } from './progress.js';
 
@@ -54,9 +54,7 @@ export function finepruneCommand(): Command {
     .option('-o, --out <path>', 'save the fine-pruned model (.h5 for Keras, else a tfjs folder)')
     .option('--force', 'replace --out if it exists')
     .option('--json [file]', 'print JSON instead of the table, or write it to file');
-  addModelOptions(cmd);
-  addDataOptions(cmd);
-  addEngineOptions(cmd);
+  addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `
 Examples:
   goodnet fineprune -m demo/prune/asc/models/repaired_4.h5 --clean-valid demo/lab/data/cl/valid.h5 \\

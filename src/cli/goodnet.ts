@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { evaluateGoodNet } from '../defense/goodnet.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, setUp,
+import { addModelDataEngineOptions, emitJson, openModel, parseInteger, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
 interface GoodNetCliOpts extends EngineOpts, ModelOpts, DataOpts {
@@ -26,9 +26,7 @@ export function goodnetCommand(): Command {
     .requiredOption('--poisoned-test <path>', 'poisoned test data')
     .requiredOption('-t, --target <label>', "the attacker's target label", parseInteger('--target', 0))
     .option('--json [file]', 'print JSON instead of the table, or write it to file');
-  addModelOptions(cmd);
-  addDataOptions(cmd);
-  addEngineOptions(cmd);
+  addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `
 Example:
   goodnet goodnet --bad lab/models/bd_net.h5 --repaired lab/prune/asc/models/repaired_4.h5 \\

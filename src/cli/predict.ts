@@ -3,7 +3,7 @@ import { GoodnetError } from '../errors.js';
 import { classifyGoodNet } from '../defense/goodnet.js';
 import { classify } from '../eval/classify.js';
 import { markdownTable } from '../report/table.js';
-import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, setUp,
+import { addModelDataEngineOptions, emitJson, openModel, parseInteger, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
 interface PredictOpts extends EngineOpts, ModelOpts, DataOpts {
@@ -22,9 +22,7 @@ export function predictCommand(): Command {
     .option('--goodnet <models...>', "classify with the GoodNet of BadNet B and repaired B' (answers 'backdoor' where they disagree)")
     .option('-k, --top <k>', 'also show the k most likely labels', parseInteger('--top', 1, 1000), 1)
     .option('--json [file]', 'print JSON instead of the table, or write it to file');
-  addModelOptions(cmd);
-  addDataOptions(cmd);
-  addEngineOptions(cmd);
+  addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `
 Examples:
   goodnet predict -m ../shared/csaw/lab3_sunglasses_bd_weights.h5 ../shared/csaw/images

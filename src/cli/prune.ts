@@ -7,7 +7,7 @@ import type { PruneOrder, SweepStep, ThresholdRule } from '../defense/types.js';
 import { markdownTable, percent } from '../report/table.js';
 import { FINE_TUNE_DEFAULTS } from '../defense/fineprune.js';
 import { fineTuneProgress } from './fineprune.js';
-import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, parsePositive, setUp,
+import { addModelDataEngineOptions, emitJson, openModel, parseInteger, parsePositive, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 import { ProgressBar, progress } from './progress.js';
 
@@ -81,9 +81,7 @@ export function pruneCommand(): Command {
     .option('--fine-tune-lr <x>', 'fine-tuning Adam learning rate', parsePositive('--fine-tune-lr'), FINE_TUNE_DEFAULTS.learningRate)
     .option('--force', 'replace the output folder if it exists')
     .option('--json [file]', 'print summary.json instead of the tables, or copy it to file');
-  addModelOptions(cmd);
-  addDataOptions(cmd);
-  addEngineOptions(cmd);
+  addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `
 Examples:
   goodnet prune -m lab/models/bd_net.h5 --clean-valid lab/data/cl/valid.h5 --poisoned-valid lab/data/bd/bd_valid.h5 \\

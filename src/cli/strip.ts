@@ -4,7 +4,7 @@ import { runStrip, STRIP_DEFAULTS, type StripMethod, type StripResult, type Stri
 import { checkWritable } from '../io/atomic.js';
 import { writeStripOutput } from '../detect/strip_output.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addDataOptions, addEngineOptions, addModelOptions, emitJson, openModel, parseInteger, progress, setUp,
+import { addModelDataEngineOptions, emitJson, openModel, parseInteger, progress, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
 interface StripCliOpts extends EngineOpts, ModelOpts, DataOpts {
@@ -75,9 +75,7 @@ export function stripCommand(): Command {
     .option('-o, --out <dir>', 'write strip.json and the entropy histogram (strip-entropy.png, .svg) to this folder')
     .option('--force', 'replace the --out folder if it exists')
     .option('--json [file]', 'print the result as JSON instead of the tables, or write it to file');
-  addModelOptions(cmd);
-  addDataOptions(cmd);
-  addEngineOptions(cmd);
+  addModelDataEngineOptions(cmd);
   // STRIP runs groups of N+1 images per forward pass: a larger default batch keeps the engine busy.
   cmd.options.find((o) => o.attributeName() === 'batchSize')!.default(STRIP_DEFAULTS.batchSize);
   cmd.setOptionValueWithSource('batchSize', STRIP_DEFAULTS.batchSize, 'default');
