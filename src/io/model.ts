@@ -10,6 +10,7 @@ import { writeAtomically, type AtomicOptions } from './atomic.js';
 import { looksLikeHdf5 } from './hdf5.js';
 import { readKerasH5, writeKerasH5, type KerasLoadOptions } from './keras.js';
 import type { JsonObject } from './keras_config.js';
+import type { Preprocessing } from './preprocess.js';
 import { MODEL_JSON, readTfjsFolder, writeTfjsFolder } from './tfjs_format.js';
 
 export type ModelFormat = 'keras-full' | 'keras-weights' | 'tfjs';
@@ -24,6 +25,8 @@ export interface LoadedModel {
   numClasses: number;
   /** Original Keras model_config, kept so a re-saved file keeps the author's config verbatim. */
   kerasConfig?: JsonObject;
+  /** Preprocessing found in the file's metadata (goodnet writes it with every model), if any. */
+  preprocessing?: Preprocessing;
 }
 
 export type LoadModelOptions = KerasLoadOptions;
