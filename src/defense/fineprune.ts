@@ -11,6 +11,7 @@ import { evaluate } from '../eval/evaluate.js';
 import { checkWritable } from '../io/atomic.js';
 import { openDataset, type ImageDataset } from '../io/dataset.js';
 import { saveModel, type LoadedModel } from '../io/model.js';
+import { pixelOptionsFor, preprocessingFor, type PixelOptions } from '../io/preprocess.js';
 import { inspectModel } from '../models/inspect.js';
 import { permutation, train, type TrainingSet } from '../models/train.js';
 import { channelMeans, cutActivations } from './activations.js';
@@ -45,9 +46,13 @@ export interface FineTuneResult {
   seconds: number;
 }
 
-/** A clean data set read whole into memory (NHWC, pixels as the model takes them), for fine-tuning. */
-export async function readAll(path: string, expect: [number, number, number], scale = 1): Promise<TrainingSet> {
-  const ds: ImageDataset = await openDataset(path, { expect, scale });
+/**
+ * A clean data set read whole into memory (NHWC, pixels as the model takes them: divided by
+ * `pixels` when a number, else scaled and normalized as `pixels` says), for fine-tuning.
+ */
+export async function readAll(path: string, expect: [number, number, number], pixels: number | PixelOptions = 1): Promise<TrainingSet> {
+  const px = typeof pixels === 'number' ? { scale: pixels } : pixels;
+  const ds: ImageDataset = await openDataset(path, { expect, scale: px.scale, mean: px.mean, std: px.std });
   try {
     const [h, w, c] = ds.imageShape;
     const per = h * w * c;
@@ -123,7 +128,8 @@ export async function fineTune(net: tfl.LayersModel, conv: string, pruned: numbe
   let max = 0;
   for (let i = 0; i < clean.images.length; i++) if (clean.images[i]! > max) max = clean.images[i]!;
   const first = firstKernelLayer(net);
-  const k = first && max > 1.5 ? 255 : 1;
+  // Raw 0..255 pixels (max well above what mean/std-normalized inputs reach, ~3).
+  const k = first && max > 16 ? 255 : 1;
   if (k !== 1) scaleKernel(first!, k);
   try {
     const history: FineTuneEpoch[] = [{ epoch: 0, loss: NaN, trainAccuracy: NaN, heldOutAccuracy: await accuracyOn(net, held, k), seconds: 0 }];
@@ -163,7 +169,8 @@ function optimizerFor(net: tfl.LayersModel, lr: number): tf.Optimizer {
   return opt;
 }
 
-export interface FinePruneCommandOptions extends FineTuneOptions {
+/** Pixel options default to the model file's recorded preprocessing; FP records what was used. */
+export interface FinePruneCommandOptions extends FineTuneOptions, PixelOptions {
   /** B'_X (pruned channels are its all-zero channels of `layer`), or B with `pruneFraction`. */
   model: LoadedModel;
   cleanValid: string;
@@ -174,8 +181,6 @@ export interface FinePruneCommandOptions extends FineTuneOptions {
   cleanTest?: string;
   poisonedTest?: string;
   target?: number;
-  /** Pixel divisor of the data (as for eval). */
-  scale?: number;
   /** Where to save FP (Keras .h5 or tfjs folder). */
   out?: string;
   overwrite?: boolean;
@@ -196,13 +201,15 @@ export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePrun
   if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined) || (o.poisonedTest !== undefined && o.target === undefined)) {
     throw new GoodnetError('give --clean-test, --poisoned-test and --target together, or none of them');
   }
-  const clean = await readAll(o.cleanValid, o.model.inputShape, o.scale);
+  const model: LoadedModel = { ...o.model, preprocessing: preprocessingFor(o.model, o) };
+  const px = pixelOptionsFor(model, o);
+  const clean = await readAll(o.cleanValid, o.model.inputShape, px);
   let pruned: number[];
   let net: tfl.LayersModel;
   if (o.pruneFraction !== undefined) {
     if (!(o.pruneFraction > 0 && o.pruneFraction < 1)) throw new GoodnetError(`--prune-fraction must be in (0, 1), got ${o.pruneFraction}`);
     const head = headModel(o.model.net, cut);
-    const ds = await openDataset(o.cleanValid, { expect: o.model.inputShape, scale: o.scale });
+    const ds = await openDataset(o.cleanValid, { expect: o.model.inputShape, ...px });
     const a = await cutActivations(head, ds);
     ds.close();
     const means = await channelMeans(a);
@@ -217,7 +224,7 @@ export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePrun
     net = await cloneNet(o.model.net);
   }
   const test = async (m: LoadedModel) => {
-    const r = await evaluate(m, { clean: o.cleanTest!, poisoned: o.poisonedTest!, target: o.target!, scale: o.scale });
+    const r = await evaluate(m, { clean: o.cleanTest!, poisoned: o.poisonedTest!, target: o.target!, ...px });
     return { accuracy: r.clean!.accuracy, asr: r.poisoned!.asr };
   };
   try {
@@ -227,11 +234,11 @@ export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePrun
     let after: FinePruneCommandResult['after'];
     if (o.cleanTest !== undefined) {
       const b = o.pruneFraction !== undefined ? await pruneChannels(o.model.net, cut.conv, pruned) : o.model.net;
-      before = await test({ ...o.model, net: b });
+      before = await test({ ...model, net: b });
       if (b !== o.model.net) b.dispose();
-      after = await test({ ...o.model, net });
+      after = await test({ ...model, net });
     }
-    if (o.out) await saveModel({ ...o.model, net }, o.out, { overwrite: o.overwrite });
+    if (o.out) await saveModel({ ...model, net }, o.out, { overwrite: o.overwrite });
     return { conv: cut.conv, pruned, fineTune: fineTuneResult, before, after };
   } finally {
     net.dispose();

@@ -7,6 +7,7 @@ import { accuracy, attackSuccessRate, checkTarget } from '../eval/metrics.js';
 import { predictDataset } from '../eval/predict.js';
 import { checkLabels, openDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
+import { pixelOptionsFor, type PixelOptions } from '../io/preprocess.js';
 import type { GoodNetRow } from './types.js';
 
 /** G's labels from B's and B''s; `numClasses` (N) is the backdoor answer. */
@@ -70,13 +71,13 @@ export function checkSameArchitecture(bad: LoadedModel, repaired: LoadedModel): 
   }
 }
 
-export interface GoodNetEvalOptions {
+/** Pixel options default to B's recorded preprocessing (B and B' take the same input). */
+export interface GoodNetEvalOptions extends PixelOptions {
   bad: LoadedModel;
   repaired: LoadedModel;
   cleanTest: string;
   poisonedTest: string;
   target: number;
-  scale?: number;
   layout?: OpenDatasetOptions['layout'];
   batchSize?: number;
 }
@@ -86,7 +87,7 @@ export async function evaluateGoodNet(o: GoodNetEvalOptions): Promise<Pick<GoodN
   checkSameArchitecture(o.bad, o.repaired);
   checkTarget(o.target, o.bad.numClasses);
   const run = async (path: string) => {
-    const ds = await openDataset(path, { scale: o.scale, layout: o.layout, expect: o.bad.inputShape });
+    const ds = await openDataset(path, { ...pixelOptionsFor(o.bad, o), layout: o.layout, expect: o.bad.inputShape });
     try {
       checkLabels(ds, o.bad.numClasses);
       const bad = (await predictDataset(o.bad, ds, { batchSize: o.batchSize })).labels;
@@ -120,12 +121,12 @@ export async function classifyGoodNet(
   bad: LoadedModel,
   repaired: LoadedModel,
   paths: string[],
-  o: { scale?: number; layout?: OpenDatasetOptions['layout']; batchSize?: number } = {},
+  o: PixelOptions & { layout?: OpenDatasetOptions['layout']; batchSize?: number } = {},
 ): Promise<GoodNetAnswer[]> {
   checkSameArchitecture(bad, repaired);
   const out: GoodNetAnswer[] = [];
   for (const path of paths) {
-    const ds = await openDataset(path, { scale: o.scale, layout: o.layout, expect: bad.inputShape });
+    const ds = await openDataset(path, { ...pixelOptionsFor(bad, o), layout: o.layout, expect: bad.inputShape });
     try {
       const b = (await predictDataset(bad, ds, { batchSize: o.batchSize })).labels;
       const r = (await predictDataset(repaired, ds, { batchSize: o.batchSize })).labels;

@@ -19,6 +19,7 @@ import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import { sha256 } from '../io/hash.js';
 import { saveModel, type LoadedModel } from '../io/model.js';
+import { pixelOptionsFor, preprocessingFor, type PixelOptions, type Preprocessing } from '../io/preprocess.js';
 import { goodnetCsv, markdownGoodNetTable } from '../report/html.js';
 import { channelMeans, cutActivations, tailLabels, type CutActivations } from './activations.js';
 import { goodnetMetrics } from './goodnet.js';
@@ -29,7 +30,8 @@ import { FINE_TUNE_DEFAULTS, fineTune, readAll, type FineTuneOptions } from './f
 import { evaluate } from '../eval/evaluate.js';
 import type * as tfl from '@tensorflow/tfjs-layers';
 
-export interface PruneOptions {
+/** Pixel options default to the model file's recorded preprocessing; the B'_X models record what was used. */
+export interface PruneOptions extends PixelOptions {
   model: LoadedModel;
   cleanValid: string;
   poisonedValid: string;
@@ -47,7 +49,6 @@ export interface PruneOptions {
   /** Save B'_X models (default true). */
   saveModels?: boolean;
   overwrite?: boolean;
-  scale?: number;
   layout?: OpenDatasetOptions['layout'];
   batchSize?: number;
   /** Recorded in summary.json, so a reader knows how the outputs were made. */
@@ -73,7 +74,10 @@ export interface PruneSummary {
   command?: string;
   model: { path: string; format: string; inputShape: number[]; numClasses: number };
   target: number;
+  /** Pixel divisor (also in `preprocessing`; kept for readers of older summaries). */
   scale: number;
+  /** How raw pixels became the model input in this run (recorded with every written model too). */
+  preprocessing?: Preprocessing;
   inputs: InputRecord[];
   baseline: { validAccuracy: number; validAsr: number; testAccuracy?: number; testAsr?: number };
   profile: ActivationProfile;
@@ -101,7 +105,7 @@ export const ORDER_TITLE: Record<PruneOrder, string> = {
 };
 
 async function openChecked(path: string, model: LoadedModel, o: PruneOptions): Promise<ImageDataset> {
-  const ds = await openDataset(path, { scale: o.scale, layout: o.layout, expect: model.inputShape });
+  const ds = await openDataset(path, { ...pixelOptionsFor(model, o), layout: o.layout, expect: model.inputShape });
   checkFits(model, ds);
   checkLabels(ds, model.numClasses);
   return ds;
@@ -131,7 +135,9 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
     throw new GoodnetError('give both --clean-test and --poisoned-test, or neither');
   }
   checkWritable(o.out, { overwrite: o.overwrite, folder: true });
-  const model = o.model;
+  // Checked before any work; every written model records it.
+  const pre = preprocessingFor(o.model, o);
+  const model: LoadedModel = { ...o.model, preprocessing: pre };
   const cut = findCutPoint(model.net, o.layer, model.source);
   if (o.stopAt !== undefined && !(Number.isInteger(o.stopAt) && o.stopAt >= 1)) {
     throw new GoodnetError(`--stop-at must be at least one channel, got ${o.stopAt}`);
@@ -175,7 +181,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       t = performance.now();
       const ft = { ...FINE_TUNE_DEFAULTS, ...Object.fromEntries(Object.entries(o.fineTune).filter(([, v]) => v !== undefined)) } as
         Required<FineTuneOptions> & { orders?: PruneOrder[] };
-      const clean = await readAll(o.cleanValid, model.inputShape, o.scale);
+      const clean = await readAll(o.cleanValid, model.inputShape, pixelOptionsFor(model, o));
       for (const s of sweeps.filter((w) => (ft.orders ?? ['asc']).includes(w.order))) {
         for (const p of s.picks) {
           if (p.step === null) continue;
@@ -225,7 +231,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       }
       for (const fp of finePruned) {
         const g = goodnet.find((r) => r.order === fp.row.order && r.threshold === fp.row.threshold)!;
-        const m = await evaluate({ ...model, net: fp.net }, { clean: o.cleanTest, poisoned: o.poisonedTest, target: o.target, scale: o.scale, layout: o.layout, batchSize: o.batchSize });
+        const m = await evaluate({ ...model, net: fp.net }, { clean: o.cleanTest, poisoned: o.poisonedTest, target: o.target, ...pixelOptionsFor(model, o), layout: o.layout, batchSize: o.batchSize });
         fp.row.before = { accuracy: g.repaired.accuracy, asr: g.repaired.asr };
         fp.row.after = { accuracy: m.clean!.accuracy, asr: m.poisoned!.asr };
       }
@@ -235,7 +241,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
     const summary: PruneSummary = {
       command: o.command,
       model: { path: model.source, format: model.format, inputShape: model.inputShape, numClasses: model.numClasses },
-      target: o.target, scale: o.scale ?? 1, inputs, baseline, profile, sweeps, goodnet,
+      target: o.target, scale: pre.scale, preprocessing: pre, inputs, baseline, profile, sweeps, goodnet,
       ...(finePruned.length ? { finePrune: finePruned.map((f) => f.row) } : {}), timings,
     };
 

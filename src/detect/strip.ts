@@ -19,6 +19,8 @@
  *   - 'add': x' = (x + b) / scale, unclipped: what the reference code actually computes,
  *     since it calls cv2.addWeighted on float32 images in [0, 1] (no saturation for
  *     floats), so its blends reach 2.0.
+ * Per-channel mean/std (as for every other command) are applied after the division:
+ * x'' = (x' - mean[c]) / std[c]; the blend itself is always in raw pixels.
  *
  * Backgrounds: for input number i of a stream (calibration, clean-test, poisoned-test,
  * inputs:<k>), N background indices are drawn uniformly with replacement from the pool
@@ -49,6 +51,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { GoodnetError } from '../errors.js';
 import { checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
+import { normalizeInPlace, pixelOptionsFor } from '../io/preprocess.js';
 import { checkFits } from '../eval/predict.js';
 import { checkTarget } from '../eval/metrics.js';
 
@@ -77,8 +80,12 @@ export interface StripSettings {
   superimpose?: SuperimposeMode;
   /** Largest raw pixel value, for 'clip' (default 255). */
   pixelMax?: number;
-  /** Divide the raw blends by this before the model (default 1, raw pixels). */
+  /** Divide the raw blends by this before the model (default: the model file's preprocessing, else 1). */
   scale?: number;
+  /** Then subtract this per channel (default: the model file's, else none). */
+  mean?: number[];
+  /** Then divide by this per channel (default: the model file's, else none). */
+  std?: number[];
   layout?: OpenDatasetOptions['layout'];
   /** Images per forward pass (default 1000). */
   batchSize?: number;
@@ -101,6 +108,8 @@ export interface StripDetector {
   superimpose: SuperimposeMode;
   pixelMax: number;
   scale: number;
+  mean?: number[];
+  std?: number[];
   layout: NonNullable<OpenDatasetOptions['layout']>;
   batchSize: number;
   method: StripMethod;
@@ -299,10 +308,11 @@ function checkFrr(frr: number): void {
 
 interface Resolved {
   n: number; seed: number; superimpose: SuperimposeMode; pixelMax: number; scale: number;
+  mean?: number[]; std?: number[];
   layout: NonNullable<OpenDatasetOptions['layout']>; batchSize: number;
 }
 
-function resolveSettings(o: StripSettings): Resolved {
+function resolveSettings(o: StripSettings, model?: LoadedModel): Resolved {
   const n = o.n ?? STRIP_DEFAULTS.n;
   if (!Number.isSafeInteger(n) || n < 1) throw new GoodnetError(`n (backgrounds per input) must be an integer >= 1, got ${String(n)}`);
   const seed = o.seed ?? STRIP_DEFAULTS.seed;
@@ -313,11 +323,14 @@ function resolveSettings(o: StripSettings): Resolved {
   if (typeof pixelMax !== 'number' || !(pixelMax > 0) || !Number.isFinite(pixelMax)) {
     throw new GoodnetError(`pixel max must be a positive number, got ${String(pixelMax)}`);
   }
-  const scale = o.scale ?? 1;
-  if (typeof scale !== 'number' || !(scale > 0) || !Number.isFinite(scale)) throw new GoodnetError(`scale must be a positive number, got ${String(scale)}`);
+  if (o.scale !== undefined && (typeof o.scale !== 'number' || !(o.scale > 0) || !Number.isFinite(o.scale))) {
+    throw new GoodnetError(`scale must be a positive number, got ${String(o.scale)}`);
+  }
+  // The blends are raw pixels; then x' = (blend / scale - mean[c]) / std[c], as the model file records unless given.
+  const { scale, mean, std } = model ? pixelOptionsFor(model, o) : { scale: o.scale ?? 1, mean: o.mean, std: o.std };
   const batchSize = o.batchSize ?? STRIP_DEFAULTS.batchSize;
   if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new GoodnetError(`batch size must be a positive integer, got ${String(batchSize)}`);
-  return { n, seed, superimpose: mode, pixelMax, scale, layout: o.layout ?? 'auto', batchSize };
+  return { n, seed, superimpose: mode, pixelMax, scale, ...(mean ? { mean } : {}), ...(std ? { std } : {}), layout: o.layout ?? 'auto', batchSize };
 }
 
 function checkShare(v: number, what: string): void {
@@ -401,6 +414,7 @@ async function scoreRows(
       const o = (m * N + j) * per;
       for (let i = 0; i < per; i++) buf[o + i] = p.x[p.xAt + i]! / s.scale;
     });
+    normalizeInPlace(buf, C, s, 0, count * per);
     const probs = tf.tidy(() => net.predict(tf.tensor4d(buf.subarray(0, count * per), [count, H, W, C]), { batchSize: count }) as tf.Tensor);
     const pr = (await probs.data()) as Float32Array;
     probs.dispose();
@@ -467,7 +481,7 @@ function checkRows(rows: ArrayLike<number>, n: number, source: string): Int32Arr
  */
 export async function calibrateStrip(model: LoadedModel, cleanValid: string | ImageDataset, options: CalibrateOptions = {}): Promise<StripDetector> {
   const t0 = performance.now();
-  const s = resolveSettings(options);
+  const s = resolveSettings(options, model);
   const frr = options.frr ?? STRIP_DEFAULTS.frr;
   checkFrr(frr);
   const method = options.method ?? STRIP_DEFAULTS.method;
@@ -536,7 +550,7 @@ export interface ScoreOptions {
 
 /** Entropies of the images of `data` (a path or an open data set delivering raw pixels) under a calibrated detector. */
 export async function stripEntropies(model: LoadedModel, detector: StripDetector, data: string | ImageDataset, options: ScoreOptions = {}): Promise<StripScores> {
-  const s = resolveSettings(detector);
+  const s = resolveSettings(detector, model);
   const { ds, owned } = await open(model, data, s);
   try {
     if (detector.backgrounds.imageShape.join('x') !== model.inputShape.join('x')) {
@@ -583,7 +597,7 @@ export interface StripResult {
   model: string;
   settings: {
     n: number; frr: number; method: StripMethod; seed: number; heldOut: number; superimpose: SuperimposeMode;
-    pixelMax: number; scale: number; batchSize: number; limit?: number; entropyUnit: 'bits';
+    pixelMax: number; scale: number; mean?: number[]; std?: number[]; batchSize: number; limit?: number; entropyUnit: 'bits';
   };
   threshold: number;
   calibration: EntropySummary & { source: string; backgrounds: number; flagged: number; frr: number; entropies: number[] };
@@ -618,7 +632,7 @@ function limitRows(eligible: Int32Array, limit: number | undefined, seed: number
  */
 export async function runStrip(model: LoadedModel, options: RunStripOptions): Promise<StripResult> {
   const t0 = performance.now();
-  const s = resolveSettings(options);
+  const s = resolveSettings(options, model);
   const haveTests = options.cleanTest !== undefined || options.poisonedTest !== undefined;
   if (!haveTests && !(options.inputs && options.inputs.length)) {
     throw new GoodnetError('nothing to check: give inputs and/or clean/poisoned test data');
@@ -637,7 +651,7 @@ export async function runStrip(model: LoadedModel, options: RunStripOptions): Pr
     model: model.source,
     settings: {
       n: det.n, frr: det.frr, method: det.method, seed: det.seed, heldOut: det.heldOut, superimpose: det.superimpose,
-      pixelMax: det.pixelMax, scale: det.scale, batchSize: det.batchSize, ...(limit !== undefined ? { limit } : {}), entropyUnit: 'bits',
+      pixelMax: det.pixelMax, scale: det.scale, ...(det.mean ? { mean: det.mean } : {}), ...(det.std ? { std: det.std } : {}), batchSize: det.batchSize, ...(limit !== undefined ? { limit } : {}), entropyUnit: 'bits',
     },
     threshold: det.threshold,
     calibration: {

@@ -1,6 +1,7 @@
 /** `goodnet predict` as a function: label and top-k probabilities for images, folders or HDF5 rows. */
 import { openDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
+import { pixelOptionsFor, type PixelOptions } from '../io/preprocess.js';
 import { predictDataset } from './predict.js';
 
 export interface Classified {
@@ -12,9 +13,8 @@ export interface Classified {
   top: { label: number; probability: number }[];
 }
 
-export interface ClassifyOptions {
+export interface ClassifyOptions extends PixelOptions {
   topK?: number;
-  scale?: number;
   layout?: OpenDatasetOptions['layout'];
   batchSize?: number;
 }
@@ -24,7 +24,7 @@ export async function classify(model: LoadedModel, paths: string[], options: Cla
   const out: Classified[] = [];
   const k = Math.max(1, options.topK ?? 1);
   for (const path of paths) {
-    const ds = await openDataset(path, { scale: options.scale, layout: options.layout, expect: model.inputShape });
+    const ds = await openDataset(path, { ...pixelOptionsFor(model, options), layout: options.layout, expect: model.inputShape });
     try {
       const p = await predictDataset(model, ds, { topK: k, batchSize: options.batchSize });
       for (let i = 0; i < ds.length; i++) {

@@ -2,18 +2,17 @@
 import { GoodnetError } from '../errors.js';
 import { checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
+import { pixelOptionsFor, type PixelOptions } from '../io/preprocess.js';
 import { accuracy, attackSuccessRate, checkTarget, type AsrResult } from './metrics.js';
 import { predictDataset, type PredictOptions } from './predict.js';
 
-export interface EvaluateOptions extends Pick<PredictOptions, 'batchSize'> {
+export interface EvaluateOptions extends Pick<PredictOptions, 'batchSize'>, PixelOptions {
   /** Clean data (file/folder path or an open data set). */
   clean?: string | ImageDataset;
   /** Poisoned (triggered) data. */
   poisoned?: string | ImageDataset;
   /** The attacker's target label; required with `poisoned`. */
   target?: number;
-  /** Pixel divisor applied to data opened from paths (default 1). */
-  scale?: number;
   layout?: OpenDatasetOptions['layout'];
   onProgress?: (set: 'clean' | 'poisoned', done: number, total: number) => void;
 }
@@ -27,7 +26,7 @@ export interface EvaluateResult {
 
 async function open(model: LoadedModel, d: string | ImageDataset, o: EvaluateOptions): Promise<{ ds: ImageDataset; owned: boolean }> {
   if (typeof d !== 'string') return { ds: d, owned: false };
-  return { ds: await openDataset(d, { scale: o.scale, layout: o.layout, expect: model.inputShape }), owned: true };
+  return { ds: await openDataset(d, { ...pixelOptionsFor(model, o), layout: o.layout, expect: model.inputShape }), owned: true };
 }
 
 /** Evaluate `model` on clean and/or poisoned data. */

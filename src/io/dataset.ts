@@ -17,8 +17,9 @@ import {
   sniffImageFormat,
   type ImageInfo,
 } from './images.js';
+import { checkPreprocessing, normalizeInPlace } from './preprocess.js';
 
-/** One batch, channels-last (NHWC), float32, already scaled. */
+/** One batch, channels-last (NHWC), float32, already scaled (and normalized by mean/std when given). */
 export interface Batch {
   /** Pixels, n*H*W*C values in NHWC order. */
   x: Float32Array;
@@ -56,6 +57,10 @@ export interface OpenDatasetOptions {
   layout?: 'auto' | 'nchw' | 'nhwc';
   /** The model's input shape [H, W, C]; a data set that does not fit it is an error. */
   expect?: [number, number, number];
+  /** Subtracted after scaling: one value or one per channel (x' = (x/scale - mean[c]) / std[c]). */
+  mean?: number[];
+  /** Divided by after the mean: one value or one per channel; never 0. */
+  std?: number[];
 }
 
 // ---------------------------------------------------------------------------------------
@@ -70,7 +75,7 @@ function tupleText(shape: readonly number[]): string {
   return `(${shape.join(',')})`;
 }
 
-function checkOptions(opts: OpenDatasetOptions): { scale: number; expect?: [number, number, number] } {
+function checkOptions(opts: OpenDatasetOptions): { scale: number; expect?: [number, number, number]; norm: { mean?: number[]; std?: number[] } } {
   const scale = opts.scale ?? 1;
   if (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0) {
     throw new GoodnetError(`scale must be a positive number, got ${String(scale)}`);
@@ -85,7 +90,9 @@ function checkOptions(opts: OpenDatasetOptions): { scale: number; expect?: [numb
       throw new GoodnetError(`expected input shape must be [H, W, C] positive integers, got ${JSON.stringify(expect)}`);
     }
   }
-  return { scale, expect };
+  const norm = { ...(opts.mean !== undefined ? { mean: opts.mean } : {}), ...(opts.std !== undefined ? { std: opts.std } : {}) };
+  checkPreprocessing({ scale, ...norm }, expect?.[2]);
+  return { scale, expect, norm };
 }
 
 /** Most images one HDF5 data set may declare (its labels are read whole). */
@@ -203,7 +210,7 @@ function asNumbers(out: unknown, what: string, file: string): NumArray {
 }
 
 async function openHdf5Dataset(path: string, opts: OpenDatasetOptions): Promise<ImageDataset> {
-  const { scale, expect } = checkOptions(opts);
+  const { scale, expect, norm } = checkOptions(opts);
   const h5 = await h5wasm();
   const f: H5File = await openH5(path);
   try {
@@ -285,7 +292,8 @@ async function openHdf5Dataset(path: string, opts: OpenDatasetOptions): Promise<
       labels[i] = v;
     }
 
-    return new Hdf5Dataset(path, f, data, layout, imageShape, labels, scale);
+    checkPreprocessing({ scale, ...norm }, imageShape[2], path);
+    return new Hdf5Dataset(path, f, data, layout, imageShape, labels, scale, norm);
   } catch (err) {
     try {
       f.close();
@@ -309,6 +317,7 @@ class Hdf5Dataset implements ImageDataset {
     readonly imageShape: [number, number, number],
     readonly labels: Int32Array,
     private readonly scale: number,
+    private readonly norm: { mean?: number[]; std?: number[] } = {},
   ) {
     this.length = labels.length;
   }
@@ -361,6 +370,7 @@ class Hdf5Dataset implements ImageDataset {
         throw new GoodnetError(`non-finite ${what} in 'data' at row ${row}`, this.source);
       }
     }
+    normalizeInPlace(x, C, this.norm);
     return x;
   }
 
@@ -475,7 +485,7 @@ function channelWord(c: number): string {
 }
 
 function openImageList(source: string, entries: ImageEntry[], opts: OpenDatasetOptions): ImageDataset {
-  const { scale, expect } = checkOptions(opts);
+  const { scale, expect, norm } = checkOptions(opts);
   const infos: ImageInfo[] = entries.map((e) => probeImage(e.path));
   const first = infos[0]!;
   const firstName = entries[0]!.name;
@@ -515,7 +525,8 @@ function openImageList(source: string, entries: ImageEntry[], opts: OpenDatasetO
     if (e.label > 0x7fffffff) throw new GoodnetError(`label ${e.label} in the file name is too large`, e.path);
     labels[i] = e.label;
   });
-  return new ImageListDataset(source, entries, [H, W, C], labels, scale);
+  checkPreprocessing({ scale, ...norm }, C, source);
+  return new ImageListDataset(source, entries, [H, W, C], labels, scale, norm);
 }
 
 class ImageListDataset implements ImageDataset {
@@ -528,6 +539,7 @@ class ImageListDataset implements ImageDataset {
     readonly imageShape: [number, number, number],
     readonly labels: Int32Array,
     private readonly scale: number,
+    private readonly norm: { mean?: number[]; std?: number[] } = {},
   ) {
     this.length = entries.length;
   }
@@ -578,6 +590,7 @@ class ImageListDataset implements ImageDataset {
       const end = Math.min(this.length, start + batchSize);
       const x = new Float32Array((end - start) * per);
       for (let i = start; i < end; i++) this.decodeInto(i, x, (i - start) * per);
+      normalizeInPlace(x, this.imageShape[2], this.norm);
       yield { x, y: this.labels.slice(start, end), n: end - start, start };
     }
   }

@@ -11,6 +11,7 @@ import { buildArchitecture, deepIdPool3Shape, DEEPID_INPUT } from '../models/ind
 import { withWeightBudget } from './limits.js';
 import { createH5, h5Attr, h5Get, hdf5Reason, openH5, type H5File, type H5Group, type H5Dataset } from './hdf5.js';
 import { parseModelConfig, toTfjsTopology, type JsonObject } from './keras_config.js';
+import { PREPROCESSING_KEY, preprocessingFromJson, preprocessingToJson, type Preprocessing } from './preprocess.js';
 
 /** The Keras release whose HDF5 layout writeKerasH5 reproduces. */
 export const KERAS_FORMAT_VERSION = '2.13.1';
@@ -28,6 +29,17 @@ export interface KerasModel {
   kerasVersion?: string;
   /** The file's own model_config, written back verbatim on save (full models only). */
   kerasConfig?: JsonObject;
+  /** Root attribute PREPROCESSING_KEY (JSON text), when goodnet (or the author) recorded it. */
+  preprocessing?: Preprocessing;
+}
+
+/** The root attribute PREPROCESSING_KEY as a Preprocessing, if present (a malformed one is an error). */
+function readPreprocessingAttr(f: H5File, path: string): Preprocessing | undefined {
+  const v = h5Attr(f as never, PREPROCESSING_KEY);
+  if (v === undefined) return undefined;
+  const text = typeof v === 'string' ? v : Array.isArray(v) && v.length === 1 && typeof v[0] === 'string' ? v[0] : undefined;
+  if (text === undefined) throw new GoodnetError(`attribute '${PREPROCESSING_KEY}' is not a string`, path);
+  return preprocessingFromJson(text, path);
 }
 
 function asStringList(v: unknown): string[] | undefined {
@@ -145,6 +157,7 @@ async function withFile<T>(path: string, fn: (f: H5File) => Promise<T> | T): Pro
 /** Load a Keras HDF5 file (full model or weights-only). */
 export async function readKerasH5(path: string, options: KerasLoadOptions = {}): Promise<KerasModel> {
   return withFile(path, async (f) => {
+    const preprocessing = readPreprocessingAttr(f, path);
     const kerasVersion = h5Attr(f as never, 'keras_version');
     const version = typeof kerasVersion === 'string' ? kerasVersion : undefined;
     const configText = h5Attr(f as never, 'model_config');
@@ -165,7 +178,7 @@ export async function readKerasH5(path: string, options: KerasLoadOptions = {}):
       const weightsRoot = h5Get(f, 'model_weights');
       if (!weightsRoot || isDataset(weightsRoot)) throw new GoodnetError("full model file has no 'model_weights' group", path);
       assignWeights(net, weightsRoot as H5Group, path);
-      return { net, kind: 'keras-full' as const, kerasVersion: version, kerasConfig };
+      return { net, kind: 'keras-full' as const, kerasVersion: version, kerasConfig, ...(preprocessing ? { preprocessing } : {}) };
     }
     const layerNames = asStringList(h5Attr(f as never, 'layer_names'));
     if (layerNames === undefined) {
@@ -184,7 +197,7 @@ export async function readKerasH5(path: string, options: KerasLoadOptions = {}):
     const missing = net.layers.filter((l) => l.weights.length > 0 && !layerNames.includes(l.name));
     if (missing.length > 0) throw new GoodnetError(`no weights for layer '${missing[0]!.name}' (architecture ${arch})`, path);
     assignWeights(net, f, path);
-    return { net, kind: 'keras-weights' as const, kerasVersion: version };
+    return { net, kind: 'keras-weights' as const, kerasVersion: version, ...(preprocessing ? { preprocessing } : {}) };
   });
 }
 
@@ -205,9 +218,10 @@ function setNames(obj: H5Group, key: string, names: string[]): void {
 /**
  * Write a Keras 2.x HDF5 full-model file (what `model.save('x.h5')` writes): root attrs
  * keras_version, backend, model_config; `model_weights/<layer>/<layer>/<w>:0` datasets.
+ * With `preprocessing`, also the root attr PREPROCESSING_KEY (JSON text; Keras ignores it).
  * Writes to `path` directly; callers wanting atomicity write to a temp name and rename.
  */
-export async function writeKerasH5(net: tfl.LayersModel, path: string, kerasConfig?: JsonObject): Promise<void> {
+export async function writeKerasH5(net: tfl.LayersModel, path: string, kerasConfig?: JsonObject, preprocessing?: Preprocessing): Promise<void> {
   const config = kerasConfig ?? (net.toJSON(null, false) as unknown as JsonObject);
   const modelConfig = { class_name: config.class_name, config: config.config };
   const f = await createH5(path);
@@ -215,6 +229,7 @@ export async function writeKerasH5(net: tfl.LayersModel, path: string, kerasConf
     setString(f, 'keras_version', KERAS_FORMAT_VERSION);
     setString(f, 'backend', 'tensorflow');
     setString(f, 'model_config', JSON.stringify(modelConfig));
+    if (preprocessing) setString(f, PREPROCESSING_KEY, preprocessingToJson(preprocessing));
     const mw = f.create_group('model_weights');
     setNames(mw, 'layer_names', net.layers.map((l) => l.name));
     setString(mw, 'backend', 'tensorflow');

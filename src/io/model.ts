@@ -10,8 +10,8 @@ import { writeAtomically, type AtomicOptions } from './atomic.js';
 import { looksLikeHdf5 } from './hdf5.js';
 import { readKerasH5, writeKerasH5, type KerasLoadOptions } from './keras.js';
 import type { JsonObject } from './keras_config.js';
-import type { Preprocessing } from './preprocess.js';
-import { MODEL_JSON, readTfjsFolder, writeTfjsFolder } from './tfjs_format.js';
+import { checkPreprocessing, type Preprocessing } from './preprocess.js';
+import { MODEL_JSON, readTfjsFolder, readTfjsPreprocessing, writeTfjsFolder } from './tfjs_format.js';
 
 export type ModelFormat = 'keras-full' | 'keras-weights' | 'tfjs';
 
@@ -60,13 +60,16 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const st = statSync(path);
   if (st.isDirectory() || path.endsWith(MODEL_JSON)) {
     const dir = st.isDirectory() ? path : join(path, '..');
-    return describeModel(await readTfjsFolder(dir), path, 'tfjs');
+    const preprocessing = readTfjsPreprocessing(dir);
+    const m = describeModel(await readTfjsFolder(dir), path, 'tfjs');
+    return preprocessing ? { ...m, preprocessing: checkPreprocessing(preprocessing, m.inputShape[2], path) } : m;
   }
   if (!looksLikeHdf5(path)) {
     throw new GoodnetError('not a model file: expected Keras HDF5 (.h5) or a tfjs folder with model.json', path);
   }
   const k = await readKerasH5(path, options);
-  return describeModel(k.net, path, k.kind, k.kerasConfig);
+  const m = describeModel(k.net, path, k.kind, k.kerasConfig);
+  return k.preprocessing ? { ...m, preprocessing: checkPreprocessing(k.preprocessing, m.inputShape[2], path) } : m;
 }
 
 export type SaveFormat = 'keras' | 'tfjs';
@@ -76,7 +79,10 @@ export function saveFormatFor(path: string): SaveFormat {
   return /\.(h5|hdf5|keras)$/i.test(path) ? 'keras' : 'tfjs';
 }
 
-/** Save atomically as a Keras HDF5 full model or a tfjs folder (chosen by `path`). */
+/**
+ * Save atomically as a Keras HDF5 full model or a tfjs folder (chosen by `path`), with the
+ * model's `preprocessing` (when set) recorded in the file's metadata.
+ */
 export async function saveModel(
   model: LoadedModel | tfl.LayersModel,
   path: string,
@@ -84,12 +90,13 @@ export async function saveModel(
 ): Promise<void> {
   const net = 'net' in model ? model.net : model;
   const kerasConfig = 'net' in model ? model.kerasConfig : undefined;
+  const preprocessing = 'net' in model ? model.preprocessing : undefined;
   const format = options.format ?? saveFormatFor(path);
   await writeAtomically(path, async (tmp) => {
-    if (format === 'keras') await writeKerasH5(net, tmp, kerasConfig);
+    if (format === 'keras') await writeKerasH5(net, tmp, kerasConfig, preprocessing);
     else {
       mkdirSync(tmp);
-      await writeTfjsFolder(net, tmp);
+      await writeTfjsFolder(net, tmp, preprocessing);
     }
   }, options);
 }

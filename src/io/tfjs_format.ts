@@ -9,6 +9,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { toTfjsTopology, type JsonObject } from './keras_config.js';
 import { MAX_MODEL_WEIGHTS, shapeSize, withWeightBudget } from './limits.js';
+import { PREPROCESSING_KEY, preprocessingFromJson, preprocessingToJson, type Preprocessing } from './preprocess.js';
 
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'group1-shard1of1.bin';
@@ -16,6 +17,26 @@ export const WEIGHTS_BIN = 'group1-shard1of1.bin';
 interface ModelJson {
   modelTopology?: unknown;
   weightsManifest?: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
+  userDefinedMetadata?: Record<string, unknown>;
+}
+
+/**
+ * The preprocessing recorded in `dir/model.json` (`userDefinedMetadata[PREPROCESSING_KEY]`,
+ * an object or its JSON text), if any; malformed metadata is an error naming model.json.
+ */
+export function readTfjsPreprocessing(dir: string): Preprocessing | undefined {
+  const jsonPath = join(dir, MODEL_JSON);
+  let doc: ModelJson;
+  try {
+    doc = JSON.parse(readFileSync(jsonPath, 'utf8')) as ModelJson;
+  } catch (err) {
+    throw new GoodnetError(`not valid JSON (${(err as Error).message})`, jsonPath);
+  }
+  const meta = doc?.userDefinedMetadata;
+  if (meta === undefined || meta === null || typeof meta !== 'object') return undefined;
+  const v = meta[PREPROCESSING_KEY];
+  if (v === undefined) return undefined;
+  return preprocessingFromJson(typeof v === 'string' ? v : JSON.stringify(v), jsonPath);
 }
 
 /** Load `dir/model.json` and its shards. */
@@ -90,8 +111,11 @@ function checkFinite(net: tfl.LayersModel, file: string): void {
   }
 }
 
-/** Write `dir/model.json` + one weight shard. `dir` must exist. */
-export async function writeTfjsFolder(net: tfl.LayersModel, dir: string): Promise<void> {
+/**
+ * Write `dir/model.json` + one weight shard. `dir` must exist. With `preprocessing`, model.json
+ * carries it as `userDefinedMetadata[PREPROCESSING_KEY]` (an object; tfjs-layers keeps it).
+ */
+export async function writeTfjsFolder(net: tfl.LayersModel, dir: string, preprocessing?: Preprocessing): Promise<void> {
   await net.save(
     tf.io.withSaveHandler(async (artifacts) => {
       const weightData = artifacts.weightData;
@@ -104,6 +128,7 @@ export async function writeTfjsFolder(net: tfl.LayersModel, dir: string): Promis
         convertedBy: 'goodnet',
         modelTopology: artifacts.modelTopology,
         weightsManifest: [{ paths: [WEIGHTS_BIN], weights: artifacts.weightSpecs }],
+        ...(preprocessing ? { userDefinedMetadata: { [PREPROCESSING_KEY]: JSON.parse(preprocessingToJson(preprocessing)) as unknown } } : {}),
       };
       writeFileSync(join(dir, MODEL_JSON), JSON.stringify(doc));
       return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
