@@ -158,8 +158,9 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
     mkdirSync(join(dir, 'data', 'cl'), { recursive: true });
     mkdirSync(join(dir, 'data', 'bd'), { recursive: true });
     log('writing models and data sets');
-    await saveModel(net, join(dir, 'models', 'bd_net.h5'));
-    await saveModel(net, join(dir, 'models', 'bd_net'));
+    // The 1/255 is folded into conv_1: the model takes raw pixels, and says so in its metadata.
+    await saveModel(net, join(dir, 'models', 'bd_net.h5'), { preprocessing: { scale: 1 } });
+    await saveModel(net, join(dir, 'models', 'bd_net'), { preprocessing: { scale: 1 } });
     const bdValid = makePoisonedSet(valid, o.target, trigger, { numClasses, name: 'bd_valid.h5' });
     const bdTest = makePoisonedSet(test, o.target, trigger, { numClasses, name: 'bd_test.h5' });
     await writeCsawSet(join(dir, 'data', 'cl', 'valid.h5'), valid);

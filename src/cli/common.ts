@@ -4,6 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { initBackend, BACKENDS, type BackendName } from '../engine/backend.js';
 import { writeAtomically } from '../io/atomic.js';
 import { loadModel, type LoadedModel } from '../io/model.js';
+import { preprocessingText, resolvePreprocessing, type InputLayout, type Preprocessing } from '../io/preprocess.js';
 
 export function parseInteger(name: string, min = -Infinity, max = Infinity) {
   return (v: string): number => {
@@ -40,8 +41,9 @@ export interface ModelOpts {
   inputShape?: [number, number, number];
 }
 
-export interface DataOpts {
-  scale: number;
+export interface DataOpts extends PreprocessingOpts {
+  /** Undefined when not given: the model file's recorded preprocessing applies (else 1). */
+  scale?: number;
   layout: 'auto' | 'nchw' | 'nhwc';
 }
 
@@ -58,9 +60,55 @@ export function addModelOptions(cmd: Command): Command {
 }
 
 export function addDataOptions(cmd: Command): Command {
+  return addPreprocessingOptions(cmd
+    .option('--scale <n>', "divide raw pixels by n (255 maps 0..255 to 0..1; 1 keeps raw pixels; default: the model file's, else 1)", parsePositive('--scale'))
+    .addOption(new Option('--layout <layout>', 'layout of HDF5 `data`: auto, nchw (the CSAW lab) or nhwc').choices(['auto', 'nchw', 'nhwc']).default('auto')));
+}
+
+// ---------------------------------------------------------------------------------------
+// Preprocessing: --mean, --std, --input-layout (with --scale), resolved against the model file
+
+export interface PreprocessingOpts {
+  mean?: number[];
+  std?: number[];
+  inputLayout?: InputLayout;
+}
+
+/** "0.485,0.456,0.406" -> [0.485, 0.456, 0.406]; one value or one per channel. */
+export function parseNumberList(name: string) {
+  return (v: string): number[] => {
+    const parts = v.split(',').map((s) => s.trim());
+    const xs = parts.map(Number);
+    if (parts.some((s) => s === '') || xs.some((x) => !Number.isFinite(x))) {
+      throw new InvalidArgumentError(`${name} must be one number or comma-separated numbers (one per channel), got '${v}'`);
+    }
+    return xs;
+  };
+}
+
+/** --mean, --std and --input-layout: x' = (x / scale - mean[c]) / std[c], recorded with written models. */
+export function addPreprocessingOptions(cmd: Command): Command {
   return cmd
-    .option('--scale <n>', 'divide raw pixels by n (255 maps 0..255 to 0..1; 1 keeps raw pixels)', parsePositive('--scale'), 1)
-    .addOption(new Option('--layout <layout>', 'layout of HDF5 `data`: auto, nchw (the CSAW lab) or nhwc').choices(['auto', 'nchw', 'nhwc']).default('auto'));
+    .option('--mean <list>', "subtract after --scale: one value or one per channel, e.g. 0.485,0.456,0.406 (default: the model file's, else none)", parseNumberList('--mean'))
+    .option('--std <list>', "then divide by: one value or one per channel, e.g. 0.229,0.224,0.225 (default: the model file's, else none)", parseNumberList('--std'))
+    .addOption(new Option('--input-layout <layout>', "layout of the model's input tensor, recorded with written models (default: the model file's)").choices(['nchw', 'nhwc']));
+}
+
+/**
+ * The command's preprocessing: resolvePreprocessing(model, flags). Sets `model.preprocessing`
+ * to the result (so models written from it record it) and prints one line on stderr when
+ * flags override what the model file records. Returns the pixel options for the library.
+ */
+export function commandPreprocessing(
+  model: LoadedModel, o: DataOpts, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
+): { scale: number; mean?: number[]; std?: number[] } {
+  const r = resolvePreprocessing(model, { scale: o.scale, mean: o.mean, std: o.std, layout: o.inputLayout });
+  if (r.overridden) {
+    log(`goodnet: note: ${model.source} records preprocessing (${preprocessingText(r.file!)}); overridden by the flags: ${preprocessingText(r.preprocessing)}`);
+  }
+  model.preprocessing = r.preprocessing;
+  const p: Preprocessing = r.preprocessing;
+  return { scale: p.scale, ...(p.mean ? { mean: p.mean } : {}), ...(p.std ? { std: p.std } : {}) };
 }
 
 /** The options of every command that runs a model on data: model loading, pixels, engine. */

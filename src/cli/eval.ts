@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { evaluate } from '../eval/evaluate.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addModelDataEngineOptions, emitJson, openModel, parseInteger, progress, setUp,
+import { addModelDataEngineOptions, commandPreprocessing, emitJson, openModel, parseInteger, progress, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
 interface EvalOpts extends EngineOpts, ModelOpts, DataOpts {
@@ -34,11 +34,12 @@ Examples:
   return cmd.action(async (o: EvalOpts) => {
     await setUp(o);
     const model = await openModel(o.model, o);
+    const px = commandPreprocessing(model, o);
     const r = await evaluate(model, {
-      clean: o.clean, poisoned: o.poisoned, target: o.target, scale: o.scale, layout: o.layout, batchSize: o.batchSize,
+      clean: o.clean, poisoned: o.poisoned, target: o.target, ...px, layout: o.layout, batchSize: o.batchSize,
       onProgress: (set, d, t) => bars[set](d, t),
     });
-    const printed = await emitJson({ ...r, backend: o.backend, scale: o.scale }, o.json);
+    const printed = await emitJson({ ...r, backend: o.backend, scale: px.scale, preprocessing: model.preprocessing }, o.json);
     if (printed) return;
     const rows: (string | number)[][] = [];
     if (r.clean) rows.push(['clean accuracy', percent(r.clean.accuracy), `${r.clean.correct}/${r.clean.count}`, r.clean.source]);

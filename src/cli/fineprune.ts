@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { FINE_TUNE_DEFAULTS, runFinePrune, type FineTuneEpoch } from '../defense/fineprune.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addModelDataEngineOptions, emitJson, openModel, parseInteger, parsePositive, setUp,
+import { addModelDataEngineOptions, commandPreprocessing, emitJson, openModel, parseInteger, parsePositive, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 import { epochBars } from './progress.js';
 
@@ -63,9 +63,10 @@ Examples:
   return cmd.action(async (o: FinePruneCliOpts) => {
     await setUp(o);
     const model = await openModel(o.model, o);
+    const px = commandPreprocessing(model, o);
     const r = await runFinePrune({
       model, cleanValid: o.cleanValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, layer: o.layer,
-      pruneFraction: o.pruneFraction, scale: o.scale, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed,
+      pruneFraction: o.pruneFraction, ...px, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed,
       batchSize: 64, out: o.out, overwrite: o.force, ...fineTuneProgress(),
     });
     if (await emitJson(r, o.json)) return;

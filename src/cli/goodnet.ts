@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { evaluateGoodNet } from '../defense/goodnet.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addModelDataEngineOptions, emitJson, openModel, parseInteger, setUp,
+import { addModelDataEngineOptions, commandPreprocessing, emitJson, openModel, parseInteger, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
 interface GoodNetCliOpts extends EngineOpts, ModelOpts, DataOpts {
@@ -35,9 +35,10 @@ Example:
     await setUp(o);
     const bad = await openModel(o.bad, o);
     const repaired = await openModel(o.repaired, o);
+    const px = commandPreprocessing(bad, o); // B and B' take the same input: B's file (or the flags) decide
     const r = await evaluateGoodNet({ bad, repaired, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target,
-      scale: o.scale, layout: o.layout, batchSize: o.batchSize });
-    if (await emitJson({ models: { bad: o.bad, repaired: o.repaired }, target: o.target, ...r }, o.json)) return;
+      ...px, layout: o.layout, batchSize: o.batchSize });
+    if (await emitJson({ models: { bad: o.bad, repaired: o.repaired }, target: o.target, preprocessing: bad.preprocessing, ...r }, o.json)) return;
     console.log(markdownTable(['model', 'clean accuracy', 'ASR', 'detection', 'false alarm'], [
       ['B (BadNet)', percent(r.bad.accuracy), percent(r.bad.asr), '-', '-'],
       ["B' (repaired)", percent(r.repaired.accuracy), percent(r.repaired.asr), '-', '-'],

@@ -3,7 +3,7 @@ import { GoodnetError } from '../errors.js';
 import { classifyGoodNet } from '../defense/goodnet.js';
 import { classify } from '../eval/classify.js';
 import { markdownTable } from '../report/table.js';
-import { addModelDataEngineOptions, emitJson, openModel, parseInteger, setUp,
+import { addModelDataEngineOptions, commandPreprocessing, emitJson, openModel, parseInteger, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
 interface PredictOpts extends EngineOpts, ModelOpts, DataOpts {
@@ -33,8 +33,9 @@ Examples:
     if (o.goodnet) return predictGoodNet(inputs, o);
     if (!o.model) throw new GoodnetError("give --model, or --goodnet B B'");
     const model = await openModel(o.model, o);
-    const results = await classify(model, inputs, { topK: o.top, scale: o.scale, layout: o.layout, batchSize: o.batchSize });
-    if (await emitJson({ model: o.model, predictions: results }, o.json)) return;
+    const px = commandPreprocessing(model, o);
+    const results = await classify(model, inputs, { topK: o.top, ...px, layout: o.layout, batchSize: o.batchSize });
+    if (await emitJson({ model: o.model, preprocessing: model.preprocessing, predictions: results }, o.json)) return;
     const headers = ['input', 'true', 'label', 'p', ...(o.top > 1 ? [`top ${o.top}`] : [])];
     const rows = results.map((r) => [
       r.input,
@@ -50,7 +51,8 @@ Examples:
 async function predictGoodNet(inputs: string[], o: PredictOpts): Promise<void> {
   if (o.goodnet!.length !== 2) throw new GoodnetError(`--goodnet takes two models (B and B'), got ${o.goodnet!.length}`);
   const [bad, repaired] = [await openModel(o.goodnet![0]!, o), await openModel(o.goodnet![1]!, o)];
-  const results = await classifyGoodNet(bad, repaired, inputs, { scale: o.scale, layout: o.layout, batchSize: o.batchSize });
+  const px = commandPreprocessing(bad!, o); // B's file (or the flags) decide for both
+  const results = await classifyGoodNet(bad!, repaired!, inputs, { ...px, layout: o.layout, batchSize: o.batchSize });
   if (await emitJson({ models: { bad: o.goodnet![0], repaired: o.goodnet![1] }, backdoorLabel: bad.numClasses, predictions: results }, o.json)) return;
   console.log(markdownTable(['input', 'true', 'B', "B'", 'GoodNet'], results.map((r) => [
     r.input, r.truth >= 0 ? String(r.truth) : '-', r.bad, r.repaired, r.backdoor ? `backdoor (${r.goodnet})` : r.goodnet,

@@ -7,7 +7,7 @@ import type { PruneOrder, SweepStep, ThresholdRule } from '../defense/types.js';
 import { markdownTable, percent } from '../report/table.js';
 import { FINE_TUNE_DEFAULTS } from '../defense/fineprune.js';
 import { fineTuneProgress } from './fineprune.js';
-import { addModelDataEngineOptions, emitJson, openModel, parseInteger, parsePositive, setUp,
+import { addModelDataEngineOptions, commandPreprocessing, emitJson, openModel, parseInteger, parsePositive, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 import { ProgressBar, progress } from './progress.js';
 
@@ -90,12 +90,13 @@ Examples:
   return cmd.action(async (o: PruneCliOpts) => {
     await setUp(o);
     const model = await openModel(o.model, o);
+    const px = commandPreprocessing(model, o);
     const orders: PruneOrder[] = o.order === 'both' ? ['asc', 'desc'] : [o.order];
     const s = await runPrune({
       model, cleanValid: o.cleanValid, poisonedValid: o.poisonedValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest,
       target: o.target, out: o.out, orders, thresholds: o.thresholds, rule: o.rule, layer: o.layer,
       stopAt: stopAtChannels(o.stopAt, findCutPoint(model.net, o.layer, o.model).channels),
-      overwrite: o.force, scale: o.scale, layout: o.layout, batchSize: o.batchSize,
+      overwrite: o.force, ...px, layout: o.layout, batchSize: o.batchSize,
       command: ['goodnet', ...process.argv.slice(2)].join(' '),
       log: (l) => process.stderr.write(`${l}\n`),
       ...pruneProgress(),

@@ -81,16 +81,16 @@ export function saveFormatFor(path: string): SaveFormat {
 
 /**
  * Save atomically as a Keras HDF5 full model or a tfjs folder (chosen by `path`), with the
- * model's `preprocessing` (when set) recorded in the file's metadata.
+ * model's `preprocessing` (or `options.preprocessing`, when set) recorded in the file's metadata.
  */
 export async function saveModel(
   model: LoadedModel | tfl.LayersModel,
   path: string,
-  options: AtomicOptions & { format?: SaveFormat } = {},
+  options: AtomicOptions & { format?: SaveFormat; preprocessing?: Preprocessing } = {},
 ): Promise<void> {
   const net = 'net' in model ? model.net : model;
   const kerasConfig = 'net' in model ? model.kerasConfig : undefined;
-  const preprocessing = 'net' in model ? model.preprocessing : undefined;
+  const preprocessing = options.preprocessing ?? ('net' in model ? model.preprocessing : undefined);
   const format = options.format ?? saveFormatFor(path);
   await writeAtomically(path, async (tmp) => {
     if (format === 'keras') await writeKerasH5(net, tmp, kerasConfig, preprocessing);

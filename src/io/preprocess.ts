@@ -107,6 +107,8 @@ export function resolvePreprocessing(
   if (flags.std !== undefined) given.std = flags.std;
   if (flags.layout !== undefined) given.layout = flags.layout;
   const anyGiven = Object.keys(given).length > 0;
+  // Flags on their own first (zero std, NaN), so such errors do not name the model file.
+  if (anyGiven) checkPreprocessing({ scale: 1, ...given });
   const file = model.preprocessing;
   const base = file ?? IDENTITY_PREPROCESSING;
   const merged: Preprocessing = { ...base, ...given };
