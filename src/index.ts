@@ -10,7 +10,12 @@ export { GoodnetError, EXIT_BAD_INPUT } from './errors.js';
 export { initBackend, BACKENDS, type BackendName } from './engine/backend.js';
 export { loadModel, saveModel, describeModel, saveFormatFor, type LoadedModel, type ModelFormat, type LoadModelOptions } from './io/model.js';
 export { readKerasH5, writeKerasH5, KERAS_FORMAT_VERSION } from './io/keras.js';
-export { readTfjsFolder, writeTfjsFolder } from './io/tfjs_format.js';
+export { readTfjsFolder, writeTfjsFolder, readTfjsPreprocessing } from './io/tfjs_format.js';
+export {
+  resolvePreprocessing, checkPreprocessing, preprocessingToJson, preprocessingFromJson, preprocessingText, normalizeInPlace, pixelOptionsFor,
+  PREPROCESSING_KEY, IDENTITY_PREPROCESSING,
+  type Preprocessing, type PreprocessingFlags, type ResolvedPreprocessing, type PixelOptions, type InputLayout,
+} from './io/preprocess.js';
 export { openDataset, checkLabels, type ImageDataset, type Batch, type OpenDatasetOptions } from './io/dataset.js';
 export { writeAtomically } from './io/atomic.js';
 export { deepId, buildArchitecture, ARCHITECTURES, DEEPID_INPUT, DEEPID_CLASSES } from './models/index.js';

@@ -1,4 +1,6 @@
 import { Command } from 'commander';
+import { IDENTITY_PREPROCESSING, preprocessingText } from '../io/preprocess.js';
+import type { LoadedModel } from '../io/model.js';
 import { inspectModel } from '../models/inspect.js';
 import { markdownTable } from '../report/table.js';
 import { addEngineOptions, addModelOptions, emitJson, openModel, setUp, type EngineOpts, type ModelOpts } from './common.js';
@@ -20,10 +22,26 @@ export function ranges(xs: number[]): string {
   return out.join(',');
 }
 
+/** What `inspect` says about the model's input: shape, layout and preprocessing, found in the file or assumed. */
+export function describeInput(model: LoadedModel): {
+  inputShape: number[]; inputLayout: string; inputLayoutFrom: 'file' | 'assumed';
+  preprocessing: { scale: number; mean?: number[]; std?: number[] }; preprocessingFrom: 'file' | 'assumed';
+} {
+  const p = model.preprocessing;
+  const { layout, ...pixels } = p ?? IDENTITY_PREPROCESSING;
+  return {
+    inputShape: [...model.inputShape],
+    inputLayout: layout ?? 'nhwc',
+    inputLayoutFrom: layout ? 'file' : 'assumed',
+    preprocessing: pixels,
+    preprocessingFrom: p ? 'file' : 'assumed',
+  };
+}
+
 export function inspectCommand(): Command {
   const cmd = new Command('inspect')
     .summary('layers of a model, and which conv channels are zero (pruned)')
-    .description('Print the layer table (name, type, output shape, parameters) and, for every Conv2D layer, the output channels whose kernel slice and bias are entirely zero: what a pruned model has lost.')
+    .description('Print the input (shape, layout, and the preprocessing recorded in the file, or the default assumed when none is), the layer table (name, type, output shape, parameters) and, for every Conv2D layer, the output channels whose kernel slice and bias are entirely zero: what a pruned model has lost.')
     .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only) or tfjs folder')
     .option('--json [file]', 'print JSON instead of the tables, or write it to file');
   addModelOptions(cmd);
@@ -35,8 +53,11 @@ Example:
     await setUp(o);
     const model = await openModel(o.model, o);
     const info = inspectModel(model.net);
-    if (await emitJson({ model: o.model, format: model.format, ...info }, o.json)) return;
-    console.log(`${o.model} (${model.format}): input ${model.inputShape.join('x')}, ${model.numClasses} classes, ${info.totalParams.toLocaleString('en-US')} parameters\n`);
+    const input = describeInput(model);
+    if (await emitJson({ model: o.model, format: model.format, input, ...info }, o.json)) return;
+    console.log(`${o.model} (${model.format}): input ${model.inputShape.join('x')}, ${model.numClasses} classes, ${info.totalParams.toLocaleString('en-US')} parameters`);
+    console.log(`input layout: ${input.inputLayout} (${input.inputLayoutFrom === 'file' ? 'recorded in the file' : 'assumed: not recorded in the file'})`);
+    console.log(`preprocessing: ${preprocessingText(input.preprocessing)} (${input.preprocessingFrom === 'file' ? 'recorded in the file' : 'assumed: not recorded in the file'})\n`);
     console.log(markdownTable(['layer', 'type', 'output shape', 'params'],
       info.layers.map((l) => [l.name, l.type, `(${l.outputShape.map((d) => d ?? 'N').join(', ')})`, l.params])));
     console.log('');

@@ -13,6 +13,7 @@ import type { PruneSummary } from '../defense/prune.js';
 import { writeAtomically } from '../io/atomic.js';
 import { openDataset } from '../io/dataset.js';
 import { loadModel, type LoadedModel } from '../io/model.js';
+import { normalizeInPlace, preprocessingText, type Preprocessing } from '../io/preprocess.js';
 import { reportFigures, writeFigure, type Figure } from './figures.js';
 import { comparisonHtml, escapeHtml, renderReport, type ReportData } from './html.js';
 import { percent } from './table.js';
@@ -67,7 +68,7 @@ interface Samples {
 }
 
 /** Up to `k` images from a data set (one per class first, for variety) and the model's answers. */
-async function samples(path: string, model: LoadedModel, scale: number, k: number): Promise<Samples | undefined> {
+async function samples(path: string, model: LoadedModel, pre: Preprocessing, k: number): Promise<Samples | undefined> {
   if (!existsSync(path)) return undefined;
   const ds = await openDataset(path, { expect: model.inputShape });
   try {
@@ -85,7 +86,9 @@ async function samples(path: string, model: LoadedModel, scale: number, k: numbe
       for (let r = 0; r < b.n; r++) if (picked[j] === b.start + r) raw.set(b.x.subarray(r * per, (r + 1) * per), per * j++);
       if (b.start + b.n > last) break;
     }
-    const predicted = tf.tidy(() => tf.argMax(model.net.predict(tf.div(tf.tensor4d(raw, [picked.length, h, w, c]), scale)) as tf.Tensor2D, 1).arraySync() as number[]);
+    const x = Float32Array.from(raw, (v) => v / pre.scale);
+    normalizeInPlace(x, c, pre);
+    const predicted = tf.tidy(() => tf.argMax(model.net.predict(tf.tensor4d(x, [picked.length, h, w, c])) as tf.Tensor2D, 1).arraySync() as number[]);
     let max = 0;
     for (const v of raw) max = Math.max(max, v);
     const k255 = max <= 1 ? 255 : 1; // data stored as 0..1 floats is shown as 0..255
@@ -104,12 +107,14 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
   const names = attack?.dataset.classNames;
   const name = (l: number) => (names?.[l] !== undefined ? `${l} ${names[l]}` : String(l));
   const data = (role: string) => summary.inputs.find((i) => i.role === role);
+  // Older summaries record only the scale.
+  const pre: Preprocessing = summary.preprocessing ?? { scale: summary.scale };
   let cleanSamples: Parameters<typeof reportFigures>[0]['cleanSamples'];
   let poisonedSamples: Parameters<typeof reportFigures>[0]['poisonedSamples'];
   if (existsSync(modelIn.path)) {
     const model = await loadModel(modelIn.path);
-    const clean = await samples((data('clean test') ?? data('clean validation'))!.path, model, summary.scale, 10);
-    const pois = await samples((data('poisoned test') ?? data('poisoned validation'))!.path, model, summary.scale, 10);
+    const clean = await samples((data('clean test') ?? data('clean validation'))!.path, model, pre, 10);
+    const pois = await samples((data('poisoned test') ?? data('poisoned validation'))!.path, model, pre, 10);
     if (clean) {
       cleanSamples = { ...clean, captions: clean.labels.map(name), columns: 5, title: 'Clean test images', subtitle: 'true label' };
     }
@@ -188,6 +193,7 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
       goodnet: PKG.version, node: process.version, '@tensorflow/tfjs-core': tf.version_core, backend: getBackend(),
     },
     timings,
+    preprocessing: preprocessingText(pre),
     notes: options.notes,
     extraSections: [...extra, ...(options.extraSections ?? [])],
   };

@@ -51,6 +51,8 @@ export interface ReportData {
   figures: Figure[];
   /** e.g. goodnet, node, @tensorflow/tfjs-core, backend. */
   versions: Record<string, string>;
+  /** How raw pixels became the model input, as text (e.g. "scale 255, mean 0.5, std 0.25"). */
+  preprocessing?: string;
   /** Seconds per stage. */
   timings: Record<string, number>;
   notes?: string[];
@@ -455,7 +457,7 @@ export function renderReport(data: ReportData): string {
 </div>
 <h2>Input files</h2>
 ${fileTable(data)}
-<p class="muted">Generated ${esc(data.generatedAt)} by goodnet${data.versions['goodnet'] ? ` ${esc(data.versions['goodnet'])}` : ''}. This file is self-contained and loads nothing from elsewhere.</p>
+${data.preprocessing ? `<p id="preprocessing">Preprocessing (raw pixels x to model input: (x / scale − mean) / std per channel): ${esc(data.preprocessing)}</p>\n` : ''}<p class="muted">Generated ${esc(data.generatedAt)} by goodnet${data.versions['goodnet'] ? ` ${esc(data.versions['goodnet'])}` : ''}. This file is self-contained and loads nothing from elsewhere.</p>
 </footer>`;
 
   return `<!DOCTYPE html>
