@@ -46,7 +46,11 @@ test('runAttack writes the CSAW layout; the model learns the backdoor; eval on t
     assert.equal(r.clean!.accuracy, written.results.cleanTestAccuracy);
     assert.equal(r.poisoned!.asr, written.results.asrTest);
     // The tfjs copy is the same model.
-    assert.ok(sameWeights(model.net, (await loadModel(join(out, 'models/bd_net'))).net));
+    const tfjsCopy = await loadModel(join(out, 'models/bd_net'));
+    assert.ok(sameWeights(model.net, tfjsCopy.net));
+    // Both say they take raw pixels (the 1/255 is folded into conv_1).
+    assert.deepEqual(model.preprocessing, { scale: 1 });
+    assert.deepEqual(tfjsCopy.preprocessing, { scale: 1 });
   } finally {
     cleanup();
   }
