@@ -225,3 +225,36 @@ test('prune records the preprocessing in summary.json and every B\'_X; eval of B
   assert.match(plain.out, /input layout: nhwc \(assumed: not recorded in the file\)/);
   assert.match(plain.out, /preprocessing: scale 1 \(assumed: not recorded in the file\)/);
 });
+
+test('the report of a prune folder states the preprocessing in its inputs section', async () => {
+  const { writeReport } = await import('../src/report/build.js');
+  const html = readFileSync(await writeReport(p('prune')), 'utf8');
+  assert.match(html, /<p id="preprocessing">Preprocessing [^<]*: scale 255, mean 0\.485,0\.456,0\.406, std 0\.229,0\.224,0\.225, input layout nhwc<\/p>/);
+});
+
+test('STRIP: the file\'s preprocessing applies after the raw blend, as the same flags would', async () => {
+  const { calibrateStrip } = await import('../src/detect/strip.js');
+  const opts = { n: 4, seed: 1 };
+  const fromFile = await calibrateStrip(await loadModel(p('pre.h5')), p('cv.h5'), opts);
+  const fromFlags = await calibrateStrip(await loadModel(p('plain.h5')), p('cv.h5'), { ...opts, scale: PRE.scale, mean: PRE.mean, std: PRE.std });
+  const raw = await calibrateStrip(await loadModel(p('plain.h5')), p('cv.h5'), opts);
+  assert.deepEqual(Array.from(fromFile.calibration.entropies), Array.from(fromFlags.calibration.entropies));
+  assert.deepEqual([fromFile.scale, fromFile.mean, fromFile.std], [PRE.scale, PRE.mean, PRE.std]);
+  assert.notDeepEqual(Array.from(fromFile.calibration.entropies), Array.from(raw.calibration.entropies));
+  // The background pool stays raw pixels (the blend happens before the preprocessing).
+  assert.deepEqual(fromFile.backgrounds.pixels, raw.backgrounds.pixels);
+});
+
+test('fine-pruning reads normalized data and its model records the preprocessing', async () => {
+  const { runFinePrune } = await import('../src/defense/fineprune.js');
+  const r = await runFinePrune({
+    model: await loadModel(p('pre.h5')), cleanValid: p('cv.h5'), pruneFraction: 0.25, epochs: 1, batchSize: 16,
+    cleanTest: p('ct.h5'), poisonedTest: p('pt.h5'), target: 0, out: p('fp.h5'),
+  });
+  // Labels are the model's own answers under PRE: unpruned it is 100% right, so 2 of 8 channels pruned stays close.
+  assert.equal(r.fineTune.history.length, 2);
+  assert.deepEqual((await loadModel(p('fp.h5'))).preprocessing, PRE);
+  const e = await evaluate(await loadModel(p('fp.h5')), { clean: p('ct.h5'), poisoned: p('pt.h5'), target: 0 });
+  assert.equal(e.clean!.accuracy, r.after!.accuracy);
+  assert.equal(e.poisoned!.asr, r.after!.asr);
+});

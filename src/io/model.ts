@@ -60,8 +60,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const st = statSync(path);
   if (st.isDirectory() || path.endsWith(MODEL_JSON)) {
     const dir = st.isDirectory() ? path : join(path, '..');
-    const preprocessing = readTfjsPreprocessing(dir);
     const m = describeModel(await readTfjsFolder(dir), path, 'tfjs');
+    const preprocessing = readTfjsPreprocessing(dir);
     return preprocessing ? { ...m, preprocessing: checkPreprocessing(preprocessing, m.inputShape[2], path) } : m;
   }
   if (!looksLikeHdf5(path)) {
