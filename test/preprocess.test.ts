@@ -188,6 +188,11 @@ test('CLI: the file\'s preprocessing applies without flags; flags override it wi
   const lines = over.err.trimEnd().split('\n');
   assert.equal(lines.length, 1, over.err);
   assert.match(lines[0]!, /pre\.h5 records preprocessing \(scale 255, mean 0\.485,0\.456,0\.406, std 0\.229,0\.224,0\.225\); overridden by the flags: scale 1, mean 0, std 1/);
+  // B and B' get the same input: B's (here none, so the default); B' recording another is said.
+  const g = run('goodnet', '--bad', p('plain.h5'), '--repaired', p('pre.h5'), '--clean-test', p('ct.h5'), '--poisoned-test', p('pt.h5'), '-t', '0', '--json');
+  assert.equal(g.code, 0, g.err);
+  assert.match(g.err.trim(), /^goodnet: note: \S*pre\.h5 records preprocessing \(scale 255, [^)]*\); both models get scale 1 \(from the default\)$/);
+  assert.deepEqual((JSON.parse(g.out) as { preprocessing: Preprocessing }).preprocessing, { scale: 1 });
 });
 
 test('prune records the preprocessing in summary.json and every B\'_X; eval of B\'_X without flags gives prune\'s numbers', () => {

@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { initBackend, BACKENDS, type BackendName } from '../engine/backend.js';
 import { writeAtomically } from '../io/atomic.js';
 import { loadModel, type LoadedModel } from '../io/model.js';
-import { preprocessingText, resolvePreprocessing, type InputLayout, type Preprocessing } from '../io/preprocess.js';
+import { preprocessingText, preprocessingToJson, resolvePreprocessing, type InputLayout, type Preprocessing } from '../io/preprocess.js';
 
 export function parseInteger(name: string, min = -Infinity, max = Infinity) {
   return (v: string): number => {
@@ -97,16 +97,22 @@ export function addPreprocessingOptions(cmd: Command): Command {
 /**
  * The command's preprocessing: resolvePreprocessing(model, flags). Sets `model.preprocessing`
  * to the result (so models written from it record it) and prints one line on stderr when
- * flags override what the model file records. Returns the pixel options for the library.
+ * flags override what the model file records, or when one of `others` (B' beside B, which
+ * get the same input) records something else. Returns the pixel options for the library.
  */
 export function commandPreprocessing(
-  model: LoadedModel, o: DataOpts, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
+  model: LoadedModel, o: DataOpts, others: LoadedModel[] = [], log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
 ): { scale: number; mean?: number[]; std?: number[] } {
   const r = resolvePreprocessing(model, { scale: o.scale, mean: o.mean, std: o.std, layout: o.inputLayout });
   if (r.overridden) {
     log(`goodnet: note: ${model.source} records preprocessing (${preprocessingText(r.file!)}); overridden by the flags: ${preprocessingText(r.preprocessing)}`);
   }
   model.preprocessing = r.preprocessing;
+  for (const other of others) {
+    if (other.preprocessing && preprocessingToJson(other.preprocessing) !== preprocessingToJson(r.preprocessing)) {
+      log(`goodnet: note: ${other.source} records preprocessing (${preprocessingText(other.preprocessing)}); both models get ${preprocessingText(r.preprocessing)} (from ${r.from === 'flags' ? 'the flags' : r.from === 'file' ? model.source : 'the default'})`);
+    }
+  }
   const p: Preprocessing = r.preprocessing;
   return { scale: p.scale, ...(p.mean ? { mean: p.mean } : {}), ...(p.std ? { std: p.std } : {}) };
 }

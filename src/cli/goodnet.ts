@@ -35,7 +35,7 @@ Example:
     await setUp(o);
     const bad = await openModel(o.bad, o);
     const repaired = await openModel(o.repaired, o);
-    const px = commandPreprocessing(bad, o); // B and B' take the same input: B's file (or the flags) decide
+    const px = commandPreprocessing(bad, o, [repaired]); // B and B' take the same input: B's file (or the flags) decide
     const r = await evaluateGoodNet({ bad, repaired, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target,
       ...px, layout: o.layout, batchSize: o.batchSize });
     if (await emitJson({ models: { bad: o.bad, repaired: o.repaired }, target: o.target, preprocessing: bad.preprocessing, ...r }, o.json)) return;

@@ -51,7 +51,7 @@ Examples:
 async function predictGoodNet(inputs: string[], o: PredictOpts): Promise<void> {
   if (o.goodnet!.length !== 2) throw new GoodnetError(`--goodnet takes two models (B and B'), got ${o.goodnet!.length}`);
   const [bad, repaired] = [await openModel(o.goodnet![0]!, o), await openModel(o.goodnet![1]!, o)];
-  const px = commandPreprocessing(bad!, o); // B's file (or the flags) decide for both
+  const px = commandPreprocessing(bad!, o, [repaired!]); // B's file (or the flags) decide for both
   const results = await classifyGoodNet(bad!, repaired!, inputs, { ...px, layout: o.layout, batchSize: o.batchSize });
   if (await emitJson({ models: { bad: o.goodnet![0], repaired: o.goodnet![1] }, backdoorLabel: bad.numClasses, predictions: results }, o.json)) return;
   console.log(markdownTable(['input', 'true', 'B', "B'", 'GoodNet'], results.map((r) => [
