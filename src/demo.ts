@@ -22,6 +22,7 @@ import { comparisonRows, type ComparisonRow } from './defense/compare.js';
 import { comparisonMarkdown } from './report/html.js';
 import { predictDataset } from './eval/predict.js';
 import { openDataset } from './io/dataset.js';
+import { pixelOptionsFor } from './io/preprocess.js';
 import type { LoadedModel } from './io/model.js';
 import type { FineTuneOptions } from './defense/fineprune.js';
 
@@ -110,7 +111,7 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
 
 /** True labels and the model's answers on a whole data set. */
 async function answers(model: LoadedModel, path: string): Promise<{ truth: Int32Array; bad: Int32Array }> {
-  const ds = await openDataset(path, { expect: model.inputShape });
+  const ds = await openDataset(path, { ...pixelOptionsFor(model, {}), expect: model.inputShape });
   try {
     return { truth: Int32Array.from(ds.labels), bad: (await predictDataset(model, ds)).labels };
   } finally {
