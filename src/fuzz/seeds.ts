@@ -121,7 +121,7 @@ export async function makeSeeds(dir: string): Promise<Seed[]> {
   const config = JSON.stringify(net.toJSON(null, false));
   seeds.push({ kind: 'model', path: full, h5Model: h5SpecOf(net, { keras_version: '2.13.1', backend: 'tensorflow', model_config: config }, 'model_weights') });
   const folder = join(dir, 'tfjs');
-  await saveModel(net, folder);
+  await saveModel(net, folder, { preprocessing: { scale: 255, mean: [0.5], std: [0.25] } }); // mutants also hit the metadata
   const { readFileSync } = await import('node:fs');
   seeds.push({ kind: 'model', path: folder, folder: true, modelJson: JSON.parse(readFileSync(join(folder, 'model.json'), 'utf8')) });
   net.dispose();
