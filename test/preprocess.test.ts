@@ -263,3 +263,16 @@ test('fine-pruning reads normalized data and its model records the preprocessing
   assert.equal(e.clean!.accuracy, r.after!.accuracy);
   assert.equal(e.poisoned!.asr, r.after!.asr);
 });
+
+test('predict and the GoodNet functions use the recorded preprocessing of B by default', async () => {
+  const { classify } = await import('../src/eval/classify.js');
+  const { evaluateGoodNet } = await import('../src/defense/goodnet.js');
+  const pre = await loadModel(p('pre.h5'));
+  const answers = await classify(pre, [p('cv.h5')]);
+  assert.deepEqual(answers.map((a) => a.label), answers.map((a) => a.truth), 'labels are the model\'s answers under PRE');
+  const g = await evaluateGoodNet({ bad: pre, repaired: pre, cleanTest: p('ct.h5'), poisonedTest: p('pt.h5'), target: 0 });
+  assert.equal(g.bad.accuracy, 1);
+  assert.equal(g.goodnet.accuracy, 1);
+  const raw = await evaluateGoodNet({ bad: pre, repaired: pre, cleanTest: p('ct.h5'), poisonedTest: p('pt.h5'), target: 0, scale: 1, mean: [0], std: [1] });
+  assert.ok(raw.bad.accuracy < 1, 'explicit options override the file');
+});

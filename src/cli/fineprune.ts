@@ -69,7 +69,7 @@ Examples:
       pruneFraction: o.pruneFraction, ...px, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed,
       batchSize: 64, out: o.out, overwrite: o.force, ...fineTuneProgress(),
     });
-    if (await emitJson(r, o.json)) return;
+    if (await emitJson({ ...r, preprocessing: model.preprocessing }, o.json)) return;
     console.log(`${r.conv}: ${r.pruned.length} channels held at zero; kept epoch ${r.fineTune.bestEpoch} of ${o.epochs} (${r.fineTune.seconds.toFixed(0)} s)`);
     if (r.before && r.after) {
       console.log(`\n${markdownTable(['model', 'clean test accuracy', 'ASR'], [
