@@ -1,0 +1,99 @@
+/**
+ * Replacement for the wasm backend's MaxPoolGrad, a scalar C++ loop that, for every input
+ * position, revisits every window covering it and recomputes that window's max: ~15x the
+ * forward max-pool, over a quarter of a DeepID training step.
+ *
+ * This one makes one pass over the windows (NHWC, channels innermost so the inner loop walks
+ * contiguous memory): for each window it finds, per channel, the first maximum in row-major
+ * window order (strict `>`, as tfjs's cpu maxPoolPositions: NaN never wins, a window of only
+ * -Infinity or NaN passes no gradient) and adds dy there. Windows are visited in row-major
+ * order, so where windows overlap the sums run in the cpu kernel's order, in float64 like it,
+ * rounded to float32 once; without overlap each dx gets at most one term. The result is
+ * therefore bit-identical to the cpu backend's MaxPoolGrad.
+ *
+ * Non-float32 inputs go to the native kernel. Opt-in: see registerWasmKernelOverrides.
+ */
+import { backend_util, MaxPoolGrad } from '@tensorflow/tfjs-core';
+import type { KernelFunc, MaxPoolGradAttrs, MaxPoolGradInputs, TensorInfo } from '@tensorflow/tfjs-core';
+import { input, type WasmBackendLike } from './wasm_ops.js';
+
+/** The part of BackendWasm this kernel uses beyond WasmBackendLike. */
+interface WasmHeapBackend extends WasmBackendLike {
+  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
+  typedArrayFromHeap(info: TensorInfo): Float32Array;
+}
+
+type Shape4 = [number, number, number, number];
+
+/**
+ * dx (zeroed by the caller, length B*H*W*C) += the max-pool gradient of dy given input x.
+ * Plain arrays in, so it can be tested and timed on its own.
+ */
+export function maxPoolGradInto(
+  x: Float32Array, dy: Float32Array, dx: Float32Array | Float64Array, info: backend_util.Conv2DInfo,
+): void {
+  const { batchSize: nb, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
+  const { strideHeight: sh, strideWidth: sw, effectiveFilterHeight: kh, effectiveFilterWidth: kw } = info;
+  const { top, left } = info.padInfo;
+  const best = new Float64Array(c);
+  const where = new Int32Array(c);
+  let o = 0; // offset of dy[b, p, q, 0]
+  for (let b = 0; b < nb; b++) {
+    for (let p = 0; p < oh; p++) {
+      const r0 = p * sh - top;
+      const rMin = Math.max(0, r0);
+      const rMax = Math.min(h, r0 + kh);
+      for (let q = 0; q < ow; q++, o += c) {
+        const c0 = q * sw - left;
+        const cMin = Math.max(0, c0);
+        const cMax = Math.min(w, c0 + kw);
+        best.fill(Number.NEGATIVE_INFINITY);
+        where.fill(-1);
+        for (let r = rMin; r < rMax; r++) {
+          for (let s = cMin; s < cMax; s++) {
+            const base = ((b * h + r) * w + s) * c;
+            for (let k = 0; k < c; k++) {
+              const v = x[base + k]!;
+              if (v > best[k]!) {
+                best[k] = v;
+                where[k] = base + k;
+              }
+            }
+          }
+        }
+        for (let k = 0; k < c; k++) {
+          const i = where[k]!;
+          if (i >= 0) dx[i] += dy[o + k]!;
+        }
+      }
+    }
+  }
+}
+
+export function makeMaxPoolGrad(native: KernelFunc): KernelFunc {
+  const kernel = (args: { inputs: MaxPoolGradInputs; backend: WasmHeapBackend; attrs: MaxPoolGradAttrs }):
+      TensorInfo | TensorInfo[] => {
+    const { inputs, backend, attrs } = args;
+    const x = input(MaxPoolGrad, inputs, 'input');
+    const dy = input(MaxPoolGrad, inputs, 'dy');
+    if (x.dtype !== 'float32' || dy.dtype !== 'float32') return native(args as unknown as Parameters<KernelFunc>[0]);
+    const { filterSize, strides, pad, dimRoundingMode } = attrs;
+    const info = backend_util.computePool2DInfo(x.shape as Shape4, filterSize, strides, 1, pad, dimRoundingMode);
+    const dx = backend.makeOutput(x.shape, 'float32');
+    // Views after makeOutput: allocating may grow (and so detach) the wasm heap.
+    const xs = backend.typedArrayFromHeap(x);
+    const dys = backend.typedArrayFromHeap(dy);
+    const dxs = backend.typedArrayFromHeap(dx);
+    const overlap = info.effectiveFilterHeight > info.strideHeight || info.effectiveFilterWidth > info.strideWidth;
+    if (overlap) {
+      const acc = new Float64Array(dxs.length);
+      maxPoolGradInto(xs, dys, acc, info);
+      dxs.set(acc);
+    } else {
+      dxs.fill(0);
+      maxPoolGradInto(xs, dys, dxs, info);
+    }
+    return dx;
+  };
+  return kernel as unknown as KernelFunc;
+}
