@@ -3,9 +3,8 @@
  * position, revisits every window covering it and recomputes that window's max: ~15x the
  * forward max-pool, over a quarter of a DeepID training step.
  *
- * This one makes one pass over the windows (NHWC, channels innermost so the inner loop walks
- * contiguous memory): for each window it finds, per channel, the first maximum in row-major
- * window order (strict `>`, as tfjs's cpu maxPoolPositions: NaN never wins, a window of only
+ * This one makes one pass over the windows (NHWC): for each window and channel it finds the
+ * first maximum in row-major window order (strict `>`, as tfjs's cpu maxPoolPositions: NaN never wins, a window of only
  * -Infinity or NaN passes no gradient) and adds dy there. Windows are visited in row-major
  * order, so where windows overlap the sums run in the cpu kernel's order, in float64 like it,
  * rounded to float32 once; without overlap each dx gets at most one term. The result is
@@ -35,8 +34,7 @@ export function maxPoolGradInto(
   const { batchSize: nb, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
   const { strideHeight: sh, strideWidth: sw, effectiveFilterHeight: kh, effectiveFilterWidth: kw } = info;
   const { top, left } = info.padInfo;
-  const best = new Float64Array(c);
-  const where = new Int32Array(c);
+  const taps = new Int32Array(Math.max(1, kh * kw)); // offsets of x[b, r, s, 0] in the window
   let o = 0; // offset of dy[b, p, q, 0]
   for (let b = 0; b < nb; b++) {
     for (let p = 0; p < oh; p++) {
@@ -47,23 +45,43 @@ export function maxPoolGradInto(
         const c0 = q * sw - left;
         const cMin = Math.max(0, c0);
         const cMax = Math.min(w, c0 + kw);
-        best.fill(Number.NEGATIVE_INFINITY);
-        where.fill(-1);
+        let nt = 0;
         for (let r = rMin; r < rMax; r++) {
-          for (let s = cMin; s < cMax; s++) {
-            const base = ((b * h + r) * w + s) * c;
-            for (let k = 0; k < c; k++) {
-              const v = x[base + k]!;
-              if (v > best[k]!) {
-                best[k] = v;
-                where[k] = base + k;
-              }
-            }
+          for (let s = cMin; s < cMax; s++) taps[nt++] = ((b * h + r) * w + s) * c;
+        }
+        if (nt === 4 && cMax - cMin === 2) {
+          // A whole 2x2 window (DeepID's pools): the same search, unrolled.
+          const t0 = taps[0]!;
+          const t1 = t0 + c;
+          const t2 = taps[2]!;
+          const t3 = t2 + c;
+          for (let k = 0; k < c; k++) {
+            let best = Number.NEGATIVE_INFINITY;
+            let where = -1;
+            let v = x[t0 + k]!;
+            if (v > best) { best = v; where = t0 + k; }
+            v = x[t1 + k]!;
+            if (v > best) { best = v; where = t1 + k; }
+            v = x[t2 + k]!;
+            if (v > best) { best = v; where = t2 + k; }
+            v = x[t3 + k]!;
+            if (v > best) where = t3 + k;
+            if (where >= 0) dx[where] += dy[o + k]!;
           }
+          continue;
         }
         for (let k = 0; k < c; k++) {
-          const i = where[k]!;
-          if (i >= 0) dx[i] += dy[o + k]!;
+          let best = Number.NEGATIVE_INFINITY;
+          let where = -1;
+          for (let t = 0; t < nt; t++) {
+            const i = taps[t]! + k;
+            const v = x[i]!;
+            if (v > best) {
+              best = v;
+              where = i;
+            }
+          }
+          if (where >= 0) dx[where] += dy[o + k]!;
         }
       }
     }
