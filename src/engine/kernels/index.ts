@@ -12,6 +12,8 @@ import { depthwiseConv2dBackpropFilterConfig } from './depthwise_conv2d_backprop
 import { depthwiseConv2dBackpropInputConfig } from './depthwise_conv2d_backprop_input.js';
 import { makeMaxPoolGrad } from './max_pool_grad.js';
 
+export { getMaxPoolGradTies, setMaxPoolGradTies, type MaxPoolTies } from './max_pool_grad.js';
+
 export const WASM_KERNELS: readonly KernelConfig[] = [
   conv2dBackpropFilterConfig,
   depthwiseConv2dBackpropFilterConfig,
@@ -33,6 +35,12 @@ export const WASM_KERNEL_OVERRIDES: ReadonlyArray<{ kernelName: string; make: (n
 ];
 
 const installed = new Set<KernelFunc>();
+const natives = new Map<string, KernelFunc>();
+
+/** The native wasm kernel an override replaced (for tests and benchmarks), if it was replaced. */
+export function nativeWasmKernel(kernelName: string): KernelFunc | undefined {
+  return natives.get(kernelName);
+}
 
 /** True when every kernel in WASM_KERNEL_OVERRIDES is currently the replacement. */
 export function overridesInstalled(): boolean {
@@ -52,6 +60,7 @@ export function registerWasmKernelOverrides(): void {
   for (const { kernelName, make } of WASM_KERNEL_OVERRIDES) {
     const native = tf.getKernel(kernelName, 'wasm');
     if (native === undefined || installed.has(native.kernelFunc)) continue;
+    natives.set(kernelName, native.kernelFunc);
     const kernelFunc = make(native.kernelFunc);
     installed.add(kernelFunc);
     tf.unregisterKernel(kernelName, 'wasm');

@@ -4,11 +4,14 @@
  * forward max-pool, over a quarter of a DeepID training step.
  *
  * This one makes one pass over the windows (NHWC): for each window and channel it finds the
- * first maximum in row-major window order (strict `>`, as tfjs's cpu maxPoolPositions: NaN never wins, a window of only
- * -Infinity or NaN passes no gradient) and adds dy there. Windows are visited in row-major
- * order, so where windows overlap the sums run in the cpu kernel's order, in float64 like it,
- * rounded to float32 once; without overlap each dx gets at most one term. The result is
- * therefore bit-identical to the cpu backend's MaxPoolGrad.
+ * maximum (strict `>`, as tfjs's cpu maxPoolPositions: NaN never wins, a window of only
+ * -Infinity or NaN passes no gradient) and adds dy there. On ties it picks the first (cpu) or
+ * the last (native wasm) in row-major window order, see setMaxPoolGradTies; the default keeps
+ * the native kernel's choice. Windows are visited in row-major order, so where windows overlap
+ * the sums run in the reference kernel's order and precision (float64 for cpu, float32 for
+ * native); without overlap each dx gets at most one term. Tests: bit-identical to the cpu
+ * kernel ('first') and to the native wasm kernel ('last', on windows whose maximum is positive:
+ * the native kernel sends the gradient of a window whose maximum is <= 0 to its first tap).
  *
  * Non-float32 inputs go to the native kernel. Opt-in: see registerWasmKernelOverrides.
  */
@@ -25,12 +28,37 @@ interface WasmHeapBackend extends WasmBackendLike {
 type Shape4 = [number, number, number, number];
 
 /**
+ * Which of several equal maxima in a window gets the gradient: 'first' in row-major window
+ * order (tfjs's cpu backend, and PyTorch), or 'last' (tfjs's native wasm MaxPoolGrad).
+ */
+export type MaxPoolTies = 'first' | 'last';
+
+let registeredTies: MaxPoolTies = 'last';
+
+/**
+ * Tie rule of the MaxPoolGrad goodnet registers for wasm. 'last' (the default) is what the
+ * native wasm kernel did, so training on wasm gives the same weights as before this kernel
+ * existed; 'first' matches the cpu backend. Ties are common: a flat image region gives equal
+ * positive ReLU outputs, and the two rules then train (slightly) different models.
+ */
+export function setMaxPoolGradTies(ties: MaxPoolTies): void {
+  registeredTies = ties;
+}
+
+export function getMaxPoolGradTies(): MaxPoolTies {
+  return registeredTies;
+}
+
+/**
  * dx (zeroed by the caller, length B*H*W*C) += the max-pool gradient of dy given input x.
- * Plain arrays in, so it can be tested and timed on its own.
+ * Plain arrays in, so it can be tested and timed on its own. The search is a strict `>` over
+ * the window's taps, in row-major order for 'first' and reversed for 'last'.
  */
 export function maxPoolGradInto(
   x: Float32Array, dy: Float32Array, dx: Float32Array | Float64Array, info: backend_util.Conv2DInfo,
+  ties: MaxPoolTies = 'first',
 ): void {
+  const last = ties === 'last';
   const { batchSize: nb, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow } = info;
   const { strideHeight: sh, strideWidth: sw, effectiveFilterHeight: kh, effectiveFilterWidth: kw } = info;
   const { top, left } = info.padInfo;
@@ -49,12 +77,19 @@ export function maxPoolGradInto(
         for (let r = rMin; r < rMax; r++) {
           for (let s = cMin; s < cMax; s++) taps[nt++] = ((b * h + r) * w + s) * c;
         }
+        if (last) {
+          for (let i = 0, j = nt - 1; i < j; i++, j--) {
+            const t = taps[i]!;
+            taps[i] = taps[j]!;
+            taps[j] = t;
+          }
+        }
         if (nt === 4 && cMax - cMin === 2) {
           // A whole 2x2 window (DeepID's pools): the same search, unrolled.
           const t0 = taps[0]!;
-          const t1 = t0 + c;
+          const t1 = taps[1]!;
           const t2 = taps[2]!;
-          const t3 = t2 + c;
+          const t3 = taps[3]!;
           for (let k = 0; k < c; k++) {
             let best = Number.NEGATIVE_INFINITY;
             let where = -1;
@@ -103,13 +138,15 @@ export function makeMaxPoolGrad(native: KernelFunc): KernelFunc {
     const dys = backend.typedArrayFromHeap(dy);
     const dxs = backend.typedArrayFromHeap(dx);
     const overlap = info.effectiveFilterHeight > info.strideHeight || info.effectiveFilterWidth > info.strideWidth;
-    if (overlap) {
+    // Overlapping windows add several terms into one dx: 'first' (the cpu kernel) sums them in
+    // float64 and rounds once, 'last' (the native kernel) sums in float32; both in window order.
+    if (overlap && registeredTies === 'first') {
       const acc = new Float64Array(dxs.length);
-      maxPoolGradInto(xs, dys, acc, info);
+      maxPoolGradInto(xs, dys, acc, info, registeredTies);
       dxs.set(acc);
     } else {
       dxs.fill(0);
-      maxPoolGradInto(xs, dys, dxs, info);
+      maxPoolGradInto(xs, dys, dxs, info, registeredTies);
     }
     return dx;
   };
