@@ -5,11 +5,13 @@
  * Startup is lazy: a command's module (and with it tfjs, h5wasm, vega...) is imported only
  * when that command runs or its help is asked for. `goodnet --help` lists the commands from
  * COMMAND_SPECS below (name, usage term, summary); a test checks that they match the real
- * command definitions, so the lazy listing is the same text as the eager one.
+ * command definitions, so the lazy listing is the same text as the eager one. A new command
+ * needs its entry in COMMAND_SPECS.
  */
 import { Command, CommanderError, Help } from 'commander';
 import { readFileSync } from 'node:fs';
 import { GoodnetError, EXIT_BAD_INPUT, oneLine } from '../errors.js';
+
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 /** What `goodnet --help` lists for a command, and how to load its full definition. */
@@ -84,7 +86,7 @@ export async function program(argv: readonly string[] = [], all = false): Promis
     .exitOverride();
   // Stand-ins have no options or arguments: their listed term comes from the spec.
   const stubTerms = new Map<Command, string>();
-  root.configureHelp({ subcommandTerm: (cmd) => stubTerms.get(cmd) ?? Help.prototype.subcommandTerm.call(root.createHelp(), cmd) });
+  root.configureHelp({ subcommandTerm: (cmd) => stubTerms.get(cmd) ?? new Help().subcommandTerm(cmd) });
   const subs = await Promise.all(COMMAND_SPECS.map(async (spec) => {
     if (needed.has(spec.name)) return spec.load();
     const stub = new Command(spec.name).summary(spec.summary);
