@@ -12,7 +12,7 @@
  * Writes bench/results.json. Options: --n N (images per set), --naive-steps K, --skip-torch.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -181,7 +181,10 @@ async function main(): Promise<void> {
     log('Exactness (accuracy/ASR on steps both ran):');
     for (const c of checks) log(`  ${c}`);
     const allEqual = checks.every((c) => c.endsWith('equal'));
-    writeFileSync(join(ROOT, 'bench/results.json'), `${JSON.stringify({
+    const resultsFile = join(ROOT, 'bench/results.json');
+    const goals = existsSync(resultsFile) ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as { goals?: unknown }).goals : undefined;
+    writeFileSync(resultsFile, `${JSON.stringify({
+      goals, // bench/goals.ts's numbers, kept
       date: new Date().toISOString(), images: N, channels: CHANNELS, cores: availableParallelism(), table, torch, wasmMatmulGflopsPerThread: wasmPeak,
       flopPerImageStep: { fullTail: FULL_TAIL, incremental: INCR_TAIL }, peakRssMiB: rssPrune / 1024, recomputed: s.stats?.recomputed, outputRuns: s.stats?.outputRuns, sweepSeconds: s.stats?.seconds,
       headSeconds: { goodnet: summary.timings.validationActivations, torch: torch?.head_s }, checks, allEqual,

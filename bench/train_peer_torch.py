@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """PyTorch peer of goodnet's BadNet-lab training step: the DeepID topology sized to 28x28x1
 (zero-padded to 32x32, as goodnet's `pad` layer does), 10 classes, Adam, batch 64, random
-data. Prints one JSON line with images/s (bench/train_compare.ts runs it)."""
+data. Prints one JSON line with images/s of wall time and of process CPU time
+(bench/train_compare.ts and bench/goals.ts run it)."""
 import argparse, json, os, time
 import torch
 import torch.nn as nn
@@ -42,7 +43,8 @@ def step(i):
     loss.backward()
     opt.step()
 for i in range(5): step(i)  # warm-up
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 for i in range(a.batches): step(i)
-s = time.perf_counter() - t
-print(json.dumps({'torch': torch.__version__, 'threads': a.threads, 'batch': a.batch, 'images': n, 'seconds': s, 'imagesPerSecond': n / s}))
+s, cpu = time.perf_counter() - t, time.process_time() - c
+print(json.dumps({'torch': torch.__version__, 'threads': a.threads, 'batch': a.batch, 'images': n, 'seconds': s, 'imagesPerSecond': n / s,
+                  'cpuSeconds': cpu, 'imagesPerCpuSecond': n / cpu}))

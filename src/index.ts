@@ -8,6 +8,7 @@
  */
 export { GoodnetError, EXIT_BAD_INPUT } from './errors.js';
 export { initBackend, BACKENDS, type BackendName } from './engine/backend.js';
+export { setMaxPoolGradTies, getMaxPoolGradTies, type MaxPoolTies } from './engine/kernels/index.js';
 export { loadModel, saveModel, describeModel, saveFormatFor, type LoadedModel, type ModelFormat, type LoadModelOptions } from './io/model.js';
 export { readKerasH5, writeKerasH5, KERAS_FORMAT_VERSION } from './io/keras.js';
 export { readTfjsFolder, writeTfjsFolder, readTfjsPreprocessing } from './io/tfjs_format.js';

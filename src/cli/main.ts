@@ -1,24 +1,80 @@
 /**
  * The `goodnet` command. Subcommands live one per file; this file wires them up and turns
  * errors into one line on stderr and an exit code (2 for bad input, 1 for bugs).
+ *
+ * Startup is lazy: a command's module (and with it tfjs, h5wasm, vega...) is imported only
+ * when that command runs or its help is asked for. `goodnet --help` lists the commands from
+ * COMMAND_SPECS below (name, usage term, summary); a test checks that they match the real
+ * command definitions, so the lazy listing is the same text as the eager one. A new command
+ * needs its entry in COMMAND_SPECS.
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Help } from 'commander';
 import { readFileSync } from 'node:fs';
 import { GoodnetError, EXIT_BAD_INPUT, oneLine } from '../errors.js';
-import { attackCommand } from './attack.js';
-import { demoCommand } from './demo.js';
-import { evalCommand } from './eval.js';
-import { finepruneCommand } from './fineprune.js';
-import { goodnetCommand } from './goodnet.js';
-import { inspectCommand } from './inspect.js';
-import { predictCommand } from './predict.js';
-import { pruneCommand } from './prune.js';
-import { reportCommand } from './report.js';
-import { stripCommand } from './strip.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
-export function program(): Command {
+/** What `goodnet --help` lists for a command, and how to load its full definition. */
+export interface CommandSpec {
+  name: string;
+  /** As commander's Help.subcommandTerm prints it: name, ' [options]', arguments. */
+  term: string;
+  summary: string;
+  load: () => Promise<Command>;
+}
+
+export const COMMAND_SPECS: readonly CommandSpec[] = [
+  { name: 'demo', term: 'demo [options]',
+    summary: 'the whole experiment on the built-in data: attack, eval, prune, GoodNets, report',
+    load: async () => (await import('./demo.js')).demoCommand() },
+  { name: 'attack', term: 'attack [options]',
+    summary: 'make a BadNet: poison a data set, train DeepID, write the CSAW lab layout',
+    load: async () => (await import('./attack.js')).attackCommand() },
+  { name: 'eval', term: 'eval [options]',
+    summary: 'clean accuracy and attack success rate of a model',
+    load: async () => (await import('./eval.js')).evalCommand() },
+  { name: 'prune', term: 'prune [options]',
+    summary: 'the pruning defense: sweep, repaired models B\'_X, GoodNets',
+    load: async () => (await import('./prune.js')).pruneCommand() },
+  { name: 'goodnet', term: 'goodnet [options]',
+    summary: 'measure the GoodNet made of a BadNet B and a repaired B\'',
+    load: async () => (await import('./goodnet.js')).goodnetCommand() },
+  { name: 'fineprune', term: 'fineprune [options]',
+    summary: 'fine-pruning: fine-tune a pruned model on clean data, pruned channels held at zero',
+    load: async () => (await import('./fineprune.js')).finepruneCommand() },
+  { name: 'strip', term: 'strip [options]',
+    summary: 'STRIP: flag inputs that carry a trojan trigger (input-level detection)',
+    load: async () => (await import('./strip.js')).stripCommand() },
+  { name: 'report', term: 'report <dir>',
+    summary: 'write the HTML report (and figures) of a prune or demo folder',
+    load: async () => (await import('./report.js')).reportCommand() },
+  { name: 'predict', term: 'predict [options] <inputs...>',
+    summary: 'classify images with a model',
+    load: async () => (await import('./predict.js')).predictCommand() },
+  { name: 'inspect', term: 'inspect [options]',
+    summary: 'layers of a model, and which conv channels are zero (pruned)',
+    load: async () => (await import('./inspect.js')).inspectCommand() },
+];
+
+/**
+ * The commands `argv` needs in full: the first operand (after the root options), and after
+ * `help` the one it names. Unknown names load nothing (commander reports them).
+ */
+export function commandsNeeded(argv: readonly string[]): string[] {
+  const operands = argv.slice(2).filter((a) => !a.startsWith('-'));
+  const names = new Set(COMMAND_SPECS.map((c) => c.name));
+  const first = operands[0];
+  if (first === 'help') return operands[1] !== undefined && names.has(operands[1]) ? [operands[1]] : [];
+  return first !== undefined && names.has(first) ? [first] : [];
+}
+
+/**
+ * The CLI's commander program. Only the commands `argv` runs (see commandsNeeded) are
+ * loaded; the others are light stand-ins that carry the name and summary for the listing.
+ * `all` loads every command (tests compare the two).
+ */
+export async function program(argv: readonly string[] = [], all = false): Promise<Command> {
+  const needed = new Set(all ? COMMAND_SPECS.map((c) => c.name) : commandsNeeded(argv));
   const root = new Command('goodnet')
     .version(pkg.version)
     .description(
@@ -28,7 +84,16 @@ export function program(): Command {
     .option('--debug', 'show stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), finepruneCommand(), stripCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
+  // Stand-ins have no options or arguments: their listed term comes from the spec.
+  const stubTerms = new Map<Command, string>();
+  root.configureHelp({ subcommandTerm: (cmd) => stubTerms.get(cmd) ?? new Help().subcommandTerm(cmd) });
+  const subs = await Promise.all(COMMAND_SPECS.map(async (spec) => {
+    if (needed.has(spec.name)) return spec.load();
+    const stub = new Command(spec.name).summary(spec.summary);
+    stubTerms.set(stub, spec.term);
+    return stub;
+  }));
+  for (const sub of subs) {
     root.addCommand(sub.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   root.addHelpText('after', `
@@ -43,7 +108,7 @@ Run 'goodnet <command> --help' for a command's options and examples.`);
 export async function main(argv: string[]): Promise<number> {
   const debug = argv.includes('--debug');
   try {
-    await program().parseAsync(argv);
+    await (await program(argv)).parseAsync(argv);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {

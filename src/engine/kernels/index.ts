@@ -10,6 +10,9 @@ import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { makeConv2dBackpropInput } from './conv2d_backprop_input.js';
 import { depthwiseConv2dBackpropFilterConfig } from './depthwise_conv2d_backprop_filter.js';
 import { depthwiseConv2dBackpropInputConfig } from './depthwise_conv2d_backprop_input.js';
+import { makeMaxPoolGrad } from './max_pool_grad.js';
+
+export { getMaxPoolGradTies, setMaxPoolGradTies, type MaxPoolTies } from './max_pool_grad.js';
 
 export const WASM_KERNELS: readonly KernelConfig[] = [
   conv2dBackpropFilterConfig,
@@ -28,9 +31,16 @@ export function registerWasmKernels(): void {
 export const WASM_KERNEL_OVERRIDES: ReadonlyArray<{ kernelName: string; make: (native: KernelFunc) => KernelFunc }> = [
   { kernelName: 'Conv2DBackpropInput', make: makeConv2dBackpropInput },
   { kernelName: 'BatchMatMul', make: makeBatchMatMul },
+  { kernelName: 'MaxPoolGrad', make: makeMaxPoolGrad },
 ];
 
 const installed = new Set<KernelFunc>();
+const natives = new Map<string, KernelFunc>();
+
+/** The native wasm kernel an override replaced (for tests and benchmarks), if it was replaced. */
+export function nativeWasmKernel(kernelName: string): KernelFunc | undefined {
+  return natives.get(kernelName);
+}
 
 /** True when every kernel in WASM_KERNEL_OVERRIDES is currently the replacement. */
 export function overridesInstalled(): boolean {
@@ -50,6 +60,7 @@ export function registerWasmKernelOverrides(): void {
   for (const { kernelName, make } of WASM_KERNEL_OVERRIDES) {
     const native = tf.getKernel(kernelName, 'wasm');
     if (native === undefined || installed.has(native.kernelFunc)) continue;
+    natives.set(kernelName, native.kernelFunc);
     const kernelFunc = make(native.kernelFunc);
     installed.add(kernelFunc);
     tf.unregisterKernel(kernelName, 'wasm');
