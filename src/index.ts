@@ -10,6 +10,7 @@ export { GoodnetError, EXIT_BAD_INPUT } from './errors.js';
 export { initBackend, BACKENDS, type BackendName } from './engine/backend.js';
 export { loadModel, saveModel, describeModel, saveFormatFor, type LoadedModel, type ModelFormat, type LoadModelOptions } from './io/model.js';
 export { readKerasH5, writeKerasH5, KERAS_FORMAT_VERSION } from './io/keras.js';
+export { readKerasZip, writeKerasZip, toKeras3Config, KERAS3_FORMAT_VERSION } from './io/keras3.js';
 export { readTfjsFolder, writeTfjsFolder } from './io/tfjs_format.js';
 export { openDataset, checkLabels, type ImageDataset, type Batch, type OpenDatasetOptions } from './io/dataset.js';
 export { writeAtomically } from './io/atomic.js';
