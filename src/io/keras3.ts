@@ -277,7 +277,6 @@ function kerasTensor(layer: tfl.layers.Layer, nodeIndex: number, tensorIndex: nu
  * defaults: they play no part in inference and the weights come from model.weights.h5.
  */
 export function toKeras3Config(net: tfl.LayersModel, source?: string): JsonObject {
-  const inputs = net.inputLayers;
   const layers: JsonObject[] = [];
   const seen = new Set<string>();
   // toJSON's Python-style configs (snake_case keys and enum values) are what Keras reads.
@@ -326,7 +325,7 @@ export function toKeras3Config(net: tfl.LayersModel, source?: string): JsonObjec
       inbound_nodes: [{ args: refs.length === 1 ? [refs[0]!] : [refs], kwargs: {} }],
     });
   };
-  for (const l of inputs) add(l);
+  for (const t of net.inputs) add(t.sourceLayer as tfl.layers.Layer);
   for (const l of net.layers) add(l);
   const ref = (t: tfl.SymbolicTensor | undefined): Json => {
     const h = t?.sourceLayer;
@@ -373,11 +372,10 @@ export async function writeKerasZip(
         vars.create_attribute('name', name);
         const layer = byName.get(name);
         if (!layer) continue;
-        const values = layer.getWeights();
-        values.forEach((t, i) => {
+        // getWeights() hands out the variables' own tensors: read, never dispose.
+        layer.getWeights().forEach((t, i) => {
           vars.create_dataset({ name: String(i), data: t.dataSync() as Float32Array, shape: t.shape, dtype: '<f' });
         });
-        tf.dispose(values);
       }
       f.create_group('vars');
     } finally {
