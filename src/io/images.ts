@@ -15,7 +15,7 @@ import { basename, extname } from 'node:path';
 import { PNG } from 'pngjs';
 import { createSyncFn } from 'synckit';
 import { GoodnetError, oneLine } from '../errors.js';
-import { sharpDecode, type RawPixels } from './sharp_decode.js';
+import type { RawPixels, sharpDecode } from './sharp_decode.js';
 
 /** Refuse images larger than this many megapixels (guards memory on hostile files). */
 export const MAX_RESOLUTION_MP = 100;
@@ -230,7 +230,9 @@ export async function decodeImageAsync(path: string): Promise<DecodedImage> {
   const header = checkHeader(bytes, path);
   let raw: RawPixels;
   try {
-    raw = await sharpDecode(bytes, MAX_RESOLUTION_MP * 1e6);
+    // Loaded on first use: libvips is not needed by commands that read no images.
+    const { sharpDecode: decode } = await import('./sharp_decode.js');
+    raw = await decode(bytes, MAX_RESOLUTION_MP * 1e6);
   } catch (err) {
     throw decodeFailure(header.format === 'png' ? 'PNG' : 'JPEG', err, path);
   }
