@@ -13,7 +13,9 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { strFromU8, strToU8, unzipSync, zipSync } from 'fflate';
 import { initBackend } from '../src/engine/backend.js';
 import { decodeImage } from '../src/io/images.js';
+import { h5Attr, openH5 } from '../src/io/hdf5.js';
 import { kerasSnakeCase, KERAS_MEMBER_LIMITS } from '../src/io/keras3.js';
+import { isKeras3Config, parseModelConfig, toTfjsTopology } from '../src/io/keras_config.js';
 import { loadModel, saveFormatFor, saveModel, type LoadedModel } from '../src/io/model.js';
 import { PREPROCESSING_KEY } from '../src/io/preprocess.js';
 import { assertBadInput, bitEqual, predictArray, ROOT, sameWeights, tempDir } from './helpers.js';
@@ -250,4 +252,21 @@ test('a lying deflated member never inflates past its declared size', async () =
   } finally {
     cleanup();
   }
+});
+
+test("Keras 3 legacy .h5 config: an unknown layer is refused naming 'Keras 3 config' and the layer", async () => {
+  const f = await openH5(join(FIX, 'functional.h5'));
+  let text: string;
+  try {
+    text = String(h5Attr(f as never, 'model_config'));
+  } finally {
+    f.close();
+  }
+  const cfg = parseModelConfig(text, 'functional.h5');
+  assert.ok(isKeras3Config(cfg));
+  assert.doesNotThrow(() => toTfjsTopology(cfg, 'functional.h5'));
+  const bad = parseModelConfig(text.replace('"class_name": "DepthwiseConv2D"', '"class_name": "Lambda"'), 'functional.h5');
+  assert.throws(() => toTfjsTopology(bad, 'functional.h5'), /functional\.h5: unsupported Keras layer 'Lambda' \(layer 'dw'\) in Keras 3 config/);
+  const perChannel = parseModelConfig(text.replace('"scale": 0.00392156862745098', '"scale": [1, 2, 3]'), 'functional.h5');
+  assert.throws(() => toTfjsTopology(perChannel, 'functional.h5'), /Rescaling 'rescale' with a per-channel scale is not supported/);
 });
