@@ -154,7 +154,7 @@ function havePythonKeras(): boolean {
 }
 const PY = havePythonKeras() ? {} : { skip: 'python3 with Keras 3 not importable: Keras-side check skipped' };
 
-test('Keras 3 loads goodnet-written .keras files and predicts the same', PY, async () => {
+test('Keras 3 loads goodnet-written .keras (and .h5) files and predicts the same', PY, async () => {
   const { dir, cleanup } = tempDir();
   try {
     const cases: [string, LoadedModel | tfl.LayersModel, number[]][] = [
@@ -162,11 +162,12 @@ test('Keras 3 loads goodnet-written .keras files and predicts the same', PY, asy
       ['from_keras_seq', await loadModel(join(FIX, 'sequential.keras')), [28, 28, 1]], // its own config
       ['from_tfjs', tfjsNet(), [10, 10, 2]],
       ['from_tfjs_seq', tfjsSequential(), [8, 8, 1]],
+      ['keras3_as_h5', await loadModel(join(FIX, 'functional.keras')), [16, 16, 3]], // Keras 2 layout .h5
     ];
     const args: string[] = [];
     const mine: Float32Array[] = [];
     for (const [name, model, shape] of cases) {
-      const out = join(dir, `${name}.keras`);
+      const out = join(dir, name.endsWith('_h5') ? `${name}.h5` : `${name}.keras`);
       await saveModel(model, out);
       const x = tf.randomUniform([3, ...shape], 0, 1, 'float32', 9);
       const inputs = join(dir, `${name}.json`);

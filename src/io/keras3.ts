@@ -8,13 +8,14 @@
  * past its declared size. Writing produces what `keras.saving.load_model` opens: the
  * model's own Keras 3 config when it came from a `.keras` file, else one generated from the layers.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { unzipSync, zipSync, strToU8, strFromU8 } from 'fflate';
 import { GoodnetError, oneLine } from '../errors.js';
+import { trackPartial } from './atomic.js';
 import { createH5, h5Attr, h5Get, openH5, type H5Group } from './hdf5.js';
 import { buildKerasNet, isDataset, readWeight } from './keras.js';
 import { isKeras3Config, type Json, type JsonObject } from './keras_config.js';
@@ -179,21 +180,27 @@ function assignKeras3Weights(net: tfl.LayersModel, root: H5Group, cfg: JsonObjec
 /** Run `fn` on an HDF5 file made of `bytes` (h5wasm reads from disk), removed afterwards. */
 async function withTempH5<T>(bytes: Uint8Array | undefined, fn: (file: string) => Promise<T>): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), 'goodnet-keras-'));
+  const release = trackPartial(dir); // removed on Ctrl-C too
   const file = join(dir, KERAS_WEIGHTS_MEMBER);
   try {
     if (bytes) writeFileSync(file, bytes);
     return await fn(file);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+    release();
   }
 }
 
 /** Load a Keras 3 `.keras` file. */
 export async function readKerasZip(path: string): Promise<Keras3Model> {
+  const limit = Object.values(KERAS_MEMBER_LIMITS).reduce((a, b) => a + b, 0) + 2 ** 20;
   let bytes: Uint8Array;
   try {
+    const size = statSync(path).size;
+    if (size > limit) throw new GoodnetError(`.keras file of ${size} bytes is larger than the ${limit}-byte limit`, path);
     bytes = readFileSync(path);
   } catch (err) {
+    if (err instanceof GoodnetError) throw err;
     throw new GoodnetError(`cannot read file: ${oneLine((err as Error).message)}`, path, { cause: err });
   }
   const members = readKerasZipMembers(bytes, path);
