@@ -14,8 +14,8 @@ import { strFromU8, strToU8, unzipSync, zipSync } from 'fflate';
 import { initBackend } from '../src/engine/backend.js';
 import { decodeImage } from '../src/io/images.js';
 import { h5Attr, openH5 } from '../src/io/hdf5.js';
-import { kerasSnakeCase, KERAS_MEMBER_LIMITS } from '../src/io/keras3.js';
-import { isKeras3Config, parseModelConfig, toTfjsTopology } from '../src/io/keras_config.js';
+import { configLayers, kerasSnakeCase, kerasWeightPaths, KERAS_MEMBER_LIMITS } from '../src/io/keras3.js';
+import { isKeras3Config, parseModelConfig, toTfjsTopology, type JsonObject } from '../src/io/keras_config.js';
 import { loadModel, saveFormatFor, saveModel, type LoadedModel } from '../src/io/model.js';
 import { PREPROCESSING_KEY } from '../src/io/preprocess.js';
 import { assertBadInput, bitEqual, predictArray, ROOT, sameWeights, tempDir } from './helpers.js';
@@ -270,4 +270,30 @@ test("Keras 3 legacy .h5 config: an unknown layer is refused naming 'Keras 3 con
   assert.throws(() => toTfjsTopology(bad, 'functional.h5'), /functional\.h5: unsupported Keras layer 'Lambda' \(layer 'dw'\) in Keras 3 config/);
   const perChannel = parseModelConfig(text.replace('"scale": 0.00392156862745098', '"scale": [1, 2, 3]'), 'functional.h5');
   assert.throws(() => toTfjsTopology(perChannel, 'functional.h5'), /Rescaling 'rescale' with a per-channel scale is not supported/);
+});
+
+test('weight-group names computed from the config match what Keras 3 wrote (files without name attributes)', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    for (const name of ['functional', 'sequential']) {
+      const m = unzipSync(readFileSync(join(FIX, `${name}.keras`)));
+      const cfg = JSON.parse(strFromU8(m['config.json']!)) as JsonObject;
+      const computed = kerasWeightPaths(configLayers(cfg));
+      const h5 = join(dir, `${name}.weights.h5`);
+      writeFileSync(h5, m['model.weights.h5']!);
+      const f = await openH5(h5);
+      try {
+        const groups = (f.get('layers') as unknown as { keys(): string[] }).keys();
+        assert.equal(computed.size, groups.length, name);
+        for (const g of groups) {
+          const layer = h5Attr(f.get(`layers/${g}/vars`) as never, 'name');
+          assert.equal(computed.get(String(layer)), `layers/${g}`, `${name}: layer ${String(layer)}`);
+        }
+      } finally {
+        f.close();
+      }
+    }
+  } finally {
+    cleanup();
+  }
 });

@@ -131,7 +131,8 @@ export function kerasWeightPaths(classNames: { name: string; className: string }
   return out;
 }
 
-function configLayers(cfg: JsonObject): { name: string; className: string }[] {
+/** The layers whose weights Keras stores, in its order, from a Keras 3 config. */
+export function configLayers(cfg: JsonObject): { name: string; className: string }[] {
   const c = cfg.config as JsonObject;
   const layers = (Array.isArray(c.layers) ? c.layers : []) as JsonObject[];
   const list = layers.map((l) => {
