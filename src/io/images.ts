@@ -13,7 +13,7 @@ import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { PNG } from 'pngjs';
-import { createSyncFn } from 'synckit';
+import { createRequire } from 'node:module';
 import { GoodnetError, oneLine } from '../errors.js';
 import type { RawPixels, sharpDecode } from './sharp_decode.js';
 
@@ -202,7 +202,11 @@ let decodeSync: ((bytes: Uint8Array, maxPixels: number) => RawPixels) | undefine
 
 /** sharp's decode, waited for synchronously (a worker thread does it). */
 function sharpDecodeSync(bytes: Uint8Array): RawPixels {
-  decodeSync ??= createSyncFn<typeof sharpDecode>(new URL('./image_worker.js', import.meta.url));
+  if (!decodeSync) {
+    // synckit is loaded on first use (it costs start-up time to commands that read no images).
+    const { createSyncFn } = createRequire(import.meta.url)('synckit') as typeof import('synckit');
+    decodeSync = createSyncFn<typeof sharpDecode>(new URL('./image_worker.js', import.meta.url));
+  }
   return decodeSync(bytes, MAX_RESOLUTION_MP * 1e6);
 }
 
