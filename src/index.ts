@@ -17,8 +17,10 @@ export {
   PREPROCESSING_KEY, IDENTITY_PREPROCESSING,
   type Preprocessing, type PreprocessingFlags, type ResolvedPreprocessing, type PixelOptions, type InputLayout,
 } from './io/preprocess.js';
+export { readKerasZip, writeKerasZip, toKeras3Config, KERAS3_FORMAT_VERSION } from './io/keras3.js';
 export { openDataset, checkLabels, type ImageDataset, type Batch, type OpenDatasetOptions } from './io/dataset.js';
 export { writeAtomically } from './io/atomic.js';
+export { decodeImage, decodeImageAsync, probeImage, type DecodedImage } from './io/images.js';
 export { deepId, buildArchitecture, ARCHITECTURES, DEEPID_INPUT, DEEPID_CLASSES } from './models/index.js';
 export { inspectModel, zeroOutputChannels, type ModelInspection } from './models/inspect.js';
 export { predictDataset, type Predictions, type PredictOptions } from './eval/predict.js';

@@ -1,12 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { PNG } from 'pngjs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import jpeg from 'jpeg-js';
 import {
   decodeImage,
+  decodeImageAsync,
   decodeImageBuffer,
+  decodeImageRgba,
   encodePng,
   folderLabel,
   imageFileLabel,
@@ -94,3 +98,59 @@ test('corrupt and non-image files are one-line errors naming the file', () => {
   assert.throws(() => decodeImage(badJpg), /bad\.jpg: corrupt JPEG image/);
   assert.throws(() => decodeImage(join(dir, 'missing.png')), /missing\.png: cannot read image: file not found/);
 });
+
+const JPEG_FIX = join(fileURLToPath(new URL('../../test/fixtures/keras3/jpeg/', import.meta.url)));
+
+test('JPEGs decode like Pillow: at most 4 grey levels from PIL on every fixture (sync and async)', async () => {
+  const files = readdirSync(JPEG_FIX).filter((f) => f.endsWith('.jpg'));
+  assert.ok(files.length >= 10, 'fixture JPEGs present');
+  for (const f of files) {
+    const mine = decodeImage(join(JPEG_FIX, f));
+    const pil = decodeImage(join(JPEG_FIX, f.replace(/\.jpg$/, '.pil.png')));
+    assert.deepEqual([mine.width, mine.height, mine.channels], [pil.width, pil.height, pil.channels], f);
+    let worst = 0;
+    for (let i = 0; i < pil.data.length; i++) worst = Math.max(worst, Math.abs(mine.data[i]! - pil.data[i]!));
+    assert.ok(worst <= 4, `${f}: max |goodnet - PIL| = ${worst}`);
+    assert.deepEqual((await decodeImageAsync(join(JPEG_FIX, f))).data, mine.data, `${f}: async = sync`);
+  }
+});
+
+test('PNG edge cases: invalid bit depth refused, palette and 16-bit decoded, alpha dropped or kept', () => {
+  // A 4-bit RGB PNG is invalid (RGB allows 8 or 16 bits): refused, never decoded to garbage.
+  const png = Buffer.from(encodePng(ramp(4 * 4 * 3), 4, 4, 3));
+  png[24] = 4;
+  png.writeUInt32BE(crc32(png.subarray(12, 29)), 29);
+  const bad = join(dir, 'rgb4.png');
+  writeFileSync(bad, png);
+  assert.throws(() => decodeImage(bad), /rgb4\.png: corrupt PNG image \(bit depth 4 is invalid for colour type 2\)/);
+  assert.throws(() => probeImage(bad), /rgb4\.png: corrupt PNG image \(bit depth 4/);
+  assert.throws(() => decodeImageRgba(bad), /rgb4\.png: corrupt PNG/);
+  // 16-bit grey through pngjs: 8-bit values v*257 come back as v.
+  const g16 = new PNG({ width: 3, height: 2, bitDepth: 16, colorType: 0, inputColorType: 0, inputHasAlpha: false });
+  const vals = [0, 1, 127, 128, 254, 255];
+  g16.data = Buffer.alloc(12);
+  vals.forEach((v, i) => g16.data.writeUInt16BE(v * 257, i * 2));
+  const p16 = join(dir, 'grey16.png');
+  writeFileSync(p16, PNG.sync.write(g16, { colorType: 0, inputColorType: 0, bitDepth: 16, inputHasAlpha: false }));
+  const d16 = decodeImage(p16);
+  assert.equal(d16.channels, 1);
+  assert.deepEqual(Array.from(d16.data), vals);
+  // RGBA: decodeImage drops alpha, decodeImageRgba keeps it.
+  const rgba = ramp(2 * 2 * 4);
+  const pa = join(dir, 'rgba.png');
+  writeFileSync(pa, encodePng(rgba, 2, 2, 4));
+  assert.deepEqual(Array.from(decodeImage(pa).data), Array.from(rgba).filter((_, i) => i % 4 !== 3));
+  const r = decodeImageRgba(pa);
+  assert.equal(r.hasAlpha, true);
+  assert.deepEqual(Array.from(r.data), Array.from(rgba));
+});
+
+/** PNG chunk CRC (for hand-made headers). */
+function crc32(buf: Uint8Array): number {
+  let c = ~0;
+  for (const b of buf) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
+  }
+  return ~c >>> 0;
+}

@@ -97,7 +97,7 @@ export async function program(argv: readonly string[] = [], all = false): Promis
     root.addCommand(sub.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   root.addHelpText('after', `
-Models: Keras HDF5 full models and weights-only files (with --weights-arch), tfjs folders.
+Models: Keras 3 .keras files, Keras HDF5 full models and weights-only files (with --weights-arch), tfjs folders.
 Data:   CSAW-HackML HDF5 (\`data\` (N,C,H,W) or (N,H,W,C), \`label\` (N)), image folders.
 
 Run 'goodnet <command> --help' for a command's options and examples.`);

@@ -123,7 +123,7 @@ export interface FuzzSummary {
 }
 
 /** Weights of seeds in the mix (the deepid weights file is big and slow: fewer of it). */
-const SEED_WEIGHT: Record<string, number> = { 'model.h5': 5, 'functional.h5': 4, tfjs: 5, 'weights.h5': 1, 'data.h5': 5, 'data-gzip.h5': 3, imgs: 3, 'image.png': 3, 'image.jpg': 3, 'trigger.png': 3 };
+const SEED_WEIGHT: Record<string, number> = { 'model.h5': 5, 'functional.h5': 4, 'functional.keras': 4, tfjs: 5, 'weights.h5': 1, 'data.h5': 5, 'data-gzip.h5': 3, imgs: 3, 'image.png': 3, 'image.jpg': 3, 'trigger.png': 3 };
 
 export async function fuzz(options: FuzzOptions = {}): Promise<FuzzSummary> {
   const t0 = Date.now();

@@ -6,6 +6,7 @@
 import { cpSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { deflateSync } from 'node:zlib';
+import { zipSync } from 'fflate';
 import { createH5 } from '../io/hdf5.js';
 import { writeH5Model, type H5ModelSpec, type Seed } from './seeds.js';
 
@@ -207,6 +208,40 @@ function hugeJpeg(rng: Rng, good: Buffer): Buffer {
   return b;
 }
 
+/** A `.keras` zip with one member damaged, dropped, doubled or lying about its size. */
+function mutateKerasZip(rng: Rng, members: Record<string, Uint8Array>, out: string): string {
+  const files: Record<string, Uint8Array | [Uint8Array, { level: 0 | 9 }]> = { ...members };
+  const name = pick(rng, Object.keys(members));
+  const op = int(rng, 5);
+  let how: string;
+  if (op === 0) {
+    delete files[name];
+    how = `drop ${name}`;
+  } else if (op === 1 && name.endsWith('.json')) {
+    const good = Buffer.from(members[name]!).toString('utf8');
+    files[name] = Buffer.from(rng() < 0.5 ? JSON.stringify(mutateJson(rng, JSON.parse(good))) : badJsonText(rng, good));
+    how = `${name} json`;
+  } else if (op === 2) {
+    files[name] = [members[name]!, { level: 9 }];
+    const zip = zipSync(files);
+    // Lie in the central directory about the inflated size (bomb-like or truncating).
+    const dv = new DataView(zip.buffer, zip.byteOffset, zip.byteLength);
+    const size = pick(rng, [0, 1, 0xffffffff, 2 ** 30, members[name]!.length * 2000]);
+    for (let i = 0; i + 46 < zip.length; i++) {
+      if (dv.getUint32(i, true) !== 0x02014b50) continue;
+      const n = dv.getUint16(i + 28, true);
+      if (Buffer.from(zip.subarray(i + 46, i + 46 + n)).toString('latin1') === name) dv.setUint32(i + 24, size >>> 0, true);
+    }
+    writeFileSync(out, zip);
+    return `${name} declared ${size}`;
+  } else {
+    files[name] = mutateBytes(rng, Buffer.from(members[name]!)).bytes;
+    how = `${name} bytes`;
+  }
+  writeFileSync(out, zipSync(files));
+  return how;
+}
+
 /** Write one mutant of `seed` at `out` (a file, or a folder for tfjs seeds); returns what was done. */
 export async function mutate(rng: Rng, seed: Seed, out: string): Promise<string> {
   if (seed.folder && seed.kind === 'data') {
@@ -247,6 +282,7 @@ export async function mutate(rng: Rng, seed: Seed, out: string): Promise<string>
     return `shard ${m.how}`;
   }
   const useStructure = rng() < 0.5;
+  if (useStructure && seed.kerasZip) return mutateKerasZip(rng, seed.kerasZip, out);
   if (useStructure && seed.h5Model) return mutateH5Model(rng, seed.h5Model, out);
   if (useStructure && seed.csaw) return writeCsawVariant(rng, seed.csaw, out);
   if (useStructure && (seed.kind === 'image' || seed.kind === 'trigger') && rng() < 0.3) {

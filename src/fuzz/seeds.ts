@@ -2,11 +2,12 @@
  * Small valid inputs of every kind goodnet reads, made with goodnet's own writers (and
  * h5wasm for the layouts goodnet only reads), plus structured writers the mutators reuse.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import jpeg from 'jpeg-js';
+import { unzipSync } from 'fflate';
 import { writeCsawData } from '../attack/csaw_layout.js';
 import { createH5 } from '../io/hdf5.js';
 import { encodePng } from '../io/images.js';
@@ -41,6 +42,8 @@ export interface Seed {
   /** Structured form, for structure-aware mutators. */
   h5Model?: H5ModelSpec;
   modelJson?: unknown;
+  /** A Keras 3 `.keras` zip's members, for member-aware mutators. */
+  kerasZip?: Record<string, Uint8Array>;
   csaw?: { images: Uint8Array; labels: number[]; n: number; h: number; w: number; c: number };
 }
 
@@ -122,7 +125,6 @@ export async function makeSeeds(dir: string): Promise<Seed[]> {
   seeds.push({ kind: 'model', path: full, h5Model: h5SpecOf(net, { keras_version: '2.13.1', backend: 'tensorflow', model_config: config }, 'model_weights') });
   const folder = join(dir, 'tfjs');
   await saveModel(net, folder, { preprocessing: { scale: 255, mean: [0.5], std: [0.25] } }); // mutants also hit the metadata
-  const { readFileSync } = await import('node:fs');
   seeds.push({ kind: 'model', path: folder, folder: true, modelJson: JSON.parse(readFileSync(join(folder, 'model.json'), 'utf8')) });
   net.dispose();
 
@@ -138,6 +140,10 @@ export async function makeSeeds(dir: string): Promise<Seed[]> {
   const fpath = join(dir, 'functional.h5');
   await saveModel(fnet, fpath);
   seeds.push({ kind: 'model', path: fpath, h5Model: h5SpecOf(fnet, { keras_version: '2.13.1', backend: 'tensorflow', model_config: JSON.stringify(fnet.toJSON(null, false)) }, 'model_weights') });
+  // The same functional model as a Keras 3 .keras zip.
+  const kpath = join(dir, 'functional.keras');
+  await saveModel(fnet, kpath, { preprocessing: { scale: 255 } });
+  seeds.push({ kind: 'model', path: kpath, kerasZip: unzipSync(readFileSync(kpath)) });
   fnet.dispose();
 
   // A deepid-shaped weights-only file (2 classes, the lab's 55x47x3 input).

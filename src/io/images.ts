@@ -1,20 +1,24 @@
 /**
- * PNG/JPEG decoding and PNG encoding (pngjs, jpeg-js), plus cheap header probing so a
- * folder of images can be checked for size and channel count without decoding it.
+ * PNG/JPEG decoding with sharp (libjpeg-turbo and libpng, the libraries Pillow uses, so a
+ * JPEG decodes to the pixels a Python pipeline sees), PNG encoding (pngjs), plus cheap
+ * header probing so a folder of images can be checked for size and channel count without
+ * decoding it.
  *
  * Decoded pixels are 8-bit, interleaved (H, W, C), with C = 1 (grey) or 3 (RGB): alpha is
- * dropped, palettes are expanded, 16-bit PNGs are rescaled to 8 bits.
+ * dropped, palettes are expanded, 16-bit PNGs are reduced to 8 bits. The decoders are
+ * synchronous (sharp runs in a worker thread they wait for); decodeImageAsync decodes in
+ * this thread without blocking it.
  */
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { PNG } from 'pngjs';
-import jpeg from 'jpeg-js';
+import { createRequire } from 'node:module';
 import { GoodnetError, oneLine } from '../errors.js';
+import type { RawPixels, sharpDecode } from './sharp_decode.js';
 
 /** Refuse images larger than this many megapixels (guards memory on hostile files). */
 export const MAX_RESOLUTION_MP = 100;
-/** Memory limit handed to the JPEG decoder. */
-export const MAX_JPEG_MEMORY_MB = 512;
 
 export type ImageFormat = 'png' | 'jpeg';
 
@@ -143,6 +147,9 @@ export function probeImage(path: string): ImageInfo {
       const colorType = head[25]!;
       const channels = pngChannels(colorType);
       if (channels === undefined) throw new GoodnetError(`corrupt PNG image (colour type ${colorType})`, path);
+      if (!PNG_BIT_DEPTHS[colorType]!.includes(head[24]!)) {
+        throw new GoodnetError(`corrupt PNG image (bit depth ${head[24]} is invalid for colour type ${colorType})`, path);
+      }
       checkResolution(width, height, path);
       return { format, width, height, channels };
     }
@@ -191,24 +198,117 @@ function probeJpeg(fd: number, path: string): ImageInfo {
   throw new GoodnetError('corrupt JPEG image (no frame header)', path);
 }
 
-/** Decode a PNG or JPEG file to 8-bit grey or RGB pixels (alpha dropped). */
-export function decodeImage(path: string): DecodedImage {
-  let bytes: Buffer;
+let decodeSync: ((bytes: Uint8Array, maxPixels: number) => RawPixels) | undefined;
+
+/** sharp's decode, waited for synchronously (a worker thread does it). */
+function sharpDecodeSync(bytes: Uint8Array): RawPixels {
+  if (!decodeSync) {
+    // synckit is loaded on first use (it costs start-up time to commands that read no images).
+    const { createSyncFn } = createRequire(import.meta.url)('synckit') as typeof import('synckit');
+    decodeSync = createSyncFn<typeof sharpDecode>(new URL('./image_worker.js', import.meta.url));
+  }
+  return decodeSync(bytes, MAX_RESOLUTION_MP * 1e6);
+}
+
+function readImageFile(path: string): Buffer {
   try {
-    bytes = readFileSync(path);
+    return readFileSync(path);
   } catch (err) {
     throw new GoodnetError(`cannot read image: ${ioReason(err)}`, path, { cause: err });
   }
-  return decodeImageBuffer(bytes, path);
+}
+
+/** Decode a PNG or JPEG file to 8-bit grey or RGB pixels (alpha dropped). */
+export function decodeImage(path: string): DecodedImage {
+  return decodeImageBuffer(readImageFile(path), path);
+}
+
+/** decodeImage without blocking the event loop (sharp in this thread). */
+export async function decodeImageAsync(path: string): Promise<DecodedImage> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (err) {
+    throw new GoodnetError(`cannot read image: ${ioReason(err)}`, path, { cause: err });
+  }
+  const header = checkHeader(bytes, path);
+  let raw: RawPixels;
+  try {
+    // Loaded on first use: libvips is not needed by commands that read no images.
+    const { sharpDecode: decode } = await import('./sharp_decode.js');
+    raw = await decode(bytes, MAX_RESOLUTION_MP * 1e6);
+  } catch (err) {
+    throw decodeFailure(header.format === 'png' ? 'PNG' : 'JPEG', err, path);
+  }
+  return toDecoded(raw, header, path);
 }
 
 /** Decode PNG/JPEG bytes; `path` only names the image in errors. */
 export function decodeImageBuffer(bytes: Uint8Array, path: string): DecodedImage {
+  const header = checkHeader(bytes, path);
+  let raw: RawPixels;
+  try {
+    raw = sharpDecodeSync(bytes);
+  } catch (err) {
+    throw decodeFailure(header.format === 'png' ? 'PNG' : 'JPEG', err, path);
+  }
+  return toDecoded(raw, header, path);
+}
+
+/** Bit depths the PNG specification allows per colour type. */
+const PNG_BIT_DEPTHS: Record<number, number[]> = { 0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6: [8, 16] };
+
+interface Header { format: ImageFormat; width: number; height: number; channels: 1 | 3 }
+
+/** Format, size and delivered channels from the header, checked before decoding. */
+function checkHeader(bytes: Uint8Array, path: string): Header {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const format = sniff(buf.subarray(0, 8));
-  if (format === 'png') return decodePng(buf, path);
-  if (format === 'jpeg') return decodeJpeg(buf, path);
+  if (format === 'png') {
+    if (buf.length < 33 || buf.toString('latin1', 12, 16) !== 'IHDR') throw new GoodnetError('corrupt PNG image (no IHDR header)', path);
+    const width = buf.readUInt32BE(16);
+    const height = buf.readUInt32BE(20);
+    const depth = buf[24]!;
+    const colorType = buf[25]!;
+    const channels = pngChannels(colorType);
+    if (channels === undefined) throw new GoodnetError(`corrupt PNG image (colour type ${colorType})`, path);
+    if (!PNG_BIT_DEPTHS[colorType]!.includes(depth)) {
+      throw new GoodnetError(`corrupt PNG image (bit depth ${depth} is invalid for colour type ${colorType})`, path);
+    }
+    checkResolution(width, height, path);
+    return { format, width, height, channels };
+  }
+  if (format === 'jpeg') {
+    const sof = jpegFrame(buf);
+    if (!sof) throw new GoodnetError('corrupt JPEG image (no frame header)', path);
+    if (sof.comps !== 1 && sof.comps !== 3 && sof.comps !== 4) {
+      throw new GoodnetError(`unsupported JPEG image with ${sof.comps} colour components`, path);
+    }
+    checkResolution(sof.width, sof.height, path);
+    return { format, width: sof.width, height: sof.height, channels: sof.comps === 1 ? 1 : 3 };
+  }
   throw new GoodnetError(`not a valid PNG or JPEG image (${buf.length === 0 ? 'empty file' : 'no PNG or JPEG signature'})`, path);
+}
+
+/** sharp's pixels -> the header's channel count (1 or 3), alpha dropped, grey expanded if needed. */
+function toDecoded(raw: RawPixels, h: Header, path: string): DecodedImage {
+  const { width, height, channels: c, data } = raw;
+  const n = width * height;
+  if (width !== h.width || height !== h.height || data.length < n * c || c < 1 || c > 4) {
+    throw new GoodnetError(`corrupt ${h.format === 'png' ? 'PNG' : 'JPEG'} image (decoded ${width}x${height}x${c}, header says ${h.width}x${h.height})`, path);
+  }
+  if (c === h.channels) return { data: data.length === n * c ? data : data.subarray(0, n * c), width, height, channels: h.channels };
+  const out = new Uint8Array(n * h.channels);
+  for (let i = 0; i < n; i++) {
+    if (h.channels === 1) out[i] = data[i * c]!;
+    else if (c < 3) out.fill(data[i * c]!, i * 3, i * 3 + 3);
+    else {
+      out[i * 3] = data[i * c]!;
+      out[i * 3 + 1] = data[i * c + 1]!;
+      out[i * 3 + 2] = data[i * c + 2]!;
+    }
+  }
+  return { data: out, width, height, channels: h.channels };
 }
 
 function decodeFailure(kind: string, err: unknown, path: string): GoodnetError {
@@ -217,37 +317,11 @@ function decodeFailure(kind: string, err: unknown, path: string): GoodnetError {
   return new GoodnetError(`corrupt ${kind} image, cannot decode: ${reason}`, path, { cause: err });
 }
 
-function decodePng(buf: Buffer, path: string): DecodedImage {
-  if (buf.length >= 24) checkResolution(buf.readUInt32BE(16), buf.readUInt32BE(20), path);
-  let png: ReturnType<typeof PNG.sync.read>;
-  try {
-    png = PNG.sync.read(buf);
-  } catch (err) {
-    throw decodeFailure('PNG', err, path);
-  }
-  const { width, height } = png;
-  const rgba = png.data; // always 8-bit RGBA after pngjs normalisation
-  const channels: 1 | 3 = png.color ? 3 : 1;
-  const n = width * height;
-  if (rgba.length < n * 4) throw new GoodnetError('corrupt PNG image (short pixel data)', path);
-  const out = new Uint8Array(n * channels);
-  if (channels === 3) {
-    for (let i = 0, j = 0; i < n; i++, j += 4) {
-      out[i * 3] = rgba[j]!;
-      out[i * 3 + 1] = rgba[j + 1]!;
-      out[i * 3 + 2] = rgba[j + 2]!;
-    }
-  } else {
-    for (let i = 0; i < n; i++) out[i] = rgba[i * 4]!;
-  }
-  return { data: out, width, height, channels };
-}
-
-/** Number of colour components declared in the JPEG frame header (0 if not found). */
-function jpegComponents(buf: Buffer): number {
+/** The JPEG frame header (SOF): size and colour components, or undefined if not found. */
+function jpegFrame(buf: Buffer): { width: number; height: number; comps: number } | undefined {
   let pos = 2;
   while (pos + 4 <= buf.length) {
-    if (buf[pos] !== 0xff) return 0;
+    if (buf[pos] !== 0xff) return undefined;
     const marker = buf[pos + 1]!;
     if (marker === 0xff) {
       pos += 1;
@@ -257,38 +331,17 @@ function jpegComponents(buf: Buffer): number {
       pos += 2;
       continue;
     }
-    if (marker === 0xd9 || marker === 0xda) return 0;
+    if (marker === 0xd9 || marker === 0xda) return undefined;
     const len = buf.readUInt16BE(pos + 2);
     const isSof = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
-    if (isSof) return pos + 9 < buf.length ? buf[pos + 9]! : 0;
-    if (len < 2) return 0;
+    if (isSof) {
+      if (pos + 10 > buf.length) return undefined;
+      return { height: buf.readUInt16BE(pos + 5), width: buf.readUInt16BE(pos + 7), comps: buf[pos + 9]! };
+    }
+    if (len < 2) return undefined;
     pos += 2 + len;
   }
-  return 0;
-}
-
-function decodeJpeg(buf: Buffer, path: string): DecodedImage {
-  let img: { width: number; height: number; data: Uint8Array };
-  try {
-    img = jpeg.decode(buf, {
-      useTArray: true,
-      formatAsRGBA: false,
-      tolerantDecoding: false,
-      maxResolutionInMP: MAX_RESOLUTION_MP,
-      maxMemoryUsageInMB: MAX_JPEG_MEMORY_MB,
-    });
-  } catch (err) {
-    throw decodeFailure('JPEG', err, path);
-  }
-  const { width, height, data } = img;
-  const n = width * height;
-  if (n === 0 || data.length < n * 3) throw new GoodnetError('corrupt JPEG image (no pixel data)', path);
-  if (jpegComponents(buf) === 1) {
-    const grey = new Uint8Array(n);
-    for (let i = 0; i < n; i++) grey[i] = data[i * 3]!;
-    return { data: grey, width, height, channels: 1 };
-  }
-  return { data: data.length === n * 3 ? data : data.subarray(0, n * 3), width, height, channels: 3 };
+  return undefined;
 }
 
 /**
@@ -337,7 +390,7 @@ export interface RgbaImage {
   data: Uint8Array;
   width: number;
   height: number;
-  /** True when the PNG declares an alpha channel (colour types 4 and 6). */
+  /** True when the PNG has an alpha channel (colour types 4 and 6, or a palette with transparency). */
   hasAlpha: boolean;
 }
 
@@ -346,35 +399,27 @@ export interface RgbaImage {
  * R = G = B. Errors are one-line GoodnetErrors naming the file.
  */
 export function decodeImageRgba(path: string): RgbaImage {
-  let bytes: Buffer;
+  const bytes = readImageFile(path);
+  const header = checkHeader(bytes, path);
+  let raw: RawPixels;
   try {
-    bytes = readFileSync(path);
+    raw = sharpDecodeSync(bytes);
   } catch (err) {
-    throw new GoodnetError(`cannot read image: ${ioReason(err)}`, path, { cause: err });
+    throw decodeFailure(header.format === 'png' ? 'PNG' : 'JPEG', err, path);
   }
-  const format = sniff(bytes.subarray(0, 8));
-  if (format === 'png') {
-    if (bytes.length >= 24) checkResolution(bytes.readUInt32BE(16), bytes.readUInt32BE(20), path);
-    let png: ReturnType<typeof PNG.sync.read>;
-    try {
-      png = PNG.sync.read(bytes);
-    } catch (err) {
-      throw decodeFailure('PNG', err, path);
-    }
-    const n = png.width * png.height;
-    if (png.data.length < n * 4) throw new GoodnetError('corrupt PNG image (short pixel data)', path);
-    const data = new Uint8Array(png.data.buffer, png.data.byteOffset, n * 4);
-    return { data, width: png.width, height: png.height, hasAlpha: png.alpha };
+  const { width, height, channels: c, data: px } = raw;
+  const n = width * height;
+  if (width !== header.width || height !== header.height || px.length < n * c || c < 1 || c > 4) {
+    throw new GoodnetError(`corrupt ${header.format === 'png' ? 'PNG' : 'JPEG'} image (decoded ${width}x${height}x${c})`, path);
   }
-  const img = decodeImageBuffer(bytes, path);
-  const n = img.width * img.height;
   const data = new Uint8Array(n * 4);
   for (let i = 0; i < n; i++) {
-    const k = img.channels === 3 ? i * 3 : i;
-    data[i * 4] = img.data[k]!;
-    data[i * 4 + 1] = img.data[img.channels === 3 ? k + 1 : k]!;
-    data[i * 4 + 2] = img.data[img.channels === 3 ? k + 2 : k]!;
-    data[i * 4 + 3] = 255;
+    const k = i * c;
+    const grey = c < 3;
+    data[i * 4] = px[k]!;
+    data[i * 4 + 1] = px[grey ? k : k + 1]!;
+    data[i * 4 + 2] = px[grey ? k : k + 2]!;
+    data[i * 4 + 3] = c === 2 || c === 4 ? px[k + c - 1]! : 255;
   }
-  return { data, width: img.width, height: img.height, hasAlpha: false };
+  return { data, width, height, hasAlpha: header.format === 'png' && (c === 2 || c === 4) };
 }

@@ -10,7 +10,7 @@ import { GoodnetError } from '../errors.js';
 import { buildArchitecture, deepIdPool3Shape, DEEPID_INPUT } from '../models/index.js';
 import { withWeightBudget } from './limits.js';
 import { createH5, h5Attr, h5Get, hdf5Reason, openH5, type H5File, type H5Group, type H5Dataset } from './hdf5.js';
-import { parseModelConfig, toTfjsTopology, type JsonObject } from './keras_config.js';
+import { isKeras3Config, parseModelConfig, toTfjsTopology, type JsonObject } from './keras_config.js';
 import { PREPROCESSING_KEY, preprocessingFromJson, preprocessingToJson, type Preprocessing } from './preprocess.js';
 
 /** The Keras release whose HDF5 layout writeKerasH5 reproduces. */
@@ -55,11 +55,11 @@ function weightBase(name: string): string {
   return (name.split('/').at(-1) ?? name).replace(/:\d+$/, '');
 }
 
-function isDataset(e: unknown): e is H5Dataset {
+export function isDataset(e: unknown): e is H5Dataset {
   return typeof e === 'object' && e !== null && 'shape' in e && 'dtype' in e && typeof (e as H5Dataset).slice === 'function';
 }
 
-interface StoredWeight { name: string; ds: H5Dataset; shape: number[] }
+export interface StoredWeight { name: string; ds: H5Dataset; shape: number[] }
 
 /** One layer's weight datasets from its group, keyed by base name, in file order (not read yet). */
 function readLayerGroup(group: H5Group, layer: string, file: string): Map<string, StoredWeight> {
@@ -75,7 +75,7 @@ function readLayerGroup(group: H5Group, layer: string, file: string): Map<string
 }
 
 /** Read a weight whose declared shape has been checked against the model's. */
-function readWeight(w: StoredWeight, layer: string, file: string): Float32Array {
+export function readWeight(w: StoredWeight, layer: string, file: string): Float32Array {
   const { name: wn, ds } = w;
   let raw: unknown;
   try {
@@ -145,6 +145,21 @@ function inferDeepIdShape(root: H5Group, file: string, given?: [number, number, 
   throw new GoodnetError(`cannot infer the input size from fc_1 (${fc1.join('x')}); pass --input-shape HxWxC`, file);
 }
 
+/** Build (weights not loaded) the network a Keras model_config / config.json describes. */
+export async function buildKerasNet(kerasConfig: JsonObject, path: string, what = 'model_config'): Promise<tfl.LayersModel> {
+  const topology = toTfjsTopology(kerasConfig, path);
+  try {
+    return await withWeightBudget(path, () => tfl.models.modelFromJSON({ modelTopology: topology as never }));
+  } catch (err) {
+    if (err instanceof GoodnetError) throw err;
+    const msg = (err as Error).message ?? String(err);
+    const unknown = /Unknown (?:layer|activation|initializer|constraint|regularizer): (\S+?)\./.exec(msg);
+    throw new GoodnetError(
+      unknown ? `unsupported Keras object '${unknown[1]}' in ${what}` : `cannot build the model from ${what}: ${msg.split('\n')[0]}`,
+      path, { cause: err });
+  }
+}
+
 async function withFile<T>(path: string, fn: (f: H5File) => Promise<T> | T): Promise<T> {
   const f = await openH5(path);
   try {
@@ -163,18 +178,7 @@ export async function readKerasH5(path: string, options: KerasLoadOptions = {}):
     const configText = h5Attr(f as never, 'model_config');
     if (configText !== undefined) {
       const kerasConfig = parseModelConfig(configText, path);
-      const topology = toTfjsTopology(kerasConfig, path);
-      let net: tfl.LayersModel;
-      try {
-        net = await withWeightBudget(path, () => tfl.models.modelFromJSON({ modelTopology: topology as never }));
-      } catch (err) {
-        if (err instanceof GoodnetError) throw err;
-        const msg = (err as Error).message ?? String(err);
-        const unknown = /Unknown (?:layer|activation|initializer|constraint|regularizer): (\S+?)\./.exec(msg);
-        throw new GoodnetError(
-          unknown ? `unsupported Keras object '${unknown[1]}' in model_config` : `cannot build the model from model_config: ${msg.split('\n')[0]}`,
-          path, { cause: err });
-      }
+      const net = await buildKerasNet(kerasConfig, path);
       const weightsRoot = h5Get(f, 'model_weights');
       if (!weightsRoot || isDataset(weightsRoot)) throw new GoodnetError("full model file has no 'model_weights' group", path);
       assignWeights(net, weightsRoot as H5Group, path);
@@ -222,7 +226,8 @@ function setNames(obj: H5Group, key: string, names: string[]): void {
  * Writes to `path` directly; callers wanting atomicity write to a temp name and rename.
  */
 export async function writeKerasH5(net: tfl.LayersModel, path: string, kerasConfig?: JsonObject, preprocessing?: Preprocessing): Promise<void> {
-  const config = kerasConfig ?? (net.toJSON(null, false) as unknown as JsonObject);
+  // A Keras 3 config is not readable by Keras 2; the HDF5 layout gets a Keras 2 style one.
+  const config = kerasConfig && !isKeras3Config(kerasConfig) ? kerasConfig : (net.toJSON(null, false) as unknown as JsonObject);
   const modelConfig = { class_name: config.class_name, config: config.config };
   const f = await createH5(path);
   try {

@@ -15,7 +15,7 @@ export const SUPPORTED_LAYERS = new Set([
   'GlobalMaxPooling2D', 'Flatten', 'Dense', 'Add', 'Concatenate', 'Activation', 'Dropout',
   'BatchNormalization', 'ReLU', 'LeakyReLU', 'Softmax', 'ZeroPadding2D', 'Reshape', 'Multiply',
   'Average', 'Maximum', 'Minimum', 'Subtract', 'SpatialDropout2D', 'DepthwiseConv2D',
-  'SeparableConv2D', 'ELU', 'PReLU', 'Permute', 'Cropping2D', 'UpSampling2D',
+  'SeparableConv2D', 'ELU', 'PReLU', 'Permute', 'Cropping2D', 'UpSampling2D', 'Rescaling',
 ]);
 
 const MODEL_CLASSES = new Set(['Model', 'Functional', 'Sequential']);
@@ -62,15 +62,60 @@ function clean(value: Json, file: string, depth: number): Json {
   return out;
 }
 
-function checkLayer(layer: Json, file: string): void {
+/**
+ * True for the config dialect Keras 3 writes (`.keras` config.json and Keras 3's legacy
+ * `.h5` model_config): InputLayer `batch_shape`, `DTypePolicy` objects, inbound nodes as
+ * `{"args": [...], "kwargs": {...}}` with `__keras_tensor__` references.
+ */
+export function isKeras3Config(cfg: JsonObject): boolean {
+  const config = cfg.config;
+  const layers = isObject(config) && Array.isArray(config.layers) ? config.layers : [];
+  for (const l of layers) {
+    if (!isObject(l)) continue;
+    if (Array.isArray(l.inbound_nodes) && l.inbound_nodes.some((n) => isObject(n))) return true;
+    const lc = l.config;
+    if (isObject(lc) && (lc.batch_shape !== undefined || (isObject(lc.dtype) && lc.dtype.class_name === 'DTypePolicy'))) return true;
+  }
+  return false;
+}
+
+/**
+ * Keras 3 inbound node `{"args": [t | [t, ...]], "kwargs": {}}` -> tfjs's
+ * `[[layer, node, index, {}], ...]`: every `__keras_tensor__` in args, in order.
+ */
+function keras3Node(node: JsonObject, layer: string, file: string): Json[] {
+  const refs: Json[] = [];
+  const walk = (v: Json, depth: number): void => {
+    if (depth > 8) throw new GoodnetError(`layer '${layer}' has an inbound node nested too deeply (Keras 3 config)`, file);
+    if (Array.isArray(v)) {
+      for (const x of v) walk(x, depth + 1);
+    } else if (isObject(v) && v.class_name === '__keras_tensor__') {
+      const h = isObject(v.config) ? v.config.keras_history : undefined;
+      if (!Array.isArray(h) || h.length !== 3) throw new GoodnetError(`layer '${layer}' has a tensor without keras_history (Keras 3 config)`, file);
+      refs.push([h[0]!, h[1]!, h[2]!, {}]);
+    } else if (v !== null && typeof v === 'object') {
+      throw new GoodnetError(`layer '${layer}' has an inbound argument that is not a tensor (Keras 3 config)`, file);
+    }
+  };
+  walk(node.args ?? [], 0);
+  const kwargs = node.kwargs;
+  if (kwargs !== undefined && !isObject(kwargs)) throw new GoodnetError(`layer '${layer}' has malformed inbound kwargs (Keras 3 config)`, file);
+  for (const [k, v] of Object.entries(kwargs ?? {})) {
+    // training/mask flags change nothing at inference; tensors passed by keyword would be lost.
+    if (v !== null && typeof v === 'object') throw new GoodnetError(`layer '${layer}' takes a tensor as keyword '${k}', not supported (Keras 3 config)`, file);
+  }
+  return refs;
+}
+
+function checkLayer(layer: Json, file: string, dialect = ''): void {
   if (!isObject(layer) || typeof layer.class_name !== 'string') {
     throw new GoodnetError('model_config has a layer without class_name', file);
   }
   const cls = layer.class_name;
   const cfg = isObject(layer.config) ? layer.config : {};
   const name = typeof cfg.name === 'string' ? cfg.name : typeof layer.name === 'string' ? layer.name : '?';
-  if (MODEL_CLASSES.has(cls)) throw new GoodnetError(`nested model '${name}' is not supported; flatten it first`, file);
-  if (!SUPPORTED_LAYERS.has(cls)) throw new GoodnetError(`unsupported Keras layer '${cls}' (layer '${name}')`, file);
+  if (MODEL_CLASSES.has(cls)) throw new GoodnetError(`nested model '${name}' is not supported${dialect}; flatten it first`, file);
+  if (!SUPPORTED_LAYERS.has(cls)) throw new GoodnetError(`unsupported Keras layer '${cls}' (layer '${name}')${dialect}`, file);
   if (cfg.groups !== undefined && cfg.groups !== 1) {
     throw new GoodnetError(`grouped convolution (groups=${String(cfg.groups)}) is not supported (layer '${name}')`, file);
   }
@@ -82,6 +127,27 @@ function checkLayer(layer: Json, file: string): void {
 /** Per-layer spelling differences between Keras versions and tfjs-layers. */
 function normaliseLayerConfig(cls: string, lc: JsonObject, file: string): void {
   delete lc.groups;
+  // Keras 3 additions that are no-ops at inference when off.
+  for (const k of ['synchronized', 'renorm', 'renorm_clipping', 'renorm_momentum', 'quantization_config', 'optional', 'sparse', 'ragged'] as const) {
+    const v = lc[k];
+    if (v === undefined) continue;
+    if (v !== null && v !== false && !(k === 'renorm_momentum' && typeof v === 'number')) {
+      throw new GoodnetError(`${cls} '${String(lc.name)}' with ${k}=${JSON.stringify(v)} is not supported`, file);
+    }
+    delete lc[k];
+  }
+  if (lc.keepdims !== undefined) {
+    if (lc.keepdims !== false) throw new GoodnetError(`${cls} '${String(lc.name)}' with keepdims=true is not supported`, file);
+    delete lc.keepdims;
+  }
+  if (cls === 'Rescaling') {
+    // tfjs's Rescaling takes one scale and one offset; Keras also allows one per channel.
+    for (const k of ['scale', 'offset'] as const) {
+      if (lc[k] !== undefined && typeof lc[k] !== 'number') {
+        throw new GoodnetError(`Rescaling '${String(lc.name)}' with a per-channel ${k} is not supported`, file);
+      }
+    }
+  }
   // Keras >= 2.4 writes BatchNormalization's axis as a list ([3]); tfjs takes one integer.
   if (Array.isArray(lc.axis)) {
     if (lc.axis.length !== 1 || typeof lc.axis[0] !== 'number') {
@@ -174,6 +240,8 @@ export function toTfjsTopology(cfg: JsonObject, file: string): JsonObject {
   if (typeof cls !== 'string' || !MODEL_CLASSES.has(cls)) {
     throw new GoodnetError(`model_config class '${String(cls)}' is not a Keras Model or Sequential`, file);
   }
+  const keras3 = isKeras3Config(cfg);
+  const dialect = keras3 ? ' in Keras 3 config' : '';
   const out = clean(cfg, file, 0) as JsonObject;
   // Keras 2.2.0-2.2.2 wrote a Sequential's config as the bare list of layers.
   if (cls === 'Sequential' && Array.isArray(out.config)) out.config = { name: 'sequential', layers: out.config };
@@ -182,7 +250,7 @@ export function toTfjsTopology(cfg: JsonObject, file: string): JsonObject {
   if (!isObject(config) || !Array.isArray(config.layers)) throw new GoodnetError('model_config has no layer list', file);
   if (config.layers.length === 0) throw new GoodnetError('model_config has no layers', file);
   for (const layer of config.layers) {
-    checkLayer(layer, file);
+    checkLayer(layer, file, dialect);
     if (!isObject((layer as JsonObject).config)) {
       throw new GoodnetError(`layer '${String((layer as JsonObject).name ?? '?')}' (${String((layer as JsonObject).class_name)}) has no config object`, file);
     }
@@ -193,6 +261,15 @@ export function toTfjsTopology(cfg: JsonObject, file: string): JsonObject {
       lc.batch_input_shape = lc.batch_shape;
       delete lc.batch_shape;
     }
+    const l = layer as JsonObject;
+    if (Array.isArray(l.inbound_nodes)) {
+      l.inbound_nodes = l.inbound_nodes.map((n) => (isObject(n) ? keras3Node(n, String(l.name ?? lc.name ?? '?'), file) : n));
+    }
+  }
+  // Keras 3 writes a single model input/output as one flat reference ["name", 0, 0].
+  for (const key of ['input_layers', 'output_layers'] as const) {
+    const list = config[key];
+    if (Array.isArray(list) && typeof list[0] === 'string') config[key] = [list];
   }
   if (out.class_name === 'Model') checkGraph(config, file);
   return out;

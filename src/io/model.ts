@@ -2,18 +2,19 @@
  * One entry point for models on disk: Keras HDF5 (full or weights-only) and tfjs folders
  * in, Keras HDF5 full models and tfjs folders out.
  */
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { writeAtomically, type AtomicOptions } from './atomic.js';
 import { looksLikeHdf5 } from './hdf5.js';
 import { readKerasH5, writeKerasH5, type KerasLoadOptions } from './keras.js';
+import { looksLikeZip, readKerasZip, writeKerasZip } from './keras3.js';
 import type { JsonObject } from './keras_config.js';
 import { checkPreprocessing, type Preprocessing } from './preprocess.js';
 import { MODEL_JSON, readTfjsFolder, readTfjsPreprocessing, writeTfjsFolder } from './tfjs_format.js';
 
-export type ModelFormat = 'keras-full' | 'keras-weights' | 'tfjs';
+export type ModelFormat = 'keras-full' | 'keras-weights' | 'tfjs' | 'keras3';
 
 /** A classifier loaded from disk, with what goodnet needs to know about it. */
 export interface LoadedModel {
@@ -64,19 +65,34 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     const preprocessing = readTfjsPreprocessing(dir);
     return preprocessing ? { ...m, preprocessing: checkPreprocessing(preprocessing, m.inputShape[2], path) } : m;
   }
+  if (isZipFile(path)) {
+    const k = await readKerasZip(path);
+    return { ...describeModel(k.net, path, 'keras3', k.kerasConfig), ...(k.preprocessing ? { preprocessing: k.preprocessing } : {}) };
+  }
   if (!looksLikeHdf5(path)) {
-    throw new GoodnetError('not a model file: expected Keras HDF5 (.h5) or a tfjs folder with model.json', path);
+    throw new GoodnetError('not a model file: expected Keras (.keras or .h5) or a tfjs folder with model.json', path);
   }
   const k = await readKerasH5(path, options);
   const m = describeModel(k.net, path, k.kind, k.kerasConfig);
   return k.preprocessing ? { ...m, preprocessing: checkPreprocessing(k.preprocessing, m.inputShape[2], path) } : m;
 }
 
-export type SaveFormat = 'keras' | 'tfjs';
+function isZipFile(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const head = Buffer.alloc(4);
+    return looksLikeZip(head.subarray(0, readSync(fd, head, 0, 4, 0)));
+  } finally {
+    closeSync(fd);
+  }
+}
 
-/** Format from the destination: `*.h5`/`*.hdf5`/`*.keras` -> Keras HDF5, anything else -> tfjs folder. */
+export type SaveFormat = 'keras' | 'keras3' | 'tfjs';
+
+/** Format from the destination: `*.keras` -> Keras 3 zip, `*.h5`/`*.hdf5` -> Keras HDF5, anything else -> tfjs folder. */
 export function saveFormatFor(path: string): SaveFormat {
-  return /\.(h5|hdf5|keras)$/i.test(path) ? 'keras' : 'tfjs';
+  if (/\.keras$/i.test(path)) return 'keras3';
+  return /\.(h5|hdf5)$/i.test(path) ? 'keras' : 'tfjs';
 }
 
 /**
@@ -94,6 +110,7 @@ export async function saveModel(
   const format = options.format ?? saveFormatFor(path);
   await writeAtomically(path, async (tmp) => {
     if (format === 'keras') await writeKerasH5(net, tmp, kerasConfig, preprocessing);
+    else if (format === 'keras3') await writeKerasZip(net, tmp, kerasConfig, preprocessing);
     else {
       mkdirSync(tmp);
       await writeTfjsFolder(net, tmp, preprocessing);
