@@ -10,6 +10,7 @@ import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { makeConv2dBackpropInput } from './conv2d_backprop_input.js';
 import { depthwiseConv2dBackpropFilterConfig } from './depthwise_conv2d_backprop_filter.js';
 import { depthwiseConv2dBackpropInputConfig } from './depthwise_conv2d_backprop_input.js';
+import { makeTile } from './tile.js';
 
 export const WASM_KERNELS: readonly KernelConfig[] = [
   conv2dBackpropFilterConfig,
@@ -28,6 +29,7 @@ export function registerWasmKernels(): void {
 export const WASM_KERNEL_OVERRIDES: ReadonlyArray<{ kernelName: string; make: (native: KernelFunc) => KernelFunc }> = [
   { kernelName: 'Conv2DBackpropInput', make: makeConv2dBackpropInput },
   { kernelName: 'BatchMatMul', make: makeBatchMatMul },
+  { kernelName: 'Tile', make: makeTile },
 ];
 
 const installed = new Set<KernelFunc>();
