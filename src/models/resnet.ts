@@ -20,6 +20,7 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
+import { BN_MOMENTUM } from './vgg.js';
 
 export interface ResNetOptions {
   /** [H, W, C]; default 28x28x1 (Fashion-MNIST). */
@@ -57,7 +58,7 @@ export function resnet(options: ResNetOptions = {}): tfl.LayersModel {
   const init = () => tfl.initializers.heNormal({ seed: seed === undefined ? undefined : seed + ++k });
   const conv = (name: string, filters: number, kernelSize: number, strides: number) =>
     tfl.layers.conv2d({ name, filters, kernelSize, strides, padding: 'same', useBias: false, kernelInitializer: init() });
-  const bn = (name: string) => tfl.layers.batchNormalization({ name });
+  const bn = (name: string) => tfl.layers.batchNormalization({ name, momentum: BN_MOMENTUM });
   const relu = (name: string) => tfl.layers.reLU({ name });
   const apply = (layer: tfl.layers.Layer, t: tfl.SymbolicTensor | tfl.SymbolicTensor[]) => layer.apply(t) as tfl.SymbolicTensor;
 

@@ -29,6 +29,11 @@ export interface VggOptions {
 
 export const VGG_FILTERS: readonly number[] = [16, 32];
 export const VGG_UNITS = 128;
+/**
+ * Momentum of the BN moving averages: 0.9 (PyTorch's 0.1) rather than Keras's 0.99, so short
+ * runs (a few hundred steps) end with statistics that match the weights.
+ */
+export const BN_MOMENTUM = 0.9;
 
 /** Spatial size after the blocks' 2x2 max-pools (floor), for an H x W input. */
 export function vggFeatureShape(h: number, w: number, blocks: number): [number, number] {
@@ -68,7 +73,7 @@ export function vgg(options: VggOptions = {}): tfl.LayersModel {
     for (const j of [1, 2]) {
       x = tfl.layers.conv2d({ name: `${p}_conv${j}`, filters: f, kernelSize: 3, padding: 'same', useBias: false, kernelInitializer: init() })
         .apply(x) as tfl.SymbolicTensor;
-      x = tfl.layers.batchNormalization({ name: `${p}_bn${j}` }).apply(x) as tfl.SymbolicTensor;
+      x = tfl.layers.batchNormalization({ name: `${p}_bn${j}`, momentum: BN_MOMENTUM }).apply(x) as tfl.SymbolicTensor;
       x = tfl.layers.reLU({ name: `${p}_relu${j}` }).apply(x) as tfl.SymbolicTensor;
     }
     x = tfl.layers.maxPooling2d({ name: `${p}_pool`, poolSize: 2, strides: 2, padding: 'valid' }).apply(x) as tfl.SymbolicTensor;
