@@ -191,8 +191,13 @@ test('early stopping on held-out accuracy restores the best epoch; scoring alone
   const h = await train(stopped, set, { ...opts, validation: held, patience: 1 });
   const accs = h.map((e) => e.validAccuracy!);
   const best = accs.indexOf(Math.max(...accs));
-  if (h.length < opts.epochs) assert.equal(h.length - 1 - best, 1, `stopped at ${h.length} with best ${best + 1}: ${accs}`);
+  // This seed stops early (validation accuracy stalls), one epoch after its best.
+  assert.ok(h.length < opts.epochs, `never stopped: ${accs}`);
+  assert.equal(h.length - 1 - best, 1, `stopped at ${h.length} with best ${best + 1}: ${accs}`);
   assert.equal(datasetAccuracy(stopped, held, 255), accs[best], 'the best epoch\'s weights are kept');
+  const ref = make();
+  await train(ref, set, { ...opts, epochs: best + 1 });
+  assert.ok(sameWeights(stopped, ref), 'weights are those after the best epoch');
   await assert.rejects(train(make(), set, { ...opts, patience: 2 }), /early stopping \(patience\) needs a validation set/);
   await assert.rejects(train(make(), set, { ...opts, validation: held, patience: 0 }), /patience must be an integer >= 1, got 0/);
 });
