@@ -159,6 +159,9 @@ test('weights-only Keras files load into vgg and resnet (--weights-arch)', async
   assert.deepEqual(lv.inputShape, [20, 20, 3]); // from fc's kernel: 5x5x8 features, 2 blocks
   assert.equal(lv.numClasses, 5);
   assert.ok(sameWeights(v, lv.net));
+  const ins = spawnSync(process.execPath, [join(ROOT, 'bin', 'goodnet.js'), 'inspect', '-m', vPath, '--weights-arch', 'vgg'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(ins.status, 0, ins.stderr);
+  assert.match(ins.stdout, /\(keras-weights\): input 20x20x3, 5 classes/);
 
   const r = resnet({ inputShape: [16, 16, 1], numClasses: 3, seed: 2, stemFilters: 4, blocks: [4, 8] });
   const rPath = join(T, 'resnet_weights.h5');
