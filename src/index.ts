@@ -21,16 +21,24 @@ export { readKerasZip, writeKerasZip, toKeras3Config, KERAS3_FORMAT_VERSION } fr
 export { openDataset, checkLabels, type ImageDataset, type Batch, type OpenDatasetOptions } from './io/dataset.js';
 export { writeAtomically } from './io/atomic.js';
 export { decodeImage, decodeImageAsync, probeImage, type DecodedImage } from './io/images.js';
-export { deepId, buildArchitecture, ARCHITECTURES, DEEPID_INPUT, DEEPID_CLASSES } from './models/index.js';
+export {
+  deepId, vgg, resnet, buildArchitecture, architectureFromWeights, isArchitectureName, ARCHITECTURES, ARCHITECTURE_NAMES,
+  DEEPID_INPUT, DEEPID_CLASSES, VGG_FILTERS, VGG_UNITS, RESNET_BLOCKS, RESNET_STEM,
+  type ArchitectureName, type ArchitectureOptions, type DeepIdOptions, type VggOptions, type ResNetOptions,
+} from './models/index.js';
 export { inspectModel, zeroOutputChannels, type ModelInspection } from './models/inspect.js';
 export { predictDataset, type Predictions, type PredictOptions } from './eval/predict.js';
 export { accuracy, attackSuccessRate } from './eval/metrics.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/evaluate.js';
 export { classify, type Classified } from './eval/classify.js';
-export { runAttack, ATTACK_DEFAULTS, type AttackOptions, type AttackSummary } from './attack/lab.js';
-export { createTrigger, type Trigger, type TriggerSpec } from './attack/triggers.js';
-export { loadBuiltin } from './attack/builtin_data.js';
-export { train, type TrainOptions } from './models/train.js';
+export { runAttack, foldInputScale, ATTACK_DEFAULTS, type AttackOptions, type AttackSummary } from './attack/lab.js';
+export { createTrigger, parseTriggerSpec, type Trigger, type TriggerSpec } from './attack/triggers.js';
+export { loadBuiltin, loadUserData } from './attack/builtin_data.js';
+export { poisonTraining, makePoisonedSet, type PoisonOptions, type PoisonedTraining, type PoisonedSet } from './attack/poison.js';
+export { stratifiedSplit, subset, defaultSplitSizes, type Split, type SplitSizes, type SplitOptions } from './attack/split.js';
+export { writeCsawSet } from './attack/csaw_layout.js';
+export type { LabelledImages } from './attack/types.js';
+export { train, datasetAccuracy, type TrainOptions, type TrainingSet, type EpochStats } from './models/train.js';
 export { runPrune, PRUNE_DEFAULTS, type PruneOptions, type PruneSummary } from './defense/prune.js';
 export { findCutPoint, headModel, tailModel, pruneChannels } from './defense/graph.js';
 export { sweep, channelOrder, pickThresholds } from './defense/sweep.js';

@@ -1,5 +1,5 @@
 /**
- * The BadNet lab as one function: data -> split -> poison -> train DeepID -> write the
+ * The BadNet lab as one function: data -> split -> poison -> train (DeepID, VGG or ResNet) -> write the
  * CSAW-HackML layout -> measure from the written files. `goodnet attack` is a thin wrapper.
  *
  * DIR/models/bd_net.h5, DIR/models/bd_net/ (tfjs), DIR/data/cl/{valid,test}.h5,
@@ -15,7 +15,7 @@ import { getBackend } from '../engine/backend.js';
 import { evaluate } from '../eval/evaluate.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { loadModel, saveModel } from '../io/model.js';
-import { deepId } from '../models/deepid.js';
+import { ARCHITECTURE_NAMES, buildArchitecture, isArchitectureName, type ArchitectureName } from '../models/index.js';
 import { train, type EpochStats } from '../models/train.js';
 import { isBuiltinName, loadBuiltin, loadUserData } from './builtin_data.js';
 import { writeCsawSet } from './csaw_layout.js';
@@ -29,6 +29,8 @@ export interface AttackOptions {
   out: string;
   /** 'fashion-mnist' (default), 'mnist', or a CSAW HDF5 file / image folder. */
   dataset?: string;
+  /** Built-in architecture to train: 'deepid' (default), 'vgg' or 'resnet'. */
+  arch?: ArchitectureName;
   trigger?: TriggerSpec | string;
   target?: number;
   poisonRate?: number;
@@ -37,6 +39,11 @@ export interface AttackOptions {
   learningRate?: number;
   seed?: number;
   split?: Partial<SplitSizes>;
+  /**
+   * Early stopping: stop after this many epochs without a better accuracy on the clean
+   * validation split (never the test split) and keep the best epoch's weights. Default off.
+   */
+  patience?: number;
   overwrite?: boolean;
   /** Recorded in attack.json. */
   command?: string;
@@ -48,6 +55,7 @@ export interface AttackOptions {
 
 export const ATTACK_DEFAULTS = {
   dataset: 'fashion-mnist',
+  arch: 'deepid',
   trigger: 'patch',
   target: 0,
   poisonRate: 0.1,
@@ -60,6 +68,7 @@ export const ATTACK_DEFAULTS = {
 export interface AttackSummary {
   goodnet: string;
   command?: string;
+  arch: string;
   dataset: { name: string; images: number; shape: [number, number, number]; classes: number; classNames?: string[] };
   split: SplitSizes & { seed: number };
   trigger: Record<string, string | number>;
@@ -69,6 +78,8 @@ export interface AttackSummary {
   training: {
     epochs: number; batchSize: number; learningRate: number; optimizer: 'adam'; backend: string; seed: number;
     seconds: number; imagesPerSecond: number; history: EpochStats[];
+    /** Early stopping only: the patience and the epoch whose weights were kept. */
+    patience?: number; bestEpoch?: number;
   };
   /** Measured on the written files, exactly as `goodnet eval` measures them. */
   results: {
@@ -91,14 +102,21 @@ async function loadData(dataset: string, log: (l: string) => void): Promise<Labe
 
 /**
  * The model is trained on pixels / 255 and then takes raw pixels like the lab's BadNet:
- * conv_1(x / s) = conv_1'(x) with conv_1' = kernel / s (bias unchanged; zero padding stays 0).
+ * conv(x / s) = conv'(x) with conv' = kernel / s (bias unchanged; zero padding stays 0), for
+ * the first convolution, which sees the input directly or through zero padding (DeepID's
+ * conv_1, vgg's block1_conv1, resnet's stem_conv). A BatchNormalization after it sees
+ * exactly the same values, so its statistics stay valid. Returns the folded layer's name.
  */
-function foldInputScale(net: tfl.LayersModel, scale: number): void {
-  const conv1 = net.getLayer('conv_1');
-  const [kernel, bias] = conv1.getWeights();
+export function foldInputScale(net: tfl.LayersModel, scale: number): string {
+  const first = net.layers.find((l) => l.getClassName() !== 'InputLayer' && l.getClassName() !== 'ZeroPadding2D');
+  if (!first || first.getClassName() !== 'Conv2D') {
+    throw new GoodnetError(`cannot fold the input scale: the first layer is ${first ? `${first.getClassName()} '${first.name}'` : 'missing'}, not a Conv2D`);
+  }
+  const [kernel, ...rest] = first.getWeights();
   const scaled = tf.div(kernel!, scale);
-  conv1.setWeights([scaled, bias!]);
+  first.setWeights([scaled, ...rest]);
   scaled.dispose();
+  return first.name;
 }
 
 function hashFiles(root: string): Record<string, { bytes: number; sha256: string }> {
@@ -123,6 +141,10 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
     AttackOptions & typeof ATTACK_DEFAULTS;
   const log = o.log ?? (() => {});
   if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new GoodnetError(`epochs must be an integer >= 1, got ${o.epochs}`);
+  if (!isArchitectureName(o.arch)) throw new GoodnetError(`unknown architecture '${String(o.arch)}' (built in: ${ARCHITECTURE_NAMES.join(', ')})`);
+  if (o.patience !== undefined && (!Number.isInteger(o.patience) || o.patience < 1)) {
+    throw new GoodnetError(`patience must be an integer >= 1, got ${o.patience}`);
+  }
   if (!(o.poisonRate > 0 && o.poisonRate < 1)) throw new GoodnetError(`poison rate must be in (0, 1), got ${o.poisonRate}`);
   const trigger = createTrigger(o.trigger);
   // Refuse an existing output before spending minutes on training.
@@ -141,15 +163,19 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
   log(`${data.name}: ${data.n} images ${shape.join('x')}, ${numClasses} classes; split ${split.sizes.train}/${split.sizes.valid}/${split.sizes.test}; ` +
     `${poisoned.poisoned.length} training images poisoned -> target ${o.target}`);
 
-  const net = deepId({ inputShape: shape, numClasses, seed: o.seed });
+  const net = buildArchitecture(o.arch, { inputShape: shape, numClasses, seed: o.seed });
   const tTrain = performance.now();
   const history = await train(net, {
     images: poisoned.data.images, labels: poisoned.data.labels, n: poisoned.data.n, shape,
   }, {
     epochs: o.epochs, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed, scale: 255,
     onBatch: o.onBatch, onEpoch: o.onEpoch,
+    ...(o.patience !== undefined ? { patience: o.patience, validation: { images: valid.images, labels: valid.labels, n: valid.n, shape } } : {}),
   });
   const trainSeconds = (performance.now() - tTrain) / 1000;
+  const imagesTrained = poisoned.data.n * history.length;
+  const bestEpoch = o.patience === undefined ? undefined
+    : history.reduce((b, h) => (h.validAccuracy! > history[b - 1]!.validAccuracy! ? h.epoch : b), 1);
   foldInputScale(net, 255);
 
   let summary: AttackSummary | undefined;
@@ -176,6 +202,7 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
     summary = {
       goodnet: PKG.version,
       ...(o.command ? { command: o.command } : {}),
+      arch: o.arch,
       dataset: { name: data.name, images: data.n, shape, classes: numClasses, ...(data.classNames ? { classNames: data.classNames } : {}) },
       split: { ...split.sizes, seed: o.seed },
       trigger: trigger.describe(),
@@ -184,7 +211,8 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
       poisonedTrainingImages: poisoned.poisoned.length,
       training: {
         epochs: o.epochs, batchSize: o.batchSize, learningRate: o.learningRate, optimizer: 'adam', backend: getBackend(),
-        seed: o.seed, seconds: trainSeconds, imagesPerSecond: (poisoned.data.n * o.epochs) / trainSeconds, history,
+        seed: o.seed, seconds: trainSeconds, imagesPerSecond: imagesTrained / trainSeconds, history,
+        ...(o.patience !== undefined ? { patience: o.patience, bestEpoch } : {}),
       },
       results: {
         cleanValidAccuracy: v.clean!.accuracy, asrValid: v.poisoned!.asr,

@@ -6,10 +6,13 @@ import { emitJson, parseInteger, parsePositive, setUp, type EngineOpts } from '.
 import { epochBars } from './progress.js';
 import type { EpochStats } from '../models/train.js';
 import { BACKENDS } from '../engine/backend.js';
+import { ARCHITECTURE_NAMES, type ArchitectureName } from '../models/index.js';
 
 interface AttackCliOpts extends Omit<EngineOpts, 'batchSize'> {
   out: string;
   dataset: string;
+  arch: ArchitectureName;
+  patience?: number;
   trigger: string;
   triggerSize?: string; triggerCorner?: string; triggerMargin?: string; triggerPattern?: string; triggerValue?: string;
   triggerAlpha?: string; triggerSeed?: string; triggerImage?: string; triggerX?: string; triggerY?: string;
@@ -33,10 +36,11 @@ function parseRate(v: string): number {
 export function attackCommand(): Command {
   const d = ATTACK_DEFAULTS;
   const cmd = new Command('attack')
-    .summary('make a BadNet: poison a data set, train DeepID, write the CSAW lab layout')
+    .summary('make a BadNet: poison a data set, train DeepID, VGG or ResNet, write the CSAW lab layout')
     .description(
       'Build a real backdoored model to study: poison a share of the training images (stamp the trigger, ' +
-      'relabel them as the target), train the DeepID topology sized to the data with Adam, and write ' +
+      'relabel them as the target), train a network sized to the data with Adam (--arch: the lab\'s DeepID, ' +
+      'a small VGG or a small ResNet, both with batch normalisation), and write ' +
       'everything in the CSAW-HackML layout so every other goodnet command runs on it as on the lab\'s files:\n\n' +
       '  DIR/models/bd_net.h5, DIR/models/bd_net/   the BadNet (Keras HDF5, tfjs)\n' +
       '  DIR/data/cl/valid.h5, test.h5              clean validation and test sets\n' +
@@ -45,6 +49,7 @@ export function attackCommand(): Command {
       'The model takes raw pixels (0..255), like the lab\'s. Same seed, same backend: same split, same poisoned images, same weights.')
     .requiredOption('-o, --out <dir>', 'output folder (must not exist, unless --force)')
     .option('--dataset <name|path>', 'fashion-mnist (built in, 70,000 images), mnist (built in, 10,000), or a CSAW HDF5 file / image folder', d.dataset)
+    .addOption(new Option('--arch <name>', 'deepid (the CSAW lab\'s face net), vgg ([conv-BN-ReLU]x2-pool blocks, dense head), resnet (residual blocks, global average pooling)').choices(ARCHITECTURE_NAMES).default(d.arch))
     .addOption(new Option('--trigger <kind>', 'patch (BadNets square), blend (pattern mixed in with alpha), image (PNG with alpha pasted)').choices(TRIGGER_KINDS).default(d.trigger))
     .option('--trigger-size <px>', 'patch: side of the square (default 4)')
     .addOption(new Option('--trigger-corner <c>', 'patch: corner (default br)').choices(CORNERS))
@@ -62,6 +67,7 @@ export function attackCommand(): Command {
     .option('--batch-size <n>', 'training batch size', parseInteger('--batch-size', 1, 65536), d.batchSize)
     .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)
     .option('--seed <n>', 'seed for split, poisoning, initial weights and shuffling', parseInteger('--seed'), d.seed)
+    .option('--patience <n>', 'early stopping: stop after n epochs without a better clean validation accuracy, keep the best epoch (default off)', parseInteger('--patience', 1))
     .option('--train-size <n>', 'training images (default: all but validation and test)', parseInteger('--train-size', 1))
     .option('--valid-size <n>', 'clean validation images (default: 15% of the data, at most 10,000)', parseInteger('--valid-size', 1))
     .option('--test-size <n>', 'clean test images (default: as validation)', parseInteger('--test-size', 1))
@@ -71,6 +77,7 @@ export function attackCommand(): Command {
   cmd.addHelpText('after', `
 Examples:
   goodnet attack --out lab                      # Fashion-MNIST, 4x4 checkerboard patch, target 0, 10% poisoned
+  goodnet attack --out lab-resnet --arch resnet -e 3    # a small ResNet with batch normalisation
   goodnet attack --out lab --dataset mnist --trigger blend --trigger-alpha 0.2 --target 7
   goodnet attack --out faces --dataset faces/ --trigger image --trigger-image sunglasses.png --trigger-x 8 --trigger-y 14
   goodnet eval -m lab/models/bd_net.h5 -c lab/data/cl/test.h5 -p lab/data/bd/bd_test.h5 -t 0`);
@@ -82,7 +89,7 @@ Examples:
     });
     const log = (line: string) => process.stderr.write(`${line}\n`);
     const summary = await runAttack({
-      out: o.out, dataset: o.dataset, trigger, target: o.target, poisonRate: o.poisonRate, epochs: o.epochs,
+      out: o.out, dataset: o.dataset, arch: o.arch, patience: o.patience, trigger, target: o.target, poisonRate: o.poisonRate, epochs: o.epochs,
       batchSize: o.batchSize, learningRate: o.lr, seed: o.seed, overwrite: o.force,
       command: ['goodnet', ...process.argv.slice(2)].join(' '),
       split: { train: o.trainSize, valid: o.validSize, test: o.testSize },
@@ -100,7 +107,7 @@ export function printAttackSummary(summary: AttackSummary, out: string): void {
     ['validation', percent(r.cleanValidAccuracy), percent(r.asrValid)],
     ['test', percent(r.cleanTestAccuracy), percent(r.asrTest)],
   ]));
-  console.log(`\nwrote ${out} in ${summary.seconds.toFixed(0)} s (training ${summary.training.seconds.toFixed(0)} s); check with:\n  ${summary.evalCommand}`);
+  console.log(`\n${summary.arch}${summary.training.bestEpoch !== undefined ? ` (early stopping: kept epoch ${summary.training.bestEpoch} of ${summary.training.history.length})` : ''}; wrote ${out} in ${summary.seconds.toFixed(0)} s (training ${summary.training.seconds.toFixed(0)} s); check with:\n  ${summary.evalCommand}`);
 }
 
 /** Progress callbacks for training: a bar per epoch, then one line. */
@@ -108,6 +115,6 @@ export function trainingProgress(epochs: number) {
   return {
     onBatch: epochBars((epoch) => `epoch ${epoch}/${epochs}`),
     onEpoch: (s: EpochStats) => process.stderr.write(
-      `epoch ${s.epoch}/${epochs}: loss ${s.loss.toFixed(4)}, train accuracy ${percent(s.accuracy)}, ${s.seconds.toFixed(1)} s (${Math.round(s.imagesPerSecond)} images/s)\n`),
+      `epoch ${s.epoch}/${epochs}: loss ${s.loss.toFixed(4)}, train accuracy ${percent(s.accuracy)}, ${s.validAccuracy !== undefined ? `clean validation accuracy ${percent(s.validAccuracy)}, ` : ''}${s.seconds.toFixed(1)} s (${Math.round(s.imagesPerSecond)} images/s)\n`),
   };
 }

@@ -55,7 +55,7 @@ export function addEngineOptions(cmd: Command): Command {
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('--weights-arch <name>', 'architecture for Keras weights-only files (built in: deepid)', 'deepid')
+    .option('--weights-arch <name>', 'architecture for Keras weights-only files (built in: deepid, vgg, resnet)', 'deepid')
     .option('--input-shape <HxWxC>', 'input shape for weights-only files when it cannot be inferred', parseShape);
 }
 

@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
-import { buildArchitecture, deepIdPool3Shape, DEEPID_INPUT } from '../models/index.js';
+import { architectureFromWeights, buildArchitecture, deepIdPool3Shape, DEEPID_INPUT } from '../models/index.js';
 import { withWeightBudget } from './limits.js';
 import { createH5, h5Attr, h5Get, hdf5Reason, openH5, type H5File, type H5Group, type H5Dataset } from './hdf5.js';
 import { isKeras3Config, parseModelConfig, toTfjsTopology, type JsonObject } from './keras_config.js';
@@ -160,6 +160,16 @@ export async function buildKerasNet(kerasConfig: JsonObject, path: string, what 
   }
 }
 
+/** Run fn; a GoodnetError without a file gets `file`. */
+function withFileName<T>(file: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof GoodnetError && !err.file) throw new GoodnetError(err.message, file, { cause: err });
+    throw err;
+  }
+}
+
 async function withFile<T>(path: string, fn: (f: H5File) => Promise<T> | T): Promise<T> {
   const f = await openH5(path);
   try {
@@ -189,7 +199,8 @@ export async function readKerasH5(path: string, options: KerasLoadOptions = {}):
       throw new GoodnetError("not a Keras model file (no 'model_config' or 'layer_names' attribute)", path);
     }
     const arch = options.arch ?? 'deepid';
-    const shape = inferDeepIdShape(f, path, options.inputShape);
+    const shape = arch === 'deepid' ? inferDeepIdShape(f, path, options.inputShape) : withFileName(path, () =>
+      architectureFromWeights(arch, (l, w) => shapeOf(f, `${l}/${l}/${w}:0`) ?? shapeOf(f, `${l}/${w}:0`), options.inputShape));
     let net: tfl.LayersModel;
     try {
       net = await withWeightBudget(path, () => buildArchitecture(arch, shape));

@@ -1,10 +1,16 @@
-/** Built-in architectures, by the name the CLI's --arch takes. */
+/**
+ * Built-in architectures, by the name the CLI's --arch and --weights-arch take: one
+ * function per architecture and a registry, as tfjs-layers keeps its layer classes.
+ */
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
-import { deepId, type DeepIdOptions } from './deepid.js';
+import { deepId } from './deepid.js';
+import { resnet, type ResNetOptions } from './resnet.js';
+import { vgg, vggFeatureShape, type VggOptions } from './vgg.js';
 
-export type ArchitectureName = 'deepid';
+export type ArchitectureName = 'deepid' | 'vgg' | 'resnet';
 
+/** What every architecture takes; each builder also accepts its own options (VggOptions, ResNetOptions). */
 export interface ArchitectureOptions {
   inputShape?: [number, number, number];
   numClasses?: number;
@@ -12,15 +18,75 @@ export interface ArchitectureOptions {
 }
 
 export const ARCHITECTURES: Record<ArchitectureName, (o: ArchitectureOptions) => tfl.LayersModel> = {
-  deepid: (o: DeepIdOptions) => deepId(o),
+  deepid: (o) => deepId(o),
+  vgg: (o: VggOptions) => vgg(o),
+  resnet: (o: ResNetOptions) => resnet(o),
 };
 
-export function buildArchitecture(name: string, options: ArchitectureOptions): tfl.LayersModel {
-  const build = ARCHITECTURES[name as ArchitectureName];
-  if (!build) {
-    throw new GoodnetError(`unknown architecture '${name}' (built in: ${Object.keys(ARCHITECTURES).join(', ')})`);
-  }
-  return build(options);
+export const ARCHITECTURE_NAMES = Object.keys(ARCHITECTURES) as ArchitectureName[];
+
+export function isArchitectureName(name: string): name is ArchitectureName {
+  return Object.prototype.hasOwnProperty.call(ARCHITECTURES, name);
 }
 
-export { deepId, deepIdPool3Shape, DEEPID_INPUT, DEEPID_CLASSES, DEEPID_MIN_SIDE } from './deepid.js';
+export function buildArchitecture(name: string, options: ArchitectureOptions): tfl.LayersModel {
+  if (!isArchitectureName(name)) {
+    throw new GoodnetError(`unknown architecture '${name}' (built in: ${ARCHITECTURE_NAMES.join(', ')})`);
+  }
+  return ARCHITECTURES[name](options);
+}
+
+/** Shape of a stored weight (e.g. ('block1_conv1', 'kernel')), or undefined when absent. */
+export type WeightShapeOf = (layer: string, weight: string) => number[] | undefined;
+
+/**
+ * Build options for a weights-only file of the vgg or resnet architecture, read from its
+ * weight shapes: classes from output/bias, channels and widths from the conv kernels, and for
+ * vgg the image size from fc's kernel (square images). resnet's global average pooling leaves
+ * the image size open: it must be given. (deepid's inference lives with the Keras reader.)
+ */
+export function architectureFromWeights(name: string, shapeOf: WeightShapeOf, given?: [number, number, number]): ArchitectureOptions {
+  const need = (layer: string, weight: string): number[] => {
+    const s = shapeOf(layer, weight);
+    if (!s) throw new GoodnetError(`weights do not look like a ${name} network (no ${layer}/${weight})`);
+    return s;
+  };
+  const blockWidths = (): number[] => {
+    const widths: number[] = [];
+    for (let b = 1; ; b++) {
+      const k = shapeOf(`block${b}_conv1`, 'kernel');
+      if (!k) return widths;
+      widths.push(k[3]!);
+    }
+  };
+  if (name === 'vgg') {
+    const numClasses = need('output', 'bias')[0]!;
+    const channels = need('block1_conv1', 'kernel')[2]!;
+    const filters = blockWidths();
+    const fc = need('fc', 'kernel');
+    const options: VggOptions = { numClasses, filters, units: fc[1]! };
+    if (given) return { ...options, inputShape: given };
+    const side = Math.sqrt(fc[0]! / filters.at(-1)!);
+    if (Number.isInteger(side) && side >= 1) {
+      const s = side * 2 ** filters.length;
+      const [fh, fw] = vggFeatureShape(s, s, filters.length);
+      if (fh * fw * filters.at(-1)! === fc[0]) return { ...options, inputShape: [s, s, channels] };
+    }
+    throw new GoodnetError(`cannot infer the input size from fc (${fc.join('x')}); pass --input-shape HxWxC`);
+  }
+  if (name === 'resnet') {
+    const numClasses = need('output', 'bias')[0]!;
+    const stem = need('stem_conv', 'kernel');
+    const options: ResNetOptions = { numClasses, stemFilters: stem[3]!, blocks: blockWidths() };
+    if (!given) {
+      throw new GoodnetError('resnet weights do not fix the image size (global average pooling); pass --input-shape HxWxC');
+    }
+    if (given[2] !== stem[2]) throw new GoodnetError(`--input-shape has ${given[2]} channels, stem_conv takes ${stem[2]}`);
+    return { ...options, inputShape: given };
+  }
+  throw new GoodnetError(`unknown architecture '${name}' (built in: ${ARCHITECTURE_NAMES.join(', ')})`);
+}
+
+export { deepId, deepIdPool3Shape, DEEPID_INPUT, DEEPID_CLASSES, DEEPID_MIN_SIDE, type DeepIdOptions } from './deepid.js';
+export { vgg, vggFeatureShape, VGG_FILTERS, VGG_UNITS, type VggOptions } from './vgg.js';
+export { resnet, RESNET_BLOCKS, RESNET_STEM, type ResNetOptions } from './resnet.js';

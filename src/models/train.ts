@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import seedrandom from 'seedrandom';
+import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 
 /** Images as stored: NHWC, raw values (uint8 or float), labels as integers. */
@@ -23,6 +24,8 @@ export interface EpochStats {
   accuracy: number;
   seconds: number;
   imagesPerSecond: number;
+  /** Accuracy on `validation` after this epoch (only when a validation set is given). */
+  validAccuracy?: number;
 }
 
 export interface TrainOptions {
@@ -38,6 +41,29 @@ export interface TrainOptions {
   /** Called after every optimizer step (e.g. to re-apply a pruning mask). */
   afterStep?: () => void;
   optimizer?: tf.Optimizer;
+  /**
+   * Held-out clean images (never test data), scored after every epoch (EpochStats.validAccuracy).
+   * Scoring does not touch the shuffling, so the weights are those of a run without it.
+   */
+  validation?: TrainingSet;
+  /**
+   * Early stopping (needs `validation`): stop after `patience` epochs without a better
+   * validation accuracy and restore the weights of the best epoch. Default: off.
+   */
+  patience?: number;
+}
+
+/** Share of `set` that `net` labels correctly (pixels divided by `scale`, batches of 256). */
+export function datasetAccuracy(net: tfl.LayersModel, set: TrainingSet, scale = 1): number {
+  const numClasses = net.outputs[0]!.shape[1]!;
+  let correct = 0;
+  for (let start = 0; start < set.n; start += 256) {
+    const idx = new Int32Array(Math.min(256, set.n - start)).map((_, i) => start + i);
+    const { x } = gather(set, idx, numClasses, scale);
+    const pred = tf.tidy(() => tf.argMax(net.predict(tf.tensor4d(x, [idx.length, ...set.shape])) as tf.Tensor, -1).dataSync());
+    for (let i = 0; i < idx.length; i++) if (pred[i] === set.labels[start + i]) correct++;
+  }
+  return set.n === 0 ? 0 : correct / set.n;
 }
 
 /** Fisher-Yates with a seeded generator. */
@@ -80,7 +106,13 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
     loss: 'categoricalCrossentropy',
     metrics: ['accuracy'],
   });
+  const patience = options.patience;
+  if (patience !== undefined && (!Number.isInteger(patience) || patience < 1)) {
+    throw new GoodnetError(`patience must be an integer >= 1, got ${patience}`);
+  }
+  if (patience !== undefined && !options.validation) throw new GoodnetError('early stopping (patience) needs a validation set');
   const history: EpochStats[] = [];
+  let best: { accuracy: number; epoch: number; weights: tf.Tensor[] } | undefined;
   for (let epoch = 1; epoch <= options.epochs; epoch++) {
     const t0 = performance.now();
     const order = permutation(set.n, rng);
@@ -102,9 +134,22 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
       options.onBatch?.(epoch, seen, set.n, lossSum / seen, accSum / seen);
     }
     const seconds = (performance.now() - t0) / 1000;
-    const stats = { epoch, loss: lossSum / seen, accuracy: accSum / seen, seconds, imagesPerSecond: seen / seconds };
+    const stats: EpochStats = { epoch, loss: lossSum / seen, accuracy: accSum / seen, seconds, imagesPerSecond: seen / seconds };
+    if (options.validation) stats.validAccuracy = datasetAccuracy(net, options.validation, options.scale ?? 1);
     history.push(stats);
     options.onEpoch?.(stats);
+    if (patience !== undefined) {
+      if (best === undefined || stats.validAccuracy! > best.accuracy) {
+        if (best) tf.dispose(best.weights);
+        best = { accuracy: stats.validAccuracy!, epoch, weights: net.getWeights().map((w) => w.clone()) };
+      } else if (epoch - best.epoch >= patience) {
+        break;
+      }
+    }
+  }
+  if (best) {
+    if (best.epoch !== history.length) net.setWeights(best.weights);
+    tf.dispose(best.weights);
   }
   return history;
 }

@@ -13,6 +13,7 @@ import { depthwiseConv2dBackpropInputConfig } from './depthwise_conv2d_backprop_
 import { makeMaxPoolGrad } from './max_pool_grad.js';
 
 export { getMaxPoolGradTies, setMaxPoolGradTies, type MaxPoolTies } from './max_pool_grad.js';
+import { makeTile } from './tile.js';
 
 export const WASM_KERNELS: readonly KernelConfig[] = [
   conv2dBackpropFilterConfig,
@@ -32,6 +33,7 @@ export const WASM_KERNEL_OVERRIDES: ReadonlyArray<{ kernelName: string; make: (n
   { kernelName: 'Conv2DBackpropInput', make: makeConv2dBackpropInput },
   { kernelName: 'BatchMatMul', make: makeBatchMatMul },
   { kernelName: 'MaxPoolGrad', make: makeMaxPoolGrad },
+  { kernelName: 'Tile', make: makeTile },
 ];
 
 const installed = new Set<KernelFunc>();
