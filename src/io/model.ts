@@ -1,8 +1,8 @@
 /**
- * One entry point for models on disk: Keras HDF5 (full or weights-only) and tfjs folders
- * in, Keras HDF5 full models and tfjs folders out.
+ * One entry point for models on disk: Keras HDF5 (full or weights-only), ONNX and tfjs
+ * folders in, Keras HDF5 full models, ONNX and tfjs folders out.
  */
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
@@ -10,10 +10,12 @@ import { writeAtomically, type AtomicOptions } from './atomic.js';
 import { looksLikeHdf5 } from './hdf5.js';
 import { readKerasH5, writeKerasH5, type KerasLoadOptions } from './keras.js';
 import type { JsonObject } from './keras_config.js';
+import { looksLikeOnnx, readOnnx, type OnnxSource } from './onnx.js';
+import { onnxBytes } from './onnx_write.js';
 import type { Preprocessing } from './preprocess.js';
 import { MODEL_JSON, readTfjsFolder, writeTfjsFolder } from './tfjs_format.js';
 
-export type ModelFormat = 'keras-full' | 'keras-weights' | 'tfjs';
+export type ModelFormat = 'keras-full' | 'keras-weights' | 'tfjs' | 'onnx';
 
 /** A classifier loaded from disk, with what goodnet needs to know about it. */
 export interface LoadedModel {
@@ -27,6 +29,8 @@ export interface LoadedModel {
   kerasConfig?: JsonObject;
   /** Preprocessing found in the file's metadata (goodnet writes it with every model), if any. */
   preprocessing?: Preprocessing;
+  /** For models read from ONNX: the original graph and where each weight came from (saved back into it). */
+  onnx?: OnnxSource;
 }
 
 export type LoadModelOptions = KerasLoadOptions;
@@ -54,7 +58,7 @@ export function describeModel(net: tfl.LayersModel, source: string, format: Mode
   };
 }
 
-/** Load a model from a Keras .h5 file or a tfjs folder (or its model.json). */
+/** Load a model from a Keras .h5 file, an ONNX file (recognized by content) or a tfjs folder (or its model.json). */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
   if (!existsSync(path)) throw new GoodnetError('file not found', path);
   const st = statSync(path);
@@ -62,17 +66,22 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     const dir = st.isDirectory() ? path : join(path, '..');
     return describeModel(await readTfjsFolder(dir), path, 'tfjs');
   }
+  if (looksLikeOnnx(path)) {
+    const o = await readOnnx(path);
+    return { ...describeModel(o.net, path, 'onnx'), onnx: o.onnx, preprocessing: o.preprocessing };
+  }
   if (!looksLikeHdf5(path)) {
-    throw new GoodnetError('not a model file: expected Keras HDF5 (.h5) or a tfjs folder with model.json', path);
+    throw new GoodnetError('not a model file: expected Keras HDF5 (.h5), ONNX (.onnx) or a tfjs folder with model.json', path);
   }
   const k = await readKerasH5(path, options);
   return describeModel(k.net, path, k.kind, k.kerasConfig);
 }
 
-export type SaveFormat = 'keras' | 'tfjs';
+export type SaveFormat = 'keras' | 'tfjs' | 'onnx';
 
-/** Format from the destination: `*.h5`/`*.hdf5`/`*.keras` -> Keras HDF5, anything else -> tfjs folder. */
+/** Format from the destination: `*.h5`/`*.hdf5`/`*.keras` -> Keras HDF5, `*.onnx` -> ONNX, anything else -> tfjs folder. */
 export function saveFormatFor(path: string): SaveFormat {
+  if (/\.onnx$/i.test(path)) return 'onnx';
   return /\.(h5|hdf5|keras)$/i.test(path) ? 'keras' : 'tfjs';
 }
 
@@ -85,8 +94,11 @@ export async function saveModel(
   const net = 'net' in model ? model.net : model;
   const kerasConfig = 'net' in model ? model.kerasConfig : undefined;
   const format = options.format ?? saveFormatFor(path);
+  // ONNX bytes are made first: a model that cannot be expressed fails before anything is written.
+  const onnx = format === 'onnx' ? onnxBytes('net' in model ? model : net, path) : undefined;
   await writeAtomically(path, async (tmp) => {
-    if (format === 'keras') await writeKerasH5(net, tmp, kerasConfig);
+    if (onnx) writeFileSync(tmp, onnx);
+    else if (format === 'keras') await writeKerasH5(net, tmp, kerasConfig);
     else {
       mkdirSync(tmp);
       await writeTfjsFolder(net, tmp);

@@ -565,6 +565,10 @@ class Converter {
 
   private flatten(node: NodeProto, v: Act): Act {
     if (v.rank === 2) return { ...v, pooled: false, denseNoBias: undefined };
+    if (sameOrder(v.order, [0, 1, 2, 3])) {
+      // ONNX (N,H,W,C) held as is: both flatten (H,W,C).
+      return { k: 'act', t: this.apply(tfl.layers.flatten({ name: this.layerName(node) }), v.t, node), rank: 2 };
+    }
     const x = this.nchw(node, v);
     const [, C, H, W] = this.onnxDims(x) as [number, number, number, number];
     const t = this.apply(tfl.layers.flatten({ name: this.layerName(node) }), x.t, node);
@@ -619,9 +623,9 @@ class Converter {
     if (v.rank !== 4) throw this.err(node, 'transposing a 2-D tensor is not supported');
     const inv = new Array<number>(4);
     perm.forEach((p, j) => { inv[p] = j; });
-    const order = v.order!.map((o) => inv[o]!);
-    if (!sameOrder(order, NHWC_ORDER)) throw this.err(node, `permutation (${perm.join(',')}) leaves the tensor in a layout other than (N,C,H,W)`);
-    this.set(node, { ...v, order });
+    if (perm.length !== 4 || perm[0] !== 0 || inv.some((i) => i === undefined)) throw this.err(node, `permutation (${perm.join(',')}) is not supported (the batch axis must stay first)`);
+    // Only the bookkeeping changes: ops that need (N,C,H,W) check the order they get.
+    this.set(node, { ...v, order: v.order!.map((o) => inv[o]!) });
   }
 
   /** Dense from a (K,O) kernel made from B, with rows permuted to channel-last when x is a flattened map. */
@@ -704,7 +708,7 @@ class Converter {
       this.links.push({ layer: layer.name, index: 1, initializer: c.initializer, constantNode: c.constantNode, dims: c.dims, transform: { kind: 'scale', factor: 1 } });
       const bt = tfTensor(data, [data.length]);
       layer.setWeights([kernel!, bt]);
-      tf.dispose([kernel!, bt]);
+      bt.dispose();
       return this.set(node, { ...x, denseNoBias: undefined });
     }
     const value = this.perChannel(x, c);
