@@ -1,18 +1,20 @@
 /** ONNX in and out: PyTorch fixtures against onnxruntime's reference outputs, weight round trips, bad files. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { zeroChannelsInPlace } from '../src/defense/graph.js';
 import { initBackend } from '../src/engine/backend.js';
-import { describeModel, loadModel, saveModel } from '../src/io/model.js';
+import { describeModel, loadModel, saveModel, type LoadedModel } from '../src/io/model.js';
 import { readOnnx } from '../src/io/onnx.js';
-import { decodeModel, num } from '../src/io/onnx_proto.js';
+import { AT, decodeModel, encodeModel, floatTensor, int64Tensor, num, type ModelProto } from '../src/io/onnx_proto.js';
+import { GoodnetError } from '../src/errors.js';
 import { PREPROCESSING_KEY } from '../src/io/preprocess.js';
 import { buildArchitecture } from '../src/models/index.js';
-import { ROOT, sameWeights, tempDir } from './helpers.js';
+import { ROOT, assertBadInput, sameWeights, tempDir } from './helpers.js';
 
 const FIX = join(ROOT, 'test/fixtures/onnx');
 const N = 16, H = 16, W = 16, C = 3;
@@ -181,6 +183,125 @@ test('A model not from ONNX (DeepID, and a BN/depthwise/global-pool net) exports
     }
     deep.dispose();
     small.dispose();
+  } finally {
+    cleanup();
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// Bad files: one line naming the file (and the node)
+
+/** A tiny valid NCHW graph: Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm, editable per case. */
+function tinyOnnx(edit: (m: ModelProto) => void = () => {}): Uint8Array {
+  const m: ModelProto = {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: {
+      name: 'tiny',
+      node: [
+        { opType: 'Conv', name: 'conv', input: ['x', 'w'], output: ['c'], attribute: [{ name: 'pads', type: AT.INTS, ints: [1, 1, 1, 1] }] },
+        { opType: 'Relu', name: 'relu', input: ['c'], output: ['r'] },
+        { opType: 'GlobalAveragePool', name: 'gap', input: ['r'], output: ['g'] },
+        { opType: 'Flatten', name: 'flat', input: ['g'], output: ['f'] },
+        { opType: 'Gemm', name: 'fc', input: ['f', 'fw'], output: ['y'], attribute: [{ name: 'transB', type: AT.INT, i: 1 }] },
+      ],
+      initializer: [floatTensor('w', [2, 1, 3, 3], new Float32Array(18).fill(0.1)), floatTensor('fw', [3, 2], Float32Array.of(1, 0, 0, 1, 1, 1))],
+      input: [{ name: 'x', type: { tensorType: { elemType: 1, shape: { dim: [{ dimParam: 'N' }, { dimValue: 1 }, { dimValue: 6 }, { dimValue: 6 }] } } } }],
+      output: [{ name: 'y', type: { tensorType: { elemType: 1, shape: { dim: [{ dimParam: 'N' }, { dimValue: 3 }] } } } }],
+    },
+  };
+  edit(m);
+  return encodeModel(m);
+}
+
+test('bad ONNX files end in one GoodnetError naming the file (and the node)', async () => {
+  await initBackend('cpu');
+  const { dir, cleanup } = tempDir();
+  try {
+    const good = join(dir, 'good.onnx');
+    writeFileSync(good, tinyOnnx());
+    const m = await loadModel(good);
+    assert.deepEqual(m.inputShape, [6, 6, 1]);
+    assert.equal(m.numClasses, 3);
+    m.net.dispose();
+    const fixture = readFileSync(join(FIX, 'vgg_op13.onnx'));
+    const cases: [string, Uint8Array, RegExp][] = [
+      ['truncated.onnx', fixture.subarray(0, 9000), /not a readable ONNX model|has \d+ values/],
+      ['junk.onnx', Buffer.concat([Buffer.from([0x08, 0x07]), Buffer.alloc(64, 0xff)]), /not a readable ONNX model|not an ONNX model/],
+      ['text.onnx', Buffer.from('hello, not a model\n'), /not a model file/],
+      ['op.onnx', tinyOnnx((x) => { x.graph!.node![1]!.opType = 'Resize'; }), /node 'relu' \(Resize\): operator is not supported/],
+      ['two-outputs.onnx', tinyOnnx((x) => { x.graph!.output!.push({ name: 'r' }); }), /2 outputs/],
+      ['external.onnx', tinyOnnx((x) => { x.graph!.initializer![0] = { name: 'w', dims: [2, 1, 3, 3], dataType: 1, dataLocation: 1, externalData: [{ key: 'location', value: 'w.bin' }] }; }), /initializer 'w' keeps its data in an external file/],
+      ['training.onnx', tinyOnnx((x) => { x.trainingInfo = [{}]; }), /training graph/],
+      ['dynamic.onnx', tinyOnnx((x) => { x.graph!.input![0]!.type!.tensorType!.shape!.dim![2] = { dimParam: 'H' }; }), /dynamic or invalid image dimensions/],
+      ['opset.onnx', tinyOnnx((x) => { x.opsetImport![0]!.version = 8; }), /opset 8 is not supported/],
+      ['shape.onnx', tinyOnnx((x) => { x.graph!.initializer![1]!.dims = [4, 2]; }), /initializer 'fw' has 6 values/],
+      ['nan.onnx', tinyOnnx((x) => { x.graph!.initializer![0] = floatTensor('w', [2, 1, 3, 3], new Float32Array(18).fill(NaN)); }), /node 'conv' \(Conv\): weight 0 of layer 'w' contains NaN/],
+      ['reshape.onnx', tinyOnnx((x) => {
+        x.graph!.node![3] = { opType: 'Reshape', name: 'rs', input: ['g', 'shape'], output: ['f'] };
+        x.graph!.initializer!.push(int64Tensor('shape', [3], [-1, 2, 1]));
+      }), /node 'rs' \(Reshape\): reshaping \(N,2,1,1\) to \(-1,2,1\) is not supported/],
+    ];
+    for (const [name, bytes, re] of cases) {
+      const path = join(dir, name);
+      writeFileSync(path, bytes);
+      await assert.rejects(loadModel(path), (err: Error) => {
+        assert.ok(err instanceof GoodnetError, `${name}: ${err.stack}`);
+        assert.ok(err.message.startsWith(`${path}: `), `${name}: names the file: ${err.message}`);
+        assert.doesNotMatch(err.message, /\n/);
+        assert.match(err.message, re, name);
+        return true;
+      });
+    }
+    // The CLI: `goodnet inspect` reads ONNX; a bad one is one line and exit 2.
+    const bin = join(ROOT, 'bin', 'goodnet.js');
+    const ok = spawnSync(process.execPath, [bin, 'inspect', '-m', join(FIX, 'resnet_op13.onnx')], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /conv3/);
+    const bad = spawnSync(process.execPath, [bin, 'inspect', '-m', join(dir, 'op.onnx')], { encoding: 'utf8', timeout: 60_000 });
+    assertBadInput({ code: bad.status, err: bad.stderr }, /op\.onnx: node 'relu' \(Resize\): operator is not supported/);
+  } finally {
+    cleanup();
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// Python onnxruntime (skips without it)
+
+const PY = spawnSync('python3', ['-c', 'import onnx, onnxruntime'], { encoding: 'utf8' });
+const needsPython = PY.status === 0 ? {} : { skip: 'python3 with onnx and onnxruntime not found: Python onnxruntime check skipped' };
+
+test('goodnet-written ONNX passes onnx.checker and runs in Python onnxruntime like goodnet', needsPython, async () => {
+  await initBackend('wasm');
+  const { dir, cleanup } = tempDir();
+  try {
+    const m = await loadModel(join(FIX, 'mobile_op17.onnx'));
+    pruneInPlace(m.net, 'conv3', undefined, [1, 2, 5]);
+    const nets: [string, LoadedModel, 'nchw' | 'nhwc'][] = [
+      ['pruned.onnx', m, 'nchw'],
+      ['exported.onnx', { ...m, onnx: undefined }, 'nhwc'], // the same network as a clean goodnet graph
+    ];
+    const x = fixtureInputs();
+    const xs = join(dir, 'x.bin');
+    writeFileSync(xs, Buffer.from((x.dataSync() as Float32Array).buffer));
+    for (const [name, model, layout] of nets) {
+      const path = join(dir, name);
+      await saveModel(model, path);
+      const script = [
+        'import sys, json, numpy as np, onnx, onnxruntime as ort',
+        'onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)',
+        `x = np.fromfile(sys.argv[2], dtype="<f4").reshape(${N}, ${H}, ${W}, ${C})`,
+        'x = x.transpose(0, 3, 1, 2).copy() if sys.argv[3] == "nchw" else x',
+        's = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])',
+        'print(json.dumps(s.run(None, {s.get_inputs()[0].name: x})[0].tolist()))',
+      ].join('\n');
+      const r = spawnSync('python3', ['-c', script, path, xs, layout], { encoding: 'utf8', timeout: 120_000 });
+      assert.equal(r.status, 0, r.stderr);
+      const ours = tf.tidy(() => m.net.predict(x) as tf.Tensor2D).arraySync();
+      assertSamePredictions(JSON.parse(r.stdout) as number[][], ours, `${name} in Python onnxruntime`);
+    }
+    x.dispose();
+    m.net.dispose();
   } finally {
     cleanup();
   }
