@@ -2,8 +2,9 @@
  * Small valid inputs of every kind goodnet reads, made with goodnet's own writers (and
  * h5wasm for the layouts goodnet only reads), plus structured writers the mutators reuse.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import jpeg from 'jpeg-js';
@@ -42,6 +43,8 @@ export interface Seed {
   h5Model?: H5ModelSpec;
   modelJson?: unknown;
   csaw?: { images: Uint8Array; labels: number[]; n: number; h: number; w: number; c: number };
+  /** An ONNX model file: mutated structurally (decoded, edited, re-encoded) by mutateOnnx. */
+  onnx?: boolean;
 }
 
 function strAttr(obj: { create_attribute: (...a: never[]) => unknown }, key: string, value: string | string[]): void {
@@ -138,7 +141,21 @@ export async function makeSeeds(dir: string): Promise<Seed[]> {
   const fpath = join(dir, 'functional.h5');
   await saveModel(fnet, fpath);
   seeds.push({ kind: 'model', path: fpath, h5Model: h5SpecOf(fnet, { keras_version: '2.13.1', backend: 'tensorflow', model_config: JSON.stringify(fnet.toJSON(null, false)) }, 'model_weights') });
+  // The same two networks as ONNX, as goodnet exports them (NHWC input, standard operators).
+  for (const [name, m] of [['tiny.onnx', tinyNet()], ['functional.onnx', await tfl.models.modelFromJSON({ modelTopology: fnet.toJSON(null, false) as never })]] as const) {
+    const path = join(dir, name);
+    await saveModel(m, path);
+    seeds.push({ kind: 'model', path, onnx: true });
+    m.dispose();
+  }
   fnet.dispose();
+  // A PyTorch export (NCHW, BatchNormalization, Pad, Shape -> Gather -> Concat -> Reshape), when the repository's fixtures are here.
+  const torch = fileURLToPath(new URL('../../../test/fixtures/onnx/mobile_op13.onnx', import.meta.url));
+  if (existsSync(torch)) {
+    const path = join(dir, 'torch.onnx');
+    copyFileSync(torch, path);
+    seeds.push({ kind: 'model', path, onnx: true });
+  }
 
   // A deepid-shaped weights-only file (2 classes, the lab's 55x47x3 input).
   const deep = buildArchitecture('deepid', { inputShape: [55, 47, 3], numClasses: 2 });

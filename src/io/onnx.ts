@@ -450,24 +450,17 @@ class Converter {
     if (padding.pre) t = this.apply(tfl.layers.zeroPadding2d({ padding: padding.pre, name: this.uniqueName(`${node.name || 'conv'}_pad`) }), t, node);
     const name = this.layerName(node, w.initializer);
     const useBias = !!b;
-    let layer: tfl.layers.Layer;
-    let kernel: Float32Array;
-    let transform: WeightTransform;
-    if (group === 1) {
-      layer = tfl.layers.conv2d({ filters: O, kernelSize: [kh, kw], strides: strides as [number, number], dilationRate: dil as [number, number], padding: padding.mode, useBias, name });
-      kernel = oihwToHwio(w.data as Float32Array, O, Ig, kh, kw);
-      transform = { kind: 'conv' };
-    } else if (Ig === 1) {
-      layer = tfl.layers.depthwiseConv2d({ kernelSize: [kh, kw], depthMultiplier: O / C, strides: strides as [number, number], dilationRate: dil as [number, number], padding: padding.mode, useBias, name });
-      kernel = oihwToHwio(w.data as Float32Array, O, 1, kh, kw); // [kh,kw,1,C*m] is [kh,kw,C,m] in memory
-      transform = { kind: 'depthwise' };
-    } else {
-      // Grouped: one standard Conv2D with a block-diagonal kernel (zeros across groups).
-      layer = tfl.layers.conv2d({ filters: O, kernelSize: [kh, kw], strides: strides as [number, number], dilationRate: dil as [number, number], padding: padding.mode, useBias, name });
-      kernel = groupedToHwio(w.data as Float32Array, O, Ig, kh, kw, group);
-      transform = { kind: 'grouped', group };
-    }
+    const common = { kernelSize: [kh, kw] as [number, number], strides: strides as [number, number], dilationRate: dil as [number, number], padding: padding.mode, useBias, name };
+    const transform: WeightTransform = group === 1 ? { kind: 'conv' } : Ig === 1 ? { kind: 'depthwise' } : { kind: 'grouped', group };
+    // Grouped convolutions become one standard Conv2D with a block-diagonal kernel (zeros across groups).
+    const layer = transform.kind === 'depthwise'
+      ? tfl.layers.depthwiseConv2d({ ...common, depthMultiplier: O / C })
+      : tfl.layers.conv2d({ ...common, filters: O });
+    // Built (and its size checked against the weight budget) before the kernel is allocated.
     const out = this.apply(layer, t, node);
+    const kernel = transform.kind === 'grouped'
+      ? groupedToHwio(w.data as Float32Array, O, Ig, kh, kw, group)
+      : oihwToHwio(w.data as Float32Array, O, Ig, kh, kw); // depthwise: [kh,kw,1,C*m] is [kh,kw,C,m] in memory
     const ws: { data: Float32Array; from?: Const; transform: WeightTransform }[] = [{ data: kernel, from: w, transform }];
     if (b) ws.push({ data: Float32Array.from((b as Const).data), from: b as Const, transform: { kind: 'scale', factor: 1 } });
     this.weights(layer, node, ws);
