@@ -133,6 +133,14 @@ test('ONNX from PyTorch written back unchanged keeps every node, initializer and
       const x = randomImages(300, 16, 16, 3, 7);
       const ours = tf.tidy(() => m.net.predict(x) as tf.Tensor2D).arraySync();
       assertSamePredictions(await ortPredict(pruned, x, 'nchw'), ours, `${f} pruned in onnxruntime-node`);
+      if (f.startsWith('mobile')) {
+        // The registered ONNX layer classes survive a tfjs folder round trip.
+        await saveModel(m, join(dir, 'mobile-tfjs'));
+        const tfjs = await loadModel(join(dir, 'mobile-tfjs'));
+        assert.ok(tfjs.net.layers.some((l) => l.getClassName() === 'OnnxConstArith'));
+        assertSamePredictions(tf.tidy(() => tfjs.net.predict(x) as tf.Tensor2D).arraySync(), ours, 'mobile via tfjs');
+        tfjs.net.dispose();
+      }
       x.dispose();
       m.net.dispose();
       again.net.dispose();
