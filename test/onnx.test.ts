@@ -6,11 +6,11 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { zeroChannelsInPlace } from '../src/defense/graph.js';
+import { findCutPoint, pruneChannels, zeroChannelsInPlace } from '../src/defense/graph.js';
 import { initBackend } from '../src/engine/backend.js';
 import { describeModel, loadModel, saveModel, type LoadedModel } from '../src/io/model.js';
 import { readOnnx } from '../src/io/onnx.js';
-import { AT, decodeModel, encodeModel, floatTensor, int64Tensor, num, type ModelProto } from '../src/io/onnx_proto.js';
+import { AT, decodeModel, encodeModel, floatTensor, int64Tensor, num, tensorValue, type ModelProto } from '../src/io/onnx_proto.js';
 import { GoodnetError } from '../src/errors.js';
 import { PREPROCESSING_KEY } from '../src/io/preprocess.js';
 import { buildArchitecture } from '../src/models/index.js';
@@ -309,6 +309,46 @@ test('goodnet-written ONNX passes onnx.checker and runs in Python onnxruntime li
       assertSamePredictions(JSON.parse(r.stdout) as number[][], ours, `${name} in Python onnxruntime`);
     }
     x.dispose();
+    m.net.dispose();
+  } finally {
+    cleanup();
+  }
+});
+
+test('Pruning an ONNX conv -> relu -> pool model: the cut point is found, the repaired ONNX runs in onnxruntime-node with the channels zeroed', async () => {
+  await initBackend('wasm');
+  const { dir, cleanup } = tempDir();
+  try {
+    const path = join(dir, 'cnn.onnx');
+    // Conv(4 ch) -> Relu -> MaxPool 2x2 -> Flatten -> Gemm(3): the Relu folds into the Conv2D, as Keras builds it.
+    const w = Float32Array.from({ length: 4 * 1 * 3 * 3 }, (_, i) => Math.sin(i + 1));
+    const fw = Float32Array.from({ length: 3 * 144 }, (_, i) => Math.cos(i));
+    writeFileSync(path, tinyOnnx((m) => {
+      const g = m.graph!;
+      g.initializer = [floatTensor('conv.weight', [4, 1, 3, 3], w), floatTensor('conv.bias', [4], Float32Array.of(0.1, -0.1, 0.2, 0)), floatTensor('fc.weight', [3, 144], fw)];
+      g.node![0]!.input = ['x', 'conv.weight', 'conv.bias'];
+      g.node![2] = { opType: 'MaxPool', name: 'pool', input: ['r'], output: ['g'], attribute: [{ name: 'kernel_shape', type: AT.INTS, ints: [2, 2] }, { name: 'strides', type: AT.INTS, ints: [2, 2] }] };
+      g.node![4]!.input = ['f', 'fc.weight'];
+      g.node!.push({ opType: 'Softmax', name: 'softmax', input: ['y'], output: ['probs'], attribute: [{ name: 'axis', type: AT.INT, i: 1 }] });
+      g.output![0]!.name = 'probs';
+      g.input![0]!.type!.tensorType!.shape!.dim = [{ dimParam: 'N' }, { dimValue: 1 }, { dimValue: 12 }, { dimValue: 12 }];
+    }));
+    const m = await loadModel(path);
+    const cut = findCutPoint(m.net, undefined, path);
+    assert.deepEqual(cut, { pool: 'pool', conv: 'conv', channels: 4 });
+    const net = await pruneChannels(m.net, cut.conv, [1, 3]);
+    const out = join(dir, 'repaired.onnx');
+    await saveModel({ ...m, net }, out);
+    const stored = decodeModel(readFileSync(out), out).graph!.initializer!;
+    const kernel = tensorValue(stored.find((t) => t.name === 'conv.weight')!, out, 'w').data;
+    assert.ok(kernel.subarray(9, 18).every((v) => v === 0) && kernel.subarray(27, 36).every((v) => v === 0), 'channels 1 and 3 zeroed in OIHW');
+    assert.ok(kernel.subarray(0, 9).every((v, i) => v === w[i]), 'channel 0 untouched');
+    assert.deepEqual(stored.find((t) => t.name === 'fc.weight'), decodeModel(readFileSync(path), path).graph!.initializer![2], 'the Gemm weights are unchanged');
+    const x = randomImages(200, 12, 12, 1, 3);
+    const ours = tf.tidy(() => net.predict(x) as tf.Tensor2D).arraySync();
+    assertSamePredictions(await ortPredict(out, x, 'nchw'), ours, 'repaired.onnx in onnxruntime-node');
+    x.dispose();
+    net.dispose();
     m.net.dispose();
   } finally {
     cleanup();

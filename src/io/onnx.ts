@@ -98,6 +98,9 @@ function attrMap(node: NodeProto): Map<string, AttributeProto> {
 class Converter {
   private readonly vals = new Map<string, Val>();
   private readonly uses = new Map<string, number>();
+  private readonly consumers = new Map<string, NodeProto[]>();
+  /** Relu nodes folded into the Conv2D/Dense before them (activation 'relu', as Keras builds them). */
+  private readonly fused = new Set<NodeProto>();
   private readonly names = new Set<string>();
   readonly links: WeightLink[] = [];
   private fixedBatch = false;
@@ -233,7 +236,13 @@ class Converter {
       const v = tensorValue(t, this.file, `initializer '${name || i}'`);
       this.vals.set(name, { k: 'const', ...v, initializer: name });
     });
-    for (const n of g.node ?? []) for (const i of n.input ?? []) if (i) this.uses.set(i, (this.uses.get(i) ?? 0) + 1);
+    for (const n of g.node ?? []) {
+      for (const i of n.input ?? []) {
+        if (!i) continue;
+        this.uses.set(i, (this.uses.get(i) ?? 0) + 1);
+        this.consumers.set(i, [...(this.consumers.get(i) ?? []), n]);
+      }
+    }
     for (const o of g.output ?? []) this.uses.set(o.name ?? '', (this.uses.get(o.name ?? '') ?? 0) + 1);
 
     const inputs = (g.input ?? []).filter((i) => !this.vals.has(i.name ?? ''));
@@ -276,7 +285,7 @@ class Converter {
       case 'Identity': return this.set(node, this.val(node, 0));
       case 'Conv': return this.conv(node, a);
       case 'BatchNormalization': return this.batchNorm(node, a);
-      case 'Relu': return this.activation(node, 'relu');
+      case 'Relu': return this.fused.has(node) ? this.set(node, this.val(node, 0)) : this.activation(node, 'relu');
       case 'Sigmoid': return this.activation(node, 'sigmoid');
       case 'Tanh': return this.activation(node, 'tanh');
       case 'Softplus': return this.activation(node, 'softplus');
@@ -368,6 +377,15 @@ class Converter {
     throw this.err(node, 'has no value attribute goodnet reads (value, value_float(s), value_int(s))');
   }
 
+  /** The Relu node that alone reads this node's output (not a graph output), to fold into it. */
+  private foldRelu(node: NodeProto): 'relu' | undefined {
+    const out = node.output?.[0] ?? '';
+    const cs = this.consumers.get(out) ?? [];
+    if (cs.length !== 1 || this.uses.get(out) !== 1 || cs[0]!.opType !== 'Relu') return undefined;
+    this.fused.add(cs[0]!);
+    return 'relu';
+  }
+
   /** An NCHW-ordered 4-D activation (held NHWC), or an error. */
   private nchw(node: NodeProto, x: Act): Act {
     if (x.rank !== 4 || !sameOrder(x.order, NHWC_ORDER)) throw this.err(node, 'input is not a (N,C,H,W) feature map');
@@ -450,7 +468,7 @@ class Converter {
     if (padding.pre) t = this.apply(tfl.layers.zeroPadding2d({ padding: padding.pre, name: this.uniqueName(`${node.name || 'conv'}_pad`) }), t, node);
     const name = this.layerName(node, w.initializer);
     const useBias = !!b;
-    const common = { kernelSize: [kh, kw] as [number, number], strides: strides as [number, number], dilationRate: dil as [number, number], padding: padding.mode, useBias, name };
+    const common = { kernelSize: [kh, kw] as [number, number], strides: strides as [number, number], dilationRate: dil as [number, number], padding: padding.mode, useBias, name, activation: this.foldRelu(node) };
     const transform: WeightTransform = group === 1 ? { kind: 'conv' } : Ig === 1 ? { kind: 'depthwise' } : { kind: 'grouped', group };
     // Grouped convolutions become one standard Conv2D with a block-diagonal kernel (zeros across groups).
     const layer = transform.kind === 'depthwise'
@@ -622,10 +640,10 @@ class Converter {
   }
 
   /** Dense from a (K,O) kernel made from B, with rows permuted to channel-last when x is a flattened map. */
-  private dense(node: NodeProto, x: Act, B: Const, transB: boolean, alpha: number, K: number, O: number, bias: { data: Float32Array; from?: Const; transform: WeightTransform } | undefined): Act {
+  private dense(node: NodeProto, x: Act, B: Const, transB: boolean, alpha: number, K: number, O: number, bias: { data: Float32Array; from?: Const; transform: WeightTransform } | undefined, activation?: 'relu'): Act {
     const perm = x.chw ? chwPerm(...x.chw) : undefined;
     const kernel = denseKernel(B.data as Float32Array, K, O, transB, alpha, perm);
-    const layer = tfl.layers.dense({ units: O, useBias: true, name: this.layerName(node, B.initializer) });
+    const layer = tfl.layers.dense({ units: O, useBias: true, activation, name: this.layerName(node, B.initializer) });
     const t = this.apply(layer, x.t, node);
     this.weights(layer, node, [
       { data: kernel, from: B, transform: { kind: 'dense', transB, alpha, perm } },
@@ -652,7 +670,7 @@ class Converter {
       const data = new Float32Array(O).map((_, i) => beta * c.data[c.data.length === 1 ? 0 : i]!);
       bias = { data, from: c, transform: c.data.length === 1 ? { kind: 'repeat', count: O } : { kind: 'scale', factor: beta } };
     }
-    this.set(node, this.dense(node, x, B, transB, alpha, K, O, bias));
+    this.set(node, this.dense(node, x, B, transB, alpha, K, O, bias, this.foldRelu(node)));
   }
 
   private matmul(node: NodeProto): void {
