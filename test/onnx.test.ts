@@ -14,7 +14,8 @@ import { AT, decodeModel, encodeModel, floatTensor, int64Tensor, num, tensorValu
 import { GoodnetError } from '../src/errors.js';
 import { PREPROCESSING_KEY } from '../src/io/preprocess.js';
 import { buildArchitecture } from '../src/models/index.js';
-import { ROOT, assertBadInput, sameWeights, tempDir } from './helpers.js';
+import { CSAW, ROOT, assertBadInput, needsCsaw, sameWeights, tempDir } from './helpers.js';
+import { openDataset } from '../src/io/dataset.js';
 
 const FIX = join(ROOT, 'test/fixtures/onnx');
 const N = 16, H = 16, W = 16, C = 3;
@@ -350,6 +351,36 @@ test('Pruning an ONNX conv -> relu -> pool model: the cut point is found, the re
     x.dispose();
     net.dispose();
     m.net.dispose();
+  } finally {
+    cleanup();
+  }
+});
+
+test('The real CSAW repaired DeepID exported to ONNX: onnxruntime-node labels the 10 real faces (and 290 more images) as goodnet does', needsCsaw, async () => {
+  await initBackend('wasm');
+  const { dir, cleanup } = tempDir();
+  try {
+    const file = 'lab3_repaired_2pct_full_model.h5';
+    const model = await loadModel(join(CSAW, file));
+    const path = join(dir, 'repaired.onnx');
+    await saveModel(model, path);
+    const ds = await openDataset(join(CSAW, 'images'));
+    const real: Float32Array[] = [];
+    try {
+      for await (const b of ds.batches(64)) real.push(b.x);
+    } finally {
+      ds.close();
+    }
+    const pixels = Float32Array.from(real.flatMap((a) => Array.from(a)));
+    const [H, W2, C2] = model.inputShape;
+    const n = pixels.length / (H * W2 * C2);
+    assert.equal(n, 10);
+    const x = tf.tidy(() => tf.concat([tf.tensor4d(pixels, [n, H, W2, C2]), tf.randomUniform([290, H, W2, C2], 0, 255, 'float32', 5)]) as tf.Tensor4D);
+    const ours = tf.tidy(() => model.net.predict(x) as tf.Tensor2D).arraySync();
+    const worst = assertSamePredictions(await ortPredict(path, x, 'nhwc'), ours, `${file} in onnxruntime-node`);
+    console.log(`${file}: 300 images (10 real), max |p - p_ort| = ${worst}`);
+    x.dispose();
+    model.net.dispose();
   } finally {
     cleanup();
   }
