@@ -10,7 +10,7 @@ import { findCutPoint, pruneChannels, zeroChannelsInPlace } from '../src/defense
 import { initBackend } from '../src/engine/backend.js';
 import { describeModel, loadModel, saveModel, type LoadedModel } from '../src/io/model.js';
 import { readOnnx } from '../src/io/onnx.js';
-import { AT, decodeModel, encodeModel, floatTensor, int64Tensor, num, tensorValue, type ModelProto } from '../src/io/onnx_proto.js';
+import { AT, decodeModel, encodeModel, floatTensor, int64Tensor, num, tensorValue, type AttributeProto, type ModelProto, type TensorProto } from '../src/io/onnx_proto.js';
 import { GoodnetError } from '../src/errors.js';
 import { PREPROCESSING_KEY } from '../src/io/preprocess.js';
 import { buildArchitecture } from '../src/models/index.js';
@@ -381,6 +381,97 @@ test('The real CSAW repaired DeepID exported to ONNX: onnxruntime-node labels th
     console.log(`${file}: 300 images (10 real), max |p - p_ort| = ${worst}`);
     x.dispose();
     model.net.dispose();
+  } finally {
+    cleanup();
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// Operators torch does not emit in the fixtures, against onnxruntime-node on crafted graphs
+
+type N = [op: string, inputs: string[], outputs: string[], attrs?: Record<string, number | number[] | string>];
+
+function graphOnnx(opset: number, inDims: number[], nodes: N[], inits: TensorProto[], out: string): Uint8Array {
+  const attr = (name: string, v: number | number[] | string): AttributeProto =>
+    typeof v === 'string' ? { name, type: AT.STRING, s: Buffer.from(v) }
+      : Array.isArray(v) ? { name, type: AT.INTS, ints: v }
+        : Number.isInteger(v) && !['alpha', 'beta', 'epsilon', 'ratio', 'min', 'max'].includes(name) ? { name, type: AT.INT, i: v } : { name, type: AT.FLOAT, f: v };
+  return encodeModel({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: opset }],
+    graph: {
+      name: 'g',
+      node: nodes.map(([op, input, output, attrs], i) => ({ opType: op, name: `${op.toLowerCase()}_${i}`, input, output, attribute: Object.entries(attrs ?? {}).map(([k, v]) => attr(k, v)) })),
+      initializer: inits,
+      input: [{ name: 'x', type: { tensorType: { elemType: 1, shape: { dim: [{ dimParam: 'N' }, ...inDims.map((d) => ({ dimValue: d }))] } } } }],
+      output: [{ name: out, type: { tensorType: { elemType: 1 } } }],
+    },
+  });
+}
+
+const rand = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 7.1 + i * 1.3) * 0.5);
+
+test('Crafted ONNX graphs (MatMul+Add, Gemm alpha/beta, auto_pad, ceil_mode, Squeeze, Transpose, Reshape from Constant, Pad axes, ...) match onnxruntime-node', async () => {
+  await initBackend('wasm');
+  const { dir, cleanup } = tempDir();
+  try {
+    const cases: { name: string; opset: number; inDims: number[]; nodes: N[]; inits: TensorProto[]; layout: 'nchw' | 'nhwc' }[] = [
+      {
+        name: 'matmul-add', opset: 13, inDims: [2, 5, 5], layout: 'nchw',
+        nodes: [['Conv', ['x', 'w'], ['c'], { auto_pad: 'SAME_UPPER', strides: [2, 2] }], ['Flatten', ['c'], ['f']], ['MatMul', ['f', 'm'], ['mm']], ['Add', ['mm', 'b'], ['a']],
+          ['Gemm', ['a', 'g', 'gc'], ['y'], { alpha: 0.5, beta: 2 }], ['Softmax', ['y'], ['p'], { axis: -1 }]],
+        inits: [floatTensor('w', [3, 2, 3, 3], rand(54, 1)), floatTensor('m', [27, 6], rand(162, 2)), floatTensor('b', [6], rand(6, 3)), floatTensor('g', [6, 4], rand(24, 4)), floatTensor('gc', [1, 4], rand(4, 5))],
+      },
+      {
+        name: 'auto-pad-ceil', opset: 11, inDims: [3, 9, 8], layout: 'nchw',
+        nodes: [['Conv', ['x', 'w', 'wb'], ['c'], { auto_pad: 'SAME_LOWER', kernel_shape: [2, 2] }], ['Relu', ['c'], ['r']],
+          ['Conv', ['r', 'w2'], ['d'], { dilations: [2, 2], pads: [2, 1, 2, 1] }],
+          ['AveragePool', ['d'], ['ap'], { kernel_shape: [3, 3], strides: [2, 2], ceil_mode: 1, count_include_pad: 0, pads: [1, 1, 1, 1] }],
+          ['MaxPool', ['ap'], ['mp'], { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }],
+          ['GlobalMaxPool', ['mp'], ['gm']], ['Squeeze', ['gm'], ['s'], { axes: [2, 3] }], ['Gemm', ['s', 'g'], ['y'], { transB: 1 }], ['Softmax', ['y'], ['p'], { axis: 1 }]],
+        inits: [floatTensor('w', [4, 3, 2, 2], rand(48, 6)), floatTensor('wb', [4], rand(4, 7)), floatTensor('w2', [5, 4, 3, 3], rand(180, 8)), floatTensor('g', [3, 5], rand(15, 9))],
+      },
+      {
+        name: 'nhwc-transpose', opset: 17, inDims: [6, 6, 2], layout: 'nhwc',
+        nodes: [['Transpose', ['x'], ['t'], { perm: [0, 3, 1, 2] }], ['Conv', ['t', 'w'], ['c'], { pads: [0, 1, 1, 0] }],
+          ['Div', ['c', 'dv'], ['dd']], ['Sub', ['sv', 'dd'], ['sb']], ['Clip', ['sb', 'lo'], ['cl']], ['Transpose', ['cl'], ['back'], { perm: [0, 2, 3, 1] }],
+          ['Constant', [], ['shape'], { value_ints: [-1, 36 * 3] }], ['Reshape', ['back', 'shape'], ['f']], ['Identity', ['f'], ['fi']],
+          ['Gemm', ['fi', 'g'], ['y']], ['Sigmoid', ['y'], ['p']]],
+        inits: [floatTensor('w', [3, 2, 2, 2], rand(24, 10)), floatTensor('dv', [3, 1, 1], Float32Array.of(2, -4, 0.5)), floatTensor('sv', [], Float32Array.of(0.25)), floatTensor('lo', [], Float32Array.of(-0.3)), floatTensor('g', [108, 3], rand(324, 11))],
+      },
+      {
+        name: 'pad-axes-unsqueeze', opset: 18, inDims: [2, 4, 4], layout: 'nchw',
+        nodes: [['Pad', ['x', 'pads', '', 'axes'], ['pd']], ['HardSigmoid', ['pd'], ['hs'], { alpha: 0.3, beta: 0.4 }], ['Mul', ['hs', 'x2'], ['m']],
+          ['Conv', ['m', 'w'], ['c'], { strides: [2, 2] }], ['Dropout', ['c', 'ratio'], ['dr']], ['Shape', ['dr'], ['sh']],
+          ['Gather', ['sh', 'zero'], ['n']], ['Unsqueeze', ['n', 'ax0'], ['n1']], ['Concat', ['n1', 'minus1'], ['target'], { axis: 0 }],
+          ['Reshape', ['dr', 'target'], ['f']], ['Gemm', ['f', 'g', 'gb'], ['y'], { transB: 1 }], ['Softmax', ['y'], ['p'], { axis: 1 }]],
+        inits: [int64Tensor('pads', [4], [1, 2, 0, 1]), int64Tensor('axes', [2], [2, 3]), floatTensor('x2', [], Float32Array.of(3)), floatTensor('w', [3, 2, 3, 3], rand(54, 12)),
+          floatTensor('ratio', [], Float32Array.of(0.3)), { ...int64Tensor('zero', [1], [0]), dims: [] }, int64Tensor('ax0', [1], [0]), int64Tensor('minus1', [1], [-1]), floatTensor('g', [2, 18], rand(36, 13)), floatTensor('gb', [2], rand(2, 14))],
+      },
+    ];
+    for (const c of cases) {
+      const path = join(dir, `${c.name}.onnx`);
+      writeFileSync(path, graphOnnx(c.opset, c.inDims, c.nodes, c.inits, c.nodes.at(-1)![2][0]!));
+      const m = await loadModel(path);
+      assert.equal(m.preprocessing?.layout, c.layout, c.name);
+      const [a, b, d] = m.inputShape;
+      const x = randomImages(64, a, b, d, 21);
+      const ours = tf.tidy(() => m.net.predict(x) as tf.Tensor2D).arraySync();
+      assertSamePredictions(ours, await ortPredict(path, x, c.layout), `${c.name}`);
+      // Written back (a weight changed) it still matches.
+      const conv = m.net.layers.find((l) => l.getClassName() === 'Conv2D')!;
+      zeroChannelsInPlace(m.net, conv.name, [0]);
+      const out = join(dir, `${c.name}-pruned.onnx`);
+      await saveModel(m, out);
+      const ours2 = tf.tidy(() => m.net.predict(x) as tf.Tensor2D).arraySync();
+      assertSamePredictions(ours2, await ortPredict(out, x, c.layout), `${c.name} pruned`);
+      // And as a clean goodnet graph (NHWC input), custom layers included.
+      const clean = join(dir, `${c.name}-clean.onnx`);
+      await saveModel({ ...m, onnx: undefined }, clean);
+      assertSamePredictions(ours2, await ortPredict(clean, x, 'nhwc'), `${c.name} exported`);
+      x.dispose();
+      m.net.dispose();
+    }
   } finally {
     cleanup();
   }

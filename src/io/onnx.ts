@@ -555,13 +555,19 @@ class Converter {
     const p = ceil ? this.spatialPads(node, a, [H, W], k, s, d, true) : plain;
     let t = x.t;
     let mode: 'same' | 'valid' = p.mode;
+    let divisor: { value: number[]; shape: number[] } | undefined;
     if (p.pre) {
       if (max) {
         t = this.apply(new OnnxPad2D({ padding: p.pre, value: null, name: this.uniqueName(`${node.name || 'pool'}_pad`) }), t, node);
       } else if (includePad && !ceil) {
         t = this.apply(tfl.layers.zeroPadding2d({ padding: p.pre, name: this.uniqueName(`${node.name || 'pool'}_pad`) }), t, node);
+      } else if (!includePad) {
+        // Zero-pad, average over the whole window, then rescale each position by
+        // window size / real (unpadded) elements in it: exactly ONNX's count_include_pad=0.
+        t = this.apply(tfl.layers.zeroPadding2d({ padding: p.pre, name: this.uniqueName(`${node.name || 'pool'}_pad`) }), t, node);
+        divisor = avgPoolRescale([H, W], k, s, p.pre);
       } else {
-        throw this.err(node, `average pooling with pads ${JSON.stringify(p.pre)}${ceil ? ' and ceil_mode' : ''}${includePad ? ' counting the pads' : ''} is not supported`);
+        throw this.err(node, `average pooling with pads ${JSON.stringify(p.pre)}, ceil_mode and counting the pads is not supported`);
       }
       mode = 'valid';
     } else if (!max && mode === 'same' && includePad) {
@@ -571,7 +577,9 @@ class Converter {
     }
     const args = { poolSize: k as [number, number], strides: s as [number, number], padding: mode, name: this.layerName(node) };
     const layer = max ? tfl.layers.maxPooling2d(args) : tfl.layers.averagePooling2d(args);
-    this.set(node, { k: 'act', t: this.apply(layer, t, node), rank: 4, order: NHWC_ORDER });
+    t = this.apply(layer, t, node);
+    if (divisor) t = this.apply(new OnnxConstArith({ op: 'mul', ...divisor, name: this.uniqueName(`${layer.name}_count`) }), t, node);
+    this.set(node, { k: 'act', t, rank: 4, order: NHWC_ORDER });
   }
 
   private flatten(node: NodeProto, v: Act): Act {
@@ -792,6 +800,21 @@ class Converter {
     }
     return sliceConst(v, starts, ends, axes, steps, (m) => this.err(node, m));
   }
+}
+
+/** Per output position: window size / number of real input elements under the window (pads excluded). */
+function avgPoolRescale(size: number[], k: number[], s: number[], pads: [[number, number], [number, number]]): { value: number[]; shape: number[] } {
+  const counts = [0, 1].map((i) => {
+    const [pb, pe] = pads[i]!;
+    const n = size[i]!, out = Math.floor((n + pb + pe - k[i]!) / s[i]!) + 1;
+    return Array.from({ length: out }, (_, o) => {
+      const start = o * s[i]! - pb;
+      return Math.min(start + k[i]!, n) - Math.max(start, 0);
+    });
+  });
+  const value: number[] = [];
+  for (const ch of counts[0]!) for (const cw of counts[1]!) value.push((k[0]! * k[1]!) / Math.max(1, ch * cw));
+  return { value, shape: [counts[0]!.length, counts[1]!.length, 1] };
 }
 
 // ---------------------------------------------------------------------------------------

@@ -12,22 +12,28 @@ const one = (x: tf.Tensor | tf.Tensor[]): tf.Tensor => (Array.isArray(x) ? x[0]!
 
 export type ConstOp = 'add' | 'sub' | 'mul' | 'div' | 'rsub' | 'rdiv';
 
-/** x (op) c with a constant c: one value, or one per channel (last axis). ONNX Add/Sub/Mul/Div with a constant. */
+/**
+ * x (op) c with a constant c: one value, one per channel (last axis), or of `shape`
+ * (broadcast against the trailing axes, e.g. [H, W, 1]). ONNX Add/Sub/Mul/Div with a
+ * constant; also the per-position divisor of an average pool that does not count pads.
+ */
 export class OnnxConstArith extends tfl.layers.Layer {
   static className = 'OnnxConstArith';
   readonly op: ConstOp;
   readonly value: number[];
+  readonly shape?: number[];
 
-  constructor(args: { op: ConstOp; value: number[]; name?: string }) {
+  constructor(args: { op: ConstOp; value: number[]; shape?: number[]; name?: string }) {
     super(args as never);
     this.op = args.op;
     this.value = args.value;
+    if (args.shape) this.shape = args.shape;
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[], _kwargs: Kwargs): tf.Tensor {
     return tf.tidy(() => {
       const x = one(inputs);
-      const c = this.value.length === 1 ? tf.scalar(this.value[0]!) : tf.tensor1d(this.value);
+      const c = this.shape ? tf.tensor(this.value, this.shape) : this.value.length === 1 ? tf.scalar(this.value[0]!) : tf.tensor1d(this.value);
       switch (this.op) {
         case 'add': return tf.add(x, c);
         case 'sub': return tf.sub(x, c);
@@ -40,7 +46,7 @@ export class OnnxConstArith extends tfl.layers.Layer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), op: this.op, value: this.value };
+    return { ...super.getConfig(), op: this.op, value: this.value, ...(this.shape ? { shape: this.shape } : {}) };
   }
 }
 

@@ -266,7 +266,11 @@ class Exporter {
       }
       case 'OnnxConstArith': {
         const v = cfg.value as number[];
-        const c = this.init(`${name}_value`, v.length === 1 ? [] : x.rank === 4 ? [v.length, 1, 1] : [v.length], Float32Array.from(v));
+        const shape = cfg.shape as number[] | undefined;
+        // NHWC-shaped constants ([H, W, C]) go to NCHW ([C, H, W]).
+        const dims = shape ? (shape.length === 3 ? [shape[2]!, shape[0]!, shape[1]!] : shape) : v.length === 1 ? [] : x.rank === 4 ? [v.length, 1, 1] : [v.length];
+        const data = shape && shape.length === 3 ? hwioToOihw(Float32Array.from(v), shape[2]!, 1, shape[0]!, shape[1]!) : Float32Array.from(v);
+        const c = this.init(`${name}_value`, dims, data);
         const op = String(cfg.op);
         const onnxOp = { add: 'Add', sub: 'Sub', mul: 'Mul', div: 'Div', rsub: 'Sub', rdiv: 'Div' }[op];
         if (!onnxOp) throw this.err(layer, `unknown op '${op}'`);
