@@ -233,6 +233,18 @@ test('bad ONNX files end in one GoodnetError naming the file (and the node)', as
     assert.deepEqual(m.inputShape, [6, 6, 1]);
     assert.equal(m.numClasses, 3);
     m.net.dispose();
+    // The same weights in the typed fields (float_data, int64_data) instead of raw_data.
+    const typed = join(dir, 'typed.onnx');
+    writeFileSync(typed, tinyOnnx((x) => {
+      const g = x.graph!;
+      g.initializer = g.initializer!.map((t) => ({ name: t.name, dims: t.dims, dataType: 1, floatData: Array.from(tensorValue(t, 'x', 'x').data) }));
+      g.node![3] = { opType: 'Reshape', name: 'rs', input: ['g', 'shape'], output: ['f'] };
+      g.initializer.push({ name: 'shape', dims: [2], dataType: 7, int64Data: [0, -1] });
+    }));
+    const t1 = await loadModel(typed), t0 = await loadModel(good);
+    assert.ok(sameWeights(t1.net, t0.net), 'typed fields read like raw_data');
+    t1.net.dispose();
+    t0.net.dispose();
     const fixture = readFileSync(join(FIX, 'vgg_op13.onnx'));
     const cases: [string, Uint8Array, RegExp][] = [
       ['truncated.onnx', fixture.subarray(0, 9000), /not a readable ONNX model|has \d+ values/],
