@@ -529,6 +529,7 @@ class Converter {
     if ((node.output ?? []).slice(1).some((o) => o && (this.uses.get(o) ?? 0) > 0) || this.int(a, 'training_mode', 0) !== 0) {
       throw this.err(node, 'is in training mode (a training graph); export the model in eval mode');
     }
+    if (this.int(a, 'spatial', 1) !== 1) throw this.err(node, 'spatial=0 (per-pixel statistics) is not supported');
     const x = this.act(node, 0);
     if (x.rank === 4) this.nchw(node, x);
     else if (x.chw) throw this.err(node, 'normalizes a flattened feature map (not supported)');
