@@ -10,8 +10,9 @@ import { writeAtomically, type AtomicOptions } from './atomic.js';
 import { looksLikeHdf5 } from './hdf5.js';
 import { readKerasH5, writeKerasH5, type KerasLoadOptions } from './keras.js';
 import type { JsonObject } from './keras_config.js';
-import { looksLikeOnnx, readOnnx, type OnnxSource } from './onnx.js';
-import { onnxBytes } from './onnx_write.js';
+import type { OnnxSource } from './onnx.js';
+import './onnx_layers.js'; // registers the ONNX layer classes, so tfjs folders holding them load
+import { looksLikeOnnx } from './onnx_sniff.js';
 import type { Preprocessing } from './preprocess.js';
 import { MODEL_JSON, readTfjsFolder, writeTfjsFolder } from './tfjs_format.js';
 
@@ -67,6 +68,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     return describeModel(await readTfjsFolder(dir), path, 'tfjs');
   }
   if (looksLikeOnnx(path)) {
+    const { readOnnx } = await import('./onnx.js'); // protobufjs is loaded only when needed
     const o = await readOnnx(path);
     return { ...describeModel(o.net, path, 'onnx'), onnx: o.onnx, preprocessing: o.preprocessing };
   }
@@ -95,7 +97,7 @@ export async function saveModel(
   const kerasConfig = 'net' in model ? model.kerasConfig : undefined;
   const format = options.format ?? saveFormatFor(path);
   // ONNX bytes are made first: a model that cannot be expressed fails before anything is written.
-  const onnx = format === 'onnx' ? onnxBytes('net' in model ? model : net, path) : undefined;
+  const onnx = format === 'onnx' ? (await import('./onnx_write.js')).onnxBytes('net' in model ? model : net, path) : undefined;
   await writeAtomically(path, async (tmp) => {
     if (onnx) writeFileSync(tmp, onnx);
     else if (format === 'keras') await writeKerasH5(net, tmp, kerasConfig);

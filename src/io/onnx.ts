@@ -9,14 +9,14 @@
  * Every weight remembers the initializer it came from and its transform, so writeOnnx
  * (onnx_write.ts) can put changed weights back into the original graph.
  */
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { withWeightBudget } from './limits.js';
 import { OnnxClip, OnnxConstArith, OnnxHardSigmoid, OnnxHardSwish, OnnxPad2D, OnnxSub, type ConstOp } from './onnx_layers.js';
 import {
-  DT, decodeModel, looksLikeOnnxBytes, num, tensorValue,
+  DT, decodeModel, num, tensorValue,
   type AttributeProto, type ModelProto, type NodeProto, type TensorProto,
 } from './onnx_proto.js';
 import { PREPROCESSING_KEY, preprocessingFromJson, type InputLayout, type Preprocessing } from './preprocess.js';
@@ -62,19 +62,7 @@ export interface OnnxModel {
 /** Opsets goodnet reads (default domain). */
 export const ONNX_OPSETS = [9, 21] as const;
 
-/** True when the file starts like an ONNX ModelProto (ir_version first). */
-export function looksLikeOnnx(path: string): boolean {
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, 'r');
-    const head = Buffer.alloc(2);
-    return readSync(fd, head, 0, 2, 0) === 2 && looksLikeOnnxBytes(head);
-  } catch {
-    return false;
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-}
+export { looksLikeOnnx } from './onnx_sniff.js';
 
 // ---------------------------------------------------------------------------------------
 // Values flowing through the graph

@@ -105,14 +105,6 @@ export function encodeModel(m: ModelProto): Uint8Array {
   return t.encode(t.fromObject(m as never)).finish();
 }
 
-/**
- * Cheap content check: an ONNX file is a protobuf whose first field is ir_version (field 1,
- * varint: byte 0x08) followed by a small version number; torch and onnx both write it first.
- */
-export function looksLikeOnnxBytes(head: Uint8Array): boolean {
-  return head.length >= 2 && head[0] === 0x08 && head[1]! >= 1 && head[1]! <= 20;
-}
-
 const dtypeName: Record<number, string> = { 1: 'float32', 2: 'uint8', 3: 'int8', 4: 'uint16', 5: 'int16', 6: 'int32', 7: 'int64', 8: 'string', 9: 'bool', 10: 'float16', 11: 'float64', 12: 'uint32', 13: 'uint64', 16: 'bfloat16' };
 
 export interface TensorValue {
