@@ -91,7 +91,8 @@ class Converter {
   private readonly fused = new Set<NodeProto>();
   private readonly names = new Set<string>();
   readonly links: WeightLink[] = [];
-  private fixedBatch = false;
+  /** The graph input's batch size when it is fixed (torch exports without dynamic_axes: 1). */
+  private fixedBatch = NaN;
   inputLayout: InputLayout = 'nchw';
   input?: tfl.SymbolicTensor;
   opset = 0;
@@ -245,7 +246,7 @@ class Converter {
     if (d.slice(1).some((x) => !Number.isSafeInteger(x) || x <= 0 || x > 65536)) {
       throw new GoodnetError(`graph input '${inp.name}' has dynamic or invalid image dimensions (${dims.map((x) => x.dimParam || num(x.dimValue)).join(',')}); only the batch dimension may be symbolic`, this.file);
     }
-    this.fixedBatch = d[0] === 1;
+    this.fixedBatch = d[0]!;
     // NHWC input when every consumer transposes it to NCHW (goodnet's own export of Keras models).
     const consumers = (g.node ?? []).filter((n) => (n.input ?? []).includes(inp.name ?? ''));
     const nhwc = consumers.length > 0 && consumers.every((n) => n.opType === 'Transpose' && (attrMap(n).get('perm')?.ints ?? []).map(num).join() === '0,3,1,2');
@@ -593,7 +594,7 @@ class Converter {
     const allowZero = this.int(a, 'allowzero', 0) === 1;
     const out = target.map((t, i) => (t === 0 && !allowZero ? dims[i]! : t));
     const rest = dims.slice(1).reduce((p, q) => p * q, 1);
-    const isBatch = (d: number) => Number.isNaN(d) || (this.fixedBatch && d === 1);
+    const isBatch = (d: number) => Number.isNaN(d) || d === this.fixedBatch;
     if (out.length === 2 && (isBatch(out[0]!) || out[0] === -1) && (out[1] === -1 || out[1] === rest) && !(out[0] === -1 && out[1] === -1)) {
       return this.set(node, this.flatten(node, v));
     }
