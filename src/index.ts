@@ -9,7 +9,7 @@
 export { GoodnetError, EXIT_BAD_INPUT } from './errors.js';
 export { initBackend, BACKENDS, type BackendName } from './engine/backend.js';
 export { setMaxPoolGradTies, getMaxPoolGradTies, type MaxPoolTies } from './engine/kernels/index.js';
-export { loadModel, saveModel, describeModel, saveFormatFor, type LoadedModel, type ModelFormat, type LoadModelOptions } from './io/model.js';
+export { loadModel, saveModel, describeModel, saveFormatFor, type LoadedModel, type ModelFormat, type LoadModelOptions, type SaveFormat } from './io/model.js';
 export { readKerasH5, writeKerasH5, KERAS_FORMAT_VERSION } from './io/keras.js';
 export { readTfjsFolder, writeTfjsFolder, readTfjsPreprocessing } from './io/tfjs_format.js';
 export {
@@ -18,6 +18,9 @@ export {
   type Preprocessing, type PreprocessingFlags, type ResolvedPreprocessing, type PixelOptions, type InputLayout,
 } from './io/preprocess.js';
 export { readKerasZip, writeKerasZip, toKeras3Config, KERAS3_FORMAT_VERSION } from './io/keras3.js';
+export { readOnnx, onnxToLayers, looksLikeOnnx, ONNX_OPSETS, type OnnxModel, type OnnxSource, type WeightLink, type WeightTransform } from './io/onnx.js';
+export { writeOnnx, onnxBytes, onnxWithWeights, exportOnnx, INPUT_LAYOUT_KEY, EXPORT_OPSET, type OnnxWritable } from './io/onnx_write.js';
+export { ONNX_LAYER_CLASSES, OnnxConstArith, OnnxHardSigmoid, OnnxHardSwish, OnnxClip, OnnxSub, OnnxPad2D } from './io/onnx_layers.js';
 export { openDataset, checkLabels, type ImageDataset, type Batch, type OpenDatasetOptions } from './io/dataset.js';
 export { writeAtomically } from './io/atomic.js';
 export { decodeImage, decodeImageAsync, probeImage, type DecodedImage } from './io/images.js';

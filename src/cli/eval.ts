@@ -21,7 +21,7 @@ export function evalCommand(): Command {
       'whose true label is not the target).\n\n' +
       'Data: CSAW-layout HDF5 (`data` + `label`) or a folder of images labelled by sub-folder or ' +
       'file name (cl_0-label43.png).')
-    .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only) or tfjs folder')
+    .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only), ONNX (.onnx) or tfjs folder')
     .option('-c, --clean <path>', 'clean data (HDF5 or image folder)')
     .option('-p, --poisoned <path>', 'poisoned data (HDF5 or image folder)')
     .option('-t, --target <label>', "attacker's target label (required with --poisoned)", parseInteger('--target', 0))

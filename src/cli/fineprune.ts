@@ -51,7 +51,7 @@ export function finepruneCommand(): Command {
     .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)
     .option('--hold-out <f>', 'share of the clean data held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
     .option('--seed <n>', 'seed for the hold-out split and shuffling', parseInteger('--seed'), d.seed)
-    .option('-o, --out <path>', 'save the fine-pruned model (.keras for Keras 3, .h5 for Keras HDF5, else a tfjs folder)')
+    .option('-o, --out <path>', 'save the fine-pruned model (.keras for Keras 3, .h5 for Keras HDF5, .onnx for ONNX, else a tfjs folder)')
     .option('--force', 'replace --out if it exists')
     .option('--json [file]', 'print JSON instead of the table, or write it to file');
   addModelDataEngineOptions(cmd);

@@ -42,7 +42,7 @@ export function inspectCommand(): Command {
   const cmd = new Command('inspect')
     .summary('layers of a model, and which conv channels are zero (pruned)')
     .description('Print the input (shape, layout, and the preprocessing recorded in the file, or the default assumed when none is), the layer table (name, type, output shape, parameters) and, for every Conv2D layer, the output channels whose kernel slice and bias are entirely zero: what a pruned model has lost.')
-    .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only) or tfjs folder')
+    .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only), Keras 3 .keras, ONNX (.onnx) or tfjs folder')
     .option('--json [file]', 'print JSON instead of the tables, or write it to file');
   addModelOptions(cmd);
   addEngineOptions(cmd);

@@ -18,7 +18,7 @@ export function predictCommand(): Command {
     .summary('classify images with a model')
     .description('Print the predicted label and its probability for each image (PNG/JPEG files, folders of them, or the rows of a CSAW-layout HDF5 file).')
     .argument('<inputs...>', 'image files, folders or HDF5 data files')
-    .option('-m, --model <path>', 'model: Keras .h5 (full or weights-only) or tfjs folder')
+    .option('-m, --model <path>', 'model: Keras .h5 (full or weights-only), ONNX (.onnx) or tfjs folder')
     .option('--goodnet <models...>', "classify with the GoodNet of BadNet B and repaired B' (answers 'backdoor' where they disagree)")
     .option('-k, --top <k>', 'also show the k most likely labels', parseInteger('--top', 1, 1000), 1)
     .option('--json [file]', 'print JSON instead of the table, or write it to file');

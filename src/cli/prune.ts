@@ -63,7 +63,7 @@ export function pruneCommand(): Command {
       'The sweep runs the network once up to the pooling layer and re-evaluates only the layers after it per step ' +
       '(zeroing a conv channel before ReLU and max-pool zeroes that pooled channel): same numbers as re-running ' +
       'the pruned model, much faster.')
-    .requiredOption('-m, --model <path>', 'the BadNet B: Keras .h5 (full or weights-only) or tfjs folder')
+    .requiredOption('-m, --model <path>', 'the BadNet B: Keras .h5 (full or weights-only), ONNX (.onnx) or tfjs folder')
     .requiredOption('--clean-valid <path>', 'clean validation data (designs the defense)')
     .requiredOption('--poisoned-valid <path>', 'poisoned validation data')
     .option('--clean-test <path>', 'clean test data (for the B\'_X and GoodNet tables)')

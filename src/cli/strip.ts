@@ -58,7 +58,7 @@ export function stripCommand(): Command {
       'Then, with --inputs, each image gets its entropy and verdict; with test sets, STRIP is measured: FRR (share ' +
       'of clean test images flagged) and FAR (share of trojaned images accepted: poisoned images whose true label ' +
       'is not --target). Cost: N+1 forward passes per image; --limit bounds the test sets.')
-    .requiredOption('-m, --model <path>', 'the model to guard: Keras .h5 (full or weights-only) or tfjs folder')
+    .requiredOption('-m, --model <path>', 'the model to guard: Keras .h5 (full or weights-only), ONNX (.onnx) or tfjs folder')
     .requiredOption('--clean-valid <path>', 'clean validation data: backgrounds and calibration (HDF5 or image folder)')
     .option('-i, --inputs <paths...>', 'images to check: image files, folders or HDF5 data files')
     .option('--clean-test <path>', 'clean test data, to measure the FRR')

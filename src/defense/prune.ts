@@ -258,6 +258,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
           try {
             await saveModel({ ...model, net }, join(od, 'models', `${name}.h5`));
             await saveModel({ ...model, net }, join(od, 'models', name));
+            if (model.onnx) await saveModel({ ...model, net }, join(od, 'models', `${name}.onnx`)); // the original ONNX graph, repaired weights
           } finally {
             net.dispose();
           }
@@ -268,6 +269,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
           const name = `fineprune_${fp.row.threshold}`;
           await saveModel({ ...model, net: fp.net }, join(od, 'models', `${name}.h5`));
           await saveModel({ ...model, net: fp.net }, join(od, 'models', name));
+          if (model.onnx) await saveModel({ ...model, net: fp.net }, join(od, 'models', `${name}.onnx`));
           fp.row.model = { keras: `${s.order}/models/${name}.h5`, tfjs: `${s.order}/models/${name}` };
         }
         writeFileSync(join(od, 'sweep.csv'), sweepCsv(s));

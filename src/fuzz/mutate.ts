@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { zipSync } from 'fflate';
 import { createH5 } from '../io/hdf5.js';
+import { AT, decodeModel, encodeModel, type ModelProto } from '../io/onnx_proto.js';
 import { writeH5Model, type H5ModelSpec, type Seed } from './seeds.js';
 
 export type Rng = () => number;
@@ -283,6 +284,7 @@ export async function mutate(rng: Rng, seed: Seed, out: string): Promise<string>
   }
   const useStructure = rng() < 0.5;
   if (useStructure && seed.kerasZip) return mutateKerasZip(rng, seed.kerasZip, out);
+  if (useStructure && seed.onnx) { const r = mutateOnnx(rng, readFileSync(seed.path)); writeFileSync(out, r.bytes); return r.how; }
   if (useStructure && seed.h5Model) return mutateH5Model(rng, seed.h5Model, out);
   if (useStructure && seed.csaw) return writeCsawVariant(rng, seed.csaw, out);
   if (useStructure && (seed.kind === 'image' || seed.kind === 'trigger') && rng() < 0.3) {
@@ -293,6 +295,42 @@ export async function mutate(rng: Rng, seed: Seed, out: string): Promise<string>
   const m = mutateBytes(rng, readFileSync(seed.path));
   writeFileSync(out, m.bytes);
   return m.how;
+}
+
+/** Structure-aware ONNX damage: absurd attributes, dims, op types, dtypes, shapes, inputs/outputs, opsets. */
+export function mutateOnnx(rng: Rng, good: Buffer): { bytes: Uint8Array; how: string } {
+  const m = decodeModel(good, 'seed') as ModelProto;
+  const g = m.graph!;
+  const nodes = g.node ?? [];
+  const node = pick(rng, nodes);
+  const inits = g.initializer ?? [];
+  const big = () => pick(rng, [0, -1, 1e9, 2 ** 31, 65537, 3, 1e6, -(2 ** 31)]);
+  let how: string;
+  switch (int(rng, 12)) {
+    case 0: {
+      const attrs = node.attribute ?? [];
+      if (attrs.length === 0) { node.attribute = [{ name: pick(rng, ['pads', 'group', 'axis', 'strides', 'perm', 'kernel_shape']), type: AT.INTS, ints: [big(), big()] }]; how = 'added attribute'; break; }
+      const a = pick(rng, attrs);
+      if (a.ints && a.ints.length) a.ints = a.ints.map(() => (rng() < 0.5 ? big() : 1));
+      else if (a.type === AT.INT) a.i = big();
+      else if (a.type === AT.FLOAT) a.f = pick(rng, [NaN, Infinity, -1, 0, 1e30]);
+      else a.ints = [big()];
+      how = `attribute ${a.name}`;
+      break;
+    }
+    case 1: { const t = pick(rng, inits); t.dims = (t.dims ?? []).map(() => big()); how = `dims of ${t.name}`; break; }
+    case 2: node.opType = pick(rng, ['Resize', 'LSTM', 'Conv', 'Gemm', 'MaxPool', 'Reshape', 'Add', 'Concat', 'Transpose', 'Softmax', 'BatchNormalization', 'Pad', '']); how = `op ${node.opType}`; break;
+    case 3: nodes.splice(nodes.indexOf(node), 1); how = 'dropped node'; break;
+    case 4: node.input = [...(node.input ?? [])].reverse(); how = 'swapped inputs'; break;
+    case 5: { const d = g.input?.[0]?.type?.tensorType?.shape?.dim; if (d && d.length) d[int(rng, d.length)] = rng() < 0.3 ? { dimParam: 'H' } : { dimValue: big() }; how = 'input dims'; break; }
+    case 6: { const t = pick(rng, inits); if (t.rawData) t.rawData = t.rawData.subarray(0, int(rng, t.rawData.length)); t.dataType = pick(rng, [1, 7, 6, 11, 10, 8, 3]); how = `data of ${t.name}`; break; }
+    case 7: g.output = [...(g.output ?? []), ...(g.output ?? [])]; how = 'two outputs'; break;
+    case 8: m.opsetImport = [{ domain: '', version: pick(rng, [1, 8, 9, 22, 1e6]) }]; how = 'opset'; break;
+    case 9: node.input = [...(node.input ?? []), pick(rng, ['', 'nope', node.output?.[0] ?? 'x'])]; how = 'extra input'; break;
+    case 10: { const t = pick(rng, inits); const n = Math.min(64, (t.rawData?.length ?? 0) / 4); t.rawData = undefined; t.floatData = Array.from({ length: n }, () => pick(rng, [NaN, Infinity, 1, 0])); t.dataType = 1; how = `float_data of ${t.name}`; break; }
+    default: node.output = [pick(rng, [g.output?.[0]?.name ?? 'y', node.input?.[0] ?? 'x', ''])]; how = 'rewired output'; break;
+  }
+  return { bytes: encodeModel(m), how: `onnx ${how}` };
 }
 
 export function ensureDir(dir: string): void {

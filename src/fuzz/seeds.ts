@@ -2,8 +2,9 @@
  * Small valid inputs of every kind goodnet reads, made with goodnet's own writers (and
  * h5wasm for the layouts goodnet only reads), plus structured writers the mutators reuse.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import jpeg from 'jpeg-js';
@@ -45,6 +46,8 @@ export interface Seed {
   /** A Keras 3 `.keras` zip's members, for member-aware mutators. */
   kerasZip?: Record<string, Uint8Array>;
   csaw?: { images: Uint8Array; labels: number[]; n: number; h: number; w: number; c: number };
+  /** An ONNX model file: mutated structurally (decoded, edited, re-encoded) by mutateOnnx. */
+  onnx?: boolean;
 }
 
 function strAttr(obj: { create_attribute: (...a: never[]) => unknown }, key: string, value: string | string[]): void {
@@ -144,7 +147,21 @@ export async function makeSeeds(dir: string): Promise<Seed[]> {
   const kpath = join(dir, 'functional.keras');
   await saveModel(fnet, kpath, { preprocessing: { scale: 255 } });
   seeds.push({ kind: 'model', path: kpath, kerasZip: unzipSync(readFileSync(kpath)) });
+  // The same two networks as ONNX, as goodnet exports them (NHWC input, standard operators).
+  for (const [name, m] of [['tiny.onnx', tinyNet()], ['functional.onnx', await tfl.models.modelFromJSON({ modelTopology: fnet.toJSON(null, false) as never })]] as const) {
+    const path = join(dir, name);
+    await saveModel(m, path);
+    seeds.push({ kind: 'model', path, onnx: true });
+    m.dispose();
+  }
   fnet.dispose();
+  // A PyTorch export (NCHW, BatchNormalization, Pad, Shape -> Gather -> Concat -> Reshape), when the repository's fixtures are here.
+  const torch = fileURLToPath(new URL('../../../test/fixtures/onnx/mobile_op13.onnx', import.meta.url));
+  if (existsSync(torch)) {
+    const path = join(dir, 'torch.onnx');
+    copyFileSync(torch, path);
+    seeds.push({ kind: 'model', path, onnx: true });
+  }
 
   // A deepid-shaped weights-only file (2 classes, the lab's 55x47x3 input).
   const deep = buildArchitecture('deepid', { inputShape: [55, 47, 3], numClasses: 2 });

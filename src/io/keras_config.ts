@@ -16,6 +16,8 @@ export const SUPPORTED_LAYERS = new Set([
   'BatchNormalization', 'ReLU', 'LeakyReLU', 'Softmax', 'ZeroPadding2D', 'Reshape', 'Multiply',
   'Average', 'Maximum', 'Minimum', 'Subtract', 'SpatialDropout2D', 'DepthwiseConv2D',
   'SeparableConv2D', 'ELU', 'PReLU', 'Permute', 'Cropping2D', 'UpSampling2D', 'Rescaling',
+  // goodnet's own layers for ONNX operators without a standard layer (src/io/onnx_layers.ts).
+  'OnnxConstArith', 'OnnxHardSigmoid', 'OnnxHardSwish', 'OnnxClip', 'OnnxSub', 'OnnxPad2D',
 ]);
 
 const MODEL_CLASSES = new Set(['Model', 'Functional', 'Sequential']);

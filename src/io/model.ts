@@ -1,8 +1,8 @@
 /**
- * One entry point for models on disk: Keras HDF5 (full or weights-only) and tfjs folders
- * in, Keras HDF5 full models and tfjs folders out.
+ * One entry point for models on disk: Keras HDF5 (full or weights-only), ONNX and tfjs
+ * folders in, Keras HDF5 full models, ONNX and tfjs folders out.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
@@ -13,8 +13,11 @@ import { looksLikeZip, readKerasZip, writeKerasZip } from './keras3.js';
 import type { JsonObject } from './keras_config.js';
 import { checkPreprocessing, type Preprocessing } from './preprocess.js';
 import { MODEL_JSON, readTfjsFolder, readTfjsPreprocessing, writeTfjsFolder } from './tfjs_format.js';
+import type { OnnxSource } from './onnx.js';
+import './onnx_layers.js'; // registers the ONNX layer classes, so tfjs folders holding them load
+import { looksLikeOnnx } from './onnx_sniff.js';
 
-export type ModelFormat = 'keras-full' | 'keras-weights' | 'tfjs' | 'keras3';
+export type ModelFormat = 'keras-full' | 'keras-weights' | 'tfjs' | 'keras3' | 'onnx';
 
 /** A classifier loaded from disk, with what goodnet needs to know about it. */
 export interface LoadedModel {
@@ -28,6 +31,8 @@ export interface LoadedModel {
   kerasConfig?: JsonObject;
   /** Preprocessing found in the file's metadata (goodnet writes it with every model), if any. */
   preprocessing?: Preprocessing;
+  /** For models read from ONNX: the original graph and where each weight came from (saved back into it). */
+  onnx?: OnnxSource;
 }
 
 export type LoadModelOptions = KerasLoadOptions;
@@ -55,7 +60,7 @@ export function describeModel(net: tfl.LayersModel, source: string, format: Mode
   };
 }
 
-/** Load a model from a Keras .h5 file or a tfjs folder (or its model.json). */
+/** Load a model from a Keras .h5 file, an ONNX file (recognized by content) or a tfjs folder (or its model.json). */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
   if (!existsSync(path)) throw new GoodnetError('file not found', path);
   const st = statSync(path);
@@ -69,8 +74,13 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     const k = await readKerasZip(path);
     return { ...describeModel(k.net, path, 'keras3', k.kerasConfig), ...(k.preprocessing ? { preprocessing: k.preprocessing } : {}) };
   }
+  if (looksLikeOnnx(path)) {
+    const { readOnnx } = await import('./onnx.js'); // protobufjs is loaded only when needed
+    const o = await readOnnx(path);
+    return { ...describeModel(o.net, path, 'onnx'), onnx: o.onnx, preprocessing: o.preprocessing };
+  }
   if (!looksLikeHdf5(path)) {
-    throw new GoodnetError('not a model file: expected Keras (.keras or .h5) or a tfjs folder with model.json', path);
+    throw new GoodnetError('not a model file: expected Keras (.keras or .h5), ONNX (.onnx) or a tfjs folder with model.json', path);
   }
   const k = await readKerasH5(path, options);
   const m = describeModel(k.net, path, k.kind, k.kerasConfig);
@@ -87,10 +97,11 @@ function isZipFile(path: string): boolean {
   }
 }
 
-export type SaveFormat = 'keras' | 'keras3' | 'tfjs';
+export type SaveFormat = 'keras' | 'keras3' | 'tfjs' | 'onnx';
 
-/** Format from the destination: `*.keras` -> Keras 3 zip, `*.h5`/`*.hdf5` -> Keras HDF5, anything else -> tfjs folder. */
+/** Format from the destination: `*.keras` -> Keras 3 zip, `*.h5`/`*.hdf5` -> Keras HDF5, `*.onnx` -> ONNX, anything else -> tfjs folder. */
 export function saveFormatFor(path: string): SaveFormat {
+  if (/\.onnx$/i.test(path)) return 'onnx';
   if (/\.keras$/i.test(path)) return 'keras3';
   return /\.(h5|hdf5)$/i.test(path) ? 'keras' : 'tfjs';
 }
@@ -108,8 +119,11 @@ export async function saveModel(
   const kerasConfig = 'net' in model ? model.kerasConfig : undefined;
   const preprocessing = options.preprocessing ?? ('net' in model ? model.preprocessing : undefined);
   const format = options.format ?? saveFormatFor(path);
+  // ONNX bytes are made first: a model that cannot be expressed fails before anything is written.
+  const onnx = format === 'onnx' ? (await import('./onnx_write.js')).onnxBytes('net' in model ? { ...model, preprocessing } : { net, preprocessing }, path) : undefined;
   await writeAtomically(path, async (tmp) => {
-    if (format === 'keras') await writeKerasH5(net, tmp, kerasConfig, preprocessing);
+    if (onnx) writeFileSync(tmp, onnx);
+    else if (format === 'keras') await writeKerasH5(net, tmp, kerasConfig, preprocessing);
     else if (format === 'keras3') await writeKerasZip(net, tmp, kerasConfig, preprocessing);
     else {
       mkdirSync(tmp);
