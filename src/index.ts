@@ -24,7 +24,8 @@ export { createTrigger, type Trigger, type TriggerSpec } from './attack/triggers
 export { loadBuiltin } from './attack/builtin_data.js';
 export { train, type TrainOptions } from './models/train.js';
 export { runPrune, PRUNE_DEFAULTS, type PruneOptions, type PruneSummary } from './defense/prune.js';
-export { findCutPoint, headModel, tailModel, pruneChannels } from './defense/graph.js';
+export { findCutPoint, headModel, tailModel, type CutPoint } from './defense/graph.js';
+export { pruneChannels, maskedCopy, applyMaskInPlace, prunedChannels } from './defense/mask.js';
 export { sweep, channelOrder, pickThresholds } from './defense/sweep.js';
 export { goodnetLabels, goodnetMetrics, evaluateGoodNet, classifyGoodNet } from './defense/goodnet.js';
 export type { ActivationProfile, SweepResult, SweepStep, ThresholdPick, GoodNetRow, PruneOrder } from './defense/types.js';

@@ -22,7 +22,8 @@ import { saveModel, type LoadedModel } from '../io/model.js';
 import { goodnetCsv, markdownGoodNetTable } from '../report/html.js';
 import { channelMeans, cutActivations, tailLabels, type CutActivations } from './activations.js';
 import { goodnetMetrics } from './goodnet.js';
-import { findCutPoint, headModel, pruneChannels, tailModel } from './graph.js';
+import { findCutPoint, headModel, tailModel } from './graph.js';
+import { maskedCopy } from './mask.js';
 import { maskFor, pickThresholds, sweep } from './sweep.js';
 import type { ActivationProfile, FinePruneRow, GoodNetRow, PruneOrder, SweepResult, SweepStep, ThresholdRule } from './types.js';
 import { FINE_TUNE_DEFAULTS, fineTune, readAll, type FineTuneOptions } from './fineprune.js';
@@ -82,6 +83,12 @@ export interface PruneSummary {
   finePrune?: FinePruneRow[];
   timings: Record<string, number>;
 }
+
+const REALISE_WORDS = {
+  zero: 'zero the conv (and batch-norm) weights of pruned channels',
+  fold: 'zero the weights that read pruned channels',
+  mask: 'get a 1x1 depthwise mask layer after the prune point',
+} as const;
 
 function checkThresholds(xs: number[]): void {
   if (xs.length === 0) throw new GoodnetError('no thresholds given');
@@ -157,7 +164,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
     const profile: ActivationProfile = {
       poolLayer: cut.pool, convLayer: cut.conv, channels: cut.channels, mean: await channelMeans(cv.a), images: cv.images, source: o.cleanValid,
     };
-    log(`pruning ${cut.conv} (${cut.channels} channels) before ${cut.pool}; profile over ${cv.images} clean validation images`);
+    log(`pruning ${cut.conv} (${cut.channels} channels): ${cut.reason}; profile at ${cut.pool} over ${cv.images} clean validation images; saved models ${REALISE_WORDS[cut.realise.kind]}`);
 
     // 1. Sweeps and picks: validation data only.
     const sweeps: SweepResult[] = [];
@@ -179,9 +186,9 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       for (const s of sweeps.filter((w) => (ft.orders ?? ['asc']).includes(w.order))) {
         for (const p of s.picks) {
           if (p.step === null) continue;
-          const net = await pruneChannels(model.net, cut.conv, p.pruned);
+          const net = await maskedCopy(model.net, cut, p.pruned);
           log(`fine-pruning B'_${p.threshold} (${s.order}): ${ft.epochs} epochs on ${clean.n} clean validation images`);
-          const r = await fineTune(net, cut.conv, p.pruned, clean, { ...ft, onBatch: (e, d, tot, l, a) => o.onFineTune?.(s.order, p.threshold, e, d, tot, l, a) });
+          const r = await fineTune(net, cut, p.pruned, clean, { ...ft, onBatch: (e, d, tot, l, a) => o.onFineTune?.(s.order, p.threshold, e, d, tot, l, a) });
           finePruned.push({ net, row: {
             order: s.order, threshold: p.threshold, fractionPruned: p.fractionPruned, epochs: ft.epochs, learningRate: ft.learningRate,
             bestEpoch: r.bestEpoch, heldOutAccuracy: r.history.map((h) => h.heldOutAccuracy), seconds: r.seconds,
@@ -240,6 +247,8 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
     };
 
     // 3. Write everything under a temp name; rename when complete.
+    // A model with an inserted mask layer no longer matches the author's Keras config.
+    const keras = cut.realise.kind === 'mask' ? { kerasConfig: undefined } : {};
     await writeAtomically(o.out, async (dir) => {
       t = performance.now();
       for (const s of sweeps) {
@@ -248,10 +257,10 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
         for (const p of s.picks) {
           if (p.step === null || o.saveModels === false) continue;
           const name = `repaired_${p.threshold}`;
-          const net = await pruneChannels(model.net, cut.conv, p.pruned);
+          const net = await maskedCopy(model.net, cut, p.pruned);
           try {
-            await saveModel({ ...model, net }, join(od, 'models', `${name}.h5`));
-            await saveModel({ ...model, net }, join(od, 'models', name));
+            await saveModel({ ...model, net, ...keras }, join(od, 'models', `${name}.h5`));
+            await saveModel({ ...model, net, ...keras }, join(od, 'models', name));
           } finally {
             net.dispose();
           }
@@ -260,8 +269,8 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
         for (const fp of finePruned.filter((f) => f.row.order === s.order)) {
           if (o.saveModels === false) continue;
           const name = `fineprune_${fp.row.threshold}`;
-          await saveModel({ ...model, net: fp.net }, join(od, 'models', `${name}.h5`));
-          await saveModel({ ...model, net: fp.net }, join(od, 'models', name));
+          await saveModel({ ...model, net: fp.net, ...keras }, join(od, 'models', `${name}.h5`));
+          await saveModel({ ...model, net: fp.net, ...keras }, join(od, 'models', name));
           fp.row.model = { keras: `${s.order}/models/${name}.h5`, tfjs: `${s.order}/models/${name}` };
         }
         writeFileSync(join(od, 'sweep.csv'), sweepCsv(s));
