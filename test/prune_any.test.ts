@@ -124,7 +124,7 @@ async function setup(name: string): Promise<{ model: LoadedModel; clean: string;
 }
 
 /** Prune, then check every step of both orders against the saved-and-reloaded models. */
-async function checkExact(name: string, layer: string | undefined, expect: Partial<CutPoint>): Promise<void> {
+async function checkExact(name: string, layer: string | undefined, expect: Partial<CutPoint>, kind: string | undefined): Promise<void> {
   const { model, clean, poisoned } = await setup(name);
   const cut = findCutPoint(model.net, layer, model.source);
   for (const [k, v] of Object.entries(expect)) assert.deepEqual(cut[k as keyof CutPoint], v, `${name}: ${k}`);
@@ -136,6 +136,7 @@ async function checkExact(name: string, layer: string | undefined, expect: Parti
   assert.equal(s.profile.poolLayer, cut.pool);
   for (const sw of s.sweeps) {
     assert.equal(sw.steps.length, cut.channels + 1);
+    assert.equal(sw.stats?.kind, kind, `${name}: sweep path ${sw.stats?.path}`);
     for (const step of sw.steps) {
       const pruned = sw.channelOrder.slice(0, step.step);
       const net = await maskedCopy(model.net, cut, pruned);
@@ -171,26 +172,26 @@ async function checkExact(name: string, layer: string | undefined, expect: Parti
 }
 
 test('Conv -> Activation(relu) -> MaxPool: prune point is the Activation, conv weights zeroed; exact in .h5 and tfjs', async () => {
-  await checkExact('activation', undefined, { conv: 'act', pool: 'pool', realise: { kind: 'zero', conv: 'conv' } });
+  await checkExact('activation', undefined, { conv: 'act', pool: 'pool', realise: { kind: 'zero', conv: 'conv' } }, 'linear');
 });
 
 test('VGG-BN: the last block\'s ReLU before the last MaxPool; conv and BN gamma/beta zeroed; exact', async () => {
-  await checkExact('vgg', undefined, { conv: 'relu22', pool: 'pool2', realise: { kind: 'zero', conv: 'conv22', bn: 'bn22' }, channels: 5 });
+  await checkExact('vgg', undefined, { conv: 'relu22', pool: 'pool2', realise: { kind: 'zero', conv: 'conv22', bn: 'bn22' }, channels: 5 }, 'linear');
 });
 
 test('ResNet with a stem pool: the last block\'s output after Add+ReLU (never the stem), cut at GAP, folded into the Dense; exact', async () => {
-  await checkExact('resnet', undefined, { conv: 'b2_out', pool: 'gap', realise: { kind: 'fold', targets: [{ layer: 'out', kind: 'dense' }] } });
+  await checkExact('resnet', undefined, { conv: 'b2_out', pool: 'gap', realise: { kind: 'fold', targets: [{ layer: 'out', kind: 'dense' }] } }, 'linear');
   // --layer gap means the same prune point.
   const { model } = await setup('resnet');
   assert.equal(findCutPoint(model.net, 'gap').conv, 'b2_out');
 });
 
 test('an inner block output read by a conv and a residual Add: a 1x1 depthwise mask layer; exact, GoodNet-compatible', async () => {
-  await checkExact('resnet', 'b1_out', { conv: 'b1_out', pool: 'b1_out', realise: { kind: 'mask', layer: 'b1_out_goodnet_mask' } });
+  await checkExact('resnet', 'b1_out', { conv: 'b1_out', pool: 'b1_out', realise: { kind: 'mask', layer: 'b1_out_goodnet_mask' } }, undefined);
 });
 
 test('Add -> MaxPool -> Flatten -> Dense: folded into the Dense rows in channel-last order; exact', async () => {
-  await checkExact('addflat', undefined, { conv: 'sum', pool: 'pool', realise: { kind: 'fold', targets: [{ layer: 'out', kind: 'dense-flat' }] } });
+  await checkExact('addflat', undefined, { conv: 'sum', pool: 'pool', realise: { kind: 'fold', targets: [{ layer: 'out', kind: 'dense-flat' }] } }, 'linear');
 });
 
 test('BN: a zero conv channel is not a pruned channel (BN shifts it); inspect reports a channel only when its block output is provably zero', async () => {
