@@ -22,7 +22,9 @@ import { runPrune } from '../src/defense/prune.js';
 import { findCutPoint, type CutPoint } from '../src/defense/graph.js';
 import { applyMaskInPlace, maskedCopy, prunedChannels } from '../src/defense/mask.js';
 import { fineTune } from '../src/defense/fineprune.js';
-import { tempDir } from './helpers.js';
+import { evaluateGoodNet } from '../src/defense/goodnet.js';
+import { spawnSync } from 'node:child_process';
+import { ROOT, assertBadInput, tempDir } from './helpers.js';
 
 await initBackend('wasm');
 const { dir, cleanup } = tempDir('goodnet-prune-any-');
@@ -188,6 +190,11 @@ test('ResNet with a stem pool: the last block\'s output after Add+ReLU (never th
 
 test('an inner block output read by a conv and a residual Add: a 1x1 depthwise mask layer; exact, GoodNet-compatible', async () => {
   await checkExact('resnet', 'b1_out', { conv: 'b1_out', pool: 'b1_out', realise: { kind: 'mask', layer: 'b1_out_goodnet_mask' } }, undefined);
+  const { model, clean, poisoned } = await setup('resnet');
+  const repaired = await loadModel(join(dir, 'resnet-b1_out-asc-2.h5'));
+  assert.ok(repaired.net.layers.some((l) => l.name === 'b1_out_goodnet_mask'));
+  const g = await evaluateGoodNet({ bad: model, repaired, cleanTest: clean, poisonedTest: poisoned, target: 0 });
+  assert.ok(g.goodnet.accuracy >= 0 && g.goodnet.accuracy <= 1);
 });
 
 test('Add -> MaxPool -> Flatten -> Dense: folded into the Dense rows in channel-last order; exact', async () => {
@@ -235,4 +242,18 @@ test('bad prune points: a layer without channels, a conv inside a residual branc
   const noConv = tfl.sequential({ layers: [tfl.layers.flatten({ inputShape: [H, H, 3] }), tfl.layers.dense({ units: CLASSES, activation: 'softmax' })] });
   assert.throws(() => findCutPoint(noConv, undefined, 'dense.h5'), /dense\.h5: the model has no convolutional layer to prune/);
   assert.ok(!existsSync(join(dir, 'bad')));
+});
+
+test('CLI: prune says which layer and why; bad prune points end in one line, exit 2, nothing written', async () => {
+  const { model, clean, poisoned } = await setup('resnet');
+  const run = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'goodnet.js'), 'prune', '-m', model.source, '--clean-valid', clean, '--poisoned-valid', poisoned, '-t', '0', ...args], { encoding: 'utf8', timeout: 120_000 });
+    return { code: r.status, out: r.stdout, err: r.stderr };
+  };
+  const ok = run('-o', join(dir, 'cli-ok'), '--order', 'asc');
+  assert.equal(ok.code, 0, ok.err);
+  assert.match(ok.err, /pruning b2_out \(4 channels\): the last block's output, before global pooling 'gap'; profile at gap/);
+  assertBadInput(run('-o', join(dir, 'cli-bad'), '--layer', 'b1_conv2'), /resnet\.h5: layer 'b1_conv2' is inside a branch that 'b1_add' \(Add\) sums with another branch/);
+  assertBadInput(run('-o', join(dir, 'cli-bad'), '--layer', 'out'), /resnet\.h5: layer 'out' is a Dense with output \(N, 4\), which has no channels/);
+  assert.ok(!existsSync(join(dir, 'cli-bad')));
 });
