@@ -5,6 +5,11 @@ Loads the Keras weights with h5py, runs the head (conv_1..pool_3) once per set, 
 every step 0..60 masks the pooled activations and runs the tail (conv_4, fc_1, fc_2,
 output + softmax, argmax) on clean and poisoned sets. Pixels are seeded random 0..255.
 Prints one JSON line.
+
+With --cut-file (bench/prune_any.ts): the cut activations goodnet cached (datasets clean,
+poisoned (N, h, w, C) or (N, C), clean_y, poisoned_y) and the tail's Dense layers
+(dense_<i>_kernel/bias, activations in --activations); per step the channels of --order
+pruned so far are masked and the tail (flatten in HWC order, Dense layers, argmax) runs.
 """
 import argparse, json, os, time
 import h5py
@@ -13,7 +18,10 @@ import torch
 import torch.nn.functional as F
 
 ap = argparse.ArgumentParser()
-ap.add_argument('--weights', required=True)
+ap.add_argument('--weights')
+ap.add_argument('--cut-file')
+ap.add_argument('--activations', default='')
+ap.add_argument('--order', default='')
 ap.add_argument('--n', type=int, default=11547)
 ap.add_argument('--steps', type=int, default=60)
 ap.add_argument('--batch', type=int, default=2048)
@@ -22,6 +30,38 @@ ap.add_argument('--threads', type=int, default=os.cpu_count())
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
+
+def cut_file_sweep():
+    f = h5py.File(a.cut_file, 'r')
+    sets = [(torch.from_numpy(np.array(f[k])), torch.from_numpy(np.array(f[k + '_y']).astype(np.int64))) for k in ('clean', 'poisoned')]
+    acts = a.activations.split(',')
+    dense = [(torch.from_numpy(np.array(f[f'dense_{i}_kernel'])).t().contiguous(), torch.from_numpy(np.array(f[f'dense_{i}_bias']))) for i in range(len(acts))]
+    order = [int(v) for v in a.order.split(',')]
+    c = sets[0][0].shape[-1]
+    def tail(p):
+        x = p.reshape(p.shape[0], -1)
+        for (k, b), act in zip(dense, acts):
+            x = F.linear(x, k, b)
+            if act == 'relu': x = F.relu(x)
+            elif act == 'softmax': x = torch.softmax(x, 1)
+            elif act != 'linear': raise SystemExit(f'activation {act} not supported')
+        return x.argmax(1)
+    acc = []
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for k in range(len(order) + 1):
+            mask = torch.ones(c); mask[order[:k]] = 0
+            r = []
+            for p, y in sets:
+                lab = torch.cat([tail(p[i:i + a.batch] * mask) for i in range(0, p.shape[0], a.batch)])
+                r.append((lab == y).float().mean().item())
+            acc.append(r)
+        t_sweep = time.perf_counter() - t0
+    print(json.dumps({'torch': torch.__version__, 'threads': torch.get_num_threads(), 'sweep_s': t_sweep, 'steps': len(order), 'n': sets[0][0].shape[0], 'acc': acc}))
+
+if a.cut_file:
+    cut_file_sweep()
+    raise SystemExit(0)
 
 # Quick matmul peak (float32, 1024^3), to show whether a BLAS is in use.
 m = torch.randn(1024, 1024)
