@@ -6,13 +6,11 @@ every step 0..60 masks the pooled activations and runs the tail (conv_4, fc_1, f
 output + softmax, argmax) on clean and poisoned sets. Pixels are seeded random 0..255.
 Prints one JSON line.
 
-With --cut-file (bench/prune_any.ts): the cut activations goodnet cached (datasets clean,
-poisoned (N, h, w, C) or (N, C), clean_y, poisoned_y) and the tail's Dense layers
-(dense_<i>_kernel/bias, activations in --activations); per step the channels of --order
+With --cut-file DIR (bench/prune_any.ts): the cut activations goodnet cached and the tail's
+Dense layers as raw little-endian arrays described by DIR/meta.json (no h5py needed); per step the channels of --order
 pruned so far are masked and the tail (flatten in HWC order, Dense layers, argmax) runs.
 """
 import argparse, json, os, time
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,10 +30,12 @@ torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 
 def cut_file_sweep():
-    f = h5py.File(a.cut_file, 'r')
-    sets = [(torch.from_numpy(np.array(f[k])), torch.from_numpy(np.array(f[k + '_y']).astype(np.int64))) for k in ('clean', 'poisoned')]
+    meta = json.load(open(os.path.join(a.cut_file, 'meta.json')))
+    def arr(name, dtype=np.float32):
+        return torch.from_numpy(np.fromfile(os.path.join(a.cut_file, name), dtype=dtype).reshape(meta[name]))
+    sets = [(arr(k), arr(k + '_y', np.int32).long()) for k in ('clean', 'poisoned')]
     acts = a.activations.split(',')
-    dense = [(torch.from_numpy(np.array(f[f'dense_{i}_kernel'])).t().contiguous(), torch.from_numpy(np.array(f[f'dense_{i}_bias']))) for i in range(len(acts))]
+    dense = [(arr(f'dense_{i}_kernel').t().contiguous(), arr(f'dense_{i}_bias')) for i in range(len(acts))]
     order = [int(v) for v in a.order.split(',')]
     c = sets[0][0].shape[-1]
     def tail(p):
@@ -70,6 +70,7 @@ t = time.perf_counter(); reps = 20
 for _ in range(reps): m @ m
 gflops = 2 * 1024 ** 3 * reps / (time.perf_counter() - t) / 1e9
 
+import h5py
 f = h5py.File(a.weights, 'r')
 def W(name):
     g = f[name][name]

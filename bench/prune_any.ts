@@ -14,7 +14,7 @@
  * sweep equals the tail-mask path at every step. Options: --n N, --skip-torch.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +24,6 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { loadModel, saveModel } from '../src/io/model.js';
 import { writeCsawData } from '../src/attack/csaw_layout.js';
-import { createH5 } from '../src/io/hdf5.js';
 import { runPrune } from '../src/defense/prune.js';
 import { openDataset } from '../src/io/dataset.js';
 import { cutActivations } from '../src/defense/activations.js';
@@ -101,19 +100,24 @@ async function bench(name: string, net: tfl.LayersModel, dir: string): Promise<R
   let torch: Record<string, unknown> | undefined;
   if (!SKIP_TORCH) {
     // The cut activations and the tail's Dense layers, for the peer.
-    const cutFile = join(dir, `${name}-cut.h5`);
-    const f = await createH5(cutFile);
+    const cutFile = join(dir, `${name}-cut`);
+    mkdirSync(cutFile);
+    const meta: Record<string, number[]> = {};
+    const put = (file: string, data: Float32Array | Int32Array, shape: number[]) => {
+      writeFileSync(join(cutFile, file), Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      meta[file] = shape;
+    };
     const denses = tail.layers.filter((l) => l.getClassName() === 'Dense');
     for (const [k, a] of [['clean', acts[0]!], ['poisoned', acts[1]!]] as const) {
-      f.create_dataset({ name: k, data: a.values.dataSync() as Float32Array, shape: a.values.shape, dtype: '<f' });
-      f.create_dataset({ name: `${k}_y`, data: a.labels, shape: [a.labels.length], dtype: '<i' });
+      put(k, a.values.dataSync() as Float32Array, a.values.shape);
+      put(`${k}_y`, a.labels, [a.labels.length]);
     }
     denses.forEach((l, i) => {
       const [kk, bb] = l.getWeights();
-      f.create_dataset({ name: `dense_${i}_kernel`, data: kk!.dataSync() as Float32Array, shape: kk!.shape, dtype: '<f' });
-      f.create_dataset({ name: `dense_${i}_bias`, data: bb!.dataSync() as Float32Array, shape: bb!.shape, dtype: '<f' });
+      put(`dense_${i}_kernel`, kk!.dataSync() as Float32Array, kk!.shape);
+      put(`dense_${i}_bias`, bb!.dataSync() as Float32Array, bb!.shape);
     });
-    f.close();
+    writeFileSync(join(cutFile, 'meta.json'), JSON.stringify(meta));
     const acts2 = denses.map((l) => (l.getConfig() as { activation: string }).activation).join(',');
     const out = execFileSync('/usr/bin/python3', [join(ROOT, 'bench/peer_torch.py'), '--cut-file', cutFile, '--activations', acts2, '--order', s.channelOrder.join(','), '--threads', '1'], { encoding: 'utf8' });
     torch = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, unknown>;

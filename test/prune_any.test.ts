@@ -21,7 +21,7 @@ import { inspectModel } from '../src/models/inspect.js';
 import { runPrune } from '../src/defense/prune.js';
 import { findCutPoint, type CutPoint } from '../src/defense/graph.js';
 import { applyMaskInPlace, maskedCopy, prunedChannels } from '../src/defense/mask.js';
-import { fineTune } from '../src/defense/fineprune.js';
+import { fineTune, runFinePrune } from '../src/defense/fineprune.js';
 import { evaluateGoodNet } from '../src/defense/goodnet.js';
 import { spawnSync } from 'node:child_process';
 import { ROOT, assertBadInput, tempDir } from './helpers.js';
@@ -231,6 +231,12 @@ test('fine-tuning keeps pruned channels pruned through the same mechanism (BN ze
     assert.deepEqual(prunedChannels(net, cut), pruned, `${name} ${layer ?? ''}`);
     net.dispose();
   }
+  // goodnet fineprune on a saved model with a mask layer finds its pruned channels there.
+  const { clean } = await setup('resnet');
+  const saved = await loadModel(join(dir, 'resnet-b1_out-asc-2.h5'));
+  const r = await runFinePrune({ model: saved, cleanValid: clean, epochs: 1, batchSize: 16 });
+  assert.equal(r.conv, 'b1_out_goodnet_mask');
+  assert.equal(r.pruned.length, 2);
 });
 
 test('bad prune points: a layer without channels, a conv inside a residual branch, a model without conv', async () => {

@@ -194,7 +194,9 @@ export interface FinePruneCommandResult {
 
 /** `goodnet fineprune` as a function. */
 export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePruneCommandResult> {
-  const cut = findCutPoint(o.model.net, o.layer, o.model.source);
+  // A pruned model with a mask layer (mask.ts) is pruned at that layer.
+  const maskLayer = o.layer === undefined && o.pruneFraction === undefined ? o.model.net.layers.find((l) => l.name.endsWith('_goodnet_mask')) : undefined;
+  const cut = findCutPoint(o.model.net, o.layer ?? maskLayer?.name, o.model.source);
   if (o.out) checkWritable(o.out, { overwrite: o.overwrite });
   if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined) || (o.poisonedTest !== undefined && o.target === undefined)) {
     throw new GoodnetError('give --clean-test, --poisoned-test and --target together, or none of them');
