@@ -44,8 +44,8 @@ export interface LinearTail {
   u: number;
   kernel: Float32Array;
   bias: Float32Array;
-  /** z (N, u) -> logits. */
-  rest: tfl.LayersModel;
+  /** z (N, u) -> logits; null when z is the logits (the Dense is the output layer). */
+  rest: tfl.LayersModel | null;
 }
 
 function cfg(l: Layer): Record<string, unknown> {
@@ -60,7 +60,7 @@ function readers(tail: tfl.LayersModel, l: Layer): Layer[] {
 }
 
 /** The model z -> logits: Dense's activation, then the tail's layers after it, a final softmax dropped. */
-function restModel(tail: tfl.LayersModel, dense: Layer): tfl.LayersModel | null {
+function restModel(tail: tfl.LayersModel, dense: Layer): tfl.LayersModel | 'identity' | null {
   const u = (cfg(dense).units as number);
   const input = tfl.input({ shape: [u] });
   const out = tail.outputs[0]!;
@@ -70,8 +70,7 @@ function restModel(tail: tfl.LayersModel, dense: Layer): tfl.LayersModel | null 
     && ((l.getClassName() === 'Activation' || l.getClassName() === 'Softmax' || l.getClassName() === 'Dense') && (act(l) === 'softmax' || l.getClassName() === 'Softmax'));
   if (denseOut.id === out.id) {
     // The Dense is the output layer: z is the logits when it is softmax/linear.
-    if (!['softmax', 'linear'].includes(act(dense))) return null;
-    return tfl.model({ inputs: input, outputs: input });
+    return ['softmax', 'linear'].includes(act(dense)) ? 'identity' : null;
   }
   let x: tfl.SymbolicTensor = act(dense) === 'linear' ? input : tfl.layers.activation({ activation: act(dense) as never }).apply(input) as tfl.SymbolicTensor;
   const mapped = new Map<number, tfl.SymbolicTensor>([[denseOut.id, x]]);
@@ -135,7 +134,7 @@ export const linearKind: TailKind<LinearTail> = {
     const u = w[0]!.shape[1]!;
     return {
       via, hw: shape.length === 3 ? shape[0]! * shape[1]! : 1, c: channels, u,
-      kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(u), rest,
+      kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(u), rest: rest === 'identity' ? null : rest,
     };
   },
   run: async (t, sets, order, last, o) => {
@@ -152,8 +151,10 @@ export const linearKind: TailKind<LinearTail> = {
 };
 
 /** The incremental sweep of one set on the current backend. */
-export function linearShare(t: LinearTail, values: tf.Tensor, order: number[], last: number, tol: number, chunk = 4096): ShareResult {
+export function linearShare(t: LinearTail, values: tf.Tensor, order: number[], last: number, tol: number, chunkSize?: number): ShareResult {
   const { hw, c, u } = t;
+  // Images per chunk: about 2^24 floats of state (cut values, z, logits) at a time.
+  const chunk = chunkSize ?? Math.max(256, Math.min(65536, Math.floor(2 ** 24 / (hw * c + 2 * u + 16))));
   const n = values.shape[0]!;
   const labels = new Int32Array((last + 1) * n);
   const ambiguous = new Uint8Array((last + 1) * n);
@@ -191,10 +192,10 @@ export function linearShare(t: LinearTail, values: tf.Tensor, order: number[], l
           z.dispose();
           z = nz;
         }
-        const logits = tf.tidy(() => t.rest.predict(z, { batchSize: m }) as tf.Tensor2D);
+        const logits = t.rest ? tf.tidy(() => t.rest!.predict(z, { batchSize: m }) as tf.Tensor2D) : z;
         const classes = logits.shape[1]!;
         const v = logits.dataSync() as Float32Array;
-        logits.dispose();
+        if (logits !== z) logits.dispose();
         for (let i = 0; i < m; i++) {
           const r = i * classes;
           let v1 = -Infinity;
