@@ -180,6 +180,12 @@ export function linearShare(t: LinearTail, values: tf.Tensor, order: number[], l
         const v = t.via === 'gap' ? tf.mean(x, [1, 2]) : x;
         return tf.split(v as tf.Tensor2D, c, 1) as tf.Tensor2D[];
       });
+      if (!t.rest && t.via !== 'flatten') {
+        // z is the logits and one channel is one input row: the update is m*u multiply-adds per step, done here in JS.
+        computed += pooledShare(t, x, m, start, n, order, last, tol, labels, ambiguous);
+        tf.dispose([...feats, x]);
+        continue;
+      }
       let z = tf.tidy(() => {
         const v = t.via === 'flatten' ? tf.reshape(x, [m, rows]) : t.via === 'gap' ? tf.mean(x, [1, 2]) : x;
         return tf.add(tf.matMul(v as tf.Tensor2D, kernel), bias) as tf.Tensor2D;
@@ -219,6 +225,55 @@ export function linearShare(t: LinearTail, values: tf.Tensor, order: number[], l
     tf.dispose([kernel, bias, ...wc]);
   }
   return { labels, ambiguous, computed };
+}
+
+/** Top label and ambiguity of row i of (m, classes) logits. */
+function top(v: Float32Array | Float64Array, r: number, classes: number, tol: number): [number, number] {
+  let v1 = -Infinity;
+  let b1 = 0;
+  let nan = false;
+  for (let j = 0; j < classes; j++) {
+    const y = v[r + j]!;
+    if (y !== y) nan = true;
+    if (y > v1) { v1 = y; b1 = j; }
+  }
+  let v2 = -Infinity;
+  for (let j = 0; j < classes; j++) if (j !== b1 && v[r + j]! > v2) v2 = v[r + j]!;
+  return [b1, !nan && v1 - v2 > tol * (1 + Math.abs(v1)) ? 0 : 1];
+}
+
+/** linearShare for GAP/direct cuts into the output Dense: z = f @ W + b updated in JS (float64). */
+function pooledShare(t: LinearTail, x: tf.Tensor, m: number, start: number, n: number, order: number[], last: number, tol: number, labels: Int32Array, ambiguous: Uint8Array): number {
+  const { c, u } = t;
+  const fT = tf.tidy(() => (t.via === 'gap' ? tf.mean(x, [1, 2]) : x));
+  const f = fT.dataSync() as Float32Array;
+  fT.dispose();
+  const z = new Float64Array(m * u);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < u; j++) {
+      let s = t.bias[j]!;
+      for (let ch = 0; ch < c; ch++) s += f[i * c + ch]! * t.kernel[ch * u + j]!;
+      z[i * u + j] = s;
+    }
+  }
+  for (let k = 0; k <= last; k++) {
+    if (k > 0) {
+      const ch = order[k - 1]!;
+      const w0 = ch * u;
+      for (let i = 0; i < m; i++) {
+        const fv = f[i * c + ch]!;
+        if (fv === 0) continue;
+        const r = i * u;
+        for (let j = 0; j < u; j++) z[r + j] -= fv * t.kernel[w0 + j]!;
+      }
+    }
+    for (let i = 0; i < m; i++) {
+      const [lab, amb] = top(z, i * u, u, tol);
+      labels[k * n + start + i] = lab;
+      ambiguous[k * n + start + i] = amb;
+    }
+  }
+  return m * (last + 1);
 }
 
 /** The kinds sweep.ts tries, in order. */
