@@ -5,15 +5,21 @@ Loads the Keras weights with h5py, runs the head (conv_1..pool_3) once per set, 
 every step 0..60 masks the pooled activations and runs the tail (conv_4, fc_1, fc_2,
 output + softmax, argmax) on clean and poisoned sets. Pixels are seeded random 0..255.
 Prints one JSON line.
+
+With --cut-file DIR (bench/prune_any.ts): the cut activations goodnet cached and the tail's
+Dense layers as raw little-endian arrays described by DIR/meta.json (no h5py needed); per step the channels of --order
+pruned so far are masked and the tail (flatten in HWC order, Dense layers, argmax) runs.
 """
 import argparse, json, os, time
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 ap = argparse.ArgumentParser()
-ap.add_argument('--weights', required=True)
+ap.add_argument('--weights')
+ap.add_argument('--cut-file')
+ap.add_argument('--activations', default='')
+ap.add_argument('--order', default='')
 ap.add_argument('--n', type=int, default=11547)
 ap.add_argument('--steps', type=int, default=60)
 ap.add_argument('--batch', type=int, default=2048)
@@ -23,6 +29,40 @@ a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 
+def cut_file_sweep():
+    meta = json.load(open(os.path.join(a.cut_file, 'meta.json')))
+    def arr(name, dtype=np.float32):
+        return torch.from_numpy(np.fromfile(os.path.join(a.cut_file, name), dtype=dtype).reshape(meta[name]))
+    sets = [(arr(k), arr(k + '_y', np.int32).long()) for k in ('clean', 'poisoned')]
+    acts = a.activations.split(',')
+    dense = [(arr(f'dense_{i}_kernel').t().contiguous(), arr(f'dense_{i}_bias')) for i in range(len(acts))]
+    order = [int(v) for v in a.order.split(',')]
+    c = sets[0][0].shape[-1]
+    def tail(p):
+        x = p.reshape(p.shape[0], -1)
+        for (k, b), act in zip(dense, acts):
+            x = F.linear(x, k, b)
+            if act == 'relu': x = F.relu(x)
+            elif act == 'softmax': x = torch.softmax(x, 1)
+            elif act != 'linear': raise SystemExit(f'activation {act} not supported')
+        return x.argmax(1)
+    acc = []
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for k in range(len(order) + 1):
+            mask = torch.ones(c); mask[order[:k]] = 0
+            r = []
+            for p, y in sets:
+                lab = torch.cat([tail(p[i:i + a.batch] * mask) for i in range(0, p.shape[0], a.batch)])
+                r.append((lab == y).float().mean().item())
+            acc.append(r)
+        t_sweep = time.perf_counter() - t0
+    print(json.dumps({'torch': torch.__version__, 'threads': torch.get_num_threads(), 'sweep_s': t_sweep, 'steps': len(order), 'n': sets[0][0].shape[0], 'acc': acc}))
+
+if a.cut_file:
+    cut_file_sweep()
+    raise SystemExit(0)
+
 # Quick matmul peak (float32, 1024^3), to show whether a BLAS is in use.
 m = torch.randn(1024, 1024)
 m @ m
@@ -30,6 +70,7 @@ t = time.perf_counter(); reps = 20
 for _ in range(reps): m @ m
 gflops = 2 * 1024 ** 3 * reps / (time.perf_counter() - t) / 1e9
 
+import h5py
 f = h5py.File(a.weights, 'r')
 def W(name):
     g = f[name][name]

@@ -25,7 +25,8 @@ import { runPrune } from '../src/defense/prune.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { openDataset } from '../src/io/dataset.js';
 import { cutActivations } from '../src/defense/activations.js';
-import { findCutPoint, headModel, pruneChannels, tailModel } from '../src/defense/graph.js';
+import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
+import { pruneChannels } from '../src/defense/mask.js';
 import { sweep } from '../src/defense/sweep.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));

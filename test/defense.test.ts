@@ -10,7 +10,8 @@ import { evaluate } from '../src/eval/evaluate.js';
 import { loadModel, type LoadedModel, describeModel } from '../src/io/model.js';
 import { inspectModel } from '../src/models/inspect.js';
 import { runPrune, type PruneSummary } from '../src/defense/prune.js';
-import { findCutPoint, pruneChannels } from '../src/defense/graph.js';
+import { findCutPoint } from '../src/defense/graph.js';
+import { pruneChannels } from '../src/defense/mask.js';
 import { channelOrder, pickThresholds } from '../src/defense/sweep.js';
 import { classifyGoodNet, evaluateGoodNet, goodnetLabels, goodnetMetrics } from '../src/defense/goodnet.js';
 import { CSAW, needsCsaw, tempDir } from './helpers.js';
@@ -143,14 +144,14 @@ test('GoodNet refuses a repaired model of another architecture; predict --goodne
   for (const a of answers) assert.equal(a.goodnet, a.bad === a.repaired ? a.bad : 10);
 });
 
-test('bad prune input: thresholds outside (0,100), a model without pooling, a layer that is not conv/pool', async () => {
+test('bad prune input: thresholds outside (0,100), a model without conv, a layer without channels', async () => {
   const base = { model, cleanValid: f('data/cl/valid.h5'), poisonedValid: f('data/bd/bd_valid.h5'), target: 0, out: join(dir, 'x') };
   await assert.rejects(runPrune({ ...base, thresholds: [0] }), /threshold 0 is outside \(0, 100\)/);
   await assert.rejects(runPrune({ ...base, thresholds: [100] }), /threshold 100 is outside/);
-  await assert.rejects(runPrune({ ...base, layer: 'fc_1' }), /layer 'fc_1' is a Dense; give a Conv2D or a pooling layer/);
+  await assert.rejects(runPrune({ ...base, layer: 'fc_1' }), /layer 'fc_1' is a Dense with output \(N, 160\), which has no channels/);
   await assert.rejects(runPrune({ ...base, target: 10 }), /target label 10 is out of range/);
-  const flat = tfl.sequential({ layers: [tfl.layers.conv2d({ inputShape: [8, 8, 1], filters: 2, kernelSize: 3 }), tfl.layers.flatten(), tfl.layers.dense({ units: 3, activation: 'softmax' })] });
-  assert.throws(() => findCutPoint(flat, undefined, 'flat.h5'), /flat\.h5: the model has no pooling layer/);
+  const flat = tfl.sequential({ layers: [tfl.layers.flatten({ inputShape: [8, 8, 1] }), tfl.layers.dense({ units: 3, activation: 'softmax' })] });
+  assert.throws(() => findCutPoint(flat, undefined, 'flat.h5'), /flat\.h5: the model has no convolutional layer to prune/);
   assert.ok(!existsSync(join(dir, 'x')));
 });
 

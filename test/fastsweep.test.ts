@@ -10,6 +10,7 @@ import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
 import { channelMeans, type CutActivations } from '../src/defense/activations.js';
 import { sweep } from '../src/defense/sweep.js';
 import { matchDeepIdTail } from '../src/defense/fastsweep.js';
+import { matchTail } from '../src/defense/tailkinds.js';
 
 await initBackend('wasm');
 
@@ -50,7 +51,7 @@ test('incremental sweep equals the tail-mask sweep at every step (asc and desc, 
   }
 });
 
-test('a tail that is not DeepID-shaped takes the general path', async () => {
+test('a Flatten -> Dense tail takes the linear kind; a tail starting with a conv takes the general path', async () => {
   const net = tfl.sequential({ layers: [
     tfl.layers.conv2d({ inputShape: [8, 8, 1], filters: 3, kernelSize: 3, activation: 'relu' }),
     tfl.layers.maxPooling2d({ poolSize: 2 }), tfl.layers.flatten(), tfl.layers.dense({ units: 4, activation: 'softmax' }),
@@ -60,7 +61,51 @@ test('a tail that is not DeepID-shaped takes the general path', async () => {
   assert.equal(matchDeepIdTail(tail), null);
   const a = cut(headModel(net, c), 50, [8, 8, 1], 4, 'x');
   const s = await sweep(tail, a, a, await channelMeans(a), { order: 'asc', target: 0 });
-  assert.equal(s.stats.path, 'tail-mask');
+  assert.equal(s.stats.path, 'incremental');
+  assert.equal(s.stats.kind, 'linear');
   assert.equal(s.steps.length, 4);
   a.values.dispose();
+  const deep = tfl.sequential({ layers: [
+    tfl.layers.conv2d({ inputShape: [8, 8, 1], filters: 3, kernelSize: 3, activation: 'relu' }),
+    tfl.layers.conv2d({ filters: 2, kernelSize: 3, activation: 'relu' }), tfl.layers.flatten(), tfl.layers.dense({ units: 4, activation: 'softmax' }),
+  ] });
+  const c2 = findCutPoint(deep, deep.layers[0]!.name);
+  const t2 = await tailModel(deep, c2);
+  assert.equal(matchTail(t2, 3), null);
+  const b = cut(headModel(deep, c2), 20, [8, 8, 1], 4, 'y');
+  const s2 = await sweep(t2, b, b, await channelMeans(b), { order: 'asc', target: 0 });
+  assert.equal(s2.stats.path, 'tail-mask');
+  b.values.dispose();
+});
+
+test('linear kind (Conv-AvgPool-Conv-AvgPool-Flatten-Dense-Dense, and GAP -> Dense): equals the tail-mask sweep at every step, few recomputes', async () => {
+  // Random output biases: with zero biases a fully pruned net ties every class (all ambiguous, recomputed).
+  const mnist = tfl.sequential({ layers: [
+    tfl.layers.conv2d({ inputShape: [28, 28, 1], filters: 6, kernelSize: 5, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({ seed: 1 }) }),
+    tfl.layers.averagePooling2d({ poolSize: 2 }),
+    tfl.layers.conv2d({ filters: 12, kernelSize: 5, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({ seed: 2 }) }),
+    tfl.layers.averagePooling2d({ poolSize: 2 }), tfl.layers.flatten(),
+    tfl.layers.dense({ units: 32, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({ seed: 3 }), biasInitializer: tfl.initializers.randomNormal({ seed: 7 }) }),
+    tfl.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: 4 }), biasInitializer: tfl.initializers.randomNormal({ seed: 8 }) }),
+  ] });
+  const gap = tfl.sequential({ layers: [
+    tfl.layers.conv2d({ inputShape: [8, 8, 3], filters: 8, kernelSize: 3, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({ seed: 5 }) }),
+    tfl.layers.globalAveragePooling2d({}), tfl.layers.dense({ units: 5, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: 6 }), biasInitializer: tfl.initializers.randomNormal({ seed: 9 }) }),
+  ] });
+  for (const [net, shape, classes] of [[mnist, [28, 28, 1], 10], [gap, [8, 8, 3], 5]] as const) {
+    const c = findCutPoint(net);
+    const tail = await tailModel(net, c);
+    const clean = cut(headModel(net, c), 300, [...shape], classes, 'lc');
+    const poisoned = cut(headModel(net, c), 200, [...shape], classes, 'lp');
+    const means = await channelMeans(clean);
+    for (const order of ['asc', 'desc'] as const) {
+      const ref = await sweep(tail, clean, poisoned, means, { order, target: 0, fast: false });
+      const got = await sweep(tail, clean, poisoned, means, { order, target: 0 });
+      assert.equal(got.stats.kind, 'linear');
+      got.steps.forEach((s, k) => assert.deepEqual(s, ref.steps[k], `${order} step ${k}`));
+      assert.ok(got.stats.recomputed < 0.05 * 500 * got.steps.length, `recomputed ${got.stats.recomputed}`);
+      assert.ok(new Set(ref.steps.map((s) => s.accuracy)).size > 1, 'accuracy changes along the sweep');
+    }
+    tf.dispose([clean.values, poisoned.values]);
+  }
 });

@@ -6,7 +6,7 @@ import { initBackend } from '../src/engine/backend.js';
 import { runAttack, type AttackSummary } from '../src/attack/lab.js';
 import { loadModel, type LoadedModel } from '../src/io/model.js';
 import { inspectModel } from '../src/models/inspect.js';
-import { pruneChannels } from '../src/defense/graph.js';
+import { pruneChannels } from '../src/defense/mask.js';
 import { fineTune, readAll, runFinePrune } from '../src/defense/fineprune.js';
 import { runPrune } from '../src/defense/prune.js';
 import { tempDir } from './helpers.js';

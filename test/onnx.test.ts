@@ -6,7 +6,8 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { findCutPoint, pruneChannels, zeroChannelsInPlace } from '../src/defense/graph.js';
+import { findCutPoint } from '../src/defense/graph.js';
+import { pruneChannels } from '../src/defense/mask.js';
 import { initBackend } from '../src/engine/backend.js';
 import { describeModel, loadModel, saveModel, type LoadedModel } from '../src/io/model.js';
 import { readOnnx } from '../src/io/onnx.js';
@@ -75,6 +76,16 @@ function assertSamePredictions(got: number[][], ref: number[][], what: string): 
   });
   assert.ok(worst <= 1e-4, `${what}: max |p - p_ort| = ${worst}`);
   return worst;
+}
+
+/** Zero output channels of a conv layer in place (kernel slice and bias). */
+function zeroChannelsInPlace(net: tfl.LayersModel, conv: string, channels: number[]): void {
+  const layer = net.getLayer(conv);
+  const ws = layer.getWeights();
+  const mask = tf.tensor1d(Array.from({ length: ws[0]!.shape.at(-1)! }, (_, i) => (channels.includes(i) ? 0 : 1)));
+  const next = ws.map((w) => tf.mul(w, mask));
+  layer.setWeights(next);
+  tf.dispose([mask, ...next]);
 }
 
 /** Zero conv output channels (kernel + bias) and the matching BN gamma/beta, as the pruning defense does. */

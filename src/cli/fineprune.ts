@@ -45,7 +45,7 @@ export function finepruneCommand(): Command {
     .option('--clean-test <path>', 'clean test data')
     .option('--poisoned-test <path>', 'poisoned test data')
     .option('-t, --target <label>', "the attacker's target label (with the test sets)", parseInteger('--target', 0))
-    .option('--layer <name>', 'the pruned conv layer (default: the conv before the last pooling layer)')
+    .option('--layer <name>', 'the prune point, as for goodnet prune (default: the last conv block before the classifier head)')
     .option('--prune-fraction <f>', 'prune this share of the channels first (ascending mean activation)', parsePositive('--prune-fraction'))
     .option('-e, --epochs <n>', 'fine-tuning epochs', parseInteger('--epochs', 1, 1000), d.epochs)
     .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)

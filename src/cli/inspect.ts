@@ -41,7 +41,7 @@ export function describeInput(model: LoadedModel): {
 export function inspectCommand(): Command {
   const cmd = new Command('inspect')
     .summary('layers of a model, and which conv channels are zero (pruned)')
-    .description('Print the input (shape, layout, and the preprocessing recorded in the file, or the default assumed when none is), the layer table (name, type, output shape, parameters) and, for every Conv2D layer, the output channels whose kernel slice and bias are entirely zero: what a pruned model has lost.')
+    .description('Print the input (shape, layout, and the preprocessing recorded in the file, or the default assumed when none is), the layer table (name, type, output shape, parameters) and, for every conv layer, the channels of its block output (conv, batch norm, activation) that are provably zero: what a pruned model has lost. Without batch norm that is a zero kernel slice and bias; after batch norm its gamma and beta must be zero too.')
     .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only), Keras 3 .keras, ONNX (.onnx) or tfjs folder')
     .option('--json [file]', 'print JSON instead of the tables, or write it to file');
   addModelOptions(cmd);
@@ -61,7 +61,7 @@ Example:
     console.log(markdownTable(['layer', 'type', 'output shape', 'params'],
       info.layers.map((l) => [l.name, l.type, `(${l.outputShape.map((d) => d ?? 'N').join(', ')})`, l.params])));
     console.log('');
-    console.log(markdownTable(['conv layer', 'channels', 'zeroed', 'zeroed channels'],
-      info.convs.map((c) => [c.layer, c.channels, c.zeroChannels.length, c.zeroChannels.length ? ranges(c.zeroChannels) : '-'])));
+    console.log(markdownTable(['conv layer', 'block output', 'channels', 'zeroed', 'zeroed channels'],
+      info.convs.map((c) => [c.layer, c.output, c.channels, c.zeroChannels.length, c.zeroChannels.length ? ranges(c.zeroChannels) : '-'])));
   });
 }

@@ -28,7 +28,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     summary: 'the whole experiment on the built-in data: attack, eval, prune, GoodNets, report',
     load: async () => (await import('./demo.js')).demoCommand() },
   { name: 'attack', term: 'attack [options]',
-    summary: 'make a BadNet: poison a data set, train DeepID, write the CSAW lab layout',
+    summary: 'make a BadNet: poison a data set, train DeepID, VGG or ResNet, write the CSAW lab layout',
     load: async () => (await import('./attack.js')).attackCommand() },
   { name: 'eval', term: 'eval [options]',
     summary: 'clean accuracy and attack success rate of a model',

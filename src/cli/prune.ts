@@ -54,15 +54,17 @@ export function pruneCommand(): Command {
   const cmd = new Command('prune')
     .summary('the pruning defense: sweep, repaired models B\'_X, GoodNets')
     .description(
-      'Record each channel\'s mean activation at the last pooling layer over clean validation data, then prune ' +
-      'the conv layer feeding it one channel at a time, in ascending order of mean activation (the defense) and ' +
+      'Record each channel\'s mean activation at the prune point (by default the output of the last convolutional ' +
+      'block before the classifier head: the input of the last pooling layer, or a ResNet\'s last block output before ' +
+      'global pooling; the log says which and why) over clean validation data, then prune its channels one at a time, in ascending order of mean activation (the defense) and ' +
       'descending (the control), recording clean validation accuracy and attack success rate after each step. ' +
       'For each threshold X, B\'_X is the first model whose accuracy dropped by at least X points. With test sets, ' +
       'each B\'_X and its GoodNet G_X (B\'s answer where B and B\'_X agree, else "backdoor", class N) are measured ' +
       'on test data, which is read only after every model is fixed.\n\n' +
-      'The sweep runs the network once up to the pooling layer and re-evaluates only the layers after it per step ' +
-      '(zeroing a conv channel before ReLU and max-pool zeroes that pooled channel): same numbers as re-running ' +
-      'the pruned model, much faster.')
+      'The sweep runs the network once up to the prune point (or the pooling right after it) and re-evaluates only ' +
+      'the layers after it per step, with the pruned channels masked to zero. Saved models compute the same: the ' +
+      'conv (and batch-norm) weights of a pruned channel are zeroed, or the weights that read it, or a 1x1 ' +
+      'depthwise mask layer is inserted after the prune point.')
     .requiredOption('-m, --model <path>', 'the BadNet B: Keras .h5 (full or weights-only), ONNX (.onnx) or tfjs folder')
     .requiredOption('--clean-valid <path>', 'clean validation data (designs the defense)')
     .requiredOption('--poisoned-valid <path>', 'poisoned validation data')
@@ -73,7 +75,7 @@ export function pruneCommand(): Command {
     .addOption(new Option('--order <order>', 'pruning order').choices(['asc', 'desc', 'both']).default('both'))
     .option('--thresholds <list>', 'accuracy drops X in points at which to save B\'_X', parseThresholds, PRUNE_DEFAULTS.thresholds)
     .addOption(new Option('--rule <rule>', 'first-drop: first model that dropped >= X (the paper); last-within: the one before it').choices(['first-drop', 'last-within']).default('first-drop'))
-    .option('--layer <name>', 'conv or pooling layer to prune at (default: the last pooling layer and its conv)')
+    .option('--layer <name>', 'layer whose output channels are pruned (any layer with a 4-D output; a pooling layer means its input; default: the last conv block before the classifier head)')
     .option('--stop-at <n>', 'stop after this many channels (integer) or this fraction of them (e.g. 0.8)')
     .option('--fine-tune', "fine-prune every B'_X too: fine-tune on the clean validation set, pruned channels held at zero")
     .addOption(new Option('--fine-tune-order <order>', 'which orders to fine-prune').choices(['asc', 'desc', 'both']).default('asc'))

@@ -9,8 +9,8 @@ import type { ImageDataset } from '../io/dataset.js';
 import { DEFAULT_BATCH } from '../eval/predict.js';
 
 export interface CutActivations {
-  /** (N, h, w, C) pooled activations, on the backend. Dispose when done. */
-  values: tf.Tensor4D;
+  /** (N, h, w, C) activations at the cut ((N, C) after global pooling), on the backend. Dispose when done. */
+  values: tf.Tensor4D | tf.Tensor2D;
   labels: Int32Array;
   source: string;
 }
@@ -29,7 +29,7 @@ export async function cutActivations(
       parts.push(tf.tidy(() => head.predict(tf.tensor4d(b.x, [b.n, h, w, c]), { batchSize }) as tf.Tensor));
       options.onProgress?.(b.start + b.n, ds.length);
     }
-    const values = (parts.length === 1 ? parts[0]!.clone() : tf.concat(parts, 0)) as tf.Tensor4D;
+    const values = (parts.length === 1 ? parts[0]!.clone() : tf.concat(parts, 0)) as tf.Tensor4D | tf.Tensor2D;
     return { values, labels: Int32Array.from(ds.labels), source: ds.source };
   } finally {
     tf.dispose(parts);
@@ -38,7 +38,7 @@ export async function cutActivations(
 
 /** Mean activation per channel over images and positions. */
 export async function channelMeans(a: CutActivations): Promise<number[]> {
-  const m = tf.tidy(() => tf.mean(a.values, [0, 1, 2]));
+  const m = tf.tidy(() => tf.mean(a.values, a.values.shape.slice(0, -1).map((_, i) => i)));
   const v = await m.data();
   m.dispose();
   return Array.from(v, (x) => Number(x));
@@ -49,7 +49,7 @@ export async function channelMeans(a: CutActivations): Promise<number[]> {
  * exactly what the full model with those conv channels pruned predicts.
  */
 export async function tailLabels(tail: tfl.LayersModel, a: CutActivations, mask: Float32Array, batchSize = 2048): Promise<Int32Array> {
-  return labelsInBatches(tail, mask, a.values.shape[0], batchSize, (start, size) => tf.slice(a.values, [start, 0, 0, 0], [size, -1, -1, -1]));
+  return labelsInBatches(tail, mask, a.values.shape[0], batchSize, (start, size) => tf.slice(a.values, start, size));
 }
 
 /** tailLabels for the images at `indices` only (same per-image computation). */
@@ -57,14 +57,17 @@ export async function tailLabelsAt(tail: tfl.LayersModel, a: CutActivations, mas
   return labelsInBatches(tail, mask, indices.length, batchSize, (start, size) => tf.gather(a.values, tf.tensor1d(indices.slice(start, start + size), 'int32')));
 }
 
-/** argmax of the tail on `take(start, size)` masked, batch by batch (only labels leave tidy). */
+/**
+ * argmax of the tail on `take(start, size)` masked, batch by batch (only labels leave tidy).
+ * predict gets the whole batch as its batch size (tfjs would otherwise split it into 32s).
+ */
 async function labelsInBatches(tail: tfl.LayersModel, mask: Float32Array, n: number, batchSize: number, take: (start: number, size: number) => tf.Tensor): Promise<Int32Array> {
   const out = new Int32Array(n);
   const m = tf.tensor1d(mask);
   try {
     for (let start = 0; start < n; start += batchSize) {
       const size = Math.min(batchSize, n - start);
-      const idx = tf.tidy(() => tf.argMax(tail.predict(tf.mul(take(start, size), m)) as tf.Tensor2D, 1));
+      const idx = tf.tidy(() => tf.argMax(tail.predict(tf.mul(take(start, size), m), { batchSize: size }) as tf.Tensor2D, 1));
       out.set(await idx.data() as Int32Array, start);
       idx.dispose();
     }

@@ -15,7 +15,8 @@ import { pixelOptionsFor, preprocessingFor, type PixelOptions } from '../io/prep
 import { inspectModel } from '../models/inspect.js';
 import { permutation, train, type TrainingSet } from '../models/train.js';
 import { channelMeans, cutActivations } from './activations.js';
-import { cloneNet, findCutPoint, headModel, pruneChannels, zeroChannelsInPlace } from './graph.js';
+import { cloneNet, findCutPoint, headModel, type CutPoint } from './graph.js';
+import { applyMaskInPlace, maskedCopy, prunedChannels } from './mask.js';
 import { channelOrder } from './sweep.js';
 
 export interface FineTuneOptions {
@@ -111,10 +112,13 @@ function scaleKernel(layer: tfl.layers.Layer, k: number): void {
 }
 
 /**
- * Fine-tune `net` in place on clean data (pixels as the model takes them); `pruned` channels
- * of `conv` are re-zeroed after every optimizer step. Keeps the best epoch's weights.
+ * Fine-tune `net` (a pruned copy, mask.ts) in place on clean data (pixels as the model takes
+ * them); the `pruned` channels of the prune point (`cut`, or a layer name) are masked again
+ * after every optimizer step, through the same mechanism as the saved model. Keeps the best
+ * epoch's weights.
  */
-export async function fineTune(net: tfl.LayersModel, conv: string, pruned: number[], clean: TrainingSet, options: FineTuneOptions = {}): Promise<FineTuneResult> {
+export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pruned: number[], clean: TrainingSet, options: FineTuneOptions = {}): Promise<FineTuneResult> {
+  const at = typeof cut === 'string' ? findCutPoint(net, cut) : cut;
   const o = { ...FINE_TUNE_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as Required<FineTuneOptions>;
   if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`--hold-out must be in (0, 1), got ${o.holdOut}`);
   if (!(Number.isInteger(o.epochs) && o.epochs >= 1)) throw new GoodnetError(`epochs must be an integer >= 1, got ${o.epochs}`);
@@ -139,7 +143,7 @@ export async function fineTune(net: tfl.LayersModel, conv: string, pruned: numbe
       const [stats] = await train(net, trainSet, {
         epochs: 1, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed * 1000 + epoch, scale: k,
         onBatch: (_e, d, t, l, a) => o.onBatch?.(epoch, d, t, l, a),
-        afterStep: () => zeroChannelsInPlace(net, conv, pruned),
+        afterStep: () => applyMaskInPlace(net, at, pruned),
         optimizer: optimizerFor(net, o.learningRate),
       });
       const e: FineTuneEpoch = { epoch, loss: stats!.loss, trainAccuracy: stats!.accuracy, heldOutAccuracy: await accuracyOn(net, held, k), seconds: stats!.seconds };
@@ -196,7 +200,9 @@ export interface FinePruneCommandResult {
 
 /** `goodnet fineprune` as a function. */
 export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePruneCommandResult> {
-  const cut = findCutPoint(o.model.net, o.layer, o.model.source);
+  // A pruned model with a mask layer (mask.ts) is pruned at that layer.
+  const maskLayer = o.layer === undefined && o.pruneFraction === undefined ? o.model.net.layers.find((l) => l.name.endsWith('_goodnet_mask')) : undefined;
+  const cut = findCutPoint(o.model.net, o.layer ?? maskLayer?.name, o.model.source);
   if (o.out) checkWritable(o.out, { overwrite: o.overwrite });
   if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined) || (o.poisonedTest !== undefined && o.target === undefined)) {
     throw new GoodnetError('give --clean-test, --poisoned-test and --target together, or none of them');
@@ -215,9 +221,9 @@ export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePrun
     const means = await channelMeans(a);
     a.values.dispose();
     pruned = channelOrder(means, 'asc').slice(0, Math.round(o.pruneFraction * cut.channels));
-    net = await pruneChannels(o.model.net, cut.conv, pruned);
+    net = await maskedCopy(o.model.net, cut, pruned);
   } else {
-    pruned = inspectModel(o.model.net).convs.find((c) => c.layer === cut.conv)!.zeroChannels;
+    pruned = prunedChannels(o.model.net, cut);
     if (pruned.length === 0) {
       throw new GoodnetError(`no channel of ${cut.conv} is zero: give a pruned model (from goodnet prune) or --prune-fraction`, o.model.source);
     }
@@ -228,17 +234,17 @@ export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePrun
     return { accuracy: r.clean!.accuracy, asr: r.poisoned!.asr };
   };
   try {
-    const fineTuneResult = await fineTune(net, cut.conv, pruned, clean, o);
+    const fineTuneResult = await fineTune(net, cut, pruned, clean, o);
     // Test data only now that FP is fixed.
     let before: FinePruneCommandResult['before'];
     let after: FinePruneCommandResult['after'];
     if (o.cleanTest !== undefined) {
-      const b = o.pruneFraction !== undefined ? await pruneChannels(o.model.net, cut.conv, pruned) : o.model.net;
+      const b = o.pruneFraction !== undefined ? await maskedCopy(o.model.net, cut, pruned) : o.model.net;
       before = await test({ ...model, net: b });
       if (b !== o.model.net) b.dispose();
       after = await test({ ...model, net });
     }
-    if (o.out) await saveModel({ ...model, net }, o.out, { overwrite: o.overwrite });
+    if (o.out) await saveModel({ ...model, net, ...(net.layers.length !== o.model.net.layers.length ? { kerasConfig: undefined, onnx: undefined } : {}) }, o.out, { overwrite: o.overwrite });
     return { conv: cut.conv, pruned, fineTune: fineTuneResult, before, after };
   } finally {
     net.dispose();

@@ -59,9 +59,12 @@ export function goodnetMetrics(x: GoodNetInputs): Pick<GoodNetRow, 'repaired' | 
   };
 }
 
-/** Throw unless `repaired` has the same architecture as `bad` (layer names, types and weight shapes). */
+/**
+ * Throw unless `repaired` has the same architecture as `bad` (layer names, types and weight
+ * shapes), apart from the 1x1 mask layers pruning may insert (mask.ts).
+ */
 export function checkSameArchitecture(bad: LoadedModel, repaired: LoadedModel): void {
-  const sig = (m: LoadedModel) => m.net.layers.map((l) => `${l.name}:${l.getClassName()}:${l.weights.map((w) => w.shape.join('x')).join('/')}`);
+  const sig = (m: LoadedModel) => m.net.layers.filter((l) => !l.name.endsWith('_goodnet_mask')).map((l) => `${l.name}:${l.getClassName()}:${l.weights.map((w) => w.shape.join('x')).join('/')}`);
   const a = sig(bad);
   const b = sig(repaired);
   const i = a.findIndex((s, j) => s !== b[j]);

@@ -23,9 +23,10 @@ import { pixelOptionsFor, preprocessingFor, type PixelOptions, type Preprocessin
 import { goodnetCsv, markdownGoodNetTable } from '../report/html.js';
 import { channelMeans, cutActivations, tailLabels, type CutActivations } from './activations.js';
 import { goodnetMetrics } from './goodnet.js';
-import { findCutPoint, headModel, pruneChannels, tailModel } from './graph.js';
+import { findCutPoint, headModel, tailModel } from './graph.js';
+import { maskedCopy } from './mask.js';
 import { maskFor, pickThresholds, sweep } from './sweep.js';
-import type { ActivationProfile, FinePruneRow, GoodNetRow, PruneOrder, SweepResult, SweepStep, ThresholdRule } from './types.js';
+import type { SavedModelPaths, ActivationProfile, FinePruneRow, GoodNetRow, PruneOrder, SweepResult, SweepStep, ThresholdRule } from './types.js';
 import { FINE_TUNE_DEFAULTS, fineTune, readAll, type FineTuneOptions } from './fineprune.js';
 import { evaluate } from '../eval/evaluate.js';
 import type * as tfl from '@tensorflow/tfjs-layers';
@@ -87,6 +88,12 @@ export interface PruneSummary {
   timings: Record<string, number>;
 }
 
+const REALISE_WORDS = {
+  zero: 'zero the conv (and batch-norm) weights of pruned channels',
+  fold: 'zero the weights that read pruned channels',
+  mask: 'get a 1x1 depthwise mask layer after the prune point',
+} as const;
+
 function checkThresholds(xs: number[]): void {
   if (xs.length === 0) throw new GoodnetError('no thresholds given');
   for (const x of xs) {
@@ -120,6 +127,27 @@ async function activationsOf(path: string, role: string, head: ReturnType<typeof
   } finally {
     ds.close();
   }
+}
+
+/**
+ * Save one repaired model under `<od>/models/`: Keras HDF5 and tfjs always, plus the input's own
+ * format when it was ONNX (the original graph with repaired weights, or a clean graph when a
+ * mask layer was inserted) or Keras 3 (.keras).
+ */
+async function saveRepaired(m: LoadedModel, od: string, order: string, name: string): Promise<SavedModelPaths> {
+  const rel = (f: string) => `${order}/models/${f}`;
+  await saveModel(m, join(od, 'models', `${name}.h5`));
+  await saveModel(m, join(od, 'models', name));
+  const paths: SavedModelPaths = { keras: rel(`${name}.h5`), tfjs: rel(name) };
+  if (m.format === 'onnx') {
+    await saveModel(m, join(od, 'models', `${name}.onnx`));
+    paths.onnx = rel(`${name}.onnx`);
+  }
+  if (m.format === 'keras3') {
+    await saveModel(m, join(od, 'models', `${name}.keras`));
+    paths.keras3 = rel(`${name}.keras`);
+  }
+  return paths;
 }
 
 /** Run the defense; writes `out` and returns what it wrote to summary.json. */
@@ -163,7 +191,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
     const profile: ActivationProfile = {
       poolLayer: cut.pool, convLayer: cut.conv, channels: cut.channels, mean: await channelMeans(cv.a), images: cv.images, source: o.cleanValid,
     };
-    log(`pruning ${cut.conv} (${cut.channels} channels) before ${cut.pool}; profile over ${cv.images} clean validation images`);
+    log(`pruning ${cut.conv} (${cut.channels} channels): ${cut.reason}; profile at ${cut.pool} over ${cv.images} clean validation images; saved models ${REALISE_WORDS[cut.realise.kind]}`);
 
     // 1. Sweeps and picks: validation data only.
     const sweeps: SweepResult[] = [];
@@ -185,9 +213,9 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       for (const s of sweeps.filter((w) => (ft.orders ?? ['asc']).includes(w.order))) {
         for (const p of s.picks) {
           if (p.step === null) continue;
-          const net = await pruneChannels(model.net, cut.conv, p.pruned);
+          const net = await maskedCopy(model.net, cut, p.pruned);
           log(`fine-pruning B'_${p.threshold} (${s.order}): ${ft.epochs} epochs on ${clean.n} clean validation images`);
-          const r = await fineTune(net, cut.conv, p.pruned, clean, { ...ft, onBatch: (e, d, tot, l, a) => o.onFineTune?.(s.order, p.threshold, e, d, tot, l, a) });
+          const r = await fineTune(net, cut, p.pruned, clean, { ...ft, onBatch: (e, d, tot, l, a) => o.onFineTune?.(s.order, p.threshold, e, d, tot, l, a) });
           finePruned.push({ net, row: {
             order: s.order, threshold: p.threshold, fractionPruned: p.fractionPruned, epochs: ft.epochs, learningRate: ft.learningRate,
             bestEpoch: r.bestEpoch, heldOutAccuracy: r.history.map((h) => h.heldOutAccuracy), seconds: r.seconds,
@@ -246,6 +274,8 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
     };
 
     // 3. Write everything under a temp name; rename when complete.
+    // A model with an inserted mask layer no longer matches the author's Keras config.
+    const keras = cut.realise.kind === 'mask' ? { kerasConfig: undefined, onnx: undefined } : {};
     await writeAtomically(o.out, async (dir) => {
       t = performance.now();
       for (const s of sweeps) {
@@ -254,23 +284,17 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
         for (const p of s.picks) {
           if (p.step === null || o.saveModels === false) continue;
           const name = `repaired_${p.threshold}`;
-          const net = await pruneChannels(model.net, cut.conv, p.pruned);
+          const net = await maskedCopy(model.net, cut, p.pruned);
           try {
-            await saveModel({ ...model, net }, join(od, 'models', `${name}.h5`));
-            await saveModel({ ...model, net }, join(od, 'models', name));
-            if (model.onnx) await saveModel({ ...model, net }, join(od, 'models', `${name}.onnx`)); // the original ONNX graph, repaired weights
+            p.model = await saveRepaired({ ...model, net, ...keras }, od, s.order, name);
           } finally {
             net.dispose();
           }
-          p.model = { keras: `${s.order}/models/${name}.h5`, tfjs: `${s.order}/models/${name}` };
         }
         for (const fp of finePruned.filter((f) => f.row.order === s.order)) {
           if (o.saveModels === false) continue;
           const name = `fineprune_${fp.row.threshold}`;
-          await saveModel({ ...model, net: fp.net }, join(od, 'models', `${name}.h5`));
-          await saveModel({ ...model, net: fp.net }, join(od, 'models', name));
-          if (model.onnx) await saveModel({ ...model, net: fp.net }, join(od, 'models', `${name}.onnx`));
-          fp.row.model = { keras: `${s.order}/models/${name}.h5`, tfjs: `${s.order}/models/${name}` };
+          fp.row.model = await saveRepaired({ ...model, net: fp.net, ...keras }, od, s.order, name);
         }
         writeFileSync(join(od, 'sweep.csv'), sweepCsv(s));
         writeFileSync(join(od, 'sweep.json'), `${JSON.stringify(s.steps, null, 1)}\n`);

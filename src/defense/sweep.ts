@@ -8,7 +8,8 @@ import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { accuracy, attackSuccessRate } from '../eval/metrics.js';
 import { tailLabels, tailLabelsAt, type CutActivations } from './activations.js';
-import { fastShares, matchDeepIdTail, type FastSweepOptions } from './fastsweep.js';
+import type { FastSweepOptions } from './fastsweep.js';
+import { matchTail } from './tailkinds.js';
 import type { PruneOrder, SweepStep, ThresholdPick, ThresholdRule } from './types.js';
 
 /** Channels in pruning order: ascending mean activation (the paper's defense) or descending; ties by index. */
@@ -24,7 +25,7 @@ export interface SweepOptions {
   stopAt?: number;
   onStep?: (step: SweepStep, lastStep: number) => void;
   /**
-   * Incremental path for DeepID-shaped tails (fastsweep.ts), on by default; false forces
+   * Incremental path for the tail kinds of tailkinds.ts, on by default; false forces
    * the general tail-mask path. Labels equal the general path's (ambiguous images are
    * recomputed with it).
    */
@@ -33,6 +34,8 @@ export interface SweepOptions {
 
 export interface SweepStats {
   path: 'incremental' | 'tail-mask';
+  /** The incremental path's tail kind (tailkinds.ts): 'deepid' or 'linear'. */
+  kind?: string;
   /** Image-steps recomputed with the reference tail because their margin was too small. */
   recomputed: number;
   /** Incremental path: image-steps that ran the output layer (the others provably kept their label). */
@@ -66,10 +69,10 @@ export async function sweep(
     steps.push(step);
     options.onStep?.(step, last);
   };
-  const deepId = options.fast === false ? null : matchDeepIdTail(tail);
-  if (deepId && deepId.c === channels) {
+  const fast = options.fast === false ? null : matchTail(tail, channels);
+  if (fast) {
     const t0 = performance.now();
-    const { sets: shares, computed } = await fastShares(deepId, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {});
+    const { sets: shares, computed } = await fast.kind.run(fast.t, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {});
     const t1 = performance.now();
     let recomputed = 0;
     const sets = [clean, poisoned];
@@ -91,7 +94,7 @@ export async function sweep(
       record(k, labels[0]!, labels[1]!);
     }
     const seconds = { incremental: (t1 - t0) / 1000, recompute: (performance.now() - t1) / 1000 };
-    return { channelOrder: order, steps, stats: { path: 'incremental', recomputed, outputRuns: computed, seconds } };
+    return { channelOrder: order, steps, stats: { path: 'incremental', kind: fast.kind.name, recomputed, outputRuns: computed, seconds } };
   }
   for (let k = 0; k <= last; k++) {
     await yieldToEventLoop(); // Ctrl-C between steps

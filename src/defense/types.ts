@@ -42,7 +42,7 @@ export interface ThresholdPick {
   validAccuracy: number;
   validAsr: number;
   /** Where B'_X was saved (relative to the output folder), when it was. */
-  model?: { keras: string; tfjs: string };
+  model?: SavedModelPaths;
 }
 
 export interface SweepResult {
@@ -56,7 +56,7 @@ export interface SweepResult {
   picks: ThresholdPick[];
   seconds: number;
   /** How the sweep ran: the incremental DeepID path or the general tail-mask path; image-steps recomputed exactly. */
-  stats?: { path: 'incremental' | 'tail-mask'; recomputed: number; outputRuns?: number; seconds?: { incremental: number; recompute: number } };
+  stats?: { path: 'incremental' | 'tail-mask'; kind?: string; recomputed: number; outputRuns?: number; seconds?: { incremental: number; recompute: number } };
 }
 
 /** Test-set performance of B'_X and of the GoodNet G_X built from B and B'_X. */
@@ -92,5 +92,13 @@ export interface FinePruneRow {
   before?: { accuracy: number; asr: number };
   after?: { accuracy: number; asr: number };
   seconds: number;
-  model?: { keras: string; tfjs: string };
+  model?: SavedModelPaths;
+}
+
+/** Where a repaired model was written, relative to the output folder: always Keras HDF5 and tfjs; ONNX and Keras 3 when the input was. */
+export interface SavedModelPaths {
+  keras: string;
+  tfjs: string;
+  onnx?: string;
+  keras3?: string;
 }

@@ -1,0 +1,158 @@
+/**
+ * `npm run bench` part 2: the pruning sweep on non-DeepID models, side by side with a
+ * PyTorch peer doing the same cached masked-tail sweep on one thread.
+ *
+ *   mnist   Keras-2 MNIST-style Conv-AvgPool-Conv-AvgPool-Flatten-Dense-Dense, 28x28x1,
+ *           32 channels at the cut (33 steps), --n images per set (default 9,500)
+ *   resnet  a small ResNet (stem, two residual blocks with BN, GAP -> Dense), 32x32x3, 32
+ *           channels at the cut (the GAP output, 33 steps)
+ *
+ * Rows: goodnet prune's sweep (runPrune, asc, as the CLI runs it), goodnet's general
+ * tail-mask path, and bench/peer_torch.py --cut-file (the cached cut activations goodnet
+ * computed, masked per step, through the same tail: Dense layers in torch, 1 thread).
+ * Random weights and pixels: accuracies are meaningless, times are not. Checks that the
+ * sweep equals the tail-mask path at every step. Options: --n N, --skip-torch.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import seedrandom from 'seedrandom';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { initBackend } from '../src/engine/backend.js';
+import { loadModel, saveModel } from '../src/io/model.js';
+import { writeCsawData } from '../src/attack/csaw_layout.js';
+import { runPrune } from '../src/defense/prune.js';
+import { openDataset } from '../src/io/dataset.js';
+import { cutActivations } from '../src/defense/activations.js';
+import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
+import { sweep } from '../src/defense/sweep.js';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const N = arg('n', 9500);
+const SKIP_TORCH = process.argv.includes('--skip-torch');
+const log = (s: string) => console.log(s);
+const now = () => performance.now() / 1000;
+type ST = tfl.SymbolicTensor;
+
+let seed = 0;
+const init = () => tfl.initializers.glorotUniform({ seed: seed++ });
+const binit = () => tfl.initializers.randomNormal({ seed: seed++, stddev: 0.1 });
+
+function mnistNet(): tfl.LayersModel {
+  return tfl.sequential({ layers: [
+    tfl.layers.conv2d({ inputShape: [28, 28, 1], filters: 16, kernelSize: 5, activation: 'relu', kernelInitializer: init(), biasInitializer: binit() }),
+    tfl.layers.averagePooling2d({ poolSize: 2 }),
+    tfl.layers.conv2d({ filters: 32, kernelSize: 5, activation: 'relu', kernelInitializer: init(), biasInitializer: binit() }),
+    tfl.layers.averagePooling2d({ poolSize: 2 }),
+    tfl.layers.flatten(),
+    tfl.layers.dense({ units: 128, activation: 'relu', kernelInitializer: init(), biasInitializer: binit() }),
+    tfl.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(), biasInitializer: binit() }),
+  ] });
+}
+
+function resNet(): tfl.LayersModel {
+  const conv = (f: number, act: 'relu' | 'linear') => tfl.layers.conv2d({ filters: f, kernelSize: 3, padding: 'same', activation: act, kernelInitializer: init(), biasInitializer: binit() });
+  const input = tfl.input({ shape: [32, 32, 3] });
+  let x = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(conv(32, 'relu').apply(input)) as ST;
+  for (let b = 0; b < 2; b++) {
+    let y = tfl.layers.activation({ activation: 'relu' }).apply(tfl.layers.batchNormalization({}).apply(conv(32, 'linear').apply(x))) as ST;
+    y = tfl.layers.batchNormalization({}).apply(conv(32, 'linear').apply(y)) as ST;
+    x = tfl.layers.activation({ activation: 'relu' }).apply(tfl.layers.add().apply([x, y])) as ST;
+  }
+  const out = tfl.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(), biasInitializer: binit() }).apply(tfl.layers.globalAveragePooling2d({}).apply(x)) as ST;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
+async function bench(name: string, net: tfl.LayersModel, dir: string): Promise<Record<string, unknown>> {
+  const [h, w, c] = net.inputs[0]!.shape.slice(1) as number[];
+  const path = join(dir, `${name}.h5`);
+  await saveModel(net, path);
+  const model = await loadModel(path);
+  const files = { clean: join(dir, `${name}-clean.h5`), poisoned: join(dir, `${name}-poisoned.h5`) };
+  const rng = seedrandom(name);
+  for (const k of ['clean', 'poisoned'] as const) {
+    const x = new Uint8Array(N * h! * w! * c!);
+    for (let i = 0; i < x.length; i++) x[i] = Math.floor(rng() * 256);
+    await writeCsawData(files[k], x, Int32Array.from({ length: N }, () => Math.floor(rng() * 10)), N, h!, w!, c!);
+  }
+  const summary = await runPrune({ model, cleanValid: files.clean, poisonedValid: files.poisoned, target: 0, out: join(dir, `${name}-prune`), orders: ['asc'], saveModels: false });
+  const s = summary.sweeps[0]!;
+  const cut = findCutPoint(model.net);
+  const head = headModel(model.net, cut);
+  const tail = await tailModel(model.net, cut);
+  const acts = [];
+  for (const p of [files.clean, files.poisoned]) {
+    const ds = await openDataset(p, { expect: model.inputShape });
+    acts.push(await cutActivations(head, ds));
+    ds.close();
+  }
+  const t0 = now();
+  const ref = await sweep(tail, acts[0]!, acts[1]!, summary.profile.mean, { order: 'asc', target: 0, fast: false });
+  const tailMask = now() - t0;
+  const equal = ref.steps.every((st, k) => st.accuracy === s.steps[k]!.accuracy && st.asr === s.steps[k]!.asr);
+  let torch: Record<string, unknown> | undefined;
+  if (!SKIP_TORCH) {
+    // The cut activations and the tail's Dense layers, for the peer.
+    const cutFile = join(dir, `${name}-cut`);
+    mkdirSync(cutFile);
+    const meta: Record<string, number[]> = {};
+    const put = (file: string, data: Float32Array | Int32Array, shape: number[]) => {
+      writeFileSync(join(cutFile, file), Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      meta[file] = shape;
+    };
+    const denses = tail.layers.filter((l) => l.getClassName() === 'Dense');
+    for (const [k, a] of [['clean', acts[0]!], ['poisoned', acts[1]!]] as const) {
+      put(k, a.values.dataSync() as Float32Array, a.values.shape);
+      put(`${k}_y`, a.labels, [a.labels.length]);
+    }
+    denses.forEach((l, i) => {
+      const [kk, bb] = l.getWeights();
+      put(`dense_${i}_kernel`, kk!.dataSync() as Float32Array, kk!.shape);
+      put(`dense_${i}_bias`, bb!.dataSync() as Float32Array, bb!.shape);
+    });
+    writeFileSync(join(cutFile, 'meta.json'), JSON.stringify(meta));
+    const acts2 = denses.map((l) => (l.getConfig() as { activation: string }).activation).join(',');
+    const out = execFileSync('/usr/bin/python3', [join(ROOT, 'bench/peer_torch.py'), '--cut-file', cutFile, '--activations', acts2, '--order', s.channelOrder.join(','), '--threads', '1'], { encoding: 'utf8' });
+    torch = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, unknown>;
+    const tacc = torch.acc as number[][];
+    if (!tacc.every((r, k) => Math.abs(r[0]! - s.steps[k]!.accuracy) < 0.002)) log(`${name}: PyTorch accuracies differ from goodnet's by more than 0.2 points (float32 rounding near ties)`);
+  }
+  tf.dispose(acts.map((a) => a.values));
+  tail.dispose();
+  return {
+    name, images: N, channels: cut.channels, steps: s.steps.length, cut: cut.pool, prunePoint: cut.conv,
+    goodnetSweep: s.seconds, kind: s.stats?.kind ?? s.stats?.path, recomputed: s.stats?.recomputed, tailMask, torch: torch?.sweep_s, torchThreads: torch?.threads, equal,
+  };
+}
+
+async function main(): Promise<void> {
+  await initBackend('wasm');
+  const dir = mkdtempSync(join(tmpdir(), 'goodnet-bench-any-'));
+  try {
+    const load0 = loadavg();
+    const rows = [await bench('mnist', mnistNet(), dir), await bench('resnet', resNet(), dir)];
+    const load1 = loadavg();
+    const fmt = (x: unknown) => (typeof x === 'number' ? x.toFixed(2) : '-');
+    log('');
+    log(`Sweep on non-DeepID models: ${N} clean + ${N} poisoned images per model, asc order, head excluded; load average ${load0.map((x) => x.toFixed(2)).join(' ')} before, ${load1.map((x) => x.toFixed(2)).join(' ')} after`);
+    log('');
+    log('| model | cut (prune point) | steps | goodnet sweep s | path | tail-mask s | PyTorch 1 thread s | goodnet / PyTorch | equal to tail-mask |');
+    log('|---|---|---:|---:|---|---:|---:|---:|---|');
+    for (const r of rows) {
+      log(`| ${r.name} | ${r.cut} (${r.prunePoint}) | ${r.steps} | ${fmt(r.goodnetSweep)} | ${r.kind} (${r.recomputed} recomputed) | ${fmt(r.tailMask)} | ${fmt(r.torch)} | ${typeof r.torch === 'number' ? `${((r.goodnetSweep as number) / r.torch).toFixed(2)}x` : '-'} | ${r.equal ? 'yes' : 'NO'} |`);
+    }
+    writeFileSync(join(ROOT, 'bench/results_any.json'), `${JSON.stringify({ date: new Date().toISOString(), loadavg: { before: load0, after: load1 }, rows }, null, 2)}\n`);
+    if (!rows.every((r) => r.equal)) process.exitCode = 1;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
