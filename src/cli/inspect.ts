@@ -1,11 +1,12 @@
 import { Command } from 'commander';
 import { inspectModel } from '../models/inspect.js';
 import { markdownTable } from '../report/table.js';
-import { addEngineOptions, addModelOptions, emitJson, openModel, setUp, type EngineOpts, type ModelOpts } from './common.js';
+import { addEngineOptions, addModelOptions, checkOutputs, emitJson, jsonOption, openModel, setUp, type EngineOpts, type ModelOpts } from './common.js';
 
 interface InspectOpts extends EngineOpts, ModelOpts {
   model: string;
-  json?: string | boolean;
+  json?: string;
+  force?: boolean;
 }
 
 /** "0,1,2,3,7,8" -> "0-3,7-8": pruned channels read better as ranges. */
@@ -25,17 +26,19 @@ export function inspectCommand(): Command {
     .summary('layers of a model, and which conv channels are zero (pruned)')
     .description('Print the layer table (name, type, output shape, parameters) and, for every Conv2D layer, the output channels whose kernel slice and bias are entirely zero: what a pruned model has lost.')
     .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only) or tfjs folder')
-    .option('--json [file]', 'print JSON instead of the tables, or write it to file');
+    .addOption(jsonOption())
+    .option('--force', 'replace the --json file if it exists');
   addModelOptions(cmd);
   addEngineOptions(cmd);
   cmd.addHelpText('after', `
 Example:
   goodnet inspect -m ../shared/csaw/lab3_repaired_2pct_full_model.h5`);
   return cmd.action(async (o: InspectOpts) => {
+    checkOutputs({ inputs: [o.model], json: o.json, force: o.force });
     await setUp(o);
     const model = await openModel(o.model, o);
     const info = inspectModel(model.net);
-    if (await emitJson({ model: o.model, format: model.format, ...info }, o.json)) return;
+    if (await emitJson({ model: o.model, format: model.format, ...info }, o.json, o.force)) return;
     console.log(`${o.model} (${model.format}): input ${model.inputShape.join('x')}, ${model.numClasses} classes, ${info.totalParams.toLocaleString('en-US')} parameters\n`);
     console.log(markdownTable(['layer', 'type', 'output shape', 'params'],
       info.layers.map((l) => [l.name, l.type, `(${l.outputShape.map((d) => d ?? 'N').join(', ')})`, l.params])));

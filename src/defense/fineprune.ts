@@ -46,8 +46,8 @@ export interface FineTuneResult {
 }
 
 /** A clean data set read whole into memory (NHWC, pixels as the model takes them), for fine-tuning. */
-export async function readAll(path: string, expect: [number, number, number], scale = 1): Promise<TrainingSet> {
-  const ds: ImageDataset = await openDataset(path, { expect, scale });
+export async function readAll(path: string, expect: [number, number, number], scale = 1, layout?: 'auto' | 'nchw' | 'nhwc'): Promise<TrainingSet> {
+  const ds: ImageDataset = await openDataset(path, { expect, scale, layout });
   try {
     const [h, w, c] = ds.imageShape;
     const per = h * w * c;
@@ -176,6 +176,8 @@ export interface FinePruneCommandOptions extends FineTuneOptions {
   target?: number;
   /** Pixel divisor of the data (as for eval). */
   scale?: number;
+  /** Layout of HDF5 `data` (as for eval). */
+  layout?: 'auto' | 'nchw' | 'nhwc';
   /** Where to save FP (Keras .h5 or tfjs folder). */
   out?: string;
   overwrite?: boolean;
@@ -192,17 +194,17 @@ export interface FinePruneCommandResult {
 /** `goodnet fineprune` as a function. */
 export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePruneCommandResult> {
   const cut = findCutPoint(o.model.net, o.layer, o.model.source);
-  if (o.out) checkWritable(o.out, { overwrite: o.overwrite });
+  if (o.out) checkWritable(o.out, { overwrite: o.overwrite, inputs: [o.model.source, o.cleanValid, o.cleanTest, o.poisonedTest] });
   if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined) || (o.poisonedTest !== undefined && o.target === undefined)) {
     throw new GoodnetError('give --clean-test, --poisoned-test and --target together, or none of them');
   }
-  const clean = await readAll(o.cleanValid, o.model.inputShape, o.scale);
+  const clean = await readAll(o.cleanValid, o.model.inputShape, o.scale, o.layout);
   let pruned: number[];
   let net: tfl.LayersModel;
   if (o.pruneFraction !== undefined) {
     if (!(o.pruneFraction > 0 && o.pruneFraction < 1)) throw new GoodnetError(`--prune-fraction must be in (0, 1), got ${o.pruneFraction}`);
     const head = headModel(o.model.net, cut);
-    const ds = await openDataset(o.cleanValid, { expect: o.model.inputShape, scale: o.scale });
+    const ds = await openDataset(o.cleanValid, { expect: o.model.inputShape, scale: o.scale, layout: o.layout });
     const a = await cutActivations(head, ds);
     ds.close();
     const means = await channelMeans(a);
@@ -217,7 +219,7 @@ export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePrun
     net = await cloneNet(o.model.net);
   }
   const test = async (m: LoadedModel) => {
-    const r = await evaluate(m, { clean: o.cleanTest!, poisoned: o.poisonedTest!, target: o.target!, scale: o.scale });
+    const r = await evaluate(m, { clean: o.cleanTest!, poisoned: o.poisonedTest!, target: o.target!, scale: o.scale, layout: o.layout });
     return { accuracy: r.clean!.accuracy, asr: r.poisoned!.asr };
   };
   try {
