@@ -18,6 +18,12 @@ import { stripCommand } from './strip.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
+/** Usage errors as every other error: one line, `goodnet: error: ...`, with the hint on the same line. */
+const USAGE_OUTPUT = {
+  outputError: (str: string, write: (s: string) => void) =>
+    write(`goodnet: ${oneLine(str).replace(/^(goodnet: )?(error: )?/, 'error: ')} (run with --help for usage)\n`),
+};
+
 export function program(): Command {
   const root = new Command('goodnet')
     .version(pkg.version)
@@ -26,10 +32,10 @@ export function program(): Command {
       'Evaluate a possibly backdoored model (a "BadNet") on clean and poisoned data, repair it by ' +
       'pruning the channels the backdoor hides in, and report what changed.')
     .option('--debug', 'show stack traces for errors')
-    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput(USAGE_OUTPUT)
     .exitOverride();
   for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), finepruneCommand(), stripCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
-    root.addCommand(sub.exitOverride().showHelpAfterError('(run with --help for usage)'));
+    root.addCommand(sub.exitOverride().configureOutput(USAGE_OUTPUT));
   }
   root.addHelpText('after', `
 Models: Keras HDF5 full models and weights-only files (with --weights-arch), tfjs folders.

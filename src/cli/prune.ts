@@ -38,6 +38,7 @@ export function parseThresholds(v: string): number[] {
   if (xs.length === 0 || xs.some((x) => !(x > 0 && x < 100))) {
     throw new InvalidArgumentError(`--thresholds must be percentages in (0, 100), comma-separated (e.g. 2,4,10), got '${v}'`);
   }
+  if (new Set(xs).size !== xs.length) throw new InvalidArgumentError(`--thresholds lists a percentage twice: '${v}'`);
   return xs;
 }
 

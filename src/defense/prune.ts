@@ -16,7 +16,7 @@ import { GoodnetError } from '../errors.js';
 import { checkTarget } from '../eval/metrics.js';
 import { checkFits } from '../eval/predict.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
-import { checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
+import { checkAllLabelled, checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import { sha256 } from '../io/hash.js';
 import { saveModel, type LoadedModel } from '../io/model.js';
 import { goodnetCsv, markdownGoodNetTable } from '../report/html.js';
@@ -88,6 +88,8 @@ function checkThresholds(xs: number[]): void {
   for (const x of xs) {
     if (!(x > 0 && x < 100)) throw new GoodnetError(`threshold ${x} is outside (0, 100) percentage points`);
   }
+  const dup = xs.find((x, i) => xs.indexOf(x) !== i);
+  if (dup !== undefined) throw new GoodnetError(`threshold ${dup} is given twice`);
 }
 
 function sweepCsv(s: SweepResult): string {
@@ -104,6 +106,7 @@ async function openChecked(path: string, model: LoadedModel, o: PruneOptions): P
   const ds = await openDataset(path, { scale: o.scale, layout: o.layout, expect: model.inputShape });
   checkFits(model, ds);
   checkLabels(ds, model.numClasses);
+  checkAllLabelled(ds);
   return ds;
 }
 
@@ -130,7 +133,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
   if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined)) {
     throw new GoodnetError('give both --clean-test and --poisoned-test, or neither');
   }
-  checkWritable(o.out, { overwrite: o.overwrite, folder: true });
+  checkWritable(o.out, { overwrite: o.overwrite, folder: true, inputs: [o.model.source, o.cleanValid, o.poisonedValid, o.cleanTest, o.poisonedTest] });
   const model = o.model;
   const cut = findCutPoint(model.net, o.layer, model.source);
   if (o.stopAt !== undefined && !(Number.isInteger(o.stopAt) && o.stopAt >= 1)) {

@@ -9,6 +9,7 @@ import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
+import { checkPngHeader, checkRegularFile } from './safe_open.js';
 import { GoodnetError, oneLine } from '../errors.js';
 
 /** Refuse images larger than this many megapixels (guards memory on hostile files). */
@@ -125,6 +126,7 @@ function pngChannels(colorType: number): 1 | 3 | undefined {
  */
 export function probeImage(path: string): ImageInfo {
   let fd: number;
+  checkRegularFile(path);
   try {
     fd = openSync(path, 'r');
   } catch (err) {
@@ -140,6 +142,7 @@ export function probeImage(path: string): ImageInfo {
       }
       const width = head.readUInt32BE(16);
       const height = head.readUInt32BE(20);
+      checkPngHeader(head, path);
       const colorType = head[25]!;
       const channels = pngChannels(colorType);
       if (channels === undefined) throw new GoodnetError(`corrupt PNG image (colour type ${colorType})`, path);
@@ -194,6 +197,7 @@ function probeJpeg(fd: number, path: string): ImageInfo {
 /** Decode a PNG or JPEG file to 8-bit grey or RGB pixels (alpha dropped). */
 export function decodeImage(path: string): DecodedImage {
   let bytes: Buffer;
+  checkRegularFile(path);
   try {
     bytes = readFileSync(path);
   } catch (err) {
@@ -206,7 +210,10 @@ export function decodeImage(path: string): DecodedImage {
 export function decodeImageBuffer(bytes: Uint8Array, path: string): DecodedImage {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const format = sniff(buf.subarray(0, 8));
-  if (format === 'png') return decodePng(buf, path);
+  if (format === 'png') {
+    checkPngHeader(buf.subarray(0, 33), path);
+    return decodePng(buf, path);
+  }
   if (format === 'jpeg') return decodeJpeg(buf, path);
   throw new GoodnetError(`not a valid PNG or JPEG image (${buf.length === 0 ? 'empty file' : 'no PNG or JPEG signature'})`, path);
 }
@@ -347,6 +354,7 @@ export interface RgbaImage {
  */
 export function decodeImageRgba(path: string): RgbaImage {
   let bytes: Buffer;
+  checkRegularFile(path);
   try {
     bytes = readFileSync(path);
   } catch (err) {
@@ -354,6 +362,7 @@ export function decodeImageRgba(path: string): RgbaImage {
   }
   const format = sniff(bytes.subarray(0, 8));
   if (format === 'png') {
+    checkPngHeader(bytes.subarray(0, 33), path);
     if (bytes.length >= 24) checkResolution(bytes.readUInt32BE(16), bytes.readUInt32BE(20), path);
     let png: ReturnType<typeof PNG.sync.read>;
     try {
