@@ -19,7 +19,7 @@ export function reportCommand(): Command {
       } catch (err) {
         // A summary.json edited by hand (a null or missing field) is bad input, not a bug.
         if (err instanceof TypeError || err instanceof RangeError) {
-          throw new GoodnetError(`summary.json is not what goodnet prune writes (${err.message}); nothing was written`, dir, { cause: err });
+          throw new GoodnetError(`summary.json is not what goodnet prune writes (${err.message})`, dir, { cause: err });
         }
         throw err;
       }
