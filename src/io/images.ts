@@ -9,7 +9,7 @@ import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
-import { checkPngHeader, checkRegularFile } from './safe_open.js';
+import { checkPngHeader, refuseSpecialFile } from './safe_open.js';
 import { GoodnetError, oneLine } from '../errors.js';
 
 /** Refuse images larger than this many megapixels (guards memory on hostile files). */
@@ -126,7 +126,7 @@ function pngChannels(colorType: number): 1 | 3 | undefined {
  */
 export function probeImage(path: string): ImageInfo {
   let fd: number;
-  checkRegularFile(path);
+  refuseSpecialFile(path);
   try {
     fd = openSync(path, 'r');
   } catch (err) {
@@ -197,7 +197,7 @@ function probeJpeg(fd: number, path: string): ImageInfo {
 /** Decode a PNG or JPEG file to 8-bit grey or RGB pixels (alpha dropped). */
 export function decodeImage(path: string): DecodedImage {
   let bytes: Buffer;
-  checkRegularFile(path);
+  refuseSpecialFile(path);
   try {
     bytes = readFileSync(path);
   } catch (err) {
@@ -354,7 +354,7 @@ export interface RgbaImage {
  */
 export function decodeImageRgba(path: string): RgbaImage {
   let bytes: Buffer;
-  checkRegularFile(path);
+  refuseSpecialFile(path);
   try {
     bytes = readFileSync(path);
   } catch (err) {

@@ -60,6 +60,20 @@ export function checkRegularFile(path: string, o: RegularFileOptions = {}): Stat
 }
 
 /**
+ * Refuse `path` when it exists and is not a regular file (a FIFO, device, socket or
+ * folder); a path that cannot be stat'ed is left to the caller's own error.
+ */
+export function refuseSpecialFile(path: string): void {
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isFile()) throw new GoodnetError(`is ${kindOf(st)}; only regular files are read`, path);
+}
+
+/**
  * Open a regular file for reading without ever blocking: O_NONBLOCK makes a FIFO that
  * appeared after the check open at once, and the descriptor is checked again (fstat)
  * before it is returned. The caller closes it.
