@@ -111,7 +111,7 @@ function tryMount(dir: string, opts: string): string | undefined {
 }
 
 /** Make the inputs (goodnet's own writers) and the mounts. The backend must be initialised. */
-export async function setUpEnv(root = mkdtempSync(join(tmpdir(), 'goodnet-cmdfuzz-'))): Promise<Env> {
+export async function setUpEnv(withPruneOutput = true, root = mkdtempSync(join(tmpdir(), 'goodnet-cmdfuzz-'))): Promise<Env> {
   const inputs = join(root, 'in');
   mkdirSync(join(inputs, 'imgs'), { recursive: true });
   const net = tinyNet();
@@ -133,7 +133,7 @@ export async function setUpEnv(root = mkdtempSync(join(tmpdir(), 'goodnet-cmdfuz
   }
   // One real prune output for `report` cases.
   const pruneOut = join(root, 'prune-out');
-  const r = await runOnce(['prune', '-m', join(inputs, 'm.h5'), '--clean-valid', join(inputs, 'clean.h5'), '--poisoned-valid',
+  const r = !withPruneOutput ? { code: 0, err: '' } : await runOnce(['prune', '-m', join(inputs, 'm.h5'), '--clean-valid', join(inputs, 'clean.h5'), '--poisoned-valid',
     join(inputs, 'bd.h5'), '-t', '1', '--order', 'asc', '--thresholds', '2', '-o', pruneOut], root, undefined, 120_000);
   if (r.code !== 0) throw new Error(`command fuzzer set-up: prune failed: ${r.err}`);
   return { root, inputs, runs, readonly, full, pruneOut, hashes: hashInputs(inputs) };
@@ -171,9 +171,10 @@ function outputPath(rng: Rng, target: Target, name: string, file: boolean): stri
   switch (target) {
     case 'fresh': return RUN(name);
     case 'existing': return RUN(`existing${file ? '.json' : '-dir'}`);
-    case 'input-file': return IN(pick(rng, ['m.h5', 'clean.h5', 'bd.h5', 'imgs/img0-label0.png', 'trigger.png', 'tfjs/model.json']));
-    case 'input-folder': return IN(pick(rng, ['imgs', 'tfjs', '.']));
-    case 'inside-input': return IN(pick(rng, ['imgs/', 'tfjs/'])) + name;
+    // Resolved once the case's own inputs are known (pointInputs): only what this run reads.
+    case 'input-file': return '@PICK-FILE@';
+    case 'input-folder': return '@PICK-FOLDER@';
+    case 'inside-input': return `@INSIDE@${name}`;
     case 'cwd': return '.';
     case 'empty': return '';
     case 'slash': return `${RUN(name)}/`;
@@ -277,6 +278,7 @@ export function generateCase(rng: Rng, id: number, light = false): CommandCase {
       break;
   }
   if (force && cmd !== 'inspect' && cmd !== 'report') groups.push(['--force']);
+  pointInputs(rng, groups, positionals, outputs);
   // Shuffle the option order; sometimes `--opt=value`; positionals first, last, or after an option.
   shuffle(rng, groups);
   const flat = groups.flatMap((g) => (g.length === 2 && g[0]!.startsWith('--') && rng() < 0.25 ? [`${g[0]}=${g[1]}`] : g));
@@ -286,8 +288,27 @@ export function generateCase(rng: Rng, id: number, light = false): CommandCase {
   const signal = r < 0.12 ? { name: 'SIGINT' as const, afterMs: Math.floor(rng() * 3000) }
     : r < 0.22 ? { name: 'SIGTERM' as const, afterMs: Math.floor(rng() * 3000) }
     : r < 0.3 ? { name: 'SIGKILL' as const, afterMs: Math.floor(rng() * 3000) } : undefined;
-  const concurrent = !signal && cmd !== 'report' && outputs.some((o) => o.target === 'fresh') && rng() < 0.15;
+  const concurrent = !signal && cmd !== 'report' && outputs.some((o) => o.target === 'fresh') && rng() < 0.3;
   return { id, args, outputs, force: groups.some((g) => g[0] === '--force'), signal, concurrent };
+}
+
+/**
+ * Point the outputs aimed at inputs at what this case itself reads (an output at an input
+ * of another command is a legitimate output, and would destroy the fuzzer's inputs).
+ */
+function pointInputs(rng: Rng, groups: string[][], positionals: string[], outputs: CommandCase['outputs']): void {
+  const outs = new Set(outputs.map((o) => o.path));
+  const read = [...groups.filter((g) => g.length === 2 && !outs.has(g[1]!)).map((g) => g[1]!), ...positionals].filter((v) => v.startsWith('@IN/'));
+  const folders = read.filter((v) => /\/(imgs|tfjs)$/.test(v));
+  const files = read.filter((v) => !folders.includes(v));
+  const resolve = (v: string): string => {
+    if (v === '@PICK-FILE@') return files.length ? pick(rng, files) : IN('.');
+    if (v === '@PICK-FOLDER@') return folders.length && rng() < 0.7 ? pick(rng, folders) : IN('.');
+    if (v.startsWith('@INSIDE@')) return `${folders.length ? pick(rng, folders) : pick(rng, files.length ? files : [IN('.')])}/${v.slice(8)}`;
+    return v;
+  };
+  for (const g of groups) if (g.length === 2) g[1] = resolve(g[1]!);
+  for (const o of outputs) o.path = resolve(o.path);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -378,7 +399,10 @@ export async function runCase(c: CommandCase, env: Env, timeoutMs = 120_000): Pr
   const outcomes = await Promise.all((c.concurrent ? [0, 1] : [0]).map(() => runOnce(args, run, c.signal, timeoutMs)));
   const problems: string[] = [];
   for (const o of outcomes) {
-    const killed = o.signal === 'SIGKILL' && c.signal?.name === 'SIGKILL';
+    // Killed by the signal it was sent: SIGKILL always; SIGINT/SIGTERM when they land during
+    // Node's start-up, before goodnet installs its handlers (nothing read or written yet; a
+    // shell shows 130/143 for that too).
+    const killed = o.signal !== null && o.signal === c.signal?.name;
     if (/\[fuzz: hang/.test(o.err)) problems.push('hang: still running at the time limit');
     else if (!killed && ![0, 2, 130, 143].includes(o.code ?? -1) && !(o.code === 1 && /^goodnet: internal error: /m.test(o.err))) {
       problems.push(`exit ${o.code ?? o.signal}`);
@@ -436,7 +460,7 @@ export async function fuzzCommands(o: CommandFuzzOptions = {}): Promise<{ result
   const t0 = performance.now();
   const rng = seedrandom(`commands-${o.seed ?? 0}`);
   const cases = Array.from({ length: o.count ?? 50 }, (_, i) => generateCase(rng, i, o.light));
-  const env = await setUpEnv();
+  const env = await setUpEnv(!o.light);
   const results: CaseResult[] = [];
   try {
     let next = 0;
@@ -463,13 +487,11 @@ export async function fuzzCommands(o: CommandFuzzOptions = {}): Promise<{ result
 
 /** Replay kept cases (JSON files as fuzzCommands saves them). */
 export async function replayCases(files: string[]): Promise<CaseResult[]> {
-  const env = await setUpEnv();
+  const cases = files.map((f) => JSON.parse(readFileSync(f, 'utf8')) as CommandCase);
+  const env = await setUpEnv(cases.some((c) => c.args[0] === 'report'));
   try {
     const out: CaseResult[] = [];
-    for (const f of files) {
-      const c = JSON.parse(readFileSync(f, 'utf8')) as CommandCase;
-      out.push(await runCase(c, env));
-    }
+    for (const c of cases) out.push(await runCase(c, env));
     return out;
   } finally {
     tearDownEnv(env);
