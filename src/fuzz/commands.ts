@@ -301,7 +301,13 @@ function pointInputs(rng: Rng, groups: string[][], positionals: string[], output
   const read = [...groups.filter((g) => g.length === 2 && !outs.has(g[1]!)).map((g) => g[1]!), ...positionals].filter((v) => v.startsWith('@IN/'));
   const folders = read.filter((v) => /\/(imgs|tfjs)$/.test(v));
   const files = read.filter((v) => !folders.includes(v));
+  const memo = new Map<string, string>(); // the output option and its record get the same path
   const resolve = (v: string): string => {
+    if (!v.startsWith('@PICK-') && !v.startsWith('@INSIDE@')) return v;
+    if (!memo.has(v)) memo.set(v, choose(v));
+    return memo.get(v)!;
+  };
+  const choose = (v: string): string => {
     if (v === '@PICK-FILE@') return files.length ? pick(rng, files) : IN('.');
     if (v === '@PICK-FOLDER@') return folders.length && rng() < 0.7 ? pick(rng, folders) : IN('.');
     if (v.startsWith('@INSIDE@')) return `${folders.length ? pick(rng, folders) : pick(rng, files.length ? files : [IN('.')])}/${v.slice(8)}`;
