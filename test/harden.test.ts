@@ -367,3 +367,13 @@ process.stderr.write('finished\\n');
     assert.doesNotMatch(r.stderr, /finished|batch 4/);
   }
 });
+
+test('demo --force keeps the old folder aside until it succeeds, and puts it back when it fails', async () => {
+  const { runDemo } = await import('../src/demo.js');
+  const out = p('demo-old');
+  mkdirSync(out);
+  writeFileSync(join(out, 'keep'), 'old demo\n');
+  await assert.rejects(runDemo({ out, overwrite: true, dataset: p('no-such-data.h5') }), /no-such-data\.h5/);
+  assert.equal(readFileSync(join(out, 'keep'), 'utf8'), 'old demo\n');
+  assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('.demo-old')), []);
+});
