@@ -12,10 +12,12 @@ export { loadModel, saveModel, describeModel, saveFormatFor, type LoadedModel, t
 export { readKerasH5, writeKerasH5, KERAS_FORMAT_VERSION } from './io/keras.js';
 export { readTfjsFolder, writeTfjsFolder } from './io/tfjs_format.js';
 export { openDataset, checkLabels, type ImageDataset, type Batch, type OpenDatasetOptions } from './io/dataset.js';
-export { writeAtomically } from './io/atomic.js';
+export { writeAtomically, checkWritable } from './io/atomic.js';
+export { checkOutputPath, type OutputCheck } from './io/paths.js';
+export { checkRegularFile, openRegularFile, readRegularFile, refuseSpecialFile, checkPngHeader } from './io/safe_open.js';
 export { deepId, buildArchitecture, ARCHITECTURES, DEEPID_INPUT, DEEPID_CLASSES } from './models/index.js';
 export { inspectModel, zeroOutputChannels, type ModelInspection } from './models/inspect.js';
-export { predictDataset, type Predictions, type PredictOptions } from './eval/predict.js';
+export { predictDataset, autoBatchSize, firstNonFiniteLayer, type Predictions, type PredictOptions } from './eval/predict.js';
 export { accuracy, attackSuccessRate } from './eval/metrics.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/evaluate.js';
 export { classify, type Classified } from './eval/classify.js';
