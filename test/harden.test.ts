@@ -377,3 +377,9 @@ test('demo --force keeps the old folder aside until it succeeds, and puts it bac
   assert.equal(readFileSync(join(out, 'keep'), 'utf8'), 'old demo\n');
   assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('.demo-old')), []);
 });
+
+test('fineprune honours --layout (and takes --batch-size as its training batch)', () => {
+  // The data is stored (N,1,8,8): read as NHWC it is 1x8x8 and cannot fit the 8x8x1 model.
+  const r = run(['fineprune', '-m', p('m.h5'), '--clean-valid', p('clean.h5'), '--prune-fraction', '0.5', '-e', '1', '--layout', 'nhwc', '--batch-size', '4']);
+  assertBadInput(r, /clean\.h5: .*(fit|8x8x1)/);
+});
