@@ -383,3 +383,27 @@ test('fineprune honours --layout (and takes --batch-size as its training batch)'
   const r = run(['fineprune', '-m', p('m.h5'), '--clean-valid', p('clean.h5'), '--prune-fraction', '0.5', '-e', '1', '--layout', 'nhwc', '--batch-size', '4']);
   assertBadInput(r, /clean\.h5: .*(fit|8x8x1)/);
 });
+
+test('a Keras weight stored as a virtual dataset of a missing file is refused (python3 + h5py make it)', (t) => {
+  const vds = p('vds-weights.h5');
+  copyFileSync(p('m.h5'), vds);
+  const script = `
+import h5py, sys
+f = h5py.File(sys.argv[1], 'r+')
+names = []
+f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and n.endswith('kernel:0') else None)
+name = names[0]
+shape, dtype = f[name].shape, f[name].dtype
+del f[name]
+layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+layout[...] = h5py.VirtualSource('missing-source.h5', 'w', shape=shape)
+f.create_virtual_dataset(name, layout, fillvalue=0)
+f.close()
+print(name)`;
+  const py = spawnSync('python3', ['-c', script, vds], { encoding: 'utf8' });
+  if (py.status !== 0) {
+    t.skip(`python3 with h5py not available: ${py.stderr.trim().split('\n').at(-1) ?? py.error?.message}`);
+    return;
+  }
+  assertBadInput(run(['inspect', '-m', vds]), /vds-weights\.h5: .*is a virtual dataset reading missing-source\.h5/);
+});
