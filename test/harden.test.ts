@@ -407,3 +407,9 @@ print(name)`;
   }
   assertBadInput(run(['inspect', '-m', vds]), /vds-weights\.h5: .*is a virtual dataset reading missing-source\.h5/);
 });
+
+test('prune on a model whose outputs overflow is an error naming the layer, before the sweep', () => {
+  const r = run(['prune', '-m', p('huge.h5'), '--clean-valid', p('clean.h5'), '--poisoned-valid', p('bd.h5'), '-t', '1', '-o', p('pr-huge')]);
+  assertBadInput(r, /huge\.h5: the model's output holds NaN or Inf .*layer 'd'/);
+  assert.equal(existsSync(p('pr-huge')), false);
+});

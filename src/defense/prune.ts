@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { GoodnetError } from '../errors.js';
 import { checkTarget } from '../eval/metrics.js';
-import { checkFits } from '../eval/predict.js';
+import { checkFiniteOutputs, checkFits } from '../eval/predict.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { checkAllLabelled, checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import { sha256 } from '../io/hash.js';
@@ -114,6 +114,7 @@ async function activationsOf(path: string, role: string, head: ReturnType<typeof
   const ds = await openChecked(path, model, o);
   try {
     if (ds.length === 0) throw new GoodnetError('data set is empty', path);
+    await checkFiniteOutputs(model, ds);
     const a = await cutActivations(head, ds, { batchSize: o.batchSize, onProgress: (d, t) => o.onActivations?.(role, d, t) });
     return { a, images: ds.length };
   } finally {

@@ -126,3 +126,32 @@ export function firstNonFiniteLayer(net: tfl.LayersModel, x: tf.Tensor): string 
     return undefined;
   });
 }
+
+/**
+ * Run the model on the first `n` images of `ds` and throw (naming the first layer whose
+ * output is not finite) when an output holds NaN or Inf. For passes that do not go through
+ * predictDataset (the pruning sweep's cached activations), before their long work.
+ */
+export async function checkFiniteOutputs(model: LoadedModel, ds: ImageDataset, n = 64): Promise<void> {
+  checkFits(model, ds);
+  const [h, w, c] = model.inputShape;
+  for await (const batch of ds.batches(Math.min(n, autoBatchSize(model.inputShape)))) {
+    const x = tf.tensor4d(batch.x, [batch.n, h, w, c]);
+    try {
+      const y = model.net.predict(x) as tf.Tensor;
+      const bad = firstNonFinite(await y.data());
+      y.dispose();
+      if (bad >= 0) {
+        const row = Math.floor(bad / model.numClasses);
+        const one = tf.slice(x, [row, 0, 0, 0], [1, h, w, c]);
+        const layer = firstNonFiniteLayer(model.net, one);
+        one.dispose();
+        throw new GoodnetError(`the model's output holds NaN or Inf for image ${batch.start + row} of ${ds.source}` +
+          `${layer ? `; non-finite values first appear at layer '${layer}'` : ''} (weights too large?); no result is reported`, model.source);
+      }
+    } finally {
+      x.dispose();
+    }
+    return; // the first batch only
+  }
+}
