@@ -413,3 +413,35 @@ test('prune on a model whose outputs overflow is an error naming the layer, befo
   assertBadInput(r, /huge\.h5: the model's output holds NaN or Inf .*layer 'd'/);
   assert.equal(existsSync(p('pr-huge')), false);
 });
+
+test('SIGKILL at any moment of a --force replacement leaves the old or the new output complete under its name', async () => {
+  const ATOMIC = join(ROOT, 'dist', 'src', 'io', 'atomic.js');
+  const script = p('force-kill.mjs');
+  writeFileSync(script, `import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeAtomically } from ${JSON.stringify(ATOMIC)};
+const out = process.argv[2];
+process.stderr.write('start\\n');
+await writeAtomically(out, async (tmp) => {
+  mkdirSync(tmp);
+  for (let i = 0; i < 400; i++) writeFileSync(tmp + '/new-' + i, 'n');
+  await new Promise((r) => setTimeout(r, 30));
+}, { overwrite: true, folder: true });
+process.stderr.write('done\\n');`);
+  const { spawn } = await import('node:child_process');
+  for (const delay of [0, 40, 80, 160, 320]) {
+    const out = p(`force-kill-${delay}`);
+    mkdirSync(out);
+    for (let i = 0; i < 2000; i++) writeFileSync(join(out, `old-${i}`), 'o');
+    await new Promise<void>((resolve) => {
+      const child = spawn(process.execPath, [script, out], { stdio: ['ignore', 'ignore', 'pipe'] });
+      child.stderr.on('data', (d: Buffer) => {
+        if (/start/.test(d.toString())) setTimeout(() => child.kill('SIGKILL'), delay);
+      });
+      child.on('close', () => resolve());
+    });
+    const names = readdirSync(out);
+    const old = names.filter((n) => n.startsWith('old-')).length;
+    const fresh = names.filter((n) => n.startsWith('new-')).length;
+    assert.ok((old === 2000 && fresh === 0) || (old === 0 && fresh === 400), `delay ${delay}: ${old} old and ${fresh} new files under the final name`);
+  }
+});
