@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Thin launcher: the CLI lives in src/cli (compiled to dist/ by `npm install`'s prepare step).
-import { main } from '../dist/src/cli/main.js';
 import { exitOnInterrupt } from '../dist/src/io/atomic.js';
 
 // Ctrl-C / SIGTERM: remove partial outputs (temp files being written), exit 130 / 143.
+// Installed before the CLI (and tfjs) is even loaded, so a signal at any moment exits so.
 exitOnInterrupt();
 
 // `goodnet ... | head` closes the pipe early; that is not an error.
@@ -12,4 +12,5 @@ process.stdout.on('error', (err) => {
   throw err;
 });
 
+const { main } = await import('../dist/src/cli/main.js');
 process.exitCode = await main(process.argv);

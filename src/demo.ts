@@ -7,10 +7,10 @@
  * DIR/lab (attack), DIR/prune (prune + fine-pruning), DIR/strip (STRIP),
  * DIR/comparison.{json,md}, DIR/report.html, DIR/figures/.
  */
-import { mkdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, renameSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { GoodnetError } from './errors.js';
-import { checkWritable, trackPartial, writeAtomically } from './io/atomic.js';
+import { asideSibling, checkWritable, trackPartial, writeAtomically } from './io/atomic.js';
 import { runAttack, type AttackOptions, type AttackSummary } from './attack/lab.js';
 import { evaluate, type EvaluateResult } from './eval/evaluate.js';
 import { loadModel } from './io/model.js';
@@ -57,13 +57,28 @@ export interface DemoResult {
 
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = performance.now();
-  checkWritable(o.out, { overwrite: o.overwrite, folder: true });
-  if (existsSync(o.out)) rmSync(o.out, { recursive: true, force: true });
-  mkdirSync(o.out, { recursive: true });
-  // The demo fills its folder step by step; an interrupted demo removes it.
+  checkWritable(o.out, { overwrite: o.overwrite, folder: true, inputs: [o.dataset !== undefined && existsSync(o.dataset) ? o.dataset : undefined] });
+  // --force: the old folder is renamed aside, and deleted only when the new one is complete.
+  const aside = existsSync(o.out) ? asideSibling(o.out) : undefined;
+  if (aside) renameSync(o.out, aside);
+  mkdirSync(dirname(resolve(o.out)), { recursive: true });
+  try {
+    mkdirSync(o.out); // exclusively: a second demo to the same folder stops here
+  } catch (err) {
+    if (aside && !existsSync(o.out)) renameSync(aside, o.out);
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new GoodnetError('appeared while this run was starting (another run to the same output?); left as it is', o.out);
+    throw err;
+  }
+  // The demo fills its folder step by step; an interrupted demo removes it (an old one stays aside).
   const release = trackPartial(o.out);
   try {
-    return await demoSteps(o, t0);
+    const r = await demoSteps(o, t0);
+    if (aside) rmSync(aside, { recursive: true, force: true });
+    return r;
+  } catch (err) {
+    rmSync(o.out, { recursive: true, force: true });
+    if (aside) renameSync(aside, o.out); // the failed run leaves the old demo as it was
+    throw err;
   } finally {
     release();
   }

@@ -22,7 +22,9 @@ export { readOnnx, onnxToLayers, looksLikeOnnx, ONNX_OPSETS, type OnnxModel, typ
 export { writeOnnx, onnxBytes, onnxWithWeights, exportOnnx, INPUT_LAYOUT_KEY, EXPORT_OPSET, type OnnxWritable } from './io/onnx_write.js';
 export { ONNX_LAYER_CLASSES, OnnxConstArith, OnnxHardSigmoid, OnnxHardSwish, OnnxClip, OnnxSub, OnnxPad2D } from './io/onnx_layers.js';
 export { openDataset, checkLabels, type ImageDataset, type Batch, type OpenDatasetOptions } from './io/dataset.js';
-export { writeAtomically } from './io/atomic.js';
+export { writeAtomically, checkWritable } from './io/atomic.js';
+export { checkOutputPath, type OutputCheck } from './io/paths.js';
+export { checkRegularFile, openRegularFile, readRegularFile, refuseSpecialFile, checkPngHeader } from './io/safe_open.js';
 export { decodeImage, decodeImageAsync, probeImage, type DecodedImage } from './io/images.js';
 export {
   deepId, vgg, resnet, buildArchitecture, architectureFromWeights, isArchitectureName, ARCHITECTURES, ARCHITECTURE_NAMES,
@@ -30,7 +32,7 @@ export {
   type ArchitectureName, type ArchitectureOptions, type DeepIdOptions, type VggOptions, type ResNetOptions,
 } from './models/index.js';
 export { inspectModel, zeroOutputChannels, type ModelInspection } from './models/inspect.js';
-export { predictDataset, type Predictions, type PredictOptions } from './eval/predict.js';
+export { predictDataset, autoBatchSize, firstNonFiniteLayer, type Predictions, type PredictOptions } from './eval/predict.js';
 export { accuracy, attackSuccessRate } from './eval/metrics.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/evaluate.js';
 export { classify, type Classified } from './eval/classify.js';

@@ -80,7 +80,7 @@ before(async () => {
 after(cleanup);
 
 test('eval on good files prints accuracy and ASR, and --json is machine-readable', () => {
-  const r = run('eval', '-m', p('tiny.h5'), '-c', p('ok.h5'), '-p', p('poison.h5'), '-t', '1', '--json');
+  const r = run('eval', '-m', p('tiny.h5'), '-c', p('ok.h5'), '-p', p('poison.h5'), '-t', '1', '--json', '-');
   assert.equal(r.code, 0, r.err);
   const j = JSON.parse(r.out) as { clean: { count: number; accuracy: number }; poisoned: { count: number; asr: number } };
   assert.equal(j.clean.count, N);

@@ -173,7 +173,7 @@ test('CLI: bad --mean/--std lengths and zero std end in one line, exit 2', () =>
 });
 
 test('CLI: the file\'s preprocessing applies without flags; flags override it with a note', async () => {
-  const noFlags = run('eval', '-m', p('pre.h5'), '-c', p('cv.h5'), '--json');
+  const noFlags = run('eval', '-m', p('pre.h5'), '-c', p('cv.h5'), '--json', '-');
   assert.equal(noFlags.code, 0, noFlags.err);
   const r = JSON.parse(noFlags.out) as { clean: { accuracy: number }; preprocessing: Preprocessing };
   assert.equal(r.clean.accuracy, 1, 'labels are the model\'s own answers under the recorded preprocessing');
@@ -182,14 +182,14 @@ test('CLI: the file\'s preprocessing applies without flags; flags override it wi
   // The same model without metadata needs the flags to get there.
   const plain = await evaluate(await loadModel(p('plain.h5')), { clean: p('cv.h5') });
   assert.ok(plain.clean!.accuracy < 1, `raw pixels give other answers (${plain.clean!.accuracy})`);
-  const over = run('eval', '-m', p('pre.h5'), '-c', p('cv.h5'), '--scale', '1', '--mean', '0', '--std', '1', '--json');
+  const over = run('eval', '-m', p('pre.h5'), '-c', p('cv.h5'), '--scale', '1', '--mean', '0', '--std', '1', '--json', '-');
   assert.equal(over.code, 0, over.err);
   assert.equal((JSON.parse(over.out) as { clean: { accuracy: number } }).clean.accuracy, plain.clean!.accuracy);
   const lines = over.err.trimEnd().split('\n');
   assert.equal(lines.length, 1, over.err);
   assert.match(lines[0]!, /pre\.h5 records preprocessing \(scale 255, mean 0\.485,0\.456,0\.406, std 0\.229,0\.224,0\.225\); overridden by the flags: scale 1, mean 0, std 1/);
   // B and B' get the same input: B's (here none, so the default); B' recording another is said.
-  const g = run('goodnet', '--bad', p('plain.h5'), '--repaired', p('pre.h5'), '--clean-test', p('ct.h5'), '--poisoned-test', p('pt.h5'), '-t', '0', '--json');
+  const g = run('goodnet', '--bad', p('plain.h5'), '--repaired', p('pre.h5'), '--clean-test', p('ct.h5'), '--poisoned-test', p('pt.h5'), '-t', '0', '--json', '-');
   assert.equal(g.code, 0, g.err);
   assert.match(g.err.trim(), /^goodnet: note: \S*pre\.h5 records preprocessing \(scale 255, [^)]*\); both models get scale 1 \(from the default\)$/);
   assert.deepEqual((JSON.parse(g.out) as { preprocessing: Preprocessing }).preprocessing, { scale: 1 });
@@ -214,7 +214,7 @@ test('prune records the preprocessing in summary.json and every B\'_X; eval of B
   const pick = picks[0]!;
   const row = summary.goodnet.find((g) => g.threshold === pick.threshold)!;
   for (const m of [pick.model!.keras, pick.model!.tfjs]) {
-    const e = run('eval', '-m', join(out, m), '-c', p('ct.h5'), '-p', p('pt.h5'), '-t', '0', '--json');
+    const e = run('eval', '-m', join(out, m), '-c', p('ct.h5'), '-p', p('pt.h5'), '-t', '0', '--json', '-');
     assert.equal(e.code, 0, e.err);
     const j = JSON.parse(e.out) as { clean: { accuracy: number }; poisoned: { asr: number }; preprocessing: Preprocessing };
     assert.deepEqual(j.preprocessing, { ...PRE, layout: 'nhwc' }, m);

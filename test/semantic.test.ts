@@ -59,7 +59,7 @@ test('prune --thresholds outside (0, 100) is a usage error naming the value', ()
     const r = run(...prune('--thresholds', bad, '-o', p('o')));
     assert.equal(r.code, 2, r.err);
     assert.equal(r.err.split('\n')[0],
-      `error: option '--thresholds <list>' argument '${bad}' is invalid. --thresholds must be percentages in (0, 100), comma-separated (e.g. 2,4,10), got '${bad}'`);
+      `goodnet: error: option '--thresholds <list>' argument '${bad}' is invalid. --thresholds must be percentages in (0, 100), comma-separated (e.g. 2,4,10), got '${bad}' (run with --help for usage)`);
   }
 });
 

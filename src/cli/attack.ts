@@ -2,7 +2,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ATTACK_DEFAULTS, runAttack, type AttackSummary } from '../attack/lab.js';
 import { triggerSpecFromOptions, CORNERS, PATCH_PATTERNS, TRIGGER_KINDS } from '../attack/triggers.js';
 import { markdownTable, percent } from '../report/table.js';
-import { emitJson, parseInteger, parsePositive, setUp, type EngineOpts } from './common.js';
+import { existsSync } from 'node:fs';
+import { checkOutputs, emitJson, jsonOption, parseInteger, parsePositive, setUp, type EngineOpts } from './common.js';
 import { epochBars } from './progress.js';
 import type { EpochStats } from '../models/train.js';
 import { BACKENDS } from '../engine/backend.js';
@@ -24,7 +25,7 @@ interface AttackCliOpts extends Omit<EngineOpts, 'batchSize'> {
   seed: number;
   trainSize?: number; validSize?: number; testSize?: number;
   force?: boolean;
-  json?: string | boolean;
+  json?: string;
 }
 
 function parseRate(v: string): number {
@@ -72,7 +73,7 @@ export function attackCommand(): Command {
     .option('--valid-size <n>', 'clean validation images (default: 15% of the data, at most 10,000)', parseInteger('--valid-size', 1))
     .option('--test-size <n>', 'clean test images (default: as validation)', parseInteger('--test-size', 1))
     .option('--force', 'replace DIR if it exists')
-    .option('--json [file]', 'print attack.json on stdout, or copy it to file')
+    .addOption(jsonOption('attack.json'))
     .addOption(new Option('--backend <name>', 'tensor backend').choices(BACKENDS).default('wasm'));
   cmd.addHelpText('after', `
 Examples:
@@ -82,6 +83,7 @@ Examples:
   goodnet attack --out faces --dataset faces/ --trigger image --trigger-image sunglasses.png --trigger-x 8 --trigger-y 14
   goodnet eval -m lab/models/bd_net.h5 -c lab/data/cl/test.h5 -p lab/data/bd/bd_test.h5 -t 0`);
   return cmd.action(async (o: AttackCliOpts) => {
+    checkOutputs({ inputs: [existsSync(o.dataset) ? o.dataset : undefined, o.triggerImage], json: o.json, out: o.out, outFolder: true, force: o.force, outBytes: 8 << 20 });
     await setUp({ backend: o.backend, batchSize: o.batchSize });
     const trigger = triggerSpecFromOptions({
       trigger: o.trigger, size: o.triggerSize, corner: o.triggerCorner, margin: o.triggerMargin, pattern: o.triggerPattern,
@@ -96,7 +98,7 @@ Examples:
       log,
       ...trainingProgress(o.epochs),
     });
-    if (await emitJson(summary, o.json)) return;
+    if (await emitJson(summary, o.json, o.force)) return;
     printAttackSummary(summary, o.out);
   });
 }

@@ -2,7 +2,7 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { initBackend, BACKENDS, type BackendName } from '../engine/backend.js';
-import { writeAtomically } from '../io/atomic.js';
+import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { loadModel, type LoadedModel } from '../io/model.js';
 import { preprocessingText, preprocessingToJson, resolvePreprocessing, type InputLayout, type Preprocessing } from '../io/preprocess.js';
 
@@ -33,7 +33,8 @@ export function parseShape(v: string): [number, number, number] {
 
 export interface EngineOpts {
   backend: BackendName;
-  batchSize: number;
+  /** Unset: picked from the image size (autoBatchSize). */
+  batchSize?: number;
 }
 
 export interface ModelOpts {
@@ -50,7 +51,7 @@ export interface DataOpts extends PreprocessingOpts {
 export function addEngineOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--backend <name>', 'tensor backend: wasm (fast, default) or cpu (pure JS, reference)').choices(BACKENDS).default('wasm'))
-    .option('--batch-size <n>', 'images per forward pass', parseInteger('--batch-size', 1, 65536), 256);
+    .option('--batch-size <n>', 'images per forward pass (default: picked from the image size, at most 256 images and 4 M input values per batch: 256 of 55x47x3, 1 of 2048x2048)', parseInteger('--batch-size', 1, 65536));
 }
 
 export function addModelOptions(cmd: Command): Command {
@@ -130,15 +131,46 @@ export async function openModel(path: string, o: ModelOpts): Promise<LoadedModel
   return loadModel(path, { arch: o.weightsArch, inputShape: o.inputShape });
 }
 
-/** `--json` alone prints JSON on stdout; `--json FILE` writes it (atomically) and keeps the table. */
-export async function emitJson(value: unknown, json: string | boolean | undefined): Promise<boolean> {
-  if (json === undefined || json === false) return false;
+/**
+ * `--json <file>`: the value is REQUIRED (so the option never takes a positional argument
+ * as its file); `-` prints the JSON on stdout instead of the table.
+ */
+export function jsonOption(what = 'the result'): Option {
+  return new Option('--json <file>', `write ${what} as JSON to file (an existing file only with --force), or - to print it on stdout instead of the table`);
+}
+
+export interface OutputsToCheck {
+  /** Everything the run reads. */
+  inputs: (string | undefined)[];
+  /** The --json value ('-' is stdout). */
+  json?: string;
+  /** An output folder or model path (-o). */
+  out?: string;
+  /** true: -o is a folder; undefined: a model (a .h5 file or a tfjs folder). */
+  outFolder?: boolean;
+  force?: boolean;
+  /** A first estimate of the bytes -o needs. */
+  outBytes?: number;
+}
+
+/** Refuse every output of a command before any work: see src/io/paths.ts for the rules. */
+export function checkOutputs(c: OutputsToCheck): void {
+  const json = c.json === '-' ? undefined : c.json;
+  if (c.out !== undefined) {
+    checkWritable(c.out, { folder: c.outFolder, overwrite: c.force, inputs: c.inputs, others: [json], estimateBytes: c.outBytes });
+  }
+  if (json !== undefined) checkWritable(json, { folder: false, overwrite: c.force, inputs: c.inputs, others: [c.out], estimateBytes: 1 << 16 });
+}
+
+/** `--json -` prints JSON on stdout (returns true: skip the table); `--json FILE` writes it (atomically) and keeps the table. */
+export async function emitJson(value: unknown, json: string | undefined, force?: boolean): Promise<boolean> {
+  if (json === undefined) return false;
   const text = `${JSON.stringify(value, null, 2)}\n`;
-  if (json === true) {
+  if (json === '-') {
     process.stdout.write(text);
     return true;
   }
-  await writeAtomically(json, (tmp) => writeFileSync(tmp, text), { overwrite: true });
+  await writeAtomically(json, (tmp) => writeFileSync(tmp, text), { overwrite: force, folder: false });
   return false;
 }
 

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { evaluate } from '../eval/evaluate.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addModelDataEngineOptions, commandPreprocessing, emitJson, openModel, parseInteger, progress, setUp,
+import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, progress, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
 interface EvalOpts extends EngineOpts, ModelOpts, DataOpts {
@@ -9,7 +9,8 @@ interface EvalOpts extends EngineOpts, ModelOpts, DataOpts {
   clean?: string;
   poisoned?: string;
   target?: number;
-  json?: string | boolean;
+  json?: string;
+  force?: boolean;
 }
 
 export function evalCommand(): Command {
@@ -25,13 +26,16 @@ export function evalCommand(): Command {
     .option('-c, --clean <path>', 'clean data (HDF5 or image folder)')
     .option('-p, --poisoned <path>', 'poisoned data (HDF5 or image folder)')
     .option('-t, --target <label>', "attacker's target label (required with --poisoned)", parseInteger('--target', 0))
-    .option('--json [file]', 'print JSON instead of the table, or write it to file');
+    .addOption(jsonOption())
+    .option('--force', 'replace the --json file if it exists');
   addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `
 Examples:
   goodnet eval -m ../shared/csaw/lab3_sunglasses_bd_weights.h5 -c ../shared/csaw/images
-  goodnet eval -m models/bd_net.h5 -c data/cl/test.h5 -p data/bd/bd_test.h5 -t 0 --json result.json`);
+  goodnet eval -m models/bd_net.h5 -c data/cl/test.h5 -p data/bd/bd_test.h5 -t 0 --json result.json
+  goodnet eval -m models/bd_net.h5 -c data/cl/test.h5 --json -        # JSON on stdout`);
   return cmd.action(async (o: EvalOpts) => {
+    checkOutputs({ inputs: [o.model, o.clean, o.poisoned], json: o.json, force: o.force });
     await setUp(o);
     const model = await openModel(o.model, o);
     const px = commandPreprocessing(model, o);
@@ -39,7 +43,7 @@ Examples:
       clean: o.clean, poisoned: o.poisoned, target: o.target, ...px, layout: o.layout, batchSize: o.batchSize,
       onProgress: (set, d, t) => bars[set](d, t),
     });
-    const printed = await emitJson({ ...r, backend: o.backend, scale: px.scale, preprocessing: model.preprocessing }, o.json);
+    const printed = await emitJson({ ...r, backend: o.backend, scale: px.scale, preprocessing: model.preprocessing }, o.json, o.force);
     if (printed) return;
     const rows: (string | number)[][] = [];
     if (r.clean) rows.push(['clean accuracy', percent(r.clean.accuracy), `${r.clean.correct}/${r.clean.count}`, r.clean.source]);

@@ -1,7 +1,8 @@
 import { Command } from 'commander';
 import { FINE_TUNE_DEFAULTS, runFinePrune, type FineTuneEpoch } from '../defense/fineprune.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addModelDataEngineOptions, commandPreprocessing, emitJson, openModel, parseInteger, parsePositive, setUp,
+import { bytesOf } from '../io/paths.js';
+import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, parsePositive, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 import { epochBars } from './progress.js';
 
@@ -19,7 +20,7 @@ interface FinePruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
   seed: number;
   out?: string;
   force?: boolean;
-  json?: string | boolean;
+  json?: string;
 }
 
 /** Shared by `fineprune` and `prune --fine-tune`. */
@@ -53,7 +54,7 @@ export function finepruneCommand(): Command {
     .option('--seed <n>', 'seed for the hold-out split and shuffling', parseInteger('--seed'), d.seed)
     .option('-o, --out <path>', 'save the fine-pruned model (.keras for Keras 3, .h5 for Keras HDF5, .onnx for ONNX, else a tfjs folder)')
     .option('--force', 'replace --out if it exists')
-    .option('--json [file]', 'print JSON instead of the table, or write it to file');
+    .addOption(jsonOption());
   addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `
 Examples:
@@ -61,15 +62,16 @@ Examples:
       --clean-test demo/lab/data/cl/test.h5 --poisoned-test demo/lab/data/bd/bd_test.h5 -t 0 -o fp_4.h5
   goodnet fineprune -m bd_net.h5 --prune-fraction 0.6 --clean-valid cl/valid.h5 -o fp.h5`);
   return cmd.action(async (o: FinePruneCliOpts) => {
+    checkOutputs({ inputs: [o.model, o.cleanValid, o.cleanTest, o.poisonedTest], json: o.json, out: o.out, force: o.force, outBytes: bytesOf(o.model) });
     await setUp(o);
     const model = await openModel(o.model, o);
     const px = commandPreprocessing(model, o);
     const r = await runFinePrune({
       model, cleanValid: o.cleanValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, layer: o.layer,
       pruneFraction: o.pruneFraction, ...px, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed,
-      batchSize: 64, out: o.out, overwrite: o.force, ...fineTuneProgress(),
+      layout: o.layout, batchSize: o.batchSize ?? 64, out: o.out, overwrite: o.force, ...fineTuneProgress(),
     });
-    if (await emitJson({ ...r, preprocessing: model.preprocessing }, o.json)) return;
+    if (await emitJson({ ...r, preprocessing: model.preprocessing }, o.json, o.force)) return;
     console.log(`${r.conv}: ${r.pruned.length} channels held at zero; kept epoch ${r.fineTune.bestEpoch} of ${o.epochs} (${r.fineTune.seconds.toFixed(0)} s)`);
     if (r.before && r.after) {
       console.log(`\n${markdownTable(['model', 'clean test accuracy', 'ASR'], [

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { evaluateGoodNet } from '../defense/goodnet.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addModelDataEngineOptions, commandPreprocessing, emitJson, openModel, parseInteger, setUp,
+import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
 interface GoodNetCliOpts extends EngineOpts, ModelOpts, DataOpts {
@@ -10,7 +10,8 @@ interface GoodNetCliOpts extends EngineOpts, ModelOpts, DataOpts {
   cleanTest: string;
   poisonedTest: string;
   target: number;
-  json?: string | boolean;
+  json?: string;
+  force?: boolean;
 }
 
 export function goodnetCommand(): Command {
@@ -25,20 +26,22 @@ export function goodnetCommand(): Command {
     .requiredOption('--clean-test <path>', 'clean test data')
     .requiredOption('--poisoned-test <path>', 'poisoned test data')
     .requiredOption('-t, --target <label>', "the attacker's target label", parseInteger('--target', 0))
-    .option('--json [file]', 'print JSON instead of the table, or write it to file');
+    .addOption(jsonOption())
+    .option('--force', 'replace the --json file if it exists');
   addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `
 Example:
   goodnet goodnet --bad lab/models/bd_net.h5 --repaired lab/prune/asc/models/repaired_4.h5 \\
       --clean-test lab/data/cl/test.h5 --poisoned-test lab/data/bd/bd_test.h5 -t 0`);
   return cmd.action(async (o: GoodNetCliOpts) => {
+    checkOutputs({ inputs: [o.bad, o.repaired, o.cleanTest, o.poisonedTest], json: o.json, force: o.force });
     await setUp(o);
     const bad = await openModel(o.bad, o);
     const repaired = await openModel(o.repaired, o);
     const px = commandPreprocessing(bad, o, [repaired]); // B and B' take the same input: B's file (or the flags) decide
     const r = await evaluateGoodNet({ bad, repaired, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target,
       ...px, layout: o.layout, batchSize: o.batchSize });
-    if (await emitJson({ models: { bad: o.bad, repaired: o.repaired }, target: o.target, preprocessing: bad.preprocessing, ...r }, o.json)) return;
+    if (await emitJson({ models: { bad: o.bad, repaired: o.repaired }, target: o.target, preprocessing: bad.preprocessing, ...r }, o.json, o.force)) return;
     console.log(markdownTable(['model', 'clean accuracy', 'ASR', 'detection', 'false alarm'], [
       ['B (BadNet)', percent(r.bad.accuracy), percent(r.bad.asr), '-', '-'],
       ["B' (repaired)", percent(r.repaired.accuracy), percent(r.repaired.asr), '-', '-'],

@@ -3,11 +3,12 @@ import { IDENTITY_PREPROCESSING, preprocessingText } from '../io/preprocess.js';
 import type { LoadedModel } from '../io/model.js';
 import { inspectModel } from '../models/inspect.js';
 import { markdownTable } from '../report/table.js';
-import { addEngineOptions, addModelOptions, emitJson, openModel, setUp, type EngineOpts, type ModelOpts } from './common.js';
+import { addEngineOptions, addModelOptions, checkOutputs, emitJson, jsonOption, openModel, setUp, type EngineOpts, type ModelOpts } from './common.js';
 
 interface InspectOpts extends EngineOpts, ModelOpts {
   model: string;
-  json?: string | boolean;
+  json?: string;
+  force?: boolean;
 }
 
 /** "0,1,2,3,7,8" -> "0-3,7-8": pruned channels read better as ranges. */
@@ -43,18 +44,20 @@ export function inspectCommand(): Command {
     .summary('layers of a model, and which conv channels are zero (pruned)')
     .description('Print the input (shape, layout, and the preprocessing recorded in the file, or the default assumed when none is), the layer table (name, type, output shape, parameters) and, for every conv layer, the channels of its block output (conv, batch norm, activation) that are provably zero: what a pruned model has lost. Without batch norm that is a zero kernel slice and bias; after batch norm its gamma and beta must be zero too.')
     .requiredOption('-m, --model <path>', 'model: Keras .h5 (full or weights-only), Keras 3 .keras, ONNX (.onnx) or tfjs folder')
-    .option('--json [file]', 'print JSON instead of the tables, or write it to file');
+    .addOption(jsonOption())
+    .option('--force', 'replace the --json file if it exists');
   addModelOptions(cmd);
   addEngineOptions(cmd);
   cmd.addHelpText('after', `
 Example:
   goodnet inspect -m ../shared/csaw/lab3_repaired_2pct_full_model.h5`);
   return cmd.action(async (o: InspectOpts) => {
+    checkOutputs({ inputs: [o.model], json: o.json, force: o.force });
     await setUp(o);
     const model = await openModel(o.model, o);
     const info = inspectModel(model.net);
     const input = describeInput(model);
-    if (await emitJson({ model: o.model, format: model.format, input, ...info }, o.json)) return;
+    if (await emitJson({ model: o.model, format: model.format, input, ...info }, o.json, o.force)) return;
     console.log(`${o.model} (${model.format}): input ${model.inputShape.join('x')}, ${model.numClasses} classes, ${info.totalParams.toLocaleString('en-US')} parameters`);
     console.log(`input layout: ${input.inputLayout} (${input.inputLayoutFrom === 'file' ? 'recorded in the file' : 'assumed: not recorded in the file'})`);
     console.log(`preprocessing: ${preprocessingText(input.preprocessing)} (${input.preprocessingFrom === 'file' ? 'recorded in the file' : 'assumed: not recorded in the file'})\n`);

@@ -15,6 +15,12 @@ import { GoodnetError, EXIT_BAD_INPUT, oneLine } from '../errors.js';
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 /** What `goodnet --help` lists for a command, and how to load its full definition. */
+/** Usage errors as every other error: one line, `goodnet: error: ...`, with the hint on the same line. */
+const USAGE_OUTPUT = {
+  outputError: (str: string, write: (s: string) => void) =>
+    write(`goodnet: ${oneLine(str).replace(/^(goodnet: )?(error: )?/, 'error: ')} (run with --help for usage)\n`),
+};
+
 export interface CommandSpec {
   name: string;
   /** As commander's Help.subcommandTerm prints it: name, ' [options]', arguments. */
@@ -82,7 +88,7 @@ export async function program(argv: readonly string[] = [], all = false): Promis
       'Evaluate a possibly backdoored model (a "BadNet") on clean and poisoned data, repair it by ' +
       'pruning the channels the backdoor hides in, and report what changed.')
     .option('--debug', 'show stack traces for errors')
-    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput(USAGE_OUTPUT)
     .exitOverride();
   // Stand-ins have no options or arguments: their listed term comes from the spec.
   const stubTerms = new Map<Command, string>();
@@ -94,10 +100,10 @@ export async function program(argv: readonly string[] = [], all = false): Promis
     return stub;
   }));
   for (const sub of subs) {
-    root.addCommand(sub.exitOverride().showHelpAfterError('(run with --help for usage)'));
+    root.addCommand(sub.exitOverride().configureOutput(USAGE_OUTPUT));
   }
   root.addHelpText('after', `
-Models: Keras 3 .keras files, Keras HDF5 full models and weights-only files (with --weights-arch), tfjs folders.
+Models: ONNX (from PyTorch), Keras 3 .keras files, Keras HDF5 full models and weights-only files (with --weights-arch), tfjs folders.
 Data:   CSAW-HackML HDF5 (\`data\` (N,C,H,W) or (N,H,W,C), \`label\` (N)), image folders.
 
 Run 'goodnet <command> --help' for a command's options and examples.`);

@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { GoodnetError } from '../errors.js';
+import { bytesOf } from '../io/paths.js';
 import { ORDER_TITLE, PRUNE_DEFAULTS, runPrune, type PruneSummary } from '../defense/prune.js';
 import { findCutPoint } from '../defense/graph.js';
 import { markdownGoodNetTable } from '../report/html.js';
@@ -7,7 +8,7 @@ import type { PruneOrder, SweepStep, ThresholdRule } from '../defense/types.js';
 import { markdownTable, percent } from '../report/table.js';
 import { FINE_TUNE_DEFAULTS } from '../defense/fineprune.js';
 import { fineTuneProgress } from './fineprune.js';
-import { addModelDataEngineOptions, commandPreprocessing, emitJson, openModel, parseInteger, parsePositive, setUp,
+import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, parsePositive, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 import { ProgressBar, progress } from './progress.js';
 
@@ -25,7 +26,7 @@ interface PruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
   stopAt?: string;
   out: string;
   force?: boolean;
-  json?: string | boolean;
+  json?: string;
   fineTune?: boolean;
   fineTuneOrder: 'asc' | 'desc' | 'both';
   fineTuneEpochs: number;
@@ -37,6 +38,7 @@ export function parseThresholds(v: string): number[] {
   if (xs.length === 0 || xs.some((x) => !(x > 0 && x < 100))) {
     throw new InvalidArgumentError(`--thresholds must be percentages in (0, 100), comma-separated (e.g. 2,4,10), got '${v}'`);
   }
+  if (new Set(xs).size !== xs.length) throw new InvalidArgumentError(`--thresholds lists a percentage twice: '${v}'`);
   return xs;
 }
 
@@ -82,7 +84,7 @@ export function pruneCommand(): Command {
     .option('--fine-tune-epochs <n>', 'fine-tuning epochs', parseInteger('--fine-tune-epochs', 1, 1000), FINE_TUNE_DEFAULTS.epochs)
     .option('--fine-tune-lr <x>', 'fine-tuning Adam learning rate', parsePositive('--fine-tune-lr'), FINE_TUNE_DEFAULTS.learningRate)
     .option('--force', 'replace the output folder if it exists')
-    .option('--json [file]', 'print summary.json instead of the tables, or copy it to file');
+    .addOption(jsonOption('summary.json'));
   addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `
 Examples:
@@ -90,6 +92,8 @@ Examples:
       --clean-test lab/data/cl/test.h5 --poisoned-test lab/data/bd/bd_test.h5 -t 0 -o lab/prune
   goodnet prune -m bd_weights.h5 --clean-valid cl/valid.h5 --poisoned-valid bd/bd_valid.h5 -t 0 --order asc --thresholds 1,2,5 -o out`);
   return cmd.action(async (o: PruneCliOpts) => {
+    checkOutputs({ inputs: [o.model, o.cleanValid, o.poisonedValid, o.cleanTest, o.poisonedTest], json: o.json, out: o.out, outFolder: true, force: o.force,
+      outBytes: bytesOf(o.model) * (o.order === 'both' ? 2 : 1) * o.thresholds.length });
     await setUp(o);
     const model = await openModel(o.model, o);
     const px = commandPreprocessing(model, o);
@@ -107,7 +111,7 @@ Examples:
         onEpoch: fineTuneProgress().onEpoch,
       } : undefined,
     });
-    if (await emitJson(s, o.json)) return;
+    if (await emitJson(s, o.json, o.force)) return;
     printPruneSummary(s, o.out);
   });
 }

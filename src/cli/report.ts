@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { GoodnetError } from '../errors.js';
 import { writeReport } from '../report/build.js';
 import { setUp } from './common.js';
 
@@ -13,6 +14,14 @@ export function reportCommand(): Command {
     .addHelpText('after', '\nExample:\n  goodnet report lab/prune')
     .action(async (dir: string) => {
       await setUp({ backend: 'wasm', batchSize: 256 });
-      console.log(await writeReport(dir));
+      try {
+        console.log(await writeReport(dir));
+      } catch (err) {
+        // A summary.json edited by hand (a null or missing field) is bad input, not a bug.
+        if (err instanceof TypeError || err instanceof RangeError) {
+          throw new GoodnetError(`summary.json is not what goodnet prune writes (${err.message})`, dir, { cause: err });
+        }
+        throw err;
+      }
     });
 }

@@ -1,10 +1,9 @@
 import { Command, Option } from 'commander';
 import { GoodnetError } from '../errors.js';
 import { runStrip, STRIP_DEFAULTS, type StripMethod, type StripResult, type StripStage, type SuperimposeMode } from '../detect/strip.js';
-import { checkWritable } from '../io/atomic.js';
 import { writeStripOutput } from '../detect/strip_output.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addModelDataEngineOptions, commandPreprocessing, emitJson, openModel, parseInteger, progress, setUp,
+import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, progress, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
 interface StripCliOpts extends EngineOpts, ModelOpts, DataOpts {
@@ -24,7 +23,7 @@ interface StripCliOpts extends EngineOpts, ModelOpts, DataOpts {
   limit?: number;
   out?: string;
   force?: boolean;
-  json?: string | boolean;
+  json?: string;
 }
 
 /** Numbers checked here fail as one-line GoodnetErrors (exit 2), like every other bad input. */
@@ -74,7 +73,7 @@ export function stripCommand(): Command {
     .option('--limit <n>', 'at most n images of each test set (a seeded random subset), to bound the run time', intAtLeast1('--limit'))
     .option('-o, --out <dir>', 'write strip.json and the entropy histogram (strip-entropy.png, .svg) to this folder')
     .option('--force', 'replace the --out folder if it exists')
-    .option('--json [file]', 'print the result as JSON instead of the tables, or write it to file');
+    .addOption(jsonOption());
   addModelDataEngineOptions(cmd);
   // STRIP runs groups of N+1 images per forward pass: a larger default batch keeps the engine busy.
   cmd.options.find((o) => o.attributeName() === 'batchSize')!.default(STRIP_DEFAULTS.batchSize);
@@ -97,7 +96,7 @@ Examples:
     if (!o.inputs?.length && o.cleanTest === undefined && o.poisonedTest === undefined) {
       throw new GoodnetError('nothing to check: give --inputs and/or --clean-test / --poisoned-test');
     }
-    if (o.out !== undefined) checkWritable(o.out, { overwrite: o.force, folder: true });
+    checkOutputs({ inputs: [o.model, o.cleanValid, o.cleanTest, o.poisonedTest, ...(o.inputs ?? [])], json: o.json, out: o.out, outFolder: true, force: o.force, outBytes: 1 << 20 });
     await setUp(o);
     const model = await openModel(o.model, o);
     const px = commandPreprocessing(model, o);
@@ -113,7 +112,7 @@ Examples:
     });
     const json = { command: ['goodnet', ...process.argv.slice(2)].join(' '), backend: o.backend, ...r };
     if (o.out !== undefined) await writeStripOutput(o.out, r, json, o.force);
-    if (await emitJson(json, o.json)) return;
+    if (await emitJson(json, o.json, o.force)) return;
     printStrip(r, o.out);
   });
 }

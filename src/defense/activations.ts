@@ -6,7 +6,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { ImageDataset } from '../io/dataset.js';
-import { DEFAULT_BATCH } from '../eval/predict.js';
+import { autoBatchSize } from '../eval/predict.js';
+import { yieldToEventLoop } from '../io/atomic.js';
 
 export interface CutActivations {
   /** (N, h, w, C) activations at the cut ((N, C) after global pooling), on the backend. Dispose when done. */
@@ -21,13 +22,14 @@ export async function cutActivations(
   ds: ImageDataset,
   options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<CutActivations> {
-  const batchSize = options.batchSize ?? DEFAULT_BATCH;
+  const batchSize = options.batchSize ?? autoBatchSize(ds.imageShape);
   const [h, w, c] = ds.imageShape;
   const parts: tf.Tensor[] = [];
   try {
     for await (const b of ds.batches(batchSize)) {
       parts.push(tf.tidy(() => head.predict(tf.tensor4d(b.x, [b.n, h, w, c]), { batchSize }) as tf.Tensor));
       options.onProgress?.(b.start + b.n, ds.length);
+      await yieldToEventLoop(); // SIGINT/SIGTERM handled once per batch
     }
     const values = (parts.length === 1 ? parts[0]!.clone() : tf.concat(parts, 0)) as tf.Tensor4D | tf.Tensor2D;
     return { values, labels: Int32Array.from(ds.labels), source: ds.source };

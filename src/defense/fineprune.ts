@@ -51,9 +51,9 @@ export interface FineTuneResult {
  * A clean data set read whole into memory (NHWC, pixels as the model takes them: divided by
  * `pixels` when a number, else scaled and normalized as `pixels` says), for fine-tuning.
  */
-export async function readAll(path: string, expect: [number, number, number], pixels: number | PixelOptions = 1): Promise<TrainingSet> {
+export async function readAll(path: string, expect: [number, number, number], pixels: number | PixelOptions = 1, layout?: 'auto' | 'nchw' | 'nhwc'): Promise<TrainingSet> {
   const px = typeof pixels === 'number' ? { scale: pixels } : pixels;
-  const ds: ImageDataset = await openDataset(path, { expect, scale: px.scale, mean: px.mean, std: px.std });
+  const ds: ImageDataset = await openDataset(path, { expect, scale: px.scale, mean: px.mean, std: px.std, layout });
   try {
     const [h, w, c] = ds.imageShape;
     const per = h * w * c;
@@ -185,6 +185,8 @@ export interface FinePruneCommandOptions extends FineTuneOptions, PixelOptions {
   cleanTest?: string;
   poisonedTest?: string;
   target?: number;
+  /** Layout of HDF5 `data` (as for eval). */
+  layout?: 'auto' | 'nchw' | 'nhwc';
   /** Where to save FP (Keras .h5 or tfjs folder). */
   out?: string;
   overwrite?: boolean;
@@ -203,19 +205,19 @@ export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePrun
   // A pruned model with a mask layer (mask.ts) is pruned at that layer.
   const maskLayer = o.layer === undefined && o.pruneFraction === undefined ? o.model.net.layers.find((l) => l.name.endsWith('_goodnet_mask')) : undefined;
   const cut = findCutPoint(o.model.net, o.layer ?? maskLayer?.name, o.model.source);
-  if (o.out) checkWritable(o.out, { overwrite: o.overwrite });
+  if (o.out) checkWritable(o.out, { overwrite: o.overwrite, inputs: [o.model.source, o.cleanValid, o.cleanTest, o.poisonedTest] });
   if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined) || (o.poisonedTest !== undefined && o.target === undefined)) {
     throw new GoodnetError('give --clean-test, --poisoned-test and --target together, or none of them');
   }
   const model: LoadedModel = { ...o.model, preprocessing: preprocessingFor(o.model, o) };
   const px = pixelOptionsFor(model, o);
-  const clean = await readAll(o.cleanValid, o.model.inputShape, px);
+  const clean = await readAll(o.cleanValid, o.model.inputShape, px, o.layout);
   let pruned: number[];
   let net: tfl.LayersModel;
   if (o.pruneFraction !== undefined) {
     if (!(o.pruneFraction > 0 && o.pruneFraction < 1)) throw new GoodnetError(`--prune-fraction must be in (0, 1), got ${o.pruneFraction}`);
     const head = headModel(o.model.net, cut);
-    const ds = await openDataset(o.cleanValid, { expect: o.model.inputShape, ...px });
+    const ds = await openDataset(o.cleanValid, { expect: o.model.inputShape, ...px, layout: o.layout });
     const a = await cutActivations(head, ds);
     ds.close();
     const means = await channelMeans(a);
@@ -230,7 +232,7 @@ export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePrun
     net = await cloneNet(o.model.net);
   }
   const test = async (m: LoadedModel) => {
-    const r = await evaluate(m, { clean: o.cleanTest!, poisoned: o.poisonedTest!, target: o.target!, ...px });
+    const r = await evaluate(m, { clean: o.cleanTest!, poisoned: o.poisonedTest!, target: o.target!, ...px, layout: o.layout });
     return { accuracy: r.clean!.accuracy, asr: r.poisoned!.asr };
   };
   try {

@@ -14,9 +14,9 @@ import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { GoodnetError } from '../errors.js';
 import { checkTarget } from '../eval/metrics.js';
-import { checkFits } from '../eval/predict.js';
+import { checkFiniteOutputs, checkFits } from '../eval/predict.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
-import { checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
+import { checkAllLabelled, checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import { sha256 } from '../io/hash.js';
 import { saveModel, type LoadedModel } from '../io/model.js';
 import { pixelOptionsFor, preprocessingFor, type PixelOptions, type Preprocessing } from '../io/preprocess.js';
@@ -99,6 +99,8 @@ function checkThresholds(xs: number[]): void {
   for (const x of xs) {
     if (!(x > 0 && x < 100)) throw new GoodnetError(`threshold ${x} is outside (0, 100) percentage points`);
   }
+  const dup = xs.find((x, i) => xs.indexOf(x) !== i);
+  if (dup !== undefined) throw new GoodnetError(`threshold ${dup} is given twice`);
 }
 
 function sweepCsv(s: SweepResult): string {
@@ -115,6 +117,7 @@ async function openChecked(path: string, model: LoadedModel, o: PruneOptions): P
   const ds = await openDataset(path, { ...pixelOptionsFor(model, o), layout: o.layout, expect: model.inputShape });
   checkFits(model, ds);
   checkLabels(ds, model.numClasses);
+  checkAllLabelled(ds);
   return ds;
 }
 
@@ -122,6 +125,7 @@ async function activationsOf(path: string, role: string, head: ReturnType<typeof
   const ds = await openChecked(path, model, o);
   try {
     if (ds.length === 0) throw new GoodnetError('data set is empty', path);
+    await checkFiniteOutputs(model, ds);
     const a = await cutActivations(head, ds, { batchSize: o.batchSize, onProgress: (d, t) => o.onActivations?.(role, d, t) });
     return { a, images: ds.length };
   } finally {
@@ -162,7 +166,7 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
   if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined)) {
     throw new GoodnetError('give both --clean-test and --poisoned-test, or neither');
   }
-  checkWritable(o.out, { overwrite: o.overwrite, folder: true });
+  checkWritable(o.out, { overwrite: o.overwrite, folder: true, inputs: [o.model.source, o.cleanValid, o.poisonedValid, o.cleanTest, o.poisonedTest] });
   // Checked before any work; every written model records it.
   const pre = preprocessingFor(o.model, o);
   const model: LoadedModel = { ...o.model, preprocessing: pre };

@@ -52,7 +52,8 @@ import { GoodnetError } from '../errors.js';
 import { checkLabels, openDataset, type ImageDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
 import { normalizeInPlace, pixelOptionsFor } from '../io/preprocess.js';
-import { checkFits } from '../eval/predict.js';
+import { autoBatchSize, checkFits } from '../eval/predict.js';
+import { yieldToEventLoop } from '../io/atomic.js';
 import { checkTarget } from '../eval/metrics.js';
 
 export type StripMethod = 'quantile' | 'normal';
@@ -389,7 +390,8 @@ async function scoreRows(
   const N = s.n;
   const K = model.numClasses;
   const total = rows ? rows.length : ds.length;
-  const group = Math.max(1, Math.floor(s.batchSize / (N + 1)));
+  // At most AUTO_BATCH_VALUES input values per forward pass, whatever the batch size: memory follows the image size.
+  const group = Math.max(1, Math.floor(Math.min(s.batchSize, autoBatchSize(model.inputShape, s.batchSize)) / (N + 1)));
   const buf = new Float32Array(group * (N + 1) * per);
   const out: StripScores = {
     source: ds.source, rows: new Int32Array(total), names: new Array<string>(total), truth: new Int32Array(total),
@@ -418,6 +420,7 @@ async function scoreRows(
     const probs = tf.tidy(() => net.predict(tf.tensor4d(buf.subarray(0, count * per), [count, H, W, C]), { batchSize: count }) as tf.Tensor);
     const pr = (await probs.data()) as Float32Array;
     probs.dispose();
+    await yieldToEventLoop(); // SIGINT/SIGTERM are handled here, once per forward pass
     pending.forEach((p, j) => {
       let sum = 0;
       for (let c = 0; c < N; c++) {

@@ -3,7 +3,8 @@
  * what is small (argmax, top-k). Every command that needs predictions goes through here.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type * as tfl from '@tensorflow/tfjs-layers';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { yieldToEventLoop } from '../io/atomic.js';
 import type { ImageDataset } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
 import { GoodnetError } from '../errors.js';
@@ -29,6 +30,19 @@ export interface PredictOptions {
 
 export const DEFAULT_BATCH = 256;
 
+/** Most input values one automatically sized batch holds (4 M values, 16 MiB of float32). */
+export const AUTO_BATCH_VALUES = 1 << 22;
+
+/**
+ * The batch size picked from the image size when none is given: at most `max` images and
+ * AUTO_BATCH_VALUES input values (256 images of 55x47x3, 1 image of 2048x2048), so memory
+ * is bounded by the work, not by a constant batch.
+ */
+export function autoBatchSize(imageShape: readonly number[], max = DEFAULT_BATCH): number {
+  const per = imageShape.reduce((a, b) => a * b, 1);
+  return Math.max(1, Math.min(max, Math.floor(AUTO_BATCH_VALUES / Math.max(1, per))));
+}
+
 /** Check that the data set's images fit the model's input, or throw naming the data file. */
 export function checkFits(model: LoadedModel, ds: ImageDataset): void {
   const [h, w, c] = model.inputShape;
@@ -49,7 +63,7 @@ export async function predictDataset(
   options: PredictOptions = {},
 ): Promise<Predictions> {
   checkFits(model, ds);
-  const batchSize = options.batchSize ?? DEFAULT_BATCH;
+  const batchSize = options.batchSize ?? autoBatchSize(model.inputShape);
   const k = Math.min(options.topK ?? 1, model.numClasses);
   const n = ds.length;
   const labels = new Int32Array(n);
@@ -60,14 +74,23 @@ export async function predictDataset(
   const [h, w, c] = model.inputShape;
   for await (const batch of ds.batches(batchSize)) {
     // Only small tensors leave tidy; their data is read outside it.
-    const { idx, val } = tf.tidy(() => {
+    const { idx, val, probs } = tf.tidy(() => {
       const x = tf.tensor4d(batch.x, [batch.n, h, w, c]);
       const probs = net.predict(x, { batchSize }) as tf.Tensor2D;
       const t = tf.topk(probs, k);
-      return { idx: t.indices, val: t.values };
+      return { idx: t.indices, val: t.values, probs };
     });
-    const [ib, vb] = await Promise.all([idx.data(), val.data()]);
-    tf.dispose([idx, val]);
+    const [ib, vb, pb] = await Promise.all([idx.data(), val.data(), probs.data()]);
+    tf.dispose([idx, val, probs]);
+    const bad = firstNonFinite(pb);
+    if (bad >= 0) {
+      const row = Math.floor(bad / model.numClasses);
+      const x = tf.tensor4d(batch.x.subarray(row * h * w * c, (row + 1) * h * w * c), [1, h, w, c]);
+      const layer = firstNonFiniteLayer(net, x);
+      x.dispose();
+      throw new GoodnetError(`the model's output holds NaN or Inf for image ${batch.start + row} of ${ds.source}` +
+        `${layer ? `; non-finite values first appear at layer '${layer}'` : ''} (weights too large?); no result is reported`, model.source);
+    }
     for (let i = 0; i < batch.n; i++) {
       labels[batch.start + i] = ib[i * k]!;
       top[batch.start + i] = vb[i * k]!;
@@ -77,6 +100,58 @@ export async function predictDataset(
       topkProbs.set(vb as Float32Array, batch.start * k);
     }
     options.onProgress?.(batch.start + batch.n, n);
+    await yieldToEventLoop(); // SIGINT/SIGTERM handled once per batch
   }
   return { labels, top, topkLabels, topkProbs, k };
+}
+
+/** Index of the first NaN or +-Inf in `v`, or -1. */
+export function firstNonFinite(v: ArrayLike<number>): number {
+  for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i]!)) return i;
+  return -1;
+}
+
+/**
+ * The first layer (in the model's topological order) whose output on `x` holds NaN or
+ * Inf, or undefined when none does. Runs the model once with every layer's output kept.
+ */
+export function firstNonFiniteLayer(net: tfl.LayersModel, x: tf.Tensor): string | undefined {
+  const layers = net.layers.filter((l) => l.getClassName() !== 'InputLayer' && !Array.isArray(l.output));
+  if (layers.length === 0) return undefined;
+  return tf.tidy(() => {
+    const probe = tfl.model({ inputs: net.inputs, outputs: layers.map((l) => l.output as tfl.SymbolicTensor) });
+    const ys = probe.predict(x) as tf.Tensor | tf.Tensor[];
+    const list = Array.isArray(ys) ? ys : [ys];
+    for (let i = 0; i < list.length; i++) if (firstNonFinite(list[i]!.dataSync()) >= 0) return layers[i]!.name;
+    return undefined;
+  });
+}
+
+/**
+ * Run the model on the first `n` images of `ds` and throw (naming the first layer whose
+ * output is not finite) when an output holds NaN or Inf. For passes that do not go through
+ * predictDataset (the pruning sweep's cached activations), before their long work.
+ */
+export async function checkFiniteOutputs(model: LoadedModel, ds: ImageDataset, n = 64): Promise<void> {
+  checkFits(model, ds);
+  const [h, w, c] = model.inputShape;
+  for await (const batch of ds.batches(Math.min(n, autoBatchSize(model.inputShape)))) {
+    const x = tf.tensor4d(batch.x, [batch.n, h, w, c]);
+    try {
+      const y = model.net.predict(x) as tf.Tensor;
+      const bad = firstNonFinite(await y.data());
+      y.dispose();
+      if (bad >= 0) {
+        const row = Math.floor(bad / model.numClasses);
+        const one = tf.slice(x, [row, 0, 0, 0], [1, h, w, c]);
+        const layer = firstNonFiniteLayer(model.net, one);
+        one.dispose();
+        throw new GoodnetError(`the model's output holds NaN or Inf for image ${batch.start + row} of ${ds.source}` +
+          `${layer ? `; non-finite values first appear at layer '${layer}'` : ''} (weights too large?); no result is reported`, model.source);
+      }
+    } finally {
+      x.dispose();
+    }
+    return; // the first batch only
+  }
 }

@@ -8,15 +8,14 @@
  * installed only while something is being written, so library users keep Node's defaults
  * the rest of the time.
  */
-import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, linkSync, lstatSync, mkdirSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { GoodnetError } from '../errors.js';
+import { checkOutputPath, writeErrorToGoodnet, type OutputCheck } from './paths.js';
 
-export interface AtomicOptions {
+export interface AtomicOptions extends OutputCheck {
   /** Replace an existing output (default: refuse). */
   overwrite?: boolean;
-  /** The output is a folder: an existing regular file there is never replaced, even with overwrite. */
-  folder?: boolean;
 }
 
 let counter = 0;
@@ -26,23 +25,13 @@ export function tempSibling(path: string): string {
   return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${++counter}`);
 }
 
-/** Throw early (before long work) when `path` exists and may not be replaced. */
+/**
+ * Throw early (before long work) when `path` may not be written: it exists and may not be
+ * replaced, it is, contains or lies inside an input (`options.inputs`), it is a link, the
+ * current folder, unwritable, or on a file system without room (see src/io/paths.ts).
+ */
 export function checkWritable(path: string, options: AtomicOptions = {}): void {
-  if (existsSync(path)) {
-    if (options.folder && !statSync(path).isDirectory()) {
-      throw new GoodnetError('is an existing file, not a folder; choose another output folder', path);
-    }
-    if (!options.overwrite) throw new GoodnetError('already exists (use --force to overwrite)', path);
-    return;
-  }
-  // The nearest existing ancestor must be a folder, or the output could never be created.
-  for (let dir = dirname(path); ; dir = dirname(dir)) {
-    if (existsSync(dir)) {
-      if (!statSync(dir).isDirectory()) throw new GoodnetError(`cannot create the output: ${dir} is a file, not a folder`, path);
-      return;
-    }
-    if (dirname(dir) === dir) return;
-  }
+  checkOutputPath(path, options);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -117,8 +106,64 @@ export function partialOutputs(): string[] {
   return [...partial];
 }
 
+function lexists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const raced = (path: string) =>
+  new GoodnetError('appeared while this run was writing it (another run to the same output?); it was left as it is and nothing was written', path);
+
 /**
- * Run `write(tmp)` to produce `path` (a file or a folder) under a temp name, then rename.
+ * Move the complete temp output `tmp` to `path`, never replacing anything: a file is
+ * hard-linked (atomic, fails if `path` exists), a folder is renamed onto an empty folder
+ * this call creates exclusively.
+ */
+function placeExclusively(tmp: string, path: string): void {
+  if (statSync(tmp).isDirectory()) {
+    try {
+      mkdirSync(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw raced(path);
+      throw err;
+    }
+    try {
+      renameSync(tmp, path); // onto the empty folder just made
+    } catch (err) {
+      rmSync(path, { recursive: false, force: true });
+      throw err;
+    }
+    return;
+  }
+  try {
+    linkSync(tmp, path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw raced(path);
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') throw err;
+    // File systems without hard links: check, then rename (a narrow race remains there).
+    if (lexists(path)) throw raced(path);
+    renameSync(tmp, path);
+    return;
+  }
+  unlinkSync(tmp);
+}
+
+/** A sibling name an old output is moved to before it is deleted, e.g. `dir/.out.old-1234-2`. */
+export function asideSibling(path: string): string {
+  return join(dirname(path), `.${basename(path)}.old-${process.pid}-${++counter}`);
+}
+
+/**
+ * Run `write(tmp)` to produce `path` (a file or a folder) under a temp name, then move it
+ * into place. Without `overwrite` the move never replaces anything (a second run to the
+ * same output gets a GoodnetError, not a silent delete). With `overwrite` the old output
+ * is first renamed aside, the new one moved in, and only then is the old one deleted; a
+ * run killed at any moment leaves either the old or the new output under `path`, complete.
  * On any error (or SIGINT/SIGTERM) the temp output is removed and `path` is untouched.
  */
 export async function writeAtomically(
@@ -127,16 +172,33 @@ export async function writeAtomically(
   options: AtomicOptions = {},
 ): Promise<void> {
   checkWritable(path, options);
-  mkdirSync(dirname(path), { recursive: true });
+  let made: string | undefined;
+  try {
+    made = mkdirSync(dirname(resolve(path)), { recursive: true });
+  } catch (err) {
+    throw writeErrorToGoodnet(err, path);
+  }
   const tmp = tempSibling(path);
   const release = trackPartial(tmp);
   try {
     await write(tmp);
-    if (existsSync(path)) rmSync(path, { recursive: true, force: true });
-    renameSync(tmp, path);
+    if (options.overwrite && lexists(path)) {
+      const aside = asideSibling(path);
+      renameSync(path, aside);
+      try {
+        placeExclusively(tmp, path);
+      } catch (err) {
+        if (!lexists(path)) renameSync(aside, path); // put the old one back
+        throw err;
+      }
+      rmSync(aside, { recursive: true, force: true });
+    } else {
+      placeExclusively(tmp, path);
+    }
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
-    throw err;
+    if (made !== undefined) rmSync(made, { recursive: true, force: true });
+    throw writeErrorToGoodnet(err, path);
   } finally {
     release();
   }

@@ -135,6 +135,15 @@ export async function openDataset(path: string, opts: OpenDatasetOptions = {}): 
  * Error when a label is not a valid class index of a model with `numClasses` outputs.
  * Unknown labels (-1) are allowed.
  */
+/** Refuse a data set with an unlabelled image (accuracy and ASR need every label). */
+export function checkAllLabelled(ds: ImageDataset): void {
+  const i = ds.labels.indexOf(-1);
+  if (i >= 0) {
+    const name = ds.name(i);
+    throw new GoodnetError(`image ${name === `#${i}` ? `at row ${i}` : name} has no label (label images by an all-digit sub-folder or a label43 file name)`, ds.source);
+  }
+}
+
 export function checkLabels(ds: ImageDataset, numClasses: number): void {
   const labels = ds.labels;
   for (let i = 0; i < labels.length; i++) {

@@ -4,6 +4,7 @@
  */
 import { existsSync, statSync, openSync, readSync, closeSync } from 'node:fs';
 import { GoodnetError } from '../errors.js';
+import { openRegularFile } from './safe_open.js';
 
 export type H5Module = typeof import('h5wasm/node');
 export type H5File = InstanceType<H5Module['File']>;
@@ -27,7 +28,7 @@ const SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 /** True when the file carries the HDF5 signature at one of the offsets the format allows. */
 export function looksLikeHdf5(path: string): boolean {
-  const fd = openSync(path, 'r');
+  const fd = openRegularFile(path);
   try {
     const size = statSync(path).size;
     const buf = Buffer.alloc(8);
@@ -55,12 +56,18 @@ export async function openH5(path: string): Promise<H5File> {
   if (statSync(path).isDirectory()) throw new GoodnetError('is a directory, expected an HDF5 file', path);
   if (!looksLikeHdf5(path)) throw new GoodnetError('not an HDF5 file (no HDF5 signature)', path);
   const h5 = await h5wasm();
+  let f: H5File;
   try {
-    return new h5.File(path, 'r');
+    f = new h5.File(path, 'r');
   } catch (err) {
     throw new GoodnetError(`cannot open HDF5 file: ${hdf5Reason(err)}`, path, { cause: err });
   }
+  openedAs.set(String(f.file_id), path);
+  return f;
 }
+
+/** File names of the HDF5 files opened for reading, by file id (for errors about their objects). */
+const openedAs = new Map<string, string>();
 
 /** Create (truncate) an HDF5 file for writing. */
 export async function createH5(path: string): Promise<H5File> {
@@ -74,10 +81,38 @@ export async function createH5(path: string): Promise<H5File> {
 
 /** Read a child by path, or undefined (h5wasm throws or returns null for missing links). */
 export function h5Get(parent: H5Group, name: string): ReturnType<H5Group['get']> | undefined {
+  let obj: ReturnType<H5Group['get']> | undefined;
   try {
-    return parent.get(name) ?? undefined;
+    obj = parent.get(name) ?? undefined;
   } catch {
     return undefined;
+  }
+  checkStoredHere(obj, name, openedAs.get(String(parent.file_id)));
+  return obj;
+}
+
+/**
+ * Refuse what would make HDF5 read outside the named file: an external link, or a virtual
+ * dataset whose data lives in other files (a missing source file would read as zeros).
+ * A virtual dataset mapping only the same file ('.') is allowed.
+ */
+export function checkStoredHere(obj: unknown, name: string, file?: string): void {
+  if (obj === undefined || obj === null || typeof obj !== 'object') return;
+  const o = obj as { type?: string; filename?: string; metadata?: { virtual_sources?: { file_name: string }[] } };
+  if (o.type === 'ExternalLink') {
+    throw new GoodnetError(`'${name}' is an external link to ${o.filename ?? 'another file'}; only data stored in this file is read`, file);
+  }
+  if (o.type === 'Dataset') {
+    let sources: { file_name: string }[] | undefined;
+    try {
+      sources = o.metadata?.virtual_sources;
+    } catch {
+      sources = undefined;
+    }
+    const outside = sources?.filter((v) => v.file_name !== '.');
+    if (outside?.length) {
+      throw new GoodnetError(`'${name}' is a virtual dataset reading ${outside[0]!.file_name}; only data stored in this file is read`, file);
+    }
   }
 }
 

@@ -10,6 +10,7 @@
  * this thread without blocking it.
  */
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { refuseSpecialFile } from './safe_open.js';
 import { readFile } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { PNG } from 'pngjs';
@@ -129,6 +130,7 @@ function pngChannels(colorType: number): 1 | 3 | undefined {
  */
 export function probeImage(path: string): ImageInfo {
   let fd: number;
+  refuseSpecialFile(path);
   try {
     fd = openSync(path, 'r');
   } catch (err) {
@@ -211,6 +213,7 @@ function sharpDecodeSync(bytes: Uint8Array): RawPixels {
 }
 
 function readImageFile(path: string): Buffer {
+  refuseSpecialFile(path);
   try {
     return readFileSync(path);
   } catch (err) {

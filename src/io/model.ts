@@ -8,6 +8,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { writeAtomically, type AtomicOptions } from './atomic.js';
 import { looksLikeHdf5 } from './hdf5.js';
+import { checkRegularFile } from './safe_open.js';
 import { readKerasH5, writeKerasH5, type KerasLoadOptions } from './keras.js';
 import { looksLikeZip, readKerasZip, writeKerasZip } from './keras3.js';
 import type { JsonObject } from './keras_config.js';
@@ -64,6 +65,7 @@ export function describeModel(net: tfl.LayersModel, source: string, format: Mode
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
   if (!existsSync(path)) throw new GoodnetError('file not found', path);
   const st = statSync(path);
+  if (!st.isDirectory()) checkRegularFile(path);
   if (st.isDirectory() || path.endsWith(MODEL_JSON)) {
     const dir = st.isDirectory() ? path : join(path, '..');
     const m = describeModel(await readTfjsFolder(dir), path, 'tfjs');

@@ -2,7 +2,7 @@
  * tfjs LayersModel folders: `model.json` (Keras topology + weights manifest) and binary
  * weight shards, read and written with node:fs (tfjs-core's file:// handler needs tfjs-node).
  */
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -10,9 +10,12 @@ import { GoodnetError } from '../errors.js';
 import { toTfjsTopology, type JsonObject } from './keras_config.js';
 import { MAX_MODEL_WEIGHTS, shapeSize, withWeightBudget } from './limits.js';
 import { PREPROCESSING_KEY, preprocessingFromJson, preprocessingToJson, type Preprocessing } from './preprocess.js';
+import { checkRegularFile, readRegularFile } from './safe_open.js';
 
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'group1-shard1of1.bin';
+/** Largest model.json read (its topology; the weights are in the shards). */
+export const MAX_MODEL_JSON_BYTES = 64 << 20;
 
 interface ModelJson {
   modelTopology?: unknown;
@@ -28,7 +31,7 @@ export function readTfjsPreprocessing(dir: string): Preprocessing | undefined {
   const jsonPath = join(dir, MODEL_JSON);
   let doc: ModelJson;
   try {
-    doc = JSON.parse(readFileSync(jsonPath, 'utf8')) as ModelJson;
+    doc = JSON.parse(readRegularFile(jsonPath, { within: dir, maxBytes: MAX_MODEL_JSON_BYTES }).toString('utf8')) as ModelJson;
   } catch (err) {
     throw new GoodnetError(`not valid JSON (${(err as Error).message})`, jsonPath);
   }
@@ -45,8 +48,10 @@ export async function readTfjsFolder(dir: string): Promise<tfl.LayersModel> {
   if (!existsSync(jsonPath)) throw new GoodnetError(`no ${MODEL_JSON} in the folder`, dir);
   let doc: ModelJson;
   try {
-    doc = JSON.parse(readFileSync(jsonPath, 'utf8')) as ModelJson;
+    // Only a regular file inside the folder (no FIFO, no link out of it), of sane size.
+    doc = JSON.parse(readRegularFile(jsonPath, { within: dir, maxBytes: MAX_MODEL_JSON_BYTES }).toString('utf8')) as ModelJson;
   } catch (err) {
+    if (err instanceof GoodnetError) throw err;
     throw new GoodnetError(`not valid JSON (${(err as Error).message})`, jsonPath);
   }
   if (typeof doc !== 'object' || doc === null || typeof doc.modelTopology !== 'object' || doc.modelTopology === null) {
@@ -55,18 +60,25 @@ export async function readTfjsFolder(dir: string): Promise<tfl.LayersModel> {
   const manifest = doc.weightsManifest;
   if (!Array.isArray(manifest)) throw new GoodnetError('no weightsManifest', jsonPath);
   const root = resolve(dir);
-  const buffers: Buffer[] = [];
+  const shards: string[] = [];
   const specs: tf.io.WeightsManifestEntry[] = [];
+  let shardBytes = 0;
   for (const group of manifest) {
     if (!group || !Array.isArray(group.paths) || !Array.isArray(group.weights)) {
       throw new GoodnetError('weightsManifest entry without paths/weights', jsonPath);
     }
     for (const p of group.paths) {
       const shard = resolve(root, String(p));
-      // A shard path must not escape the model folder (model files come from strangers).
+      // A shard path must not escape the model folder (model files come from strangers),
+      // neither by name nor through a symbolic link; it must be a regular file.
       if (!shard.startsWith(root + sep)) throw new GoodnetError(`shard path '${p}' points outside the model folder`, jsonPath);
-      if (!existsSync(shard) || !statSync(shard).isFile()) throw new GoodnetError(`weight shard '${p}' is missing`, jsonPath);
-      buffers.push(readFileSync(shard));
+      if (!existsSync(shard)) throw new GoodnetError(`weight shard '${p}' is missing`, jsonPath);
+      const st = checkRegularFile(shard, { within: root });
+      shards.push(shard);
+      shardBytes += st.size;
+      if (shardBytes > MAX_MODEL_WEIGHTS * 4) {
+        throw new GoodnetError(`the weight shards listed hold more than ${MAX_MODEL_WEIGHTS * 4} bytes; nothing was read`, jsonPath);
+      }
     }
     specs.push(...group.weights);
   }
@@ -85,7 +97,11 @@ export async function readTfjsFolder(dir: string): Promise<tfl.LayersModel> {
     if (values > MAX_MODEL_WEIGHTS) throw new GoodnetError(`the manifest declares more than ${MAX_MODEL_WEIGHTS} weights`, jsonPath);
   }
   const expected = values * 4;
-  const all = Buffer.concat(buffers);
+  // Sizes from the file system first: no byte of a shard is read unless they add up.
+  if (shardBytes !== expected) {
+    throw new GoodnetError(`weight shards hold ${shardBytes} bytes, the manifest needs ${expected}`, jsonPath);
+  }
+  const all = Buffer.concat(shards.map((f) => readRegularFile(f, { within: root })));
   if (all.length !== expected) {
     throw new GoodnetError(`weight shards hold ${all.length} bytes, the manifest needs ${expected}`, jsonPath);
   }
