@@ -15,6 +15,9 @@ import { predictCommand } from './predict.js';
 import { pruneCommand } from './prune.js';
 import { reportCommand } from './report.js';
 import { stripCommand } from './strip.js';
+import { anpCommand } from './anp.js';
+import { clpCommand } from './clp.js';
+import { ncCommand } from './nc.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -28,7 +31,7 @@ export function program(): Command {
     .option('--debug', 'show stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), finepruneCommand(), stripCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
+  for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), finepruneCommand(), stripCommand(), ncCommand(), anpCommand(), clpCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
     root.addCommand(sub.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   root.addHelpText('after', `
