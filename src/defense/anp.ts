@@ -21,7 +21,7 @@ import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { permutation, type TrainingSet } from '../models/train.js';
-import { channelUnits, forwardScaled, outputIsSoftmax, crossEntropy, zeroUnitChannels, type ChannelScale, type ChannelUnit } from './channels.js';
+import { channelUnits, forwardLogits, crossEntropyLogits, zeroUnitChannels, type ChannelScale, type ChannelUnit } from './channels.js';
 import { cloneNet } from './graph.js';
 import {
   loadCleanData, registerDefense, repairRow, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
@@ -88,7 +88,6 @@ export async function anpMasks(
     units = units.filter((u) => want.has(u.conv));
   }
   if (units.length === 0) throw new GoodnetError('the model has no Conv2D layer; ANP masks conv channels');
-  const probs = outputIsSoftmax(net);
   const rng = seedrandom(`anp:${hooks.seed ?? 0}`);
   const masks = units.map((u) => tf.variable(tf.ones([u.channels]), true, undefined, 'float32') as tf.Variable<tf.Rank.R1>);
   const velocity = units.map((u) => new Float32Array(u.channels));
@@ -119,7 +118,7 @@ export async function anpMasks(
       if (o.eps > 0) {
         const grads = tf.grads((...ns: tf.Tensor[]) => {
           const scales = new Map<string, ChannelScale>(units.map((u, k) => [u.layer, { w: tf.add(masks[k]!, ns[k]!) as tf.Tensor1D, b: tf.add(1, ns[units.length + k]!) as tf.Tensor1D }]));
-          return crossEntropy(forwardScaled(net, xt, scales), yt, numClasses, probs);
+          return crossEntropyLogits(forwardLogits(net, xt, scales), yt, numClasses);
         })([...noiseW, ...noiseB]);
         const stepped = tf.tidy(() => grads.map((g, k) => tf.clipByValue(tf.add(k < units.length ? noiseW[k]! : noiseB[k - units.length]!, tf.mul(tf.sign(g), o.eps)), -o.eps, o.eps)));
         tf.dispose([...grads, ...noiseW, ...noiseB]);
@@ -130,8 +129,8 @@ export async function anpMasks(
       const { grads } = tf.variableGrads(() => {
         const nat = new Map<string, ChannelScale>(units.map((u, k) => [u.layer, { w: masks[k]! }]));
         const pert = new Map<string, ChannelScale>(units.map((u, k) => [u.layer, { w: tf.add(masks[k]!, noiseW[k]!) as tf.Tensor1D, b: tf.add(1, noiseB[k]!) as tf.Tensor1D }]));
-        const lossNat = crossEntropy(forwardScaled(net, xt, nat), yt, numClasses, probs);
-        const lossRob = o.alpha < 1 ? crossEntropy(forwardScaled(net, xt, pert), yt, numClasses, probs) : tf.scalar(0);
+        const lossNat = crossEntropyLogits(forwardLogits(net, xt, nat), yt, numClasses);
+        const lossRob = o.alpha < 1 ? crossEntropyLogits(forwardLogits(net, xt, pert), yt, numClasses) : tf.scalar(0);
         return tf.add(tf.mul(o.alpha, lossNat), tf.mul(1 - o.alpha, lossRob)) as tf.Scalar;
       }, masks);
       for (let k = 0; k < units.length; k++) {

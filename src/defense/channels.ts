@@ -134,7 +134,8 @@ function scaledBn(layer: Layer, x: tf.Tensor, s: ChannelScale): tf.Tensor {
  * The network's output on `x` with every unit in `scales` (by carrying layer name) scaled
  * per channel; other layers run as they are (inference mode). Call inside tf.tidy/grads.
  */
-export function forwardScaled(net: tfl.LayersModel, x: tf.Tensor4D, scales: Map<string, ChannelScale>): tf.Tensor {
+export function forwardScaled(net: tfl.LayersModel, x: tf.Tensor4D, scales: Map<string, ChannelScale>, options: { logits?: boolean } = {}): tf.Tensor {
+  const outLayer = (net.outputs[0] as tfl.SymbolicTensor).sourceLayer as Layer;
   const values = new Map<number, tf.Tensor>();
   const inputs = net.inputs as tfl.SymbolicTensor[];
   values.set(inputs[0]!.id, x);
@@ -145,7 +146,8 @@ export function forwardScaled(net: tfl.LayersModel, x: tf.Tensor4D, scales: Map<
     const ins = (node.inputTensors as tfl.SymbolicTensor[]).map((t) => values.get(t.id)!);
     const s = scales.get(layer.name);
     let out: tf.Tensor;
-    if (s && layer.getClassName() === 'Conv2D') out = scaledConv(layer, ins[0] as tf.Tensor4D, s);
+    if (options.logits && layer === outLayer && outputIsSoftmax(net)) out = preSoftmax(layer, ins);
+    else if (s && layer.getClassName() === 'Conv2D') out = scaledConv(layer, ins[0] as tf.Tensor4D, s);
     else if (s && layer.getClassName() === 'BatchNormalization') out = scaledBn(layer, ins[0]!, s);
     else out = layer.apply(ins.length === 1 ? ins[0]! : ins) as tf.Tensor;
     values.set((node.outputTensors[0] as tfl.SymbolicTensor).id, out);
@@ -155,9 +157,31 @@ export function forwardScaled(net: tfl.LayersModel, x: tf.Tensor4D, scales: Map<
   return y;
 }
 
+/** The output layer's value before its softmax (Activation('softmax'), Softmax, or Dense with softmax). */
+function preSoftmax(layer: Layer, ins: tf.Tensor[]): tf.Tensor {
+  const cls = layer.getClassName();
+  if (cls === 'Activation' || cls === 'Softmax') return ins[0]!;
+  if (cls === 'Dense') {
+    const [kernel, bias] = layer.getWeights();
+    const z = tf.matMul(ins[0] as tf.Tensor2D, kernel as tf.Tensor2D);
+    return bias ? tf.add(z, bias) : z;
+  }
+  throw new GoodnetError(`output layer '${layer.name}' (${cls}) applies softmax in a way goodnet cannot undo; cannot compute logits`);
+}
+
+/** Logits of the model on x (the output before its final softmax; the output itself when there is none). */
+export function forwardLogits(net: tfl.LayersModel, x: tf.Tensor4D, scales: Map<string, ChannelScale> = new Map()): tf.Tensor {
+  return forwardScaled(net, x, scales, { logits: true });
+}
+
+/** Mean cross-entropy from logits against integer labels. */
+export function crossEntropyLogits(logits: tf.Tensor, labels: tf.Tensor1D, numClasses: number): tf.Scalar {
+  return tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(labels, numClasses), tf.logSoftmax(logits)), -1))) as tf.Scalar;
+}
+
 /** True when the model's last layer ends in softmax (its output is probabilities). */
 export function outputIsSoftmax(net: tfl.LayersModel): boolean {
-  const last = net.layers[net.layers.length - 1]!;
+  const last = (net.outputs[0] as tfl.SymbolicTensor).sourceLayer as Layer;
   const c = config(last);
   return c.activation === 'softmax' || last.getClassName() === 'Softmax';
 }

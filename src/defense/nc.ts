@@ -23,7 +23,7 @@ import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { permutation, type TrainingSet } from '../models/train.js';
-import { outputIsSoftmax } from './channels.js';
+import { forwardLogits } from './channels.js';
 import { fineTune } from './fineprune.js';
 import { cloneNet } from './graph.js';
 import {
@@ -180,7 +180,6 @@ export async function reverseTriggers(
   }
   if (!(hi > lo)) throw new GoodnetError('the clean images are all one value; cannot reverse triggers');
   const rng = seedrandom(`nc:${hooks.seed ?? 0}`);
-  const probs = outputIsSoftmax(net);
   const states: LabelState[] = labels.map((label) => ({
     label,
     mask: tf.variable(tf.tensor3d(Float32Array.from({ length: h * w }, () => unsquash(rng())), [h, w, 1])),
@@ -216,9 +215,9 @@ export async function reverseTriggers(
         let stats: tf.Tensor[] = [];
         const { grads, value } = tf.variableGrads(() => {
           const stamped = tf.concat(active.map((s) => stamp(x, squash(s.mask), pixels(s.pattern))), 0) as tf.Tensor4D;
-          const y = net.apply(stamped, { training: false }) as tf.Tensor2D;
+          const y = forwardLogits(net, stamped) as tf.Tensor2D;
           const oneHot = tf.oneHot(targets, numClasses);
-          const logp = probs ? tf.log(tf.clipByValue(y, 1e-7, 1)) : tf.logSoftmax(y);
+          const logp = tf.logSoftmax(y);
           const ce = tf.mean(tf.reshape(tf.neg(tf.sum(tf.mul(oneHot, logp), -1)), [active.length, bs]), 1);
           const reg = tf.stack(active.map((s) => tf.sum(squash(s.mask))));
           const acc = tf.mean(tf.reshape(tf.cast(tf.equal(tf.argMax(y, 1), targets), 'float32'), [active.length, bs]), 1);

@@ -1,0 +1,10 @@
+/**
+ * The registered defenses, in the order the comparison table lists them. Importing this
+ * module registers them all; adding a defense means adding its module here (and its CLI
+ * file and test).
+ */
+import './nc.js';
+import './anp.js';
+import './clp.js';
+
+export { registeredDefenses, getDefense, registerDefense } from './interface.js';
