@@ -225,6 +225,39 @@ test('CLI: bad input is one line, exit 2, before any long work', async () => {
   assert.ok(!existsSync(f('x.h5')) && !existsSync(f('y.h5')));
 });
 
+test('goodnet nc --json: flagged labels and every label\'s norm and anomaly index; compare writes its table', async () => {
+  await saveTo(f('m2.h5'));
+  const out: string[] = [];
+  const orig = process.stdout.write.bind(process.stdout);
+  const origErr = process.stderr.write.bind(process.stderr);
+  // Strings only: the test runner's own reports go through stdout as buffers.
+  process.stdout.write = ((s: string | Uint8Array, ...rest: unknown[]) => {
+    if (typeof s === 'string') { out.push(s); return true; }
+    return (orig as (...a: unknown[]) => boolean)(s, ...rest);
+  }) as typeof process.stdout.write;
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  let code: number;
+  try {
+    code = await main(['node', 'goodnet', 'nc', '-m', f('m2.h5'), '--clean-valid', f('clean.h5'), '--scale', '255', '--nc-batch-size', '16',
+      '--steps-per-epoch', '5', '--max-epochs', '40', '--init-cost', '0.01', '--patience', '2', '--json']);
+  } finally {
+    process.stdout.write = orig;
+    process.stderr.write = origErr;
+  }
+  assert.equal(code, 0);
+  const j = JSON.parse(out.join('')) as { flagged: number[]; labels: { label: number; norm: number; anomalyIndex: number }[] };
+  assert.deepEqual(j.flagged, [TARGET]);
+  assert.equal(j.labels.length, 4);
+  assert.ok(j.labels.every((l) => Number.isFinite(l.norm) && Number.isFinite(l.anomalyIndex)));
+  assert.ok(j.labels[TARGET]!.norm < Math.min(...j.labels.slice(1).map((l) => l.norm)));
+
+  const { runComparison } = await import('../src/defense/comparison.js');
+  const c = await runComparison({ model, cleanValid: f('clean.h5'), defenses: ['clp'], ...MEASURE(), out: f('cmp') });
+  assert.equal(c.rows.length, 2);
+  assert.equal(c.rows[0]!.asr, c.before.asr);
+  assert.ok(existsSync(f('cmp/comparison.md')) && existsSync(f('cmp/models/clp.h5')) && existsSync(f('cmp/clp.json')));
+});
+
 async function saveTo(path: string): Promise<void> {
   const { saveModel } = await import('../src/io/model.js');
   await saveModel(model, path, { overwrite: true });

@@ -18,6 +18,7 @@ import { stripCommand } from './strip.js';
 import { anpCommand } from './anp.js';
 import { clpCommand } from './clp.js';
 import { ncCommand } from './nc.js';
+import { compareCommand } from './compare.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -31,7 +32,7 @@ export function program(): Command {
     .option('--debug', 'show stack traces for errors')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), finepruneCommand(), stripCommand(), ncCommand(), anpCommand(), clpCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
+  for (const sub of [demoCommand(), attackCommand(), evalCommand(), pruneCommand(), goodnetCommand(), finepruneCommand(), stripCommand(), ncCommand(), anpCommand(), clpCommand(), compareCommand(), reportCommand(), predictCommand(), inspectCommand()]) {
     root.addCommand(sub.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   root.addHelpText('after', `

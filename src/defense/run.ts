@@ -27,6 +27,8 @@ export interface RunDefenseOptions extends DefenseInput {
   cleanTest?: string;
   poisonedTest?: string;
   target?: number;
+  /** The BadNet's measurement when already known (skips measuring it again). */
+  before?: Measurement;
 }
 
 export interface RunDefenseResult {
@@ -80,7 +82,7 @@ export async function runDefense(o: RunDefenseOptions): Promise<{ result: RunDef
     };
     if (m) {
       const mo = { ...m, scale: o.scale, layout: o.layout, batchSize: o.batchSize };
-      result.before = await measure(o.model, o.model.net, mo);
+      result.before = o.before ?? await measure(o.model, o.model.net, mo);
       if (run.repaired) result.after = await measure(o.model, run.repaired, mo);
       result.rows = defense.rows(run, { before: result.before, after: result.after });
     }
