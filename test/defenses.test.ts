@@ -200,9 +200,23 @@ test('every defense\'s saved model evaluates like its reported numbers (runDefen
   }
 });
 
+test('pruning and fine-pruning on the contract: saved models evaluate as reported (random DeepID)', async () => {
+  const { deepId } = await import('../src/models/deepid.js');
+  const dm = describeModel(deepId({ inputShape: [H, H, 1], numClasses: 4, seed: 1 }), 'deepid', 'tfjs');
+  for (const name of ['pruning', 'fine-pruning']) {
+    const out = f(`${name}.h5`);
+    const { result } = await runDefense({ defense: name, model: dm, cleanValid: f('clean.h5'), out, options: { maxDrop: 5, epochs: 1 }, ...MEASURE() });
+    const saved = await loadModel(out);
+    assert.deepEqual(await measure(saved, saved.net, MEASURE()), result.after, name);
+    const d = result.details as { pruned: number[]; curve: number[] };
+    assert.ok(d.curve.length >= d.pruned.length + 1);
+    assert.ok((d.curve[0]! - d.curve[d.pruned.length]!) * 100 <= 5 + 1e-9);
+  }
+});
+
 test('the registry lists the defenses; an unknown one is a GoodnetError', () => {
   const names = registeredDefenses().map((d) => d.name);
-  for (const n of ['nc', 'anp', 'clp']) assert.ok(names.includes(n), names.join(','));
+  for (const n of ['pruning', 'fine-pruning', 'nc', 'anp', 'clp']) assert.ok(names.includes(n), names.join(','));
   assert.throws(() => getDefense('nope'), /no defense named 'nope'/);
 });
 

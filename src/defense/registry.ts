@@ -3,6 +3,7 @@
  * module registers them all; adding a defense means adding its module here (and its CLI
  * file and test).
  */
+import './prune_defenses.js';
 import './nc.js';
 import './anp.js';
 import './clp.js';
