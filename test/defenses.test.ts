@@ -253,7 +253,7 @@ test('goodnet nc --json: flagged labels and every label\'s norm and anomaly inde
   let code: number;
   try {
     code = await main(['node', 'goodnet', 'nc', '-m', f('m2.h5'), '--clean-valid', f('clean.h5'), '--scale', '255', '--nc-batch-size', '16',
-      '--steps-per-epoch', '5', '--max-epochs', '40', '--init-cost', '0.01', '--patience', '2', '--json']);
+      '--steps-per-epoch', '5', '--max-epochs', '40', '--init-cost', '0.01', '--patience', '2', '--triggers', f('triggers'), '--json']);
   } finally {
     process.stdout.write = orig;
     process.stderr.write = origErr;
@@ -264,6 +264,7 @@ test('goodnet nc --json: flagged labels and every label\'s norm and anomaly inde
   assert.equal(j.labels.length, 4);
   assert.ok(j.labels.every((l) => Number.isFinite(l.norm) && Number.isFinite(l.anomalyIndex)));
   assert.ok(j.labels[TARGET]!.norm < Math.min(...j.labels.slice(1).map((l) => l.norm)));
+  for (let l = 0; l < 4; l++) assert.ok(existsSync(f(`triggers/label_${l}.png`)), `trigger image of label ${l}`);
 
   const { runComparison } = await import('../src/defense/comparison.js');
   const c = await runComparison({ model, cleanValid: f('clean.h5'), defenses: ['clp'], ...MEASURE(), out: f('cmp') });

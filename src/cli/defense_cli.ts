@@ -75,6 +75,9 @@ export function defenseCommand<O extends DefenseCliOpts>(
     print?: (r: RunDefenseResult) => void;
     /** Extra top-level JSON fields. */
     json?: (r: RunDefenseResult) => Record<string, unknown>;
+    /** Extra outputs after the run (e.g. trigger images), checked by `check` before it. */
+    check?: (o: O) => void;
+    write?: (o: O, section: ReportSection) => Promise<void>;
   },
 ): Command {
   const d = getDefense(name);
@@ -99,6 +102,7 @@ export function defenseCommand<O extends DefenseCliOpts>(
   addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `\nExamples:\n${spec.examples}`);
   return cmd.action(async (o: O) => {
+    spec.check?.(o);
     await setUp(o);
     const model = await openModel(o.model, o);
     const { result, section } = await runDefense({
@@ -106,6 +110,7 @@ export function defenseCommand<O extends DefenseCliOpts>(
       seed: o.seed, out: o.out, overwrite: o.force, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target,
       options: spec.options(o), log: (l) => process.stderr.write(`${l}\n`), onProgress: stageBars(),
     });
+    await spec.write?.(o, section);
     if (await emitJson({ ...(result.verdict ? { flagged: result.verdict.flagged } : {}), ...spec.json?.(result), ...result }, o.json)) return;
     printSection(section);
     spec.print?.(result);

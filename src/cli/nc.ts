@@ -1,6 +1,11 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { NcDetails } from '../defense/nc.js';
 import { NC_DEFAULTS } from '../defense/nc.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PNG } from 'pngjs';
+import { checkWritable, writeAtomically } from '../io/atomic.js';
+import type { ReportSection } from '../defense/interface.js';
 import { parseInteger, parsePositive } from './common.js';
 import { defenseCommand, type DefenseCliOpts } from './defense_cli.js';
 
@@ -16,6 +21,23 @@ interface NcCliOpts extends DefenseCliOpts {
   unlearnShare: number;
   unlearnEpochs: number;
   unlearnLr: number;
+  triggers?: string;
+}
+
+/** One PNG per label: mask x pattern (the reversed trigger as it is stamped), 0..1 -> 0..255. */
+async function writeTriggers(dir: string, section: ReportSection, overwrite?: boolean): Promise<void> {
+  await writeAtomically(dir, (tmp) => {
+    mkdirSync(tmp);
+    for (const [i, im] of (section.images ?? []).entries()) {
+      const png = new PNG({ width: im.width, height: im.height });
+      for (let p = 0; p < im.width * im.height; p++) {
+        for (let ch = 0; ch < 3; ch++) png.data[p * 4 + ch] = Math.round(255 * Math.min(1, Math.max(0, im.pixels[p * im.channels + (im.channels === 3 ? ch : 0)]!)));
+        png.data[p * 4 + 3] = 255;
+      }
+      const label = /^label (\d+)/.exec(im.caption)?.[1] ?? String(i);
+      writeFileSync(join(tmp, `label_${label}.png`), PNG.sync.write(png));
+    }
+  }, { overwrite, folder: true });
 }
 
 function labelList(v: string): string {
@@ -51,7 +73,10 @@ export function ncCommand(): Command {
       .option('--anomaly-threshold <x>', 'flag labels below the median with an anomaly index above this', parsePositive('--anomaly-threshold'), d.anomalyThreshold)
       .option('--unlearn-share <f>', 'share of the clean images stamped with the reversed trigger when unlearning', parsePositive('--unlearn-share'), d.unlearnShare)
       .option('--unlearn-epochs <n>', 'unlearning epochs (the best on held-out data is kept)', parseInteger('--unlearn-epochs', 1), d.unlearnEpochs)
-      .option('--unlearn-lr <x>', 'unlearning Adam learning rate', parsePositive('--unlearn-lr'), d.unlearnLearningRate),
+      .option('--unlearn-lr <x>', 'unlearning Adam learning rate', parsePositive('--unlearn-lr'), d.unlearnLearningRate)
+      .option('--triggers <dir>', 'write each label\'s reversed trigger (mask x pattern) as DIR/label_<k>.png'),
+    check: (o) => { if (o.triggers) checkWritable(o.triggers, { overwrite: o.force, folder: true }); },
+    write: async (o, section) => { if (o.triggers) await writeTriggers(o.triggers, section, o.force); },
     options: (o) => ({
       labels: o.labels?.split(',').map(Number), batchSize: o.ncBatchSize, stepsPerEpoch: o.stepsPerEpoch, maxEpochs: o.maxEpochs,
       learningRate: o.lr, initCost: o.initCost, patience: o.patience, anomalyThreshold: o.anomalyThreshold,
