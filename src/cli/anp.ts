@@ -1,3 +1,4 @@
+import '../defense/registry.js'; // registration order = the comparison's order
 import type { Command } from 'commander';
 import { ANP_DEFAULTS } from '../defense/anp.js';
 import { parseInteger, parsePositive } from './common.js';

@@ -1,3 +1,4 @@
+import '../defense/registry.js'; // registration order = the comparison's order
 import type { Command } from 'commander';
 import { CLP_DEFAULTS } from '../defense/clp.js';
 import { GoodnetError } from '../errors.js';

@@ -1,3 +1,4 @@
+import '../defense/registry.js'; // registration order = the comparison's order
 import { InvalidArgumentError, type Command } from 'commander';
 import type { NcDetails } from '../defense/nc.js';
 import { NC_DEFAULTS } from '../defense/nc.js';
