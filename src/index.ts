@@ -58,3 +58,13 @@ export {
   calibrateStrip, runStrip, stripEntropies, stripThreshold, stripFlags, entropy, superimpose, normalQuantile, STRIP_DEFAULTS,
   type StripDetector, type StripResult, type StripScores, type RunStripOptions, type CalibrateOptions, type StripMethod, type SuperimposeMode,
 } from './detect/strip.js';
+export {
+  registerDefense, registeredDefenses, getDefense, derOf, loadCleanData, measure,
+  type Defense, type DefenseInput, type DefenseRun, type DefenseRow, type Verdict, type ReportSection, type Measurement,
+} from './defense/interface.js';
+export { runDefense, type RunDefenseOptions, type RunDefenseResult } from './defense/run.js';
+export { runNeuralCleanse, reverseTriggers, anomalyIndices, flaggedLabels, NC_DEFAULTS, type NcOptions, type NcDetails } from './defense/nc.js';
+export { runAnp, anpMasks, ANP_DEFAULTS, type AnpOptions, type AnpDetails } from './defense/anp.js';
+export { runClp, clpPrune, channelLipschitz, CLP_DEFAULTS, type ClpOptions, type ClpDetails } from './defense/clp.js';
+export { runComparison, comparisonTable, BACKDOORBENCH_REFERENCE, type CompareOptions, type CompareResult } from './defense/comparison.js';
+export { channelUnits, zeroUnitChannels, type ChannelUnit } from './defense/channels.js';

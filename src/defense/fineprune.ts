@@ -143,7 +143,7 @@ export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pru
       const [stats] = await train(net, trainSet, {
         epochs: 1, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed * 1000 + epoch, scale: k,
         onBatch: (_e, d, t, l, a) => o.onBatch?.(epoch, d, t, l, a),
-        afterStep: () => applyMaskInPlace(net, at, pruned),
+        afterStep: pruned.length ? () => applyMaskInPlace(net, at, pruned) : undefined,
         optimizer: optimizerFor(net, o.learningRate),
       });
       const e: FineTuneEpoch = { epoch, loss: stats!.loss, trainAccuracy: stats!.accuracy, heldOutAccuracy: await accuracyOn(net, held, k), seconds: stats!.seconds };

@@ -1,0 +1,92 @@
+import '../defense/registry.js'; // registration order = the comparison's order
+import { InvalidArgumentError, type Command } from 'commander';
+import type { NcDetails } from '../defense/nc.js';
+import { NC_DEFAULTS } from '../defense/nc.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PNG } from 'pngjs';
+import { checkWritable, writeAtomically } from '../io/atomic.js';
+import type { ReportSection } from '../defense/interface.js';
+import { parseInteger, parsePositive } from './common.js';
+import { defenseCommand, type DefenseCliOpts } from './defense_cli.js';
+
+interface NcCliOpts extends DefenseCliOpts {
+  labels?: string;
+  ncBatchSize: number;
+  stepsPerEpoch: number;
+  maxEpochs: number;
+  lr: number;
+  initCost: number;
+  patience: number;
+  anomalyThreshold: number;
+  unlearnShare: number;
+  unlearnEpochs: number;
+  unlearnLr: number;
+  triggers?: string;
+}
+
+/** One PNG per label: mask x pattern (the reversed trigger as it is stamped), 0..1 -> 0..255. */
+async function writeTriggers(dir: string, section: ReportSection, overwrite?: boolean): Promise<void> {
+  await writeAtomically(dir, (tmp) => {
+    mkdirSync(tmp);
+    for (const [i, im] of (section.images ?? []).entries()) {
+      const png = new PNG({ width: im.width, height: im.height });
+      for (let p = 0; p < im.width * im.height; p++) {
+        for (let ch = 0; ch < 3; ch++) png.data[p * 4 + ch] = Math.round(255 * Math.min(1, Math.max(0, im.pixels[p * im.channels + (im.channels === 3 ? ch : 0)]!)));
+        png.data[p * 4 + 3] = 255;
+      }
+      const label = /^label (\d+)/.exec(im.caption)?.[1] ?? String(i);
+      writeFileSync(join(tmp, `label_${label}.png`), PNG.sync.write(png));
+    }
+  }, { overwrite, folder: true });
+}
+
+function labelList(v: string): string {
+  if (!/^\d+(,\d+)*$/.test(v.trim())) throw new InvalidArgumentError(`--labels must be a comma-separated list of labels, got '${v}'`);
+  return v;
+}
+
+export function ncCommand(): Command {
+  const d = NC_DEFAULTS;
+  return defenseCommand<NcCliOpts>('nc', {
+    description:
+      'Neural Cleanse (Wang et al., IEEE S&P 2019). For every label, optimise the smallest trigger (a mask in [0,1] through ' +
+      'tanh and a pattern) that sends clean images to that label: cross-entropy to the label + cost x L1(mask), Adam, the ' +
+      'original\'s adaptive cost (x1.5 / x1.5^-1.5 after --patience epochs above / below 99% attack success) and early ' +
+      'stopping. All labels are optimised together in one batch. A label whose mask norm is below the median with anomaly ' +
+      'index |norm - median| / (1.4826 x MAD) above 2 is flagged: the model is backdoored towards it.\n\n' +
+      'With -o, the model is repaired by unlearning: fine-tuning on the clean data with the reversed trigger of each ' +
+      'flagged label stamped on a share of it (true labels kept), the epoch chosen on a held-out part of that data. ' +
+      'Without -o, detection only. When nothing is flagged, the saved model is the input unchanged.',
+    examples:
+      '  goodnet nc -m lab/models/bd_net.h5 --clean-valid lab/data/cl/valid.h5 --clean-images 2500 --json nc.json\n' +
+      '  goodnet nc -m lab/models/bd_net.h5 --clean-valid lab/data/cl/valid.h5 --clean-images 2500 -o nc.h5 \\\n' +
+      '      --clean-test lab/data/cl/test.h5 --poisoned-test lab/data/bd/bd_test.h5 -t 0',
+    outRequired: false,
+    configure: (cmd) => cmd
+      .option('--labels <list>', 'analyse only these labels (comma-separated; default all)', labelList)
+      .option('--nc-batch-size <n>', 'clean images per label per optimisation step', parseInteger('--nc-batch-size', 1), d.batchSize)
+      .option('--steps-per-epoch <n>', 'optimisation steps per epoch (the cost schedule acts per epoch)', parseInteger('--steps-per-epoch', 1), d.stepsPerEpoch)
+      .option('--max-epochs <n>', 'at most this many epochs per label (early stopping usually ends sooner)', parseInteger('--max-epochs', 1), d.maxEpochs)
+      .option('--lr <x>', 'Adam learning rate of the trigger', parsePositive('--lr'), d.learningRate)
+      .option('--init-cost <x>', 'initial weight of the mask L1 norm', parsePositive('--init-cost'), d.initCost)
+      .option('--patience <n>', 'epochs before the cost moves (early stopping: twice this)', parseInteger('--patience', 1), d.patience)
+      .option('--anomaly-threshold <x>', 'flag labels below the median with an anomaly index above this', parsePositive('--anomaly-threshold'), d.anomalyThreshold)
+      .option('--unlearn-share <f>', 'share of the clean images stamped with the reversed trigger when unlearning', parsePositive('--unlearn-share'), d.unlearnShare)
+      .option('--unlearn-epochs <n>', 'unlearning epochs (the best on held-out data is kept)', parseInteger('--unlearn-epochs', 1), d.unlearnEpochs)
+      .option('--unlearn-lr <x>', 'unlearning Adam learning rate', parsePositive('--unlearn-lr'), d.unlearnLearningRate)
+      .option('--triggers <dir>', 'write each label\'s reversed trigger (mask x pattern) as DIR/label_<k>.png'),
+    check: (o) => { if (o.triggers) checkWritable(o.triggers, { overwrite: o.force, folder: true }); },
+    write: async (o, section) => { if (o.triggers) await writeTriggers(o.triggers, section, o.force); },
+    options: (o) => ({
+      labels: o.labels?.split(',').map(Number), batchSize: o.ncBatchSize, stepsPerEpoch: o.stepsPerEpoch, maxEpochs: o.maxEpochs,
+      learningRate: o.lr, initCost: o.initCost, patience: o.patience, anomalyThreshold: o.anomalyThreshold,
+      unlearnShare: o.unlearnShare, unlearnEpochs: o.unlearnEpochs, unlearnLearningRate: o.unlearnLr, unlearn: o.out !== undefined,
+    }),
+    json: (r) => ({ labels: (r.details as NcDetails).labels.map((l) => ({ label: l.label, norm: l.norm, anomalyIndex: l.anomalyIndex })) }),
+    print: (r) => {
+      const f = r.verdict!.flagged;
+      console.log(`\nverdict: ${f.length ? `backdoored, towards label${f.length > 1 ? 's' : ''} ${f.join(', ')}` : 'no backdoor found'}`);
+    },
+  });
+}

@@ -1,0 +1,109 @@
+/**
+ * `goodnet compare` as a function: every registered defense (or a chosen few) on one BadNet,
+ * each run on the same clean data, then measured on the same test sets, in BackdoorBench's
+ * columns: clean accuracy, ASR, DER, clean images used, time.
+ *
+ * Outputs (when `out` is given; written atomically as one folder): comparison.json (rows and
+ * every defense's result), comparison.md, <defense>.json, models/<defense>.h5.
+ */
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { GoodnetError } from '../errors.js';
+import { checkWritable, writeAtomically } from '../io/atomic.js';
+import type { LoadedModel } from '../io/model.js';
+import { getDefense, measure, registeredDefenses, type DefenseInput, type DefenseRow, type Measurement, type ReportSection } from './interface.js';
+import './registry.js';
+import { runDefense, type RunDefenseResult } from './run.js';
+
+export interface CompareOptions extends Omit<DefenseInput, 'model'> {
+  model: LoadedModel;
+  cleanTest: string;
+  poisonedTest: string;
+  target: number;
+  /** Defense names (default: every registered one). */
+  defenses?: string[];
+  /** Per-defense options, by name. */
+  options?: Record<string, Record<string, unknown>>;
+  out?: string;
+  overwrite?: boolean;
+  /** Called before and after each defense. */
+  onDefense?: (name: string, result?: RunDefenseResult) => void;
+}
+
+export interface CompareResult {
+  model: string;
+  target: number;
+  cleanValid: string;
+  before: Measurement;
+  rows: DefenseRow[];
+  results: RunDefenseResult[];
+  sections: ReportSection[];
+  /** BackdoorBench's CIFAR-10 PreAct-ResNet18 BadNets (10%) leaderboard, quoted as the reference point. */
+  reference: { defense: string; accuracy: number; asr: number }[];
+}
+
+/** BackdoorBench (CIFAR-10, PreAct-ResNet18, BadNets 10% poisoning), clean accuracy / ASR in %. */
+export const BACKDOORBENCH_REFERENCE = [
+  { defense: 'no defense', accuracy: 91.32, asr: 95.03 },
+  { defense: 'fine-pruning', accuracy: 91.31, asr: 57.13 },
+  { defense: 'ANP', accuracy: 84.17, asr: 0.73 },
+  { defense: 'CLP', accuracy: 90.07, asr: 77.56 },
+  { defense: 'Neural Cleanse', accuracy: 89.05, asr: 1.27 },
+  { defense: 'NAD', accuracy: 89.87, asr: 2.14 },
+  { defense: 'i-BAU', accuracy: 89.16, asr: 1.29 },
+];
+
+const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+
+/** The comparison as a Markdown table (BackdoorBench's columns plus clean images and time). */
+export function comparisonTable(rows: DefenseRow[]): { headers: string[]; rows: string[][] } {
+  return {
+    headers: ['defense', 'clean accuracy', 'ASR', 'DER', 'clean images', 'time'],
+    rows: rows.map((r) => [
+      r.defense + (r.note ? ` (${r.note})` : ''), pct(r.accuracy), pct(r.asr), r.der === undefined ? '-' : r.der.toFixed(3),
+      r.cleanImages === undefined ? '-' : String(r.cleanImages), r.seconds === undefined ? '-' : `${r.seconds.toFixed(0)} s`,
+    ]),
+  };
+}
+
+export async function runComparison(o: CompareOptions): Promise<CompareResult> {
+  const names = o.defenses ?? registeredDefenses().map((d) => d.name);
+  if (names.length === 0) throw new GoodnetError('no defenses to compare');
+  for (const n of names) getDefense(n); // unknown names fail before any work
+  if (o.out) checkWritable(o.out, { overwrite: o.overwrite, folder: true });
+  const m = { cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, scale: o.scale, mean: o.mean, std: o.std, layout: o.layout, batchSize: o.batchSize };
+  const before = await measure(o.model, o.model.net, m);
+  const rows: DefenseRow[] = [{ defense: 'no defense (BadNet)', ...before }];
+  const results: RunDefenseResult[] = [];
+  const sections: ReportSection[] = [];
+  const write = async (dir?: string) => {
+    for (const name of names) {
+      o.onDefense?.(name);
+      const r = await runDefense({
+        ...o, defense: name, options: o.options?.[name], out: dir ? join(dir, 'models', `${name}.h5`) : undefined, overwrite: false, before,
+      });
+      results.push(r.result);
+      sections.push(r.section);
+      rows.push(...(r.result.rows ?? []));
+      o.onDefense?.(name, r.result);
+      if (dir) writeFileSync(join(dir, `${name}.json`), `${JSON.stringify(r.result, null, 2)}\n`);
+    }
+  };
+  const result = (): CompareResult => ({
+    model: o.model.source, target: o.target, cleanValid: o.cleanValid, before, rows, results, sections, reference: BACKDOORBENCH_REFERENCE,
+  });
+  if (!o.out) {
+    await write();
+    return result();
+  }
+  await writeAtomically(o.out, async (dir) => {
+    mkdirSync(join(dir, 'models'), { recursive: true });
+    await write(dir);
+    const r = result();
+    writeFileSync(join(dir, 'comparison.json'), `${JSON.stringify({ ...r, sections: undefined }, null, 2)}\n`);
+    const t = comparisonTable(rows);
+    const md = [t.headers, t.headers.map(() => '--'), ...t.rows].map((row) => `| ${row.join(' | ')} |`).join('\n');
+    writeFileSync(join(dir, 'comparison.md'), `${md}\n`);
+  }, { overwrite: o.overwrite, folder: true });
+  return result();
+}

@@ -1,0 +1,408 @@
+/**
+ * Neural Cleanse (Wang et al., IEEE S&P 2019): for every label, reverse-engineer the
+ * smallest trigger (mask m in [0,1] through tanh, pattern p) that sends clean images to it:
+ *
+ *   x' = (1 - m) * x + m * p,   loss = CE(f(x'), label) + cost * |m|_1
+ *
+ * with Adam and the original's adaptive cost (x1.5 after `patience` epochs at or above the
+ * attack success threshold, /1.5^1.5 after `patience` epochs below) and early stopping (no
+ * new best norm for 2 x patience epochs once the cost has moved both ways). A label whose
+ * best mask norm lies below the median with anomaly index |norm - median| / (1.4826 MAD)
+ * above 2 is flagged as a backdoor target.
+ *
+ * All labels are optimised together: one batch of clean images is stamped with every
+ * active label's trigger and run as one big batch; each label has its own variables,
+ * cost schedule and stopping, and a stopped label leaves the batch.
+ *
+ * Mitigation: unlearning, i.e. fine-tuning on the clean data with the reversed trigger of
+ * each flagged label stamped on a share of it, true labels kept; the epoch is chosen by
+ * accuracy on a held-out part of that (clean + stamped) data. Never any poisoned data.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import seedrandom from 'seedrandom';
+import { GoodnetError } from '../errors.js';
+import { yieldToEventLoop } from '../io/atomic.js';
+import { permutation, type TrainingSet } from '../models/train.js';
+import { forwardLogits } from './channels.js';
+import { fineTune } from './fineprune.js';
+import { cloneNet } from './graph.js';
+import {
+  loadCleanData, registerDefense, repairRow, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
+} from './interface.js';
+import type * as tfl from '@tensorflow/tfjs-layers';
+
+export interface NcOptions {
+  /** Labels to analyse (default: all). */
+  labels?: number[];
+  /** Clean images per label per step. */
+  batchSize: number;
+  /** Steps per epoch (the cost schedule and early stopping act per epoch). */
+  stepsPerEpoch: number;
+  maxEpochs: number;
+  learningRate: number;
+  initCost: number;
+  costUp: number;
+  costDown: number;
+  patience: number;
+  /** Attack success rate a reversed trigger must reach to count. */
+  attackSuccess: number;
+  /** Anomaly index above which a below-median label is flagged. */
+  anomalyThreshold: number;
+  /** Unlearning: share of the clean images stamped with a reversed trigger (true labels kept). */
+  unlearnShare: number;
+  unlearnEpochs: number;
+  unlearnLearningRate: number;
+  /** Share held out to choose the unlearning epoch. */
+  holdOut: number;
+  /** false: detection only (no unlearning, no repaired model). */
+  unlearn: boolean;
+}
+
+export const NC_DEFAULTS: NcOptions = {
+  batchSize: 32, stepsPerEpoch: 8, maxEpochs: 60, learningRate: 0.1, initCost: 1e-3, costUp: 1.5, costDown: 1.5 ** 1.5,
+  patience: 5, attackSuccess: 0.99, anomalyThreshold: 2, unlearnShare: 0.2, unlearnEpochs: 5, unlearnLearningRate: 1e-3,
+  holdOut: 0.2, unlearn: true,
+};
+
+/** One label's reversed trigger. */
+export interface NcLabel {
+  label: number;
+  /** L1 norm of the best mask (the last mask when the attack success threshold was never reached). */
+  norm: number;
+  anomalyIndex: number;
+  /** Whether a mask reached the attack success threshold. */
+  reached: boolean;
+  /** Attack success of the kept mask on the last epoch it was measured. */
+  attackSuccess: number;
+  epochs: number;
+  finalCost: number;
+}
+
+export interface NcDetails {
+  labels: NcLabel[];
+  flagged: number[];
+  median: number;
+  mad: number;
+  /** Seconds of the reverse engineering, and per analysed label (all labels ran together). */
+  reverseSeconds: number;
+  secondsPerLabel: number;
+  unlearning?: { stamped: number; bestEpoch: number; heldOutAccuracy: number[]; seconds: number };
+  settings: NcOptions;
+  pixelRange: [number, number];
+}
+
+/** The reversed masks (H*W) and patterns (H*W*C), by label; not part of the JSON. */
+export interface NcTriggers {
+  shape: [number, number, number];
+  masks: Map<number, Float32Array>;
+  patterns: Map<number, Float32Array>;
+  pixelRange: [number, number];
+}
+
+export interface NcRun extends DefenseRun<NcDetails> {
+  triggers: NcTriggers;
+}
+
+/** Median of a list. */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+}
+
+/** Anomaly index of each value: |x - median| / (1.4826 x median absolute deviation). */
+export function anomalyIndices(norms: number[]): { index: number[]; median: number; mad: number } {
+  const m = median(norms);
+  const mad = 1.4826 * median(norms.map((x) => Math.abs(x - m)));
+  const index = norms.map((x) => (mad > 0 ? Math.abs(x - m) / mad : x === m ? 0 : Infinity));
+  return { index, median: m, mad };
+}
+
+/** Labels below the median whose anomaly index exceeds `threshold`. */
+export function flaggedLabels(labels: number[], norms: number[], threshold = 2): number[] {
+  const { index, median: m } = anomalyIndices(norms);
+  return labels.filter((_, i) => norms[i]! < m && index[i]! > threshold);
+}
+
+const EPS = 1e-7;
+/** tanh space -> [0, 1], as the original (never exactly 0 or 1). */
+function squash(v: tf.Tensor): tf.Tensor {
+  return tf.add(tf.div(tf.tanh(v), 2 - EPS), 0.5);
+}
+function unsquash(x: number): number {
+  return Math.atanh((x - 0.5) * (2 - EPS));
+}
+
+interface LabelState {
+  label: number;
+  mask: tf.Variable;
+  pattern: tf.Variable;
+  cost: number;
+  upCounter: number;
+  downCounter: number;
+  upFlag: boolean;
+  downFlag: boolean;
+  bestReg: number;
+  bestMask?: Float32Array;
+  bestPattern?: Float32Array;
+  earlyBest: number;
+  earlyCounter: number;
+  epochs: number;
+  lastAcc: number;
+  done: boolean;
+}
+
+/** Stamp x (NHWC) with mask (H,W,1 in [0,1]) and pattern (H,W,C in pixels). */
+export function stamp(x: tf.Tensor, mask: tf.Tensor, pattern: tf.Tensor): tf.Tensor {
+  return tf.add(tf.mul(tf.sub(1, mask), x), tf.mul(mask, pattern));
+}
+
+/**
+ * Reverse-engineer a trigger for each label (all labels in one batched optimisation).
+ * `clean` holds pixels as the model takes them.
+ */
+export async function reverseTriggers(
+  net: tfl.LayersModel, clean: TrainingSet, numClasses: number, opts: Partial<NcOptions> = {},
+  hooks: { seed?: number; onEpoch?: (epoch: number, max: number, active: number) => void } = {},
+): Promise<{ labels: NcLabel[]; triggers: NcTriggers; seconds: number }> {
+  const o = { ...NC_DEFAULTS, ...defined(opts) };
+  const labels = o.labels ?? Array.from({ length: numClasses }, (_, i) => i);
+  for (const l of labels) if (!(Number.isInteger(l) && l >= 0 && l < numClasses)) throw new GoodnetError(`label ${l} is not a class of the model (0..${numClasses - 1})`);
+  if (labels.length < 3) throw new GoodnetError('Neural Cleanse needs at least 3 labels to compare');
+  const t0 = performance.now();
+  const [h, w, c] = clean.shape;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < clean.images.length; i++) {
+    const v = clean.images[i]!;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (!(hi > lo)) throw new GoodnetError('the clean images are all one value; cannot reverse triggers');
+  const rng = seedrandom(`nc:${hooks.seed ?? 0}`);
+  const states: LabelState[] = labels.map((label) => ({
+    label,
+    mask: tf.variable(tf.tensor3d(Float32Array.from({ length: h * w }, () => unsquash(rng())), [h, w, 1])),
+    pattern: tf.variable(tf.tensor3d(Float32Array.from({ length: h * w * c }, () => unsquash(rng())), [h, w, c])),
+    cost: o.initCost, upCounter: 0, downCounter: 0, upFlag: false, downFlag: false, bestReg: Infinity,
+    earlyBest: Infinity, earlyCounter: 0, epochs: 0, lastAcc: 0, done: false,
+  }));
+  const optimizer = tf.train.adam(o.learningRate, 0.5, 0.9);
+  const per = h * w * c;
+  const bs = Math.min(o.batchSize, clean.n);
+  const order = permutation(clean.n, rng);
+  let cursor = 0;
+  const nextBatch = (): tf.Tensor4D => {
+    const x = new Float32Array(bs * per);
+    for (let b = 0; b < bs; b++) {
+      if (cursor >= clean.n) cursor = 0;
+      const i = order[cursor++]!;
+      x.set(clean.images.subarray(i * per, (i + 1) * per), b * per);
+    }
+    return tf.tensor4d(x, [bs, h, w, c]);
+  };
+  const pixels = (v: tf.Tensor) => tf.add(lo, tf.mul(hi - lo, squash(v)));
+  try {
+    for (let epoch = 1; epoch <= o.maxEpochs; epoch++) {
+      const active = states.filter((s) => !s.done);
+      if (active.length === 0) break;
+      hooks.onEpoch?.(epoch, o.maxEpochs, active.length);
+      const sums = active.map(() => ({ ce: 0, reg: 0, acc: 0 }));
+      for (let step = 0; step < o.stepsPerEpoch; step++) {
+        const x = nextBatch();
+        const costs = tf.tensor1d(active.map((s) => s.cost));
+        const targets = tf.tensor1d(active.flatMap((s) => Array<number>(bs).fill(s.label)), 'int32');
+        let stats: tf.Tensor[] = [];
+        const { grads, value } = tf.variableGrads(() => {
+          const stamped = tf.concat(active.map((s) => stamp(x, squash(s.mask), pixels(s.pattern))), 0) as tf.Tensor4D;
+          const y = forwardLogits(net, stamped) as tf.Tensor2D;
+          const oneHot = tf.oneHot(targets, numClasses);
+          const logp = tf.logSoftmax(y);
+          const ce = tf.mean(tf.reshape(tf.neg(tf.sum(tf.mul(oneHot, logp), -1)), [active.length, bs]), 1);
+          const reg = tf.stack(active.map((s) => tf.sum(squash(s.mask))));
+          const acc = tf.mean(tf.reshape(tf.cast(tf.equal(tf.argMax(y, 1), targets), 'float32'), [active.length, bs]), 1);
+          stats = [tf.keep(ce), tf.keep(reg), tf.keep(acc)];
+          return tf.sum(tf.add(ce, tf.mul(costs, reg))) as tf.Scalar;
+        }, active.flatMap((s) => [s.mask, s.pattern]));
+        optimizer.applyGradients(grads as tf.NamedTensorMap as never);
+        const [ce, reg, acc] = await Promise.all(stats.map((t) => t.data()));
+        tf.dispose([x, costs, targets, value, ...Object.values(grads), ...stats]);
+        active.forEach((_, i) => {
+          sums[i]!.ce += ce![i]!;
+          sums[i]!.reg += reg![i]!;
+          sums[i]!.acc += acc![i]!;
+        });
+        await yieldToEventLoop();
+      }
+      for (let i = 0; i < active.length; i++) {
+        const s = active[i]!;
+        const acc = sums[i]!.acc / o.stepsPerEpoch;
+        const reg = sums[i]!.reg / o.stepsPerEpoch;
+        s.epochs = epoch;
+        s.lastAcc = acc;
+        if (acc >= o.attackSuccess && reg < s.bestReg) {
+          s.bestReg = reg;
+          s.bestMask = tf.tidy(() => squash(s.mask)).dataSync() as Float32Array;
+          s.bestPattern = tf.tidy(() => pixels(s.pattern)).dataSync() as Float32Array;
+        }
+        // Early stop: no new best norm (by the original's threshold 1.0) for 2 x patience epochs
+        // once the cost has moved both ways.
+        if (s.bestReg < Infinity) {
+          s.earlyCounter = s.bestReg >= s.earlyBest ? s.earlyCounter + 1 : 0;
+        }
+        s.earlyBest = Math.min(s.bestReg, s.earlyBest);
+        if (s.upFlag && s.downFlag && s.earlyCounter >= 2 * o.patience) s.done = true;
+        if (acc >= o.attackSuccess) {
+          s.upCounter++;
+          s.downCounter = 0;
+        } else {
+          s.upCounter = 0;
+          s.downCounter++;
+        }
+        if (s.upCounter >= o.patience) {
+          s.upCounter = 0;
+          s.cost *= o.costUp;
+          s.upFlag = true;
+        } else if (s.downCounter >= o.patience) {
+          s.downCounter = 0;
+          s.cost /= o.costDown;
+          s.downFlag = true;
+        }
+      }
+    }
+    const out: NcLabel[] = [];
+    const masks = new Map<number, Float32Array>();
+    const patterns = new Map<number, Float32Array>();
+    for (const s of states) {
+      const mask = s.bestMask ?? (tf.tidy(() => squash(s.mask)).dataSync() as Float32Array);
+      const pattern = s.bestPattern ?? (tf.tidy(() => pixels(s.pattern)).dataSync() as Float32Array);
+      masks.set(s.label, mask);
+      patterns.set(s.label, pattern);
+      let norm = 0;
+      for (const v of mask) norm += v;
+      out.push({ label: s.label, norm, anomalyIndex: NaN, reached: s.bestMask !== undefined, attackSuccess: s.lastAcc, epochs: s.epochs, finalCost: s.cost });
+    }
+    const { index } = anomalyIndices(out.map((l) => l.norm));
+    out.forEach((l, i) => { l.anomalyIndex = index[i]!; });
+    return { labels: out, triggers: { shape: [h, w, c], masks, patterns, pixelRange: [lo, hi] }, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    for (const s of states) tf.dispose([s.mask, s.pattern]);
+    optimizer.dispose();
+  }
+}
+
+function defined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** A copy of `clean` with `share` of its images (seeded) stamped with the flagged labels' triggers in turn. */
+export function stampShare(clean: TrainingSet, t: NcTriggers, flagged: number[], share: number, seed: number): { set: TrainingSet; stamped: number } {
+  const [h, w, c] = clean.shape;
+  const images = Float32Array.from(clean.images);
+  const order = permutation(clean.n, seedrandom(`nc-unlearn:${seed}`));
+  const k = Math.round(share * clean.n);
+  for (let r = 0; r < k; r++) {
+    const i = order[r]!;
+    const label = flagged[r % flagged.length]!;
+    const m = t.masks.get(label)!;
+    const p = t.patterns.get(label)!;
+    const base = i * h * w * c;
+    for (let px = 0; px < h * w; px++) {
+      const mv = m[px]!;
+      for (let ch = 0; ch < c; ch++) {
+        const j = base + px * c + ch;
+        images[j] = (1 - mv) * images[j]! + mv * p[px * c + ch]!;
+      }
+    }
+  }
+  return { set: { ...clean, images }, stamped: k };
+}
+
+/** Neural Cleanse on a model and clean data: verdict, per-label norms, and the unlearned model. */
+export async function runNeuralCleanse(input: DefenseInput, options: Partial<NcOptions> = {}): Promise<NcRun> {
+  const o = { ...NC_DEFAULTS, ...defined(options) };
+  if (!(o.unlearnShare > 0 && o.unlearnShare < 1)) throw new GoodnetError(`unlearning share must be in (0, 1), got ${o.unlearnShare}`);
+  for (const [k, v] of Object.entries({ batchSize: o.batchSize, stepsPerEpoch: o.stepsPerEpoch, maxEpochs: o.maxEpochs, patience: o.patience })) {
+    if (!(Number.isInteger(v) && v >= 1)) throw new GoodnetError(`Neural Cleanse ${k} must be an integer >= 1, got ${v}`);
+  }
+  const t0 = performance.now();
+  const clean = await loadCleanData(input);
+  const { model } = input;
+  const nLabels = (o.labels ?? []).length || model.numClasses;
+  input.log?.(`Neural Cleanse: reversing triggers for ${nLabels} labels on ${clean.n} clean images (batched, up to ${o.maxEpochs} epochs of ${o.stepsPerEpoch} steps)`);
+  const rev = await reverseTriggers(model.net, clean, model.numClasses, o, {
+    seed: input.seed, onEpoch: (e, max, active) => input.onProgress?.('reverse', e, max, `${active} labels active`),
+  });
+  input.onProgress?.('reverse', o.maxEpochs, o.maxEpochs);
+  const { median: med, mad } = anomalyIndices(rev.labels.map((l) => l.norm));
+  const flagged = rev.labels.filter((l) => l.norm < med && l.anomalyIndex > o.anomalyThreshold).map((l) => l.label);
+  input.log?.(`Neural Cleanse: ${rev.seconds.toFixed(0)} s (${(rev.seconds / rev.labels.length).toFixed(1)} s per label); flagged: ${flagged.length ? flagged.join(', ') : 'none'}`);
+  const details: NcDetails = {
+    labels: rev.labels, flagged, median: med, mad, reverseSeconds: rev.seconds, secondsPerLabel: rev.seconds / rev.labels.length,
+    settings: o, pixelRange: rev.triggers.pixelRange,
+  };
+  let repaired: tfl.LayersModel | undefined;
+  if (o.unlearn) {
+    repaired = await cloneNet(model.net);
+    if (flagged.length > 0) {
+      try {
+        const { set, stamped } = stampShare(clean, rev.triggers, flagged, o.unlearnShare, input.seed ?? 0);
+        input.log?.(`unlearning: ${o.unlearnEpochs} epochs on ${clean.n} clean images, ${stamped} of them stamped with the reversed trigger (true labels)`);
+        const r = await fineTune(repaired, '', [], set, {
+          epochs: o.unlearnEpochs, learningRate: o.unlearnLearningRate, holdOut: o.holdOut, seed: input.seed ?? 0,
+          onBatch: (e, d, t) => input.onProgress?.(`unlearn epoch ${e}`, d, t),
+        });
+        details.unlearning = { stamped, bestEpoch: r.bestEpoch, heldOutAccuracy: r.history.map((x) => x.heldOutAccuracy), seconds: r.seconds };
+      } catch (err) {
+        repaired.dispose();
+        throw err;
+      }
+    }
+  }
+  return {
+    defense: 'nc', repaired, verdict: { backdoored: flagged.length > 0, flagged }, cleanImages: clean.n,
+    seconds: (performance.now() - t0) / 1000, details, triggers: rev.triggers,
+  };
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+
+export const neuralCleanse: Defense<NcOptions, NcDetails> = registerDefense<NcOptions, NcDetails>({
+  name: 'nc',
+  title: 'Neural Cleanse',
+  summary: 'reverse-engineers a minimal trigger per label, flags outlier labels (MAD anomaly index > 2), unlearns the reversed trigger',
+  kind: 'repair',
+  defaults: NC_DEFAULTS,
+  run: runNeuralCleanse,
+  rows: (run, m) => repairRow(
+    `Neural Cleanse (unlearning; flagged ${run.details.flagged.length ? run.details.flagged.join(', ') : 'none'})`, run, m,
+    run.details.flagged.length === 0 ? 'nothing flagged: model unchanged' : undefined),
+  section: (run, m): ReportSection => {
+    const d = run.details;
+    const [h, w, c] = (run as NcRun).triggers?.shape ?? [0, 0, 0];
+    const t = (run as NcRun).triggers;
+    return {
+      title: 'Neural Cleanse',
+      text: [
+        `Reversed a trigger for each of ${d.labels.length} labels on ${run.cleanImages} clean images in ${d.reverseSeconds.toFixed(0)} s ` +
+          `(${d.secondsPerLabel.toFixed(1)} s per label, all labels in one batched optimisation). Median mask L1 norm ${d.median.toFixed(1)}, ` +
+          `MAD x 1.4826 = ${d.mad.toFixed(1)}. Flagged (below the median, anomaly index > ${d.settings.anomalyThreshold}): ` +
+          `${d.flagged.length ? d.flagged.join(', ') : 'none'}.`,
+        ...(d.unlearning ? [`Unlearning: ${d.unlearning.stamped} clean images stamped with the reversed trigger (true labels), kept epoch ${d.unlearning.bestEpoch} by held-out accuracy.`] : []),
+        ...(m.after ? [`Repaired model on the test sets: clean accuracy ${pct(m.after.accuracy)}, ASR ${pct(m.after.asr)}.`] : []),
+      ],
+      tables: [{
+        headers: ['label', 'mask L1 norm', 'anomaly index', 'reached', 'flagged'],
+        rows: d.labels.map((l) => [l.label, l.norm.toFixed(1), l.anomalyIndex.toFixed(2), l.reached ? 'yes' : 'no', d.flagged.includes(l.label) ? 'yes' : '']),
+      }],
+      images: t ? d.labels.map((l) => {
+        const mask = t.masks.get(l.label)!;
+        const pat = t.patterns.get(l.label)!;
+        const [lo, hi] = t.pixelRange;
+        const pixels = new Float32Array(h * w * c);
+        for (let i = 0; i < h * w; i++) for (let ch = 0; ch < c; ch++) pixels[i * c + ch] = mask[i]! * (pat[i * c + ch]! - lo) / (hi - lo);
+        return { caption: `label ${l.label}: norm ${l.norm.toFixed(1)}`, width: w, height: h, channels: c, pixels };
+      }) : [],
+    };
+  },
+});
