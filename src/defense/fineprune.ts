@@ -118,7 +118,8 @@ function scaleKernel(layer: tfl.layers.Layer, k: number): void {
  * epoch's weights.
  */
 export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pruned: number[], clean: TrainingSet, options: FineTuneOptions = {}): Promise<FineTuneResult> {
-  const at = typeof cut === 'string' ? findCutPoint(net, cut) : cut;
+  // Nothing pruned (e.g. Neural Cleanse's unlearning): no prune point to hold at zero.
+  const at = pruned.length === 0 ? undefined : typeof cut === 'string' ? findCutPoint(net, cut) : cut;
   const o = { ...FINE_TUNE_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as Required<FineTuneOptions>;
   if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`--hold-out must be in (0, 1), got ${o.holdOut}`);
   if (!(Number.isInteger(o.epochs) && o.epochs >= 1)) throw new GoodnetError(`epochs must be an integer >= 1, got ${o.epochs}`);
@@ -143,7 +144,7 @@ export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pru
       const [stats] = await train(net, trainSet, {
         epochs: 1, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed * 1000 + epoch, scale: k,
         onBatch: (_e, d, t, l, a) => o.onBatch?.(epoch, d, t, l, a),
-        afterStep: pruned.length ? () => applyMaskInPlace(net, at, pruned) : undefined,
+        afterStep: at ? () => applyMaskInPlace(net, at, pruned) : undefined,
         optimizer: optimizerFor(net, o.learningRate),
       });
       const e: FineTuneEpoch = { epoch, loss: stats!.loss, trainAccuracy: stats!.accuracy, heldOutAccuracy: await accuracyOn(net, held, k), seconds: stats!.seconds };
