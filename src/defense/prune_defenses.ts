@@ -114,7 +114,7 @@ export const finePruning = registerDefense<PruningOptions, PruningDetails>({
     const o = { ...PRUNING_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
     const t0 = performance.now();
     const r = await prunedOnClean(input, o);
-    const ft = await fineTune(r.repaired, r.cut.conv, r.pruned, r.clean, {
+    const ft = await fineTune(r.repaired, r.cut, r.pruned, r.clean, {
       epochs: o.epochs, learningRate: o.learningRate, seed: input.seed ?? 0, onBatch: (e, d, t) => input.onProgress?.(`fine-tune epoch ${e}`, d, t),
     });
     return {

@@ -203,19 +203,9 @@ export function linearShare(t: LinearTail, values: tf.Tensor, order: number[], l
         const v = logits.dataSync() as Float32Array;
         if (logits !== z) logits.dispose();
         for (let i = 0; i < m; i++) {
-          const r = i * classes;
-          let v1 = -Infinity;
-          let b1 = 0;
-          let nan = false;
-          for (let j = 0; j < classes; j++) {
-            const y = v[r + j]!;
-            if (y !== y) nan = true;
-            if (y > v1) { v1 = y; b1 = j; }
-          }
-          let v2 = -Infinity;
-          for (let j = 0; j < classes; j++) if (j !== b1 && v[r + j]! > v2) v2 = v[r + j]!;
+          const [b1, amb] = top(v, i * classes, classes, tol);
           labels[k * n + start + i] = b1;
-          ambiguous[k * n + start + i] = !nan && v1 - v2 > tol * (1 + Math.abs(v1)) ? 0 : 1;
+          ambiguous[k * n + start + i] = amb;
         }
         computed += m;
       }

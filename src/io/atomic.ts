@@ -11,7 +11,7 @@
 import { existsSync, linkSync, lstatSync, mkdirSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { GoodnetError } from '../errors.js';
-import { checkOutputPath, writeErrorToGoodnet, type OutputCheck } from './paths.js';
+import { checkOutputPath, lexists, writeErrorToGoodnet, type OutputCheck } from './paths.js';
 
 export interface AtomicOptions extends OutputCheck {
   /** Replace an existing output (default: refuse). */
@@ -106,14 +106,6 @@ export function partialOutputs(): string[] {
   return [...partial];
 }
 
-function lexists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const raced = (path: string) =>
   new GoodnetError('appeared while this run was writing it (another run to the same output?); it was left as it is and nothing was written', path);

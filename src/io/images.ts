@@ -248,14 +248,18 @@ export async function decodeImageAsync(path: string): Promise<DecodedImage> {
 
 /** Decode PNG/JPEG bytes; `path` only names the image in errors. */
 export function decodeImageBuffer(bytes: Uint8Array, path: string): DecodedImage {
+  const { raw, header } = decodeRaw(bytes, path);
+  return toDecoded(raw, header, path);
+}
+
+/** Check the header, then decode with sharp (synchronously); errors name `path`. */
+function decodeRaw(bytes: Uint8Array, path: string): { raw: RawPixels; header: ReturnType<typeof checkHeader> } {
   const header = checkHeader(bytes, path);
-  let raw: RawPixels;
   try {
-    raw = sharpDecodeSync(bytes);
+    return { raw: sharpDecodeSync(bytes), header };
   } catch (err) {
     throw decodeFailure(header.format === 'png' ? 'PNG' : 'JPEG', err, path);
   }
-  return toDecoded(raw, header, path);
 }
 
 /** Bit depths the PNG specification allows per colour type. */
@@ -402,14 +406,7 @@ export interface RgbaImage {
  * R = G = B. Errors are one-line GoodnetErrors naming the file.
  */
 export function decodeImageRgba(path: string): RgbaImage {
-  const bytes = readImageFile(path);
-  const header = checkHeader(bytes, path);
-  let raw: RawPixels;
-  try {
-    raw = sharpDecodeSync(bytes);
-  } catch (err) {
-    throw decodeFailure(header.format === 'png' ? 'PNG' : 'JPEG', err, path);
-  }
+  const { raw, header } = decodeRaw(readImageFile(path), path);
   const { width, height, channels: c, data: px } = raw;
   const n = width * height;
   if (width !== header.width || height !== header.height || px.length < n * c || c < 1 || c > 4) {

@@ -36,9 +36,8 @@ export function realPathOf(path: string): string {
   }
 }
 
-const inside = (child: string, parent: string) => child !== parent && child.startsWith(parent.endsWith(sep) ? parent : parent + sep);
-
-function lexists(path: string): boolean {
+/** Whether anything (a file, a folder, even a dangling link) is at `path`. */
+export function lexists(path: string): boolean {
   try {
     lstatSync(path);
     return true;
@@ -46,6 +45,9 @@ function lexists(path: string): boolean {
     return false;
   }
 }
+
+const inside = (child: string, parent: string) => child !== parent && child.startsWith(parent.endsWith(sep) ? parent : parent + sep);
+
 
 /** The nearest existing ancestor folder of `path` (the folder the output will be created in). */
 export function existingAncestor(path: string): string {
