@@ -262,4 +262,13 @@ test('CLI: prune says which layer and why; bad prune points end in one line, exi
   assertBadInput(run('-o', join(dir, 'cli-bad'), '--layer', 'b1_conv2'), /resnet\.h5: layer 'b1_conv2' is inside a branch that 'b1_add' \(Add\) sums with another branch/);
   assertBadInput(run('-o', join(dir, 'cli-bad'), '--layer', 'out'), /resnet\.h5: layer 'out' is a Dense with output \(N, 4\), which has no channels/);
   assert.ok(!existsSync(join(dir, 'cli-bad')));
+  // inspect names the prune point and its pruned channels, also where they are folded into the Dense.
+  const saved = join(dir, 'resnet-default-asc-2.h5');
+  assert.ok(existsSync(saved), 'the ResNet test above saved its step-2 model');
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'goodnet.js'), 'inspect', '-m', saved, '--json', '-'], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as { prunePoint?: { layer: string; realise: string; pruned: number[] } };
+  assert.equal(j.prunePoint?.layer, 'b2_out');
+  assert.equal(j.prunePoint?.realise, 'fold');
+  assert.equal(j.prunePoint?.pruned.length, 2);
 });

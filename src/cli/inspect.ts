@@ -1,3 +1,6 @@
+import type { LayersModel } from '@tensorflow/tfjs-layers';
+import { findCutPoint } from '../defense/graph.js';
+import { prunedChannels } from '../defense/mask.js';
 import { Command } from 'commander';
 import { IDENTITY_PREPROCESSING, preprocessingText } from '../io/preprocess.js';
 import type { LoadedModel } from '../io/model.js';
@@ -57,7 +60,8 @@ Example:
     const model = await openModel(o.model, o);
     const info = inspectModel(model.net);
     const input = describeInput(model);
-    if (await emitJson({ model: o.model, format: model.format, input, ...info }, o.json, o.force)) return;
+    const prunePoint = describePrunePoint(model.net);
+    if (await emitJson({ model: o.model, format: model.format, input, ...info, ...(prunePoint ? { prunePoint } : {}) }, o.json, o.force)) return;
     console.log(`${o.model} (${model.format}): input ${model.inputShape.join('x')}, ${model.numClasses} classes, ${info.totalParams.toLocaleString('en-US')} parameters`);
     console.log(`input layout: ${input.inputLayout} (${input.inputLayoutFrom === 'file' ? 'recorded in the file' : 'assumed: not recorded in the file'})`);
     console.log(`preprocessing: ${preprocessingText(input.preprocessing)} (${input.preprocessingFrom === 'file' ? 'recorded in the file' : 'assumed: not recorded in the file'})\n`);
@@ -66,5 +70,30 @@ Example:
     console.log('');
     console.log(markdownTable(['conv layer', 'block output', 'channels', 'zeroed', 'zeroed channels'],
       info.convs.map((c) => [c.layer, c.output, c.channels, c.zeroChannels.length, c.zeroChannels.length ? ranges(c.zeroChannels) : '-'])));
+    if (prunePoint) {
+      console.log(`\nprune point ${prunePoint.layer} (${prunePoint.channels} channels; ${HOW[prunePoint.realise]}): ` +
+        `${prunePoint.pruned.length} pruned${prunePoint.pruned.length ? ` (${ranges(prunePoint.pruned)})` : ''}`);
+    }
   });
+}
+
+const HOW: Record<string, string> = {
+  zero: 'pruned = its conv (and batch-norm) weights are zero',
+  fold: 'pruned = every layer reading it has zero weights for it',
+  mask: 'pruned = zeroed by a mask layer',
+};
+
+/**
+ * The prune point `goodnet prune` would use (or the one a mask layer marks) and which of its
+ * channels are pruned in `net`: provably zero, or read by nothing. Undefined where the model
+ * has no sound prune point.
+ */
+function describePrunePoint(net: LayersModel): { layer: string; channels: number; realise: string; pruned: number[] } | undefined {
+  try {
+    const maskLayer = net.layers.find((l) => l.name.endsWith('_goodnet_mask'));
+    const cut = findCutPoint(net, maskLayer?.name);
+    return { layer: cut.conv, channels: cut.channels, realise: cut.realise.kind, pruned: prunedChannels(net, cut) };
+  } catch {
+    return undefined;
+  }
 }
