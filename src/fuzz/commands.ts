@@ -44,7 +44,7 @@ export interface CommandCase {
   /** Arguments after `goodnet`, with `@IN/` and `@RUN/` placeholders for the inputs and the case's own folder. */
   args: string[];
   /** Output paths (placeholders as in args) and what each must hold when present. */
-  outputs: { path: string; kind: 'json' | 'prune' | 'strip' | 'model' | 'report'; target: Target }[];
+  outputs: { path: string; kind: 'json' | 'prune' | 'strip' | 'model' | 'report' | 'compare'; target: Target }[];
   force: boolean;
   signal?: { name: 'SIGINT' | 'SIGTERM' | 'SIGKILL'; afterMs: number };
   /** Run twice at once. */
@@ -191,7 +191,8 @@ const TARGETS: Target[] = ['fresh', 'fresh', 'fresh', 'existing', 'input-file', 
 
 /** One random case. `light`: only the quick subcommands (for the CI slice). */
 export function generateCase(rng: Rng, id: number, light = false): CommandCase {
-  const cmds = light ? ['eval', 'eval', 'predict', 'inspect', 'goodnet', 'prune', 'strip'] : ['eval', 'predict', 'inspect', 'goodnet', 'prune', 'strip', 'fineprune', 'report'];
+  const cmds = light ? ['eval', 'eval', 'predict', 'inspect', 'goodnet', 'prune', 'strip', 'clp']
+    : ['eval', 'predict', 'inspect', 'goodnet', 'prune', 'strip', 'fineprune', 'report', 'clp', 'anp', 'nc', 'compare'];
   const cmd = pick(rng, cmds);
   const force = rng() < 0.3;
   const groups: string[][] = [];
@@ -270,6 +271,37 @@ export function generateCase(rng: Rng, id: number, light = false): CommandCase {
         outputs.push({ path: out, kind: 'model', target });
       }
       json(0.3);
+      break;
+    }
+    case 'clp':
+    case 'anp':
+    case 'nc': {
+      // The defense contract: -m, --clean-valid, -o (required for clp/anp), measuring sets optional.
+      groups.push(['-m', model()], ['--clean-valid', IN('clean.h5')]);
+      if (cmd === 'anp') groups.push(['--iterations', '2'], ['--anp-batch-size', '4']);
+      if (cmd === 'nc') groups.push(['--max-epochs', '2'], ['--steps-per-epoch', '1'], ['--labels', '0,1,2']);
+      if (rng() < 0.4) groups.push(['--clean-test', IN('clean.h5')], ['--poisoned-test', IN('bd.h5')], ['-t', '1']);
+      if (cmd !== 'nc' || rng() < 0.5) {
+        const target = pick(rng, TARGETS);
+        const out = outputPath(rng, target, pick(rng, [`${cmd}.h5`, `${cmd}-tfjs`]), true);
+        groups.push(['-o', out]);
+        outputs.push({ path: out, kind: 'model', target });
+      }
+      json(0.4);
+      engine();
+      break;
+    }
+    case 'compare': {
+      groups.push(['-m', model()], ['--clean-valid', IN('clean.h5')], ['--clean-test', IN('clean.h5')], ['--poisoned-test', IN('bd.h5')], ['-t', '1'],
+        ['--defenses', 'clp']);
+      if (rng() < 0.6) {
+        const target = pick(rng, TARGETS);
+        const out = outputPath(rng, target, 'compare-out', false);
+        groups.push(['-o', out]);
+        outputs.push({ path: out, kind: 'compare', target });
+      }
+      json(0.3);
+      engine();
       break;
     }
     case 'report':
@@ -378,6 +410,7 @@ function validOutput(path: string, kind: CommandCase['outputs'][number]['kind'])
       case 'prune': JSON.parse(readFileSync(join(path, 'summary.json'), 'utf8')); return undefined;
       case 'strip': JSON.parse(readFileSync(join(path, 'strip.json'), 'utf8')); return undefined;
       case 'report': JSON.parse(readFileSync(join(path, 'summary.json'), 'utf8')); return undefined;
+      case 'compare': JSON.parse(readFileSync(join(path, 'comparison.json'), 'utf8')); return undefined;
       case 'model':
         if (st.isDirectory()) JSON.parse(readFileSync(join(path, 'model.json'), 'utf8'));
         else if (readFileSync(path).subarray(0, 4).toString('latin1') !== '\x89HDF') return 'not an HDF5 file';
