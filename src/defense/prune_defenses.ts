@@ -85,21 +85,30 @@ function section(title: string, run: DefenseRun<PruningDetails>): ReportSection 
   };
 }
 
+type Pruned = Awaited<ReturnType<typeof prunedOnClean>>;
+
+/** Prune on the clean data within the budget, then `after` (fine-tuning, or nothing) on the pruned model. */
+async function pruneRun(
+  defense: string, input: DefenseInput, options: Partial<PruningOptions>,
+  after: (r: Pruned, o: PruningOptions) => Promise<PruningDetails['fineTune']>,
+): Promise<DefenseRun<PruningDetails>> {
+  const o: PruningOptions = { ...PRUNING_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+  const t0 = performance.now();
+  const r = await prunedOnClean(input, o);
+  const fineTune = await after(r, o);
+  return {
+    defense, repaired: r.repaired, cleanImages: r.clean.n, seconds: (performance.now() - t0) / 1000,
+    details: { conv: r.cut.conv, channels: r.cut.channels, pruned: r.pruned, curve: r.curve, settings: o, ...(fineTune ? { fineTune } : {}) },
+  };
+}
+
 export const pruning = registerDefense<PruningOptions, PruningDetails>({
   name: 'pruning',
   title: 'Pruning (Liu et al. / CSAW lab)',
   summary: 'prunes the last conv layer in ascending order of mean clean activation, within a clean accuracy budget',
   kind: 'repair',
   defaults: PRUNING_DEFAULTS,
-  run: async (input, options = {}) => {
-    const o = { ...PRUNING_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
-    const t0 = performance.now();
-    const r = await prunedOnClean(input, o);
-    return {
-      defense: 'pruning', repaired: r.repaired, cleanImages: r.clean.n, seconds: (performance.now() - t0) / 1000,
-      details: { conv: r.cut.conv, channels: r.cut.channels, pruned: r.pruned, curve: r.curve, settings: o },
-    };
-  },
+  run: (input, options = {}) => pruneRun('pruning', input, options, async () => undefined),
   rows: (run, m) => repairRow(`pruning (${run.details.pruned.length}/${run.details.channels} of ${run.details.conv}, within ${run.details.settings.maxDrop} pts)`, run, m),
   section: (run) => section('Pruning', run),
 });
@@ -110,19 +119,12 @@ export const finePruning = registerDefense<PruningOptions, PruningDetails>({
   summary: 'pruning within a clean accuracy budget, then fine-tuning on the clean data with the pruned channels held at zero',
   kind: 'repair',
   defaults: PRUNING_DEFAULTS,
-  run: async (input, options = {}) => {
-    const o = { ...PRUNING_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
-    const t0 = performance.now();
-    const r = await prunedOnClean(input, o);
+  run: (input, options = {}) => pruneRun('fine-pruning', input, options, async (r, o) => {
     const ft = await fineTune(r.repaired, r.cut, r.pruned, r.clean, {
       epochs: o.epochs, learningRate: o.learningRate, seed: input.seed ?? 0, onBatch: (e, d, t) => input.onProgress?.(`fine-tune epoch ${e}`, d, t),
     });
-    return {
-      defense: 'fine-pruning', repaired: r.repaired, cleanImages: r.clean.n, seconds: (performance.now() - t0) / 1000,
-      details: { conv: r.cut.conv, channels: r.cut.channels, pruned: r.pruned, curve: r.curve, settings: o,
-        fineTune: { bestEpoch: ft.bestEpoch, heldOutAccuracy: ft.history.map((h) => h.heldOutAccuracy) } },
-    };
-  },
+    return { bestEpoch: ft.bestEpoch, heldOutAccuracy: ft.history.map((h) => h.heldOutAccuracy) };
+  }),
   rows: (run, m) => repairRow(`fine-pruning (${run.details.pruned.length}/${run.details.channels} of ${run.details.conv}, lr ${run.details.settings.learningRate})`, run, m),
   section: (run) => section('Fine-pruning', run),
 });
