@@ -89,8 +89,8 @@ export function defenseCommand<O extends DefenseCliOpts>(
     .requiredOption('-m, --model <path>', 'the model to check and repair')
     .requiredOption('--clean-valid <path>', 'clean labelled data the defense may use');
   cmd = spec.outRequired
-    ? cmd.requiredOption('-o, --out <path>', 'save the repaired model (.h5 for Keras, else a tfjs folder)')
-    : cmd.option('-o, --out <path>', 'save the repaired model (.h5 for Keras, else a tfjs folder)');
+    ? cmd.requiredOption('-o, --out <path>', 'save the repaired model (.onnx for ONNX: the original graph when the model is ONNX; .keras for Keras 3; .h5 for Keras HDF5; else a tfjs folder)')
+    : cmd.option('-o, --out <path>', 'save the repaired model (.onnx for ONNX: the original graph when the model is ONNX; .keras for Keras 3; .h5 for Keras HDF5; else a tfjs folder)');
   cmd = cmd
     .option('--clean-images <n>', 'use at most n clean images (a seeded random subset of --clean-valid)', parseInteger('--clean-images', 2))
     .option('--clean-test <path>', 'clean test data (measuring only)')
