@@ -499,3 +499,30 @@ test('Crafted ONNX graphs (MatMul+Add, Gemm alpha/beta, auto_pad, ceil_mode, Squ
     cleanup();
   }
 });
+
+test('a graph that ends in logits (no Softmax, as most PyTorch classifiers): goodnet outputs probabilities, the written-back ONNX keeps its logits', async () => {
+  await initBackend('wasm');
+  const { dir, cleanup } = tempDir();
+  try {
+    const path = join(dir, 'logits.onnx');
+    writeFileSync(path, graphOnnx(13, [2, 6, 6], [['Conv', ['x', 'w', 'wb'], ['c'], { pads: [1, 1, 1, 1] }], ['Relu', ['c'], ['r']], ['Flatten', ['r'], ['f']],
+      ['Gemm', ['f', 'g', 'gb'], ['y'], { transB: 1 }]],
+    [floatTensor('w', [3, 2, 3, 3], rand(54, 7)), floatTensor('wb', [3], rand(3, 8)), floatTensor('g', [5, 108], rand(540, 9)), floatTensor('gb', [5], rand(5, 10))], 'y'));
+    const m = await loadModel(path);
+    assert.ok(m.net.layers.some((l) => l.name.startsWith('goodnet_softmax')), 'a softmax layer was appended');
+    const x = randomImages(32, 6, 6, 2, 3);
+    const ours = tf.tidy(() => m.net.predict(x) as tf.Tensor2D).arraySync();
+    const logits = await ortPredict(path, x, 'nchw');
+    const probs = logits.map((r) => { const mx = Math.max(...r); const e = r.map((v) => Math.exp(v - mx)); const s = e.reduce((a, b) => a + b, 0); return e.map((v) => v / s); });
+    assertSamePredictions(ours, probs, 'softmax of the logits');
+    for (const r of ours) assert.ok(Math.abs(r.reduce((a, b) => a + b, 0) - 1) < 1e-5);
+    // Written back, the user's graph still ends in logits.
+    const out = join(dir, 'logits-back.onnx');
+    await saveModel(m, out);
+    assertSamePredictions(await ortPredict(out, x, 'nchw'), logits, 'written back: the original logits');
+    x.dispose();
+    m.net.dispose();
+  } finally {
+    cleanup();
+  }
+});

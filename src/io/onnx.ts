@@ -93,6 +93,8 @@ class Converter {
   readonly links: WeightLink[] = [];
   /** The graph input's batch size when it is fixed (torch exports without dynamic_axes: 1). */
   private fixedBatch = NaN;
+  /** True when the graph ends in logits and a softmax layer was appended (see convert). */
+  addedSoftmax = false;
   inputLayout: InputLayout = 'nchw';
   input?: tfl.SymbolicTensor;
   opset = 0;
@@ -263,7 +265,17 @@ class Converter {
     const out = this.vals.get(outName);
     if (!out || out.k !== 'act') throw new GoodnetError(`graph output '${outName}' is not computed from the input`, this.file);
     if (out.rank !== 2 || out.chw) throw new GoodnetError(`graph output '${outName}' is not a class-score vector (N,K)`, this.file);
-    return tfl.model({ inputs: this.input, outputs: out.t, name: this.uniqueName(g.name || 'onnx') });
+    // PyTorch classifiers usually end in logits; goodnet's models output probabilities (STRIP's
+    // entropy, training's cross-entropy, reported confidences). A weightless softmax layer is
+    // appended here; written back, the original graph keeps its own output.
+    const src = out.t.sourceLayer as tfl.layers.Layer;
+    const act = (src.getConfig() as { activation?: unknown }).activation;
+    // A graph that already ends in Softmax (or Sigmoid, per-class scores) is left as it is.
+    const probabilities = src.getClassName() === 'Softmax' || act === 'softmax' || act === 'sigmoid';
+    this.addedSoftmax = !probabilities;
+    const t = probabilities ? out.t
+      : tfl.layers.activation({ activation: 'softmax', name: this.uniqueName('goodnet_softmax') }).apply(out.t) as tfl.SymbolicTensor;
+    return tfl.model({ inputs: this.input, outputs: t, name: this.uniqueName(g.name || 'onnx') });
   }
 
   private node(node: NodeProto, idx: number): void {
