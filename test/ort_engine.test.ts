@@ -14,6 +14,7 @@ import { describeModel, loadModel, saveModel, type LoadedModel } from '../src/io
 import type { ImageDataset } from '../src/io/dataset.js';
 import { writeCsawData } from '../src/attack/csaw_layout.js';
 import { buildArchitecture } from '../src/models/index.js';
+import { calibrateStrip, stripEntropies } from '../src/detect/strip.js';
 import { GoodnetError } from '../src/errors.js';
 import { ROOT, assertBadInput, tempDir } from './helpers.js';
 
@@ -172,4 +173,15 @@ test('goodnet eval --engine ort prints the same accuracy and ASR as the default 
   // Bad flag values are usage errors.
   const bad = run('--engine', 'torch');
   assertBadInput({ code: bad.status, err: bad.stderr }, /engine/);
+
+  // STRIP's forward passes (a separate loop) on the ort engine: same labels, same entropies up to float rounding.
+  const model = await loadModel(path);
+  const det = await calibrateStrip(model, join(dir, 'c.h5'), { n: 8, frr: 0.05, seed: 0 });
+  const st = await stripEntropies(model, det, join(dir, 'c.h5'), { stream: 's' });
+  const so = await stripEntropies(model, det, join(dir, 'c.h5'), { stream: 's', engine: 'ort' });
+  assert.deepEqual(Array.from(so.predicted), Array.from(st.predicted));
+  let worst = 0;
+  for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(so.entropies[i]! - st.entropies[i]!));
+  assert.ok(worst <= 1e-4, `STRIP entropies: max diff ${worst} bits`);
+  assert.ok(Math.max(...st.entropies) - Math.min(...st.entropies) > 1e-3, 'entropies vary');
 });

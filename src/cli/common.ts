@@ -56,7 +56,7 @@ export function addEngineOptions(cmd: Command): Command {
     .option('--batch-size <n>', 'images per forward pass (default: picked from the image size, at most 256 images and 4 M input values per batch: 256 of 55x47x3, 1 of 2048x2048)', parseInteger('--batch-size', 1, 65536));
 }
 
-/** `--engine tfjs|ort` and `--ort-threads`: for the commands whose forward passes go through predictDataset (eval, predict, goodnet). */
+/** `--engine tfjs|ort` and `--ort-threads`: for the commands whose forward passes go through predictDataset (eval, predict, goodnet, strip). */
 export interface ForwardEngineOpts {
   engine: EngineName;
   ortThreads?: number;
