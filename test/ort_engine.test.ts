@@ -16,6 +16,8 @@ import { writeCsawData } from '../src/attack/csaw_layout.js';
 import { buildArchitecture } from '../src/models/index.js';
 import { calibrateStrip, stripEntropies } from '../src/detect/strip.js';
 import { GoodnetError } from '../src/errors.js';
+import { decodeModel, encodeModel } from '../src/io/onnx_proto.js';
+import { onnxBytes } from '../src/io/onnx_write.js';
 import { ROOT, assertBadInput, tempDir } from './helpers.js';
 
 await initBackend('wasm');
@@ -184,4 +186,26 @@ test('goodnet eval --engine ort prints the same accuracy and ASR as the default 
   for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(so.entropies[i]! - st.entropies[i]!));
   assert.ok(worst <= 1e-4, `STRIP entropies: max diff ${worst} bits`);
   assert.ok(Math.max(...st.entropies) - Math.min(...st.entropies) > 1e-3, 'entropies vary');
+});
+
+test('a graph with a fixed batch size runs in chunks (last one padded); a graph whose input does not fit the images is refused', async () => {
+  const net = residualNet();
+  const m = decodeModel(onnxBytes(net), 'fixed.onnx');
+  m.graph!.input![0]!.type!.tensorType!.shape!.dim![0] = { dimValue: 4 };
+  const bytes = encodeModel(m);
+  const eng = await OrtEngine.create(bytes, { layout: 'nhwc', inputShape: [12, 10, 3], source: 'fixed.onnx' });
+  try {
+    assert.equal(eng.fixedBatch, 4);
+    const x = seeded(10 * 12 * 10 * 3, 5);
+    const r = await eng.predictBatch(x, 10);
+    const ref = tfjsProbs(net, x, [12, 10, 3]);
+    assert.equal(r.scores.length, ref.length);
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(r.scores[i]! - ref[i]!));
+    assert.ok(worst <= 1e-5, `max diff ${worst}`);
+  } finally {
+    await eng.dispose();
+  }
+  await assert.rejects(OrtEngine.create(bytes, { layout: 'nhwc', inputShape: [10, 12, 3], source: 'fixed.onnx' }),
+    /^GoodnetError: fixed\.onnx: the ONNX graph's input is \(4,12,10,3\), not NHWC images of 10x12x3; use --engine tfjs$/);
 });

@@ -50,6 +50,8 @@ export class OrtEngine {
     readonly layout: 'nhwc' | 'nchw',
     readonly inputShape: readonly [number, number, number],
     readonly threads: number,
+    /** The graph's batch size when it is fixed (e.g. a torch export traced with batch 1), else undefined. */
+    readonly fixedBatch: number | undefined,
     private readonly source?: string,
   ) {}
 
@@ -73,7 +75,21 @@ export class OrtEngine {
       await session.release();
       throw new GoodnetError('the ONNX graph must have one input for --engine ort; use --engine tfjs', options.source);
     }
-    return new OrtEngine(ort, session, options.layout, options.inputShape, threads, options.source);
+    // The input's declared shape, when the graph states it, must fit the images.
+    const meta = session.inputMetadata?.[0];
+    const declared = meta && meta.isTensor ? meta.shape : [];
+    const [h, w, c] = options.inputShape;
+    const want = options.layout === 'nchw' ? [c, h, w] : [h, w, c];
+    if (declared.length > 0) {
+      const fits = declared.length === 4 && want.every((d, i) => typeof declared[i + 1] !== 'number' || declared[i + 1] === d);
+      if (!fits) {
+        await session.release();
+        throw new GoodnetError(`the ONNX graph's input is (${declared.join(',')}), not ${options.layout.toUpperCase()} images of ${h}x${w}x${c}; use --engine tfjs`, options.source);
+      }
+    }
+    const b = declared[0];
+    const fixedBatch = typeof b === 'number' && b > 0 ? b : undefined;
+    return new OrtEngine(ort, session, options.layout, options.inputShape, threads, fixedBatch, options.source);
   }
 
   /** Class scores (n x K, row-major) of `n` NHWC images in `x`. */
@@ -82,6 +98,27 @@ export class OrtEngine {
     const [h, w, c] = this.inputShape;
     const per = h * w * c;
     if (x.length < n * per) throw new GoodnetError(`batch holds ${x.length} values, ${n} images of ${h}x${w}x${c} need ${n * per}`, this.source);
+    const fb = this.fixedBatch;
+    if (fb === undefined || fb === n) return this.run(x, n);
+    // A graph with a fixed batch size: chunks of fb images, the last one padded with zeros.
+    let scores: Float32Array | undefined;
+    let classes = 0;
+    const chunk = new Float32Array(fb * per);
+    for (let s = 0; s < n; s += fb) {
+      const m = Math.min(fb, n - s);
+      chunk.fill(0);
+      chunk.set(x.subarray(s * per, (s + m) * per));
+      const r = await this.run(chunk, fb);
+      classes = r.classes;
+      scores ??= new Float32Array(n * classes);
+      scores.set(r.scores.subarray(0, m * classes), s * classes);
+    }
+    return { scores: scores ?? new Float32Array(0), classes };
+  }
+
+  private async run(x: Float32Array, n: number): Promise<{ scores: Float32Array; classes: number }> {
+    const [h, w, c] = this.inputShape;
+    const per = h * w * c;
     const view = x.length === n * per ? x : x.subarray(0, n * per);
     let data: Float32Array, dims: number[];
     if (this.layout === 'nchw') {
