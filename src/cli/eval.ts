@@ -1,10 +1,10 @@
 import { Command } from 'commander';
 import { evaluate } from '../eval/evaluate.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, progress, setUp,
+import { addForwardEngineOption, checkForwardEngine, type ForwardEngineOpts, addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, progress, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
-interface EvalOpts extends EngineOpts, ModelOpts, DataOpts {
+interface EvalOpts extends EngineOpts, ForwardEngineOpts, ModelOpts, DataOpts {
   model: string;
   clean?: string;
   poisoned?: string;
@@ -28,7 +28,7 @@ export function evalCommand(): Command {
     .option('-t, --target <label>', "attacker's target label (required with --poisoned)", parseInteger('--target', 0))
     .addOption(jsonOption())
     .option('--force', 'replace the --json file if it exists');
-  addModelDataEngineOptions(cmd);
+  addForwardEngineOption(addModelDataEngineOptions(cmd));
   cmd.addHelpText('after', `
 Examples:
   goodnet eval -m ../shared/csaw/lab3_sunglasses_bd_weights.h5 -c ../shared/csaw/images
@@ -39,11 +39,12 @@ Examples:
     await setUp(o);
     const model = await openModel(o.model, o);
     const px = commandPreprocessing(model, o);
+    checkForwardEngine(o, model);
     const r = await evaluate(model, {
-      clean: o.clean, poisoned: o.poisoned, target: o.target, ...px, layout: o.layout, batchSize: o.batchSize,
+      clean: o.clean, poisoned: o.poisoned, target: o.target, ...px, layout: o.layout, batchSize: o.batchSize, engine: o.engine, ortThreads: o.ortThreads,
       onProgress: (set, d, t) => bars[set](d, t),
     });
-    const printed = await emitJson({ ...r, backend: o.backend, scale: px.scale, preprocessing: model.preprocessing }, o.json, o.force);
+    const printed = await emitJson({ ...r, backend: o.backend, engine: o.engine, scale: px.scale, preprocessing: model.preprocessing }, o.json, o.force);
     if (printed) return;
     const rows: (string | number)[][] = [];
     if (r.clean) rows.push(['clean accuracy', percent(r.clean.accuracy), `${r.clean.correct}/${r.clean.count}`, r.clean.source]);

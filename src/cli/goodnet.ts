@@ -1,10 +1,10 @@
 import { Command } from 'commander';
 import { evaluateGoodNet } from '../defense/goodnet.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, setUp,
+import { addForwardEngineOption, checkForwardEngine, type ForwardEngineOpts, addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
-interface GoodNetCliOpts extends EngineOpts, ModelOpts, DataOpts {
+interface GoodNetCliOpts extends EngineOpts, ForwardEngineOpts, ModelOpts, DataOpts {
   bad: string;
   repaired: string;
   cleanTest: string;
@@ -28,7 +28,7 @@ export function goodnetCommand(): Command {
     .requiredOption('-t, --target <label>', "the attacker's target label", parseInteger('--target', 0))
     .addOption(jsonOption())
     .option('--force', 'replace the --json file if it exists');
-  addModelDataEngineOptions(cmd);
+  addForwardEngineOption(addModelDataEngineOptions(cmd));
   cmd.addHelpText('after', `
 Example:
   goodnet goodnet --bad lab/models/bd_net.h5 --repaired lab/prune/asc/models/repaired_4.h5 \\
@@ -39,8 +39,9 @@ Example:
     const bad = await openModel(o.bad, o);
     const repaired = await openModel(o.repaired, o);
     const px = commandPreprocessing(bad, o, [repaired]); // B and B' take the same input: B's file (or the flags) decide
+    checkForwardEngine(o, bad, repaired);
     const r = await evaluateGoodNet({ bad, repaired, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target,
-      ...px, layout: o.layout, batchSize: o.batchSize });
+      ...px, layout: o.layout, batchSize: o.batchSize, engine: o.engine, ortThreads: o.ortThreads });
     if (await emitJson({ models: { bad: o.bad, repaired: o.repaired }, target: o.target, preprocessing: bad.preprocessing, ...r }, o.json, o.force)) return;
     console.log(markdownTable(['model', 'clean accuracy', 'ASR', 'detection', 'false alarm'], [
       ['B (BadNet)', percent(r.bad.accuracy), percent(r.bad.asr), '-', '-'],

@@ -3,10 +3,10 @@ import { GoodnetError } from '../errors.js';
 import { classifyGoodNet } from '../defense/goodnet.js';
 import { classify } from '../eval/classify.js';
 import { markdownTable } from '../report/table.js';
-import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, setUp,
+import { addForwardEngineOption, checkForwardEngine, type ForwardEngineOpts, addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
-interface PredictOpts extends EngineOpts, ModelOpts, DataOpts {
+interface PredictOpts extends EngineOpts, ForwardEngineOpts, ModelOpts, DataOpts {
   model?: string;
   bad?: string;
   repaired?: string;
@@ -26,7 +26,7 @@ export function predictCommand(): Command {
     .option('-k, --top <k>', 'also show the k most likely labels (not with --bad/--repaired)', parseInteger('--top', 1, 1000), 1)
     .addOption(jsonOption())
     .option('--force', 'replace the --json file if it exists');
-  addModelDataEngineOptions(cmd);
+  addForwardEngineOption(addModelDataEngineOptions(cmd));
   cmd.addHelpText('after', `
 Examples:
   goodnet predict -m ../shared/csaw/lab3_sunglasses_bd_weights.h5 ../shared/csaw/images
@@ -44,7 +44,8 @@ Examples:
     if (goodnet) return predictGoodNet(inputs, o);
     const model = await openModel(o.model!, o);
     const px = commandPreprocessing(model, o);
-    const results = await classify(model, inputs, { topK: o.top, ...px, layout: o.layout, batchSize: o.batchSize });
+    checkForwardEngine(o, model);
+    const results = await classify(model, inputs, { topK: o.top, ...px, layout: o.layout, batchSize: o.batchSize, engine: o.engine, ortThreads: o.ortThreads });
     if (await emitJson({ model: o.model, preprocessing: model.preprocessing, predictions: results }, o.json, o.force)) return;
     const headers = ['input', 'true', 'label', 'p', ...(o.top > 1 ? [`top ${o.top}`] : [])];
     const rows = results.map((r) => [
@@ -61,7 +62,8 @@ Examples:
 async function predictGoodNet(inputs: string[], o: PredictOpts): Promise<void> {
   const [bad, repaired] = [await openModel(o.bad!, o), await openModel(o.repaired!, o)];
   const px = commandPreprocessing(bad, o, [repaired]); // B's file (or the flags) decide for both
-  const results = await classifyGoodNet(bad, repaired, inputs, { ...px, layout: o.layout, batchSize: o.batchSize });
+  checkForwardEngine(o, bad, repaired);
+  const results = await classifyGoodNet(bad, repaired, inputs, { ...px, layout: o.layout, batchSize: o.batchSize, engine: o.engine, ortThreads: o.ortThreads });
   if (await emitJson({ models: { bad: o.bad, repaired: o.repaired }, backdoorLabel: bad.numClasses, predictions: results }, o.json, o.force)) return;
   console.log(markdownTable(['input', 'true', 'B', "B'", 'GoodNet'], results.map((r) => [
     r.input, r.truth >= 0 ? String(r.truth) : '-', r.bad, r.repaired, r.backdoor ? `backdoor (${r.goodnet})` : r.goodnet,

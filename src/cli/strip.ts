@@ -3,10 +3,10 @@ import { GoodnetError } from '../errors.js';
 import { runStrip, STRIP_DEFAULTS, type StripMethod, type StripResult, type StripStage, type SuperimposeMode } from '../detect/strip.js';
 import { writeStripOutput } from '../detect/strip_output.js';
 import { markdownTable, percent } from '../report/table.js';
-import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, progress, setUp,
+import { addForwardEngineOption, checkForwardEngine, type ForwardEngineOpts, addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, progress, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
 
-interface StripCliOpts extends EngineOpts, ModelOpts, DataOpts {
+interface StripCliOpts extends EngineOpts, ForwardEngineOpts, ModelOpts, DataOpts {
   model: string;
   cleanValid: string;
   inputs?: string[];
@@ -74,7 +74,7 @@ export function stripCommand(): Command {
     .option('-o, --out <dir>', 'write strip.json and the entropy histogram (strip-entropy.png, .svg) to this folder')
     .option('--force', 'replace the --out folder if it exists')
     .addOption(jsonOption());
-  addModelDataEngineOptions(cmd);
+  addForwardEngineOption(addModelDataEngineOptions(cmd));
   // STRIP runs groups of N+1 images per forward pass: a larger default batch keeps the engine busy.
   cmd.options.find((o) => o.attributeName() === 'batchSize')!.default(STRIP_DEFAULTS.batchSize);
   cmd.setOptionValueWithSource('batchSize', STRIP_DEFAULTS.batchSize, 'default');
@@ -100,11 +100,12 @@ Examples:
     await setUp(o);
     const model = await openModel(o.model, o);
     const px = commandPreprocessing(model, o);
+    checkForwardEngine(o, model);
     const bars = new Map<StripStage, (d: number, t: number) => void>();
     const r = await runStrip(model, {
       cleanValid: o.cleanValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, inputs: o.inputs,
       n: o.n, frr: o.frr, method: o.method, heldOut: o.heldOut, superimpose: o.superimpose, pixelMax: o.pixelMax,
-      seed: o.seed, limit: o.limit, ...px, layout: o.layout, batchSize: o.batchSize,
+      seed: o.seed, limit: o.limit, ...px, layout: o.layout, batchSize: o.batchSize, engine: o.engine, ortThreads: o.ortThreads,
       onStage: (st, d, t) => {
         if (!bars.has(st)) bars.set(st, progress(STAGE_LABEL[st]));
         bars.get(st)!(d, t);

@@ -4,7 +4,7 @@
  */
 import { GoodnetError } from '../errors.js';
 import { accuracy, attackSuccessRate, checkTarget } from '../eval/metrics.js';
-import { predictDataset } from '../eval/predict.js';
+import { predictDataset, type PredictOptions } from '../eval/predict.js';
 import { checkLabels, openDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
 import { pixelOptionsFor, type PixelOptions } from '../io/preprocess.js';
@@ -75,7 +75,7 @@ export function checkSameArchitecture(bad: LoadedModel, repaired: LoadedModel): 
 }
 
 /** Pixel options default to B's recorded preprocessing (B and B' take the same input). */
-export interface GoodNetEvalOptions extends PixelOptions {
+export interface GoodNetEvalOptions extends PixelOptions, Pick<PredictOptions, 'engine' | 'ortThreads'> {
   bad: LoadedModel;
   repaired: LoadedModel;
   cleanTest: string;
@@ -93,8 +93,8 @@ export async function evaluateGoodNet(o: GoodNetEvalOptions): Promise<Pick<GoodN
     const ds = await openDataset(path, { ...pixelOptionsFor(o.bad, o), layout: o.layout, expect: o.bad.inputShape });
     try {
       checkLabels(ds, o.bad.numClasses);
-      const bad = (await predictDataset(o.bad, ds, { batchSize: o.batchSize })).labels;
-      const repaired = (await predictDataset(o.repaired, ds, { batchSize: o.batchSize })).labels;
+      const bad = (await predictDataset(o.bad, ds, { batchSize: o.batchSize, engine: o.engine, ortThreads: o.ortThreads })).labels;
+      const repaired = (await predictDataset(o.repaired, ds, { batchSize: o.batchSize, engine: o.engine, ortThreads: o.ortThreads })).labels;
       return { labels: Int32Array.from(ds.labels), bad, repaired };
     } finally {
       ds.close();
@@ -124,15 +124,15 @@ export async function classifyGoodNet(
   bad: LoadedModel,
   repaired: LoadedModel,
   paths: string[],
-  o: PixelOptions & { layout?: OpenDatasetOptions['layout']; batchSize?: number } = {},
+  o: PixelOptions & Pick<PredictOptions, 'engine' | 'ortThreads'> & { layout?: OpenDatasetOptions['layout']; batchSize?: number } = {},
 ): Promise<GoodNetAnswer[]> {
   checkSameArchitecture(bad, repaired);
   const out: GoodNetAnswer[] = [];
   for (const path of paths) {
     const ds = await openDataset(path, { ...pixelOptionsFor(bad, o), layout: o.layout, expect: bad.inputShape });
     try {
-      const b = (await predictDataset(bad, ds, { batchSize: o.batchSize })).labels;
-      const r = (await predictDataset(repaired, ds, { batchSize: o.batchSize })).labels;
+      const b = (await predictDataset(bad, ds, { batchSize: o.batchSize, engine: o.engine, ortThreads: o.ortThreads })).labels;
+      const r = (await predictDataset(repaired, ds, { batchSize: o.batchSize, engine: o.engine, ortThreads: o.ortThreads })).labels;
       const g = goodnetLabels(b, r, bad.numClasses);
       for (let i = 0; i < ds.length; i++) {
         out.push({ input: ds.name(i), truth: ds.labels[i]!, bad: b[i]!, repaired: r[i]!, goodnet: g[i]!, backdoor: g[i] === bad.numClasses });

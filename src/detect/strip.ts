@@ -55,6 +55,8 @@ import { normalizeInPlace, pixelOptionsFor } from '../io/preprocess.js';
 import { autoBatchSize, checkFits } from '../eval/predict.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { checkTarget } from '../eval/metrics.js';
+import type { EngineName } from '../engine/ort.js';
+import { ortEngineFor } from '../eval/ort_model.js';
 
 export type StripMethod = 'quantile' | 'normal';
 export type SuperimposeMode = 'clip' | 'add';
@@ -92,7 +94,15 @@ export interface StripSettings {
   batchSize?: number;
 }
 
-export interface CalibrateOptions extends StripSettings {
+/** Which engine runs STRIP's forward passes (not a detector setting: the entropies are the same up to float rounding). */
+export interface StripForward {
+  /** 'tfjs' (default) or 'ort' (onnxruntime-node on the model's ONNX form). */
+  engine?: EngineName;
+  /** onnxruntime intra-op threads with engine 'ort'. */
+  ortThreads?: number;
+}
+
+export interface CalibrateOptions extends StripSettings, StripForward {
   /** Target false rejection rate in (0, 1) (default 0.01). */
   frr?: number;
   method?: StripMethod;
@@ -382,7 +392,34 @@ interface Pool {
  */
 async function scoreRows(
   model: LoadedModel, s: Resolved, pool: Pool, ds: ImageDataset, stream: string,
-  rows: Int32Array | undefined, onProgress?: (done: number, total: number) => void,
+  rows: Int32Array | undefined, onProgress?: (done: number, total: number) => void, fwd: StripForward = {},
+): Promise<StripScores> {
+  if (fwd.engine !== 'ort') {
+    const net = model.net;
+    return scoreRowsWith(model, s, pool, ds, stream, rows, onProgress, async (x, count) => {
+      const [H, W, C] = model.inputShape;
+      const probs = tf.tidy(() => net.predict(tf.tensor4d(x.subarray(0, count * H * W * C), [count, H, W, C]), { batchSize: count }) as tf.Tensor);
+      const pr = (await probs.data()) as Float32Array;
+      probs.dispose();
+      return pr;
+    });
+  }
+  const ort = await ortEngineFor(model, { threads: fwd.ortThreads });
+  try {
+    return await scoreRowsWith(model, s, pool, ds, stream, rows, onProgress, async (x, count) => {
+      const r = await ort.predictBatch(x, count);
+      if (r.classes !== model.numClasses) throw new GoodnetError(`the ONNX graph gives ${r.classes} class scores, the model ${model.numClasses}; use --engine tfjs`, model.source);
+      return r.scores;
+    });
+  } finally {
+    await ort.dispose();
+  }
+}
+
+async function scoreRowsWith(
+  model: LoadedModel, s: Resolved, pool: Pool, ds: ImageDataset, stream: string,
+  rows: Int32Array | undefined, onProgress: ((done: number, total: number) => void) | undefined,
+  forward: (x: Float32Array, count: number) => Promise<Float32Array>,
 ): Promise<StripScores> {
   const t0 = performance.now();
   const [H, W, C] = model.inputShape;
@@ -400,8 +437,6 @@ async function scoreRows(
   if (total === 0) return out;
   const pending: { row: number; at: number; x: Float32Array; xAt: number }[] = [];
   let done = 0;
-  const net = model.net;
-
   const flush = async () => {
     const m = pending.length;
     if (m === 0) return;
@@ -417,9 +452,7 @@ async function scoreRows(
       for (let i = 0; i < per; i++) buf[o + i] = p.x[p.xAt + i]! / s.scale;
     });
     normalizeInPlace(buf, C, s, 0, count * per);
-    const probs = tf.tidy(() => net.predict(tf.tensor4d(buf.subarray(0, count * per), [count, H, W, C]), { batchSize: count }) as tf.Tensor);
-    const pr = (await probs.data()) as Float32Array;
-    probs.dispose();
+    const pr = await forward(buf, count);
     await yieldToEventLoop(); // SIGINT/SIGTERM are handled here, once per forward pass
     pending.forEach((p, j) => {
       let sum = 0;
@@ -525,7 +558,7 @@ export async function calibrateStrip(model: LoadedModel, cleanValid: string | Im
     const pool = { pixels, count: bgRows.length };
 
     // Pass 2: calibration entropies.
-    const scores = await scoreRows(model, s, pool, ds, 'calibration', calRows, options.onProgress);
+    const scores = await scoreRows(model, s, pool, ds, 'calibration', calRows, options.onProgress, options);
     const threshold = stripThreshold(scores.entropies, frr, method);
     const flagged = countBelow(scores.entropies, threshold);
     return {
@@ -543,7 +576,7 @@ export async function calibrateStrip(model: LoadedModel, cleanValid: string | Im
   }
 }
 
-export interface ScoreOptions {
+export interface ScoreOptions extends StripForward {
   /** Names the RNG stream of the backgrounds (default 'inputs'); see the module comment. */
   stream?: string;
   /** Rows to score (default all). */
@@ -561,7 +594,7 @@ export async function stripEntropies(model: LoadedModel, detector: StripDetector
     }
     const rows = options.rows === undefined ? undefined : checkRows(options.rows, ds.length, ds.source);
     const pool = { pixels: detector.backgrounds.pixels, count: detector.backgrounds.count };
-    return await scoreRows(model, s, pool, ds, options.stream ?? 'inputs', rows, options.onProgress);
+    return await scoreRows(model, s, pool, ds, options.stream ?? 'inputs', rows, options.onProgress, options);
   } finally {
     if (owned) ds.close();
   }
@@ -671,7 +704,7 @@ export async function runStrip(model: LoadedModel, options: RunStripOptions): Pr
     try {
       const all = Int32Array.from({ length: ds.length }, (_, i) => i);
       const rows = limitRows(all, limit, s.seed, 'clean-test');
-      const sc = await stripEntropies(model, det, ds, { stream: 'clean-test', rows, onProgress: stage('clean-test') });
+      const sc = await stripEntropies(model, det, ds, { stream: 'clean-test', rows, onProgress: stage('clean-test'), engine: options.engine, ortThreads: options.ortThreads });
       const flagged = countBelow(sc.entropies, det.threshold);
       result.cleanTest = {
         source: ds.source, total: ds.length, ...summarize(sc.entropies), flagged, frr: flagged / sc.entropies.length,
@@ -694,7 +727,7 @@ export async function runStrip(model: LoadedModel, options: RunStripOptions): Pr
       const labelsAreTarget = trojaned.length === 0;
       const eligible = labelsAreTarget ? Int32Array.from({ length: ds.length }, (_, i) => i) : Int32Array.from(trojaned);
       const rows = limitRows(eligible, limit, s.seed, 'poisoned-test');
-      const sc = await stripEntropies(model, det, ds, { stream: 'poisoned-test', rows, onProgress: stage('poisoned-test') });
+      const sc = await stripEntropies(model, det, ds, { stream: 'poisoned-test', rows, onProgress: stage('poisoned-test'), engine: options.engine, ortThreads: options.ortThreads });
       const accepted = sc.entropies.length - countBelow(sc.entropies, det.threshold);
       result.poisonedTest = {
         source: ds.source, total: ds.length, ...(t !== undefined ? { target: t } : {}), labelsAreTarget,
@@ -711,7 +744,7 @@ export async function runStrip(model: LoadedModel, options: RunStripOptions): Pr
     const t1 = performance.now();
     const verdicts: StripInputVerdict[] = [];
     for (const [k, path] of options.inputs.entries()) {
-      const sc = await stripEntropies(model, det, path, { stream: `inputs:${k}`, onProgress: stage('inputs') });
+      const sc = await stripEntropies(model, det, path, { stream: `inputs:${k}`, onProgress: stage('inputs'), engine: options.engine, ortThreads: options.ortThreads });
       for (let i = 0; i < sc.entropies.length; i++) {
         const h = sc.entropies[i]!;
         verdicts.push({ input: sc.names[i]!, source: path, truth: sc.truth[i]!, label: sc.predicted[i]!, entropy: h, flagged: h < det.threshold });

@@ -2,7 +2,7 @@
 import { openDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
 import { pixelOptionsFor, type PixelOptions } from '../io/preprocess.js';
-import { predictDataset } from './predict.js';
+import { predictDataset, type PredictOptions } from './predict.js';
 
 export interface Classified {
   input: string;
@@ -13,7 +13,7 @@ export interface Classified {
   top: { label: number; probability: number }[];
 }
 
-export interface ClassifyOptions extends PixelOptions {
+export interface ClassifyOptions extends PixelOptions, Pick<PredictOptions, 'engine' | 'ortThreads'> {
   topK?: number;
   layout?: OpenDatasetOptions['layout'];
   batchSize?: number;
@@ -26,7 +26,7 @@ export async function classify(model: LoadedModel, paths: string[], options: Cla
   for (const path of paths) {
     const ds = await openDataset(path, { ...pixelOptionsFor(model, options), layout: options.layout, expect: model.inputShape });
     try {
-      const p = await predictDataset(model, ds, { topK: k, batchSize: options.batchSize });
+      const p = await predictDataset(model, ds, { topK: k, batchSize: options.batchSize, engine: options.engine, ortThreads: options.ortThreads });
       for (let i = 0; i < ds.length; i++) {
         const top = p.topkLabels && p.topkProbs
           ? Array.from({ length: p.k }, (_, j) => ({ label: p.topkLabels![i * p.k + j]!, probability: p.topkProbs![i * p.k + j]! }))

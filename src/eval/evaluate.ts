@@ -6,7 +6,7 @@ import { pixelOptionsFor, type PixelOptions } from '../io/preprocess.js';
 import { accuracy, attackSuccessRate, checkTarget, type AsrResult } from './metrics.js';
 import { predictDataset, type PredictOptions } from './predict.js';
 
-export interface EvaluateOptions extends Pick<PredictOptions, 'batchSize'>, PixelOptions {
+export interface EvaluateOptions extends Pick<PredictOptions, 'batchSize' | 'engine' | 'ortThreads'>, PixelOptions {
   /** Clean data (file/folder path or an open data set). */
   clean?: string | ImageDataset;
   /** Poisoned (triggered) data. */
@@ -42,7 +42,7 @@ export async function evaluate(model: LoadedModel, options: EvaluateOptions): Pr
     const { ds, owned } = await open(model, options.clean, options);
     try {
       checkLabels(ds, model.numClasses);
-      const p = await predictDataset(model, ds, { batchSize: options.batchSize, onProgress: (d, t) => options.onProgress?.('clean', d, t) });
+      const p = await predictDataset(model, ds, { batchSize: options.batchSize, engine: options.engine, ortThreads: options.ortThreads, onProgress: (d, t) => options.onProgress?.('clean', d, t) });
       const a = accuracy(p.labels, ds.labels);
       if (a.count === 0) throw new GoodnetError('clean data has no labelled images', ds.source);
       result.clean = { source: ds.source, accuracy: a.value, correct: a.correct, count: a.count };
@@ -54,7 +54,7 @@ export async function evaluate(model: LoadedModel, options: EvaluateOptions): Pr
     const { ds, owned } = await open(model, options.poisoned, options);
     try {
       checkLabels(ds, model.numClasses);
-      const p = await predictDataset(model, ds, { batchSize: options.batchSize, onProgress: (d, t) => options.onProgress?.('poisoned', d, t) });
+      const p = await predictDataset(model, ds, { batchSize: options.batchSize, engine: options.engine, ortThreads: options.ortThreads, onProgress: (d, t) => options.onProgress?.('poisoned', d, t) });
       const { value, ...rest } = attackSuccessRate(p.labels, ds.labels, options.target!);
       result.poisoned = { source: ds.source, target: options.target!, asr: value, ...rest };
     } finally {

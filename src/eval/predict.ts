@@ -8,6 +8,8 @@ import { yieldToEventLoop } from '../io/atomic.js';
 import type { ImageDataset } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
 import { GoodnetError } from '../errors.js';
+import type { EngineName, OrtEngine } from '../engine/ort.js';
+import { ortEngineFor } from './ort_model.js';
 
 export interface Predictions {
   /** Predicted class per image. */
@@ -26,6 +28,10 @@ export interface PredictOptions {
   topK?: number;
   /** Called after each batch with images done so far. */
   onProgress?: (done: number, total: number) => void;
+  /** Forward engine: 'tfjs' (default, tfjs-layers on the current backend) or 'ort' (onnxruntime-node on the model's ONNX form). */
+  engine?: EngineName;
+  /** onnxruntime intra-op threads with engine 'ort' (default 1; 0: the core count). */
+  ortThreads?: number;
 }
 
 export const DEFAULT_BATCH = 256;
@@ -72,37 +78,72 @@ export async function predictDataset(
   const topkProbs = k > 1 ? new Float32Array(n * k) : undefined;
   const net = netOf(model);
   const [h, w, c] = model.inputShape;
-  for await (const batch of ds.batches(batchSize)) {
-    // Only small tensors leave tidy; their data is read outside it.
-    const { idx, val, probs } = tf.tidy(() => {
-      const x = tf.tensor4d(batch.x, [batch.n, h, w, c]);
-      const probs = net.predict(x, { batchSize }) as tf.Tensor2D;
-      const t = tf.topk(probs, k);
-      return { idx: t.indices, val: t.values, probs };
-    });
-    const [ib, vb, pb] = await Promise.all([idx.data(), val.data(), probs.data()]);
-    tf.dispose([idx, val, probs]);
-    const bad = firstNonFinite(pb);
-    if (bad >= 0) {
-      const row = Math.floor(bad / model.numClasses);
-      const x = tf.tensor4d(batch.x.subarray(row * h * w * c, (row + 1) * h * w * c), [1, h, w, c]);
-      const layer = firstNonFiniteLayer(net, x);
-      x.dispose();
-      throw new GoodnetError(`the model's output holds NaN or Inf for image ${batch.start + row} of ${ds.source}` +
-        `${layer ? `; non-finite values first appear at layer '${layer}'` : ''} (weights too large?); no result is reported`, model.source);
+  // Built before the first batch, so a model without an ONNX form fails before any work.
+  const ort: OrtEngine | undefined = options.engine === 'ort' ? await ortEngineFor(model, { threads: options.ortThreads }) : undefined;
+  try {
+    for await (const batch of ds.batches(batchSize)) {
+      let ib: ArrayLike<number>, vb: ArrayLike<number>, pb: Float32Array;
+      if (ort) {
+        const r = await ort.predictBatch(batch.x, batch.n);
+        if (r.classes !== model.numClasses) throw new GoodnetError(`the ONNX graph gives ${r.classes} class scores, the model ${model.numClasses}; use --engine tfjs`, model.source);
+        pb = r.scores;
+        ({ idx: ib, val: vb } = topkRows(pb, batch.n, r.classes, k));
+      } else {
+        // Only small tensors leave tidy; their data is read outside it.
+        const { idx, val, probs } = tf.tidy(() => {
+          const x = tf.tensor4d(batch.x, [batch.n, h, w, c]);
+          const probs = net.predict(x, { batchSize }) as tf.Tensor2D;
+          const t = tf.topk(probs, k);
+          return { idx: t.indices, val: t.values, probs };
+        });
+        [ib, vb, pb] = await Promise.all([idx.data(), val.data(), probs.data() as Promise<Float32Array>]);
+        tf.dispose([idx, val, probs]);
+      }
+      const bad = firstNonFinite(pb);
+      if (bad >= 0) {
+        const row = Math.floor(bad / model.numClasses);
+        const x = tf.tensor4d(batch.x.subarray(row * h * w * c, (row + 1) * h * w * c), [1, h, w, c]);
+        const layer = firstNonFiniteLayer(net, x);
+        x.dispose();
+        throw new GoodnetError(`the model's output holds NaN or Inf for image ${batch.start + row} of ${ds.source}` +
+          `${layer ? `; non-finite values first appear at layer '${layer}'` : ''} (weights too large?); no result is reported`, model.source);
+      }
+      for (let i = 0; i < batch.n; i++) {
+        labels[batch.start + i] = ib[i * k]!;
+        top[batch.start + i] = vb[i * k]!;
+      }
+      if (topkLabels && topkProbs) {
+        topkLabels.set(ib, batch.start * k);
+        topkProbs.set(vb, batch.start * k);
+      }
+      options.onProgress?.(batch.start + batch.n, n);
+      await yieldToEventLoop(); // SIGINT/SIGTERM handled once per batch
     }
-    for (let i = 0; i < batch.n; i++) {
-      labels[batch.start + i] = ib[i * k]!;
-      top[batch.start + i] = vb[i * k]!;
-    }
-    if (topkLabels && topkProbs) {
-      topkLabels.set(ib as Int32Array, batch.start * k);
-      topkProbs.set(vb as Float32Array, batch.start * k);
-    }
-    options.onProgress?.(batch.start + batch.n, n);
-    await yieldToEventLoop(); // SIGINT/SIGTERM handled once per batch
+  } finally {
+    await ort?.dispose();
   }
   return { labels, top, topkLabels, topkProbs, k };
+}
+
+/**
+ * The k best classes of each of n rows of `scores` (n x K), best first; ties keep the lower
+ * class first (as tf.topk does).
+ */
+export function topkRows(scores: Float32Array, n: number, classes: number, k: number): { idx: Int32Array; val: Float32Array } {
+  const idx = new Int32Array(n * k);
+  const val = new Float32Array(n * k);
+  for (let i = 0; i < n; i++) {
+    const row = i * classes, o = i * k;
+    let filled = 0;
+    for (let j = 0; j < classes; j++) {
+      const v = scores[row + j]!;
+      if (filled === k && !(v > val[o + k - 1]!)) continue;
+      let p = filled < k ? filled++ : k - 1;
+      while (p > 0 && v > val[o + p - 1]!) { val[o + p] = val[o + p - 1]!; idx[o + p] = idx[o + p - 1]!; p--; }
+      val[o + p] = v; idx[o + p] = j;
+    }
+  }
+  return { idx, val };
 }
 
 /** Index of the first NaN or +-Inf in `v`, or -1. */

@@ -3,7 +3,7 @@
  * the onnx 1.23 release) compiled at run time by protobufjs. Decoding, encoding, and
  * turning TensorProto contents into numbers.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import { GoodnetError } from '../errors.js';
@@ -75,7 +75,9 @@ let modelType: protobuf.Type | undefined;
 /** The onnx.ModelProto type, from the official schema file shipped with goodnet. */
 export function onnxModelType(): protobuf.Type {
   if (!modelType) {
-    const file = fileURLToPath(new URL('../../../proto/onnx.proto', import.meta.url));
+    // dist/src/io -> proto/; dist/bench/src/io (the benchmarks' build) is one level deeper.
+    const file = ['../../../proto/onnx.proto', '../../../../proto/onnx.proto'].map((p) => fileURLToPath(new URL(p, import.meta.url))).find((f) => existsSync(f))
+      ?? fileURLToPath(new URL('../../../proto/onnx.proto', import.meta.url));
     const root = protobuf.parse(readFileSync(file, 'utf8'), { keepCase: false }).root;
     modelType = root.lookupType('onnx.ModelProto');
   }
