@@ -17,7 +17,7 @@ import { loadModel } from './io/model.js';
 import { runPrune, type PruneOptions, type PruneSummary } from './defense/prune.js';
 import { writeReport } from './report/build.js';
 import { runStrip, type RunStripOptions, type StripResult } from './detect/strip.js';
-import { writeStripOutput } from './detect/strip_output.js';
+import { writeStripOutput } from './report/strip_output.js';
 import { comparisonRows, type ComparisonRow } from './defense/compare.js';
 import { comparisonMarkdown } from './report/html.js';
 import { predictDataset } from './eval/predict.js';

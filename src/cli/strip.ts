@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { GoodnetError } from '../errors.js';
 import { runStrip, STRIP_DEFAULTS, type StripMethod, type StripResult, type StripStage, type SuperimposeMode } from '../detect/strip.js';
-import { writeStripOutput } from '../detect/strip_output.js';
+import { writeStripOutput } from '../report/strip_output.js';
 import { markdownTable, percent } from '../report/table.js';
 import { addForwardEngineOption, checkForwardEngine, type ForwardEngineOpts, addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, progress, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';

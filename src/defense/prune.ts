@@ -20,7 +20,7 @@ import { checkAllLabelled, checkLabels, openDataset, type ImageDataset, type Ope
 import { sha256 } from '../io/hash.js';
 import { saveModel, type LoadedModel } from '../io/model.js';
 import { pixelOptionsFor, preprocessingFor, type PixelOptions, type Preprocessing } from '../io/preprocess.js';
-import { goodnetCsv, markdownGoodNetTable } from '../report/html.js';
+import { goodnetCsv, markdownGoodNetTable } from './goodnet_tables.js';
 import { channelMeans, cutActivations, tailLabels, type CutActivations } from './activations.js';
 import { goodnetMetrics } from './goodnet.js';
 import { findCutPoint, headModel, tailModel } from './graph.js';

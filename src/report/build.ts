@@ -19,7 +19,7 @@ import { comparisonHtml, escapeHtml, renderReport, type ReportData } from './htm
 import { percent } from './table.js';
 import type { ComparisonRow } from '../defense/compare.js';
 import type { StripResult } from '../detect/strip.js';
-import { stripFigure } from '../detect/strip_output.js';
+import { stripFigure } from './strip_output.js';
 
 const PKG = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 

@@ -2,9 +2,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeAtomically } from '../io/atomic.js';
-import { stripHistogram, writeFigure, type Figure } from '../report/figures.js';
-import { percent } from '../report/table.js';
-import type { StripResult } from './strip.js';
+import { stripHistogram, writeFigure, type Figure } from './figures.js';
+import { percent } from './table.js';
+import type { StripResult } from '../detect/strip.js';
 
 export function stripFigure(r: StripResult): Promise<Figure> {
   return stripHistogram({
