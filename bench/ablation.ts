@@ -9,6 +9,7 @@ import seedrandom from 'seedrandom';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/engine/backend.js';
 import { loadModel } from '../src/io/model.js';
+import '../src/models/index.js'; // registers the architectures for weights-only Keras files
 import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
 import { channelMeans, type CutActivations } from '../src/defense/activations.js';
 import { sweep, type SweepOptions } from '../src/defense/sweep.js';

@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { loadModel } from '../src/io/model.js';
+import '../src/models/index.js'; // registers the architectures for weights-only Keras files
 import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
 import { channelOrder } from '../src/defense/sweep.js';
 

@@ -23,6 +23,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { loadModel, saveModel } from '../src/io/model.js';
+import '../src/models/index.js'; // registers the architectures for weights-only Keras files
 import { writeCsawData } from '../src/attack/csaw_layout.js';
 import { runPrune } from '../src/defense/prune.js';
 import { openDataset } from '../src/io/dataset.js';

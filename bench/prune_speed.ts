@@ -20,6 +20,7 @@ import seedrandom from 'seedrandom';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/engine/backend.js';
 import { loadModel, describeModel } from '../src/io/model.js';
+import '../src/models/index.js'; // registers the architectures for weights-only Keras files
 import { writeCsawData } from '../src/attack/csaw_layout.js';
 import { runPrune } from '../src/defense/prune.js';
 import { evaluate } from '../src/eval/evaluate.js';

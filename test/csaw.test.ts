@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend } from '../src/engine/backend.js';
 import { loadModel, saveModel } from '../src/io/model.js';
+import '../src/models/index.js'; // weights-only Keras files load into the registered architectures
 import { classify } from '../src/eval/classify.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { inspectModel } from '../src/models/inspect.js';

@@ -8,6 +8,7 @@ import { initBackend } from '../src/engine/backend.js';
 import { runAttack } from '../src/attack/lab.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { loadModel, type LoadedModel, describeModel } from '../src/io/model.js';
+import '../src/models/index.js'; // weights-only Keras files load into the registered architectures
 import { inspectModel } from '../src/models/inspect.js';
 import { runPrune, type PruneSummary } from '../src/defense/prune.js';
 import { findCutPoint } from '../src/defense/graph.js';

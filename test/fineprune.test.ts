@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { initBackend } from '../src/engine/backend.js';
 import { runAttack, type AttackSummary } from '../src/attack/lab.js';
 import { loadModel, type LoadedModel } from '../src/io/model.js';
+import '../src/models/index.js'; // weights-only Keras files load into the registered architectures
 import { inspectModel } from '../src/models/inspect.js';
 import { pruneChannels } from '../src/defense/mask.js';
 import { fineTune, readAll, runFinePrune } from '../src/defense/fineprune.js';

@@ -20,6 +20,7 @@ import { GoodnetError } from '../src/errors.js';
 import { createH5 } from '../src/io/hdf5.js';
 import { writeKerasH5 } from '../src/io/keras.js';
 import { saveModel } from '../src/io/model.js';
+import '../src/models/index.js'; // weights-only Keras files load into the registered architectures
 import { writeAtomically } from '../src/io/atomic.js';
 import { checkOutputPath } from '../src/io/paths.js';
 import { checkPngHeader } from '../src/io/safe_open.js';

@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { loadModel, saveModel } from '../src/io/model.js';
+import '../src/models/index.js'; // weights-only Keras files load into the registered architectures
 import { writeKerasH5 } from '../src/io/keras.js';
 import type { JsonObject } from '../src/io/keras_config.js';
 import { bitEqual, predictArray, sameWeights, tempDir } from './helpers.js';

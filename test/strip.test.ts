@@ -10,6 +10,7 @@ import { initBackend } from '../src/engine/backend.js';
 import { runAttack } from '../src/attack/lab.js';
 import { openDataset } from '../src/io/dataset.js';
 import { loadModel, type LoadedModel } from '../src/io/model.js';
+import '../src/models/index.js'; // weights-only Keras files load into the registered architectures
 import {
   calibrateStrip, entropy, normalQuantile, runStrip, stripEntropies, stripFlags, stripThreshold, summarize, superimpose,
   type StripDetector,

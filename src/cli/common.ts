@@ -1,4 +1,5 @@
 /** Options and helpers every subcommand shares, so flags mean the same thing everywhere. */
+import '../models/index.js'; // registers the architectures for Keras weights-only files (--weights-arch)
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { initBackend, BACKENDS, type BackendName } from '../engine/backend.js';

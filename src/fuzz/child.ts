@@ -9,6 +9,7 @@ import { GoodnetError } from '../errors.js';
 import { openDataset } from '../io/dataset.js';
 import { decodeImage } from '../io/images.js';
 import { loadModel } from '../io/model.js';
+import '../models/index.js'; // weights-only Keras seeds load into the registered architectures
 import { createTrigger } from '../attack/triggers.js';
 import * as tf from '@tensorflow/tfjs-core';
 import type { TargetKind } from './seeds.js';

@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
-import { architectureFromWeights, buildArchitecture, deepIdPool3Shape, DEEPID_INPUT } from '../models/index.js';
+import { weightsOnlyArchitecture, weightsOnlyArchitectures } from './architectures.js';
 import { withWeightBudget } from './limits.js';
 import { createH5, h5Attr, h5Get, hdf5Reason, openH5, type H5File, type H5Group, type H5Dataset } from './hdf5.js';
 import { isKeras3Config, parseModelConfig, toTfjsTopology, type JsonObject } from './keras_config.js';
@@ -130,21 +130,6 @@ function shapeOf(root: H5Group, path: string): number[] | undefined {
   return isDataset(ds) ? (ds.shape ?? []).map(Number) : undefined;
 }
 
-/** For weights-only DeepID files: classes from output/bias, channels from conv_1, size from fc_1. */
-function inferDeepIdShape(root: H5Group, file: string, given?: [number, number, number]) {
-  const out = shapeOf(root, 'output/output/bias:0') ?? shapeOf(root, 'output/bias:0');
-  const k1 = shapeOf(root, 'conv_1/conv_1/kernel:0') ?? shapeOf(root, 'conv_1/kernel:0');
-  const fc1 = shapeOf(root, 'fc_1/fc_1/kernel:0') ?? shapeOf(root, 'fc_1/kernel:0');
-  if (!out || !k1 || !fc1) throw new GoodnetError('weights do not look like a deepid network (need conv_1, fc_1, output)', file);
-  const numClasses = out[0]!;
-  if (given) return { inputShape: given, numClasses };
-  const channels = k1[2]!;
-  // fc_1 sees pool_3 flattened: h3 * w3 * 60. The lab's 55x47 fits; anything else needs --input-shape.
-  const p = deepIdPool3Shape(DEEPID_INPUT[0], DEEPID_INPUT[1])!;
-  if (p[0] * p[1] * 60 === fc1[0]) return { inputShape: [DEEPID_INPUT[0], DEEPID_INPUT[1], channels] as [number, number, number], numClasses };
-  throw new GoodnetError(`cannot infer the input size from fc_1 (${fc1.join('x')}); pass --input-shape HxWxC`, file);
-}
-
 /** Build (weights not loaded) the network a Keras model_config / config.json describes. */
 export async function buildKerasNet(kerasConfig: JsonObject, path: string, what = 'model_config'): Promise<tfl.LayersModel> {
   const topology = toTfjsTopology(kerasConfig, path);
@@ -157,16 +142,6 @@ export async function buildKerasNet(kerasConfig: JsonObject, path: string, what 
     throw new GoodnetError(
       unknown ? `unsupported Keras object '${unknown[1]}' in ${what}` : `cannot build the model from ${what}: ${msg.split('\n')[0]}`,
       path, { cause: err });
-  }
-}
-
-/** Run fn; a GoodnetError without a file gets `file`. */
-function withFileName<T>(file: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    if (err instanceof GoodnetError && !err.file) throw new GoodnetError(err.message, file, { cause: err });
-    throw err;
   }
 }
 
@@ -199,11 +174,15 @@ export async function readKerasH5(path: string, options: KerasLoadOptions = {}):
       throw new GoodnetError("not a Keras model file (no 'model_config' or 'layer_names' attribute)", path);
     }
     const arch = options.arch ?? 'deepid';
-    const shape = arch === 'deepid' ? inferDeepIdShape(f, path, options.inputShape) : withFileName(path, () =>
-      architectureFromWeights(arch, (l, w) => shapeOf(f, `${l}/${l}/${w}:0`) ?? shapeOf(f, `${l}/${w}:0`), options.inputShape));
+    const build = weightsOnlyArchitecture(arch);
+    if (!build) {
+      const known = weightsOnlyArchitectures();
+      throw new GoodnetError(`unknown architecture '${arch}' for a weights-only file (${known.length ? `built in: ${known.join(', ')}` : "none registered: import goodnet's models"})`, path);
+    }
+    const weightShape = (l: string, w: string) => shapeOf(f, `${l}/${l}/${w}:0`) ?? shapeOf(f, `${l}/${w}:0`);
     let net: tfl.LayersModel;
     try {
-      net = await withWeightBudget(path, () => buildArchitecture(arch, shape));
+      net = await withWeightBudget(path, () => build(weightShape, options.inputShape));
     } catch (err) {
       // Architecture errors do not know the file; the shapes came from it.
       if (err instanceof GoodnetError) throw err.file ? err : new GoodnetError(err.message, path, { cause: err });

@@ -4,7 +4,8 @@
  */
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
-import { deepId } from './deepid.js';
+import { registerWeightsOnlyArchitecture, type WeightShapeOf } from '../io/architectures.js';
+import { deepId, deepIdPool3Shape, DEEPID_INPUT } from './deepid.js';
 import { resnet, type ResNetOptions } from './resnet.js';
 import { vgg, vggFeatureShape, type VggOptions } from './vgg.js';
 
@@ -37,7 +38,7 @@ export function buildArchitecture(name: string, options: ArchitectureOptions): t
 }
 
 /** Shape of a stored weight (e.g. ('block1_conv1', 'kernel')), or undefined when absent. */
-export type WeightShapeOf = (layer: string, weight: string) => number[] | undefined;
+export type { WeightShapeOf } from '../io/architectures.js';
 
 /**
  * Build options for a weights-only file of the vgg or resnet architecture, read from its
@@ -59,6 +60,7 @@ export function architectureFromWeights(name: string, shapeOf: WeightShapeOf, gi
       widths.push(k[3]!);
     }
   };
+  if (name === 'deepid') return deepIdFromWeights(shapeOf, given);
   if (name === 'vgg') {
     const numClasses = need('output', 'bias')[0]!;
     const channels = need('block1_conv1', 'kernel')[2]!;
@@ -85,6 +87,25 @@ export function architectureFromWeights(name: string, shapeOf: WeightShapeOf, gi
     return { ...options, inputShape: given };
   }
   throw new GoodnetError(`unknown architecture '${name}' (built in: ${ARCHITECTURE_NAMES.join(', ')})`);
+}
+
+/** DeepID from its weights: classes from output/bias, channels from conv_1, size from fc_1 (the lab's 55x47 fits). */
+function deepIdFromWeights(shapeOf: WeightShapeOf, given?: [number, number, number]): ArchitectureOptions {
+  const out = shapeOf('output', 'bias');
+  const k1 = shapeOf('conv_1', 'kernel');
+  const fc1 = shapeOf('fc_1', 'kernel');
+  if (!out || !k1 || !fc1) throw new GoodnetError('weights do not look like a deepid network (need conv_1, fc_1, output)');
+  const numClasses = out[0]!;
+  if (given) return { inputShape: given, numClasses };
+  // fc_1 sees pool_3 flattened: h3 * w3 * 60. The lab's 55x47 fits; anything else needs --input-shape.
+  const p = deepIdPool3Shape(DEEPID_INPUT[0], DEEPID_INPUT[1])!;
+  if (p[0] * p[1] * 60 === fc1[0]) return { inputShape: [DEEPID_INPUT[0], DEEPID_INPUT[1], k1[2]!], numClasses };
+  throw new GoodnetError(`cannot infer the input size from fc_1 (${fc1.join('x')}); pass --input-shape HxWxC`);
+}
+
+// Weights-only Keras files are read into these (src/io/keras.ts looks them up by name).
+for (const name of ARCHITECTURE_NAMES) {
+  registerWeightsOnlyArchitecture(name, (shapeOf, given) => buildArchitecture(name, architectureFromWeights(name, shapeOf, given)));
 }
 
 export { deepId, deepIdPool3Shape, DEEPID_INPUT, DEEPID_CLASSES, DEEPID_MIN_SIDE, type DeepIdOptions } from './deepid.js';

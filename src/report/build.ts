@@ -13,6 +13,7 @@ import type { PruneSummary } from '../defense/prune.js';
 import { writeAtomically } from '../io/atomic.js';
 import { openDataset } from '../io/dataset.js';
 import { loadModel, type LoadedModel } from '../io/model.js';
+import '../models/index.js'; // the model a prune ran on may be a weights-only Keras file
 import { normalizeInPlace, preprocessingText, type Preprocessing } from '../io/preprocess.js';
 import { reportFigures, writeFigure, type Figure } from './figures.js';
 import { comparisonHtml, escapeHtml, renderReport, type ReportData } from './html.js';
