@@ -9,11 +9,11 @@ import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { evaluate } from '../eval/evaluate.js';
 import { checkWritable } from '../io/atomic.js';
-import { openDataset, type ImageDataset } from '../io/dataset.js';
+import { checkLabels, openDataset, type ImageDataset } from '../io/dataset.js';
 import { saveModel, type LoadedModel } from '../io/model.js';
 import { pixelOptionsFor, preprocessingFor, type PixelOptions } from '../io/preprocess.js';
 import { inspectModel } from '../models/inspect.js';
-import { permutation, train, type TrainingSet } from '../models/train.js';
+import { permutation, subsetOf, train, type TrainingSet } from '../models/train.js';
 import { channelMeans, cutActivations } from './activations.js';
 import { cloneNet, findCutPoint, headModel, type CutPoint } from './graph.js';
 import { applyMaskInPlace, maskedCopy, prunedChannels } from './mask.js';
@@ -51,30 +51,23 @@ export interface FineTuneResult {
  * A clean data set read whole into memory (NHWC, pixels as the model takes them: divided by
  * `pixels` when a number, else scaled and normalized as `pixels` says), for fine-tuning.
  */
-export async function readAll(path: string, expect: [number, number, number], pixels: number | PixelOptions = 1, layout?: 'auto' | 'nchw' | 'nhwc'): Promise<TrainingSet> {
+export async function readAll(
+  path: string, expect: [number, number, number], pixels: number | PixelOptions = 1, layout?: 'auto' | 'nchw' | 'nhwc', numClasses?: number,
+): Promise<TrainingSet> {
   const px = typeof pixels === 'number' ? { scale: pixels } : pixels;
   const ds: ImageDataset = await openDataset(path, { expect, scale: px.scale, mean: px.mean, std: px.std, layout });
   try {
+    if (numClasses !== undefined) checkLabels(ds, numClasses);
+    if (ds.length === 0) throw new GoodnetError('data set is empty', path);
+    if (ds.labels.some((l) => l < 0)) throw new GoodnetError('training needs labelled images', path);
     const [h, w, c] = ds.imageShape;
     const per = h * w * c;
     const images = new Float32Array(ds.length * per);
     for await (const b of ds.batches(1024)) images.set(b.x, b.start * per);
-    if (ds.labels.some((l) => l < 0)) throw new GoodnetError('fine-tuning needs labelled images', path);
     return { images, labels: Int32Array.from(ds.labels), n: ds.length, shape: [h, w, c] };
   } finally {
     ds.close();
   }
-}
-
-function pick(set: TrainingSet, idx: Int32Array): TrainingSet {
-  const per = set.shape[0] * set.shape[1] * set.shape[2];
-  const images = new Float32Array(idx.length * per);
-  const labels = new Int32Array(idx.length);
-  idx.forEach((i, r) => {
-    images.set(set.images.subarray(i * per, (i + 1) * per), r * per);
-    labels[r] = set.labels[i]!;
-  });
-  return { images, labels, n: idx.length, shape: set.shape };
 }
 
 async function accuracyOn(net: tfl.LayersModel, set: TrainingSet, inputScale: number): Promise<number> {
@@ -127,8 +120,8 @@ export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pru
   const order = permutation(clean.n, seedrandom(`holdout:${o.seed}`));
   const nHeld = Math.max(1, Math.round(o.holdOut * clean.n));
   if (clean.n - nHeld < 1) throw new GoodnetError(`${clean.n} clean images are too few to fine-tune with a held-out part`);
-  const held = pick(clean, order.subarray(0, nHeld));
-  const trainSet = pick(clean, order.subarray(nHeld));
+  const held = subsetOf(clean, order.subarray(0, nHeld));
+  const trainSet = subsetOf(clean, order.subarray(nHeld));
 
   let max = 0;
   for (let i = 0; i < clean.images.length; i++) if (clean.images[i]! > max) max = clean.images[i]!;

@@ -14,9 +14,9 @@ import { pixelOptionsFor } from '../io/preprocess.js';
 import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { evaluate } from '../eval/evaluate.js';
-import { checkLabels, openDataset } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
-import { permutation, type TrainingSet } from '../models/train.js';
+import { permutation, subsetOf, type TrainingSet } from '../models/train.js';
+import { readAll } from './fineprune.js';
 
 /** What every defense is given: a model and clean data (nothing poisoned). */
 export interface DefenseInput {
@@ -140,40 +140,13 @@ export function derOf(before: Measurement, after: Measurement): number {
  */
 export async function loadCleanData(input: DefenseInput): Promise<TrainingSet> {
   const { model } = input;
-  const ds = await openDataset(input.cleanValid, { expect: model.inputShape, ...pixelOptionsFor(model, input), layout: input.layout });
-  try {
-    checkLabels(ds, model.numClasses);
-    if (ds.length === 0) throw new GoodnetError('data set is empty', input.cleanValid);
-    if (ds.labels.some((l) => l < 0)) throw new GoodnetError('defenses need labelled clean images', input.cleanValid);
-    const [h, w, c] = ds.imageShape;
-    const per = h * w * c;
-    const all = new Float32Array(ds.length * per);
-    for await (const b of ds.batches(1024)) all.set(b.x, b.start * per);
-    const limit = input.cleanImages;
-    if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 2)) {
-      throw new GoodnetError(`clean image budget must be an integer >= 2, got ${String(limit)}`);
-    }
-    if (limit === undefined || limit >= ds.length) {
-      return { images: all, labels: Int32Array.from(ds.labels), n: ds.length, shape: [h, w, c] };
-    }
-    const idx = permutation(ds.length, seedrandom(`clean-subset:${input.seed ?? 0}`)).subarray(0, limit);
-    return subsetOf({ images: all, labels: ds.labels, n: ds.length, shape: [h, w, c] }, idx);
-  } finally {
-    ds.close();
+  const limit = input.cleanImages;
+  if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 2)) {
+    throw new GoodnetError(`clean image budget must be an integer >= 2, got ${String(limit)}`);
   }
-}
-
-/** The images at `idx` (copied). */
-export function subsetOf(set: TrainingSet, idx: ArrayLike<number>): TrainingSet {
-  const per = set.shape[0] * set.shape[1] * set.shape[2];
-  const images = new Float32Array(idx.length * per);
-  const labels = new Int32Array(idx.length);
-  for (let r = 0; r < idx.length; r++) {
-    const i = idx[r]!;
-    images.set(set.images.subarray(i * per, (i + 1) * per), r * per);
-    labels[r] = set.labels[i]!;
-  }
-  return { images, labels, n: idx.length, shape: set.shape };
+  const all = await readAll(input.cleanValid, model.inputShape, pixelOptionsFor(model, input), input.layout, model.numClasses);
+  if (limit === undefined || limit >= all.n) return all;
+  return subsetOf(all, permutation(all.n, seedrandom(`clean-subset:${input.seed ?? 0}`)).subarray(0, limit));
 }
 
 /** Split a set in two by a seeded permutation: the first `share` (at least one image) and the rest. */

@@ -66,6 +66,19 @@ export function datasetAccuracy(net: tfl.LayersModel, set: TrainingSet, scale = 
   return set.n === 0 ? 0 : correct / set.n;
 }
 
+/** The images at `idx` (copied). */
+export function subsetOf(set: TrainingSet, idx: ArrayLike<number>): TrainingSet {
+  const per = set.shape[0] * set.shape[1] * set.shape[2];
+  const images = new Float32Array(idx.length * per);
+  const labels = new Int32Array(idx.length);
+  for (let r = 0; r < idx.length; r++) {
+    const i = idx[r]!;
+    images.set(set.images.subarray(i * per, (i + 1) * per), r * per);
+    labels[r] = set.labels[i]!;
+  }
+  return { images, labels, n: idx.length, shape: set.shape };
+}
+
 /** Fisher-Yates with a seeded generator. */
 export function permutation(n: number, rng: () => number): Int32Array {
   const p = new Int32Array(n);
