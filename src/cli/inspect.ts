@@ -1,5 +1,5 @@
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { findCutPoint } from '../defense/graph.js';
+import { findCutPoint, maskLayerOf } from '../defense/graph.js';
 import { prunedChannels } from '../defense/mask.js';
 import { Command } from 'commander';
 import { IDENTITY_PREPROCESSING, preprocessingText } from '../io/preprocess.js';
@@ -90,7 +90,7 @@ const HOW: Record<string, string> = {
  */
 function describePrunePoint(net: LayersModel): { layer: string; channels: number; realise: string; pruned: number[] } | undefined {
   try {
-    const maskLayer = net.layers.find((l) => l.name.endsWith('_goodnet_mask'));
+    const maskLayer = maskLayerOf(net);
     const cut = findCutPoint(net, maskLayer?.name);
     return { layer: cut.conv, channels: cut.channels, realise: cut.realise.kind, pruned: prunedChannels(net, cut) };
   } catch {

@@ -15,7 +15,7 @@ import { pixelOptionsFor, preprocessingFor, type PixelOptions } from '../io/prep
 import { inspectModel } from '../models/inspect.js';
 import { permutation, subsetOf, train, type TrainingSet } from '../models/train.js';
 import { channelMeans, cutActivations } from './activations.js';
-import { cloneNet, findCutPoint, headModel, type CutPoint } from './graph.js';
+import { cloneNet, findCutPoint, headModel, maskLayerOf, type CutPoint } from './graph.js';
 import { applyMaskInPlace, maskedCopy, prunedChannels } from './mask.js';
 import { channelOrder } from './sweep.js';
 
@@ -197,7 +197,7 @@ export interface FinePruneCommandResult {
 /** `goodnet fineprune` as a function. */
 export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePruneCommandResult> {
   // A pruned model with a mask layer (mask.ts) is pruned at that layer.
-  const maskLayer = o.layer === undefined && o.pruneFraction === undefined ? o.model.net.layers.find((l) => l.name.endsWith('_goodnet_mask')) : undefined;
+  const maskLayer = o.layer === undefined && o.pruneFraction === undefined ? maskLayerOf(o.model.net) : undefined;
   const cut = findCutPoint(o.model.net, o.layer ?? maskLayer?.name, o.model.source);
   if (o.out) checkWritable(o.out, { overwrite: o.overwrite, inputs: [o.model.source, o.cleanValid, o.cleanTest, o.poisonedTest] });
   if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined) || (o.poisonedTest !== undefined && o.target === undefined)) {

@@ -8,6 +8,7 @@ import { predictDataset, type PredictOptions } from '../eval/predict.js';
 import { checkLabels, openDataset, type OpenDatasetOptions } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
 import { pixelOptionsFor, type PixelOptions } from '../io/preprocess.js';
+import { MASK_SUFFIX } from './graph.js';
 import type { GoodNetRow } from './types.js';
 
 /** G's labels from B's and B''s; `numClasses` (N) is the backdoor answer. */
@@ -64,7 +65,7 @@ export function goodnetMetrics(x: GoodNetInputs): Pick<GoodNetRow, 'repaired' | 
  * shapes), apart from the 1x1 mask layers pruning may insert (mask.ts).
  */
 export function checkSameArchitecture(bad: LoadedModel, repaired: LoadedModel): void {
-  const sig = (m: LoadedModel) => m.net.layers.filter((l) => !l.name.endsWith('_goodnet_mask')).map((l) => `${l.name}:${l.getClassName()}:${l.weights.map((w) => w.shape.join('x')).join('/')}`);
+  const sig = (m: LoadedModel) => m.net.layers.filter((l) => !l.name.endsWith(MASK_SUFFIX)).map((l) => `${l.name}:${l.getClassName()}:${l.weights.map((w) => w.shape.join('x')).join('/')}`);
   const a = sig(bad);
   const b = sig(repaired);
   const i = a.findIndex((s, j) => s !== b[j]);

@@ -50,6 +50,14 @@ export interface CutPoint {
 
 type Layer = tfl.layers.Layer;
 
+/** Name suffix of the 1x1 mask layers goodnet inserts where no weights can carry a prune (mask.ts). */
+export const MASK_SUFFIX = '_goodnet_mask';
+
+/** A mask layer goodnet inserted into `net`, if any: a pruned model's prune point. */
+export function maskLayerOf(net: tfl.LayersModel): Layer | undefined {
+  return net.layers.find((l) => l.name.endsWith(MASK_SUFFIX));
+}
+
 /** The layers feeding `layer` in this model (first inbound node). */
 function inboundLayers(layer: Layer): Layer[] {
   const node = layer.inboundNodes[0];
@@ -238,7 +246,7 @@ export function findCutPoint(net: tfl.LayersModel, layer?: string, source = 'mod
   const consumers = consumersOf(net, point);
   const only = consumers.length === 1 ? consumers[0]! : undefined;
   const cut = only && LOCAL_POOLS.has(only.getClassName()) || (only && GLOBAL_POOLS.has(only.getClassName())) ? only : point;
-  const realise: Realisation = zeroPlan(net, point) ?? foldPlan(net, point) ?? { kind: 'mask', layer: `${point.name}_goodnet_mask` };
+  const realise: Realisation = zeroPlan(net, point) ?? foldPlan(net, point) ?? { kind: 'mask', layer: `${point.name}${MASK_SUFFIX}` };
   return { pool: cut.name, conv: point.name, channels, realise, reason };
 }
 

@@ -15,7 +15,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
-import { cloneNet, findCutPoint, type CutPoint } from './graph.js';
+import { cloneNet, findCutPoint, MASK_SUFFIX, type CutPoint } from './graph.js';
 
 type Json = Record<string, unknown>;
 
@@ -50,7 +50,7 @@ function setScaled(layer: tfl.layers.Layer, scale: (w: tf.Tensor, i: number) => 
 
 /** The name of the mask layer `maskedCopy` inserts for a 'mask' cut. */
 export function maskLayerName(cut: CutPoint): string {
-  return cut.realise.kind === 'mask' ? cut.realise.layer : `${cut.conv}_goodnet_mask`;
+  return cut.realise.kind === 'mask' ? cut.realise.layer : `${cut.conv}${MASK_SUFFIX}`;
 }
 
 /**
