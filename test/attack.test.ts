@@ -374,8 +374,11 @@ test('poisonTraining: seeded choice among non-target images, replaced in place, 
 
   throwsOneLine(() => poisonTraining(d, { rate: 0.1, target: 4, trigger: trig, seed: 1 }), /^target 4 is outside the classes 0..3$/);
   throwsOneLine(() => poisonTraining(d, { rate: 0.1, target: -1, trigger: trig, seed: 1 }), /target -1 is outside/);
-  throwsOneLine(() => poisonTraining(d, { rate: 1, target: 0, trigger: trig, seed: 1 }), /poison rate must be in \(0, 1\), got 1/);
-  throwsOneLine(() => poisonTraining(d, { rate: 0, target: 0, trigger: trig, seed: 1 }), /poison rate must be in \(0, 1\)/);
+  throwsOneLine(() => poisonTraining(d, { rate: 1, target: 0, trigger: trig, seed: 1 }), /poison rate must be in \[0, 1\), got 1/);
+  throwsOneLine(() => poisonTraining(d, { rate: -0.1, target: 0, trigger: trig, seed: 1 }), /poison rate must be in \[0, 1\)/);
+  const none = poisonTraining(d, { rate: 0, target: 0, trigger: trig, seed: 1 });
+  assert.equal(none.poisoned.length, 0, 'rate 0: a clean control set');
+  assert.deepEqual([...none.data.labels], [...d.labels]);
   throwsOneLine(() => poisonTraining(d, { rate: 0.9, target: 0, trigger: trig, seed: 1 }), /180 poisoned images but only 150/);
   throwsOneLine(() => poisonTraining(d, { rate: 0.1, target: 0, trigger: createTrigger({ kind: 'patch', size: 7 }), seed: 1 }), /does not fit 6x6 images/);
 });

@@ -97,8 +97,8 @@ test('attack: bad input is one line, exit 2, and nothing is written', () => {
     const base = ['--out', out, '--dataset', 'mnist', '--train-size', '200', '--valid-size', '50', '--test-size', '50', '-e', '1'];
     const cases: [string[], RegExp][] = [
       [['-t', '10'], /target 10 is outside the classes 0\.\.9/],
-      [['--poison-rate', '1.5'], /--poison-rate must be in \(0, 1\)/],
-      [['--poison-rate', '0'], /--poison-rate must be in \(0, 1\)/],
+      [['--poison-rate', '1.5'], /--poison-rate must be in \[0, 1\)/],
+      [['--poison-rate', '-0.1'], /--poison-rate must be in \[0, 1\)/],
       [['--trigger-size', '30'], /trigger .*30x30.* does not fit 28x28/],
       [['--trigger', 'image', '--trigger-image', join(dir, 'broken.png')], /broken\.png: /],
       [['--trigger-alpha', '0.5'], /--trigger-alpha does not apply to a patch trigger/],

@@ -145,7 +145,7 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
   if (o.patience !== undefined && (!Number.isInteger(o.patience) || o.patience < 1)) {
     throw new GoodnetError(`patience must be an integer >= 1, got ${o.patience}`);
   }
-  if (!(o.poisonRate > 0 && o.poisonRate < 1)) throw new GoodnetError(`poison rate must be in (0, 1), got ${o.poisonRate}`);
+  if (!(o.poisonRate >= 0 && o.poisonRate < 1)) throw new GoodnetError(`poison rate must be in [0, 1), got ${o.poisonRate}`);
   const trigger = createTrigger(o.trigger);
   // Refuse an existing output before spending minutes on training.
   checkWritable(o.out, { overwrite: o.overwrite, folder: true });

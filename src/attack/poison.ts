@@ -17,7 +17,7 @@ import type { Trigger } from './triggers.js';
 import { checkLabelled, imageSize, numClassesOf, type LabelledImages } from './types.js';
 
 export interface PoisonOptions {
-  /** Share of the training set to poison, in (0, 1). */
+  /** Share of the training set to poison, in [0, 1); 0 gives a clean control set. */
   rate: number;
   /** Target class. */
   target: number;
@@ -53,13 +53,13 @@ export function poisonTraining(train: LabelledImages, opts: PoisonOptions): Pois
   const { rate, target, trigger, seed } = opts;
   const numClasses = opts.numClasses ?? numClassesOf(train);
   checkTarget(target, numClasses);
-  if (typeof rate !== 'number' || !(rate > 0 && rate < 1)) {
-    throw new GoodnetError(`poison rate must be in (0, 1), got ${String(rate)}`);
+  if (typeof rate !== 'number' || !(rate >= 0 && rate < 1)) {
+    throw new GoodnetError(`poison rate must be in [0, 1), got ${String(rate)}`);
   }
   const { n, height: h, width: w, channels: c } = train;
   trigger.check(h, w, c);
   const k = Math.round(rate * n);
-  if (k === 0) throw new GoodnetError(`poison rate ${rate} of ${n} training images poisons none`);
+  if (k === 0 && rate > 0) throw new GoodnetError(`poison rate ${rate} of ${n} training images poisons none`);
   const eligible: number[] = [];
   for (let i = 0; i < n; i++) if (train.labels[i] !== target) eligible.push(i);
   if (k > eligible.length) {

@@ -30,7 +30,7 @@ interface AttackCliOpts extends Omit<EngineOpts, 'batchSize'> {
 
 function parseRate(v: string): number {
   const n = Number(v);
-  if (!(n > 0 && n < 1)) throw new InvalidArgumentError(`--poison-rate must be in (0, 1), got '${v}'`);
+  if (!(n >= 0 && n < 1)) throw new InvalidArgumentError(`--poison-rate must be in [0, 1), got '${v}'`);
   return n;
 }
 
@@ -63,7 +63,7 @@ export function attackCommand(): Command {
     .option('--trigger-x <px>', 'image: column of the pasted image\'s top-left corner (default 0)')
     .option('--trigger-y <px>', 'image: row of the pasted image\'s top-left corner (default 0)')
     .option('-t, --target <label>', 'the attacker\'s target label', parseInteger('--target', 0), d.target)
-    .option('--poison-rate <r>', 'share of training images to poison, in (0, 1)', parseRate, d.poisonRate)
+    .option('--poison-rate <r>', 'share of training images to poison, in [0, 1); 0 trains a clean control model the same way', parseRate, d.poisonRate)
     .option('-e, --epochs <n>', 'training epochs', parseInteger('--epochs', 1, 10000), d.epochs)
     .option('--batch-size <n>', 'training batch size', parseInteger('--batch-size', 1, 65536), d.batchSize)
     .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)
