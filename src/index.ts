@@ -46,7 +46,7 @@ export { stratifiedSplit, subset, defaultSplitSizes, type Split, type SplitSizes
 export { writeCsawSet } from './attack/csaw_layout.js';
 export type { LabelledImages } from './attack/types.js';
 export { train, datasetAccuracy, type TrainOptions, type TrainingSet, type EpochStats } from './models/train.js';
-export { runPrune, PRUNE_DEFAULTS, type PruneOptions, type PruneSummary } from './defense/prune.js';
+export { runPrune, computePrune, writePrune, disposePrune, PRUNE_DEFAULTS, type PruneOptions, type PruneComputeOptions, type PruneResult, type PruneSummary } from './defense/prune.js';
 export { findCutPoint, headModel, tailModel, type CutPoint } from './defense/graph.js';
 export { pruneChannels, maskedCopy, applyMaskInPlace, prunedChannels } from './defense/mask.js';
 export { sweep, channelOrder, pickThresholds } from './defense/sweep.js';

@@ -113,7 +113,7 @@ export const ORDER_TITLE: Record<PruneOrder, string> = {
   desc: 'Pruning in descending order of mean activation, test sets',
 };
 
-async function openChecked(path: string, model: LoadedModel, o: PruneOptions): Promise<ImageDataset> {
+async function openChecked(path: string, model: LoadedModel, o: PruneComputeOptions): Promise<ImageDataset> {
   const ds = await openDataset(path, { ...pixelOptionsFor(model, o), layout: o.layout, expect: model.inputShape });
   checkFits(model, ds);
   checkLabels(ds, model.numClasses);
@@ -121,7 +121,7 @@ async function openChecked(path: string, model: LoadedModel, o: PruneOptions): P
   return ds;
 }
 
-async function activationsOf(path: string, role: string, head: ReturnType<typeof headModel>, model: LoadedModel, o: PruneOptions) {
+async function activationsOf(path: string, role: string, head: ReturnType<typeof headModel>, model: LoadedModel, o: PruneComputeOptions) {
   const ds = await openChecked(path, model, o);
   try {
     if (ds.length === 0) throw new GoodnetError('data set is empty', path);
@@ -154,8 +154,47 @@ async function saveRepaired(m: LoadedModel, od: string, order: string, name: str
   return paths;
 }
 
+/** What `computePrune` returns: the summary and what the writing step needs (models stay in memory). */
+export interface PruneResult {
+  summary: PruneSummary;
+  /** The model as pruned (its `preprocessing` is the run's). */
+  model: LoadedModel;
+  cut: ReturnType<typeof findCutPoint>;
+  orders: PruneOrder[];
+  thresholds: number[];
+  rule: ThresholdRule;
+  /** Fine-pruned FP_X networks (owned by the result: `disposePrune` frees them). */
+  finePruned: { row: FinePruneRow; net: tfl.LayersModel }[];
+  /** performance.now() when the run started (for timings.total). */
+  started: number;
+}
+
+/** Options of the computing part: everything but where to write. */
+export type PruneComputeOptions = Omit<PruneOptions, 'out' | 'overwrite'>;
+
 /** Run the defense; writes `out` and returns what it wrote to summary.json. */
 export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
+  checkWritable(o.out, { overwrite: o.overwrite, folder: true, inputs: [o.model.source, o.cleanValid, o.poisonedValid, o.cleanTest, o.poisonedTest] });
+  const r = await computePrune(o);
+  try {
+    await writePrune(r, o.out, { overwrite: o.overwrite, saveModels: o.saveModels });
+    return r.summary;
+  } finally {
+    disposePrune(r);
+  }
+}
+
+/** Free the networks a PruneResult holds. */
+export function disposePrune(r: PruneResult): void {
+  for (const fp of r.finePruned) fp.net.dispose();
+  r.finePruned.length = 0;
+}
+
+/**
+ * The defense's computing part: profile, sweeps, picks, fine-pruning and test-set tables, all in
+ * memory (nothing is written). `writePrune` writes the outputs; the web page uses this directly.
+ */
+export async function computePrune(o: PruneComputeOptions): Promise<PruneResult> {
   const t0 = performance.now();
   const orders = o.orders ?? PRUNE_DEFAULTS.orders;
   const thresholds = o.thresholds ?? PRUNE_DEFAULTS.thresholds;
@@ -166,7 +205,6 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
   if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined)) {
     throw new GoodnetError('give both --clean-test and --poisoned-test, or neither');
   }
-  checkWritable(o.out, { overwrite: o.overwrite, folder: true, inputs: [o.model.source, o.cleanValid, o.poisonedValid, o.cleanTest, o.poisonedTest] });
   // Checked before any work; every written model records it.
   const pre = preprocessingFor(o.model, o);
   const model: LoadedModel = { ...o.model, preprocessing: pre };
@@ -277,10 +315,30 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
       ...(finePruned.length ? { finePrune: finePruned.map((f) => f.row) } : {}), timings,
     };
 
+    return { summary, model, cut, orders, thresholds, rule, finePruned: finePruned.splice(0), started: t0 };
+  } finally {
+    tf.dispose(held.map((a) => a.values));
+    for (const fp of finePruned) fp.net.dispose();
+    // `head` shares its layers with the caller's model: it must not be disposed.
+    tail.dispose();
+  }
+}
+
+/**
+ * The defense's writing part: `out` gets profile.json, summary.json, goodnet.{json,csv,md} and per
+ * order sweep.{csv,json}, prune.json and the B'_X (and FP_X) models, under a temp name renamed when
+ * complete. Sets the picks' `model` paths and timings.write/total in `r.summary`.
+ */
+export async function writePrune(r: PruneResult, out: string, options: { overwrite?: boolean; saveModels?: boolean } = {}): Promise<void> {
+  const { summary, model, cut, orders, thresholds, rule, finePruned } = r;
+  const { sweeps, profile, goodnet, inputs, timings } = summary;
+  const o = { saveModels: options.saveModels };
+  let t: number;
+  {
     // 3. Write everything under a temp name; rename when complete.
     // A model with an inserted mask layer no longer matches the author's Keras config.
     const keras = cut.realise.kind === 'mask' ? { kerasConfig: undefined, onnx: undefined } : {};
-    await writeAtomically(o.out, async (dir) => {
+    await writeAtomically(out, async (dir) => {
       t = performance.now();
       for (const s of sweeps) {
         const od = join(dir, s.order);
@@ -314,14 +372,8 @@ export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
         writeFileSync(join(dir, 'goodnet.md'), `${orders.map((ord) => `${ORDER_TITLE[ord]}\n\n${markdownGoodNetTable(goodnet!, ord)}`).join('\n\n')}\n`);
       }
       timings.write = (performance.now() - t) / 1000;
-      timings.total = (performance.now() - t0) / 1000;
+      timings.total = (performance.now() - r.started) / 1000;
       writeFileSync(join(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
-    }, { overwrite: o.overwrite, folder: true });
-    return summary;
-  } finally {
-    tf.dispose(held.map((a) => a.values));
-    for (const fp of finePruned) fp.net.dispose();
-    // `head` shares its layers with the caller's model: it must not be disposed.
-    tail.dispose();
+    }, { overwrite: options.overwrite, folder: true });
   }
 }
