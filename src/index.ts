@@ -70,3 +70,4 @@ export { runAnp, anpMasks, ANP_DEFAULTS, type AnpOptions, type AnpDetails } from
 export { runClp, clpPrune, channelLipschitz, CLP_DEFAULTS, type ClpOptions, type ClpDetails } from './defense/clp.js';
 export { runComparison, comparisonTable, BACKDOORBENCH_REFERENCE, type CompareOptions, type CompareResult } from './defense/comparison.js';
 export { channelUnits, zeroUnitChannels, type ChannelUnit } from './defense/channels.js';
+export { serveWeb, WEB_ROOT, CONTENT_SECURITY_POLICY, type ServeOptions, type RunningServer } from './web/server.js';

@@ -1,0 +1,144 @@
+/**
+ * The browser page (issue 15) in Debian's Chromium via playwright-core: loaded from `goodnet serve`
+ * (serveWeb), files set through its file inputs, a run whose numbers must equal the CLI's summary.json
+ * on the same files, Cancel, a bad file's one-line error, the demo button, and no request leaving
+ * 127.0.0.1. The finished page's screenshot is kept at dist/test-artifacts/web.png.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CHROMIUM, needsChromium } from './browser.js';
+import { serveWeb, WEB_ROOT } from '../src/web/server.js';
+
+const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+const DEMO = join(ROOT, 'web', 'demo');
+const ARTIFACTS = join(ROOT, 'dist', 'test-artifacts');
+const FILES = { model: 'bd_net.h5', cleanValid: 'clean_valid.h5', poisonedValid: 'poisoned_valid.h5', cleanTest: 'clean_test.h5', poisonedTest: 'poisoned_test.h5' };
+
+interface Summary {
+  baseline: Record<string, number>;
+  sweeps: { order: string; channelOrder: number[]; steps: { step: number; accuracy: number; asr: number }[]; picks: Record<string, unknown>[] }[];
+  goodnet: unknown[];
+  profile: { mean: number[] };
+}
+
+/** What must be equal between the CLI and the page: every number, not paths, times or model file names. */
+function numbers(s: Summary) {
+  return {
+    baseline: s.baseline,
+    channelMeans: s.profile.mean,
+    sweeps: s.sweeps.map((w) => ({
+      order: w.order, channelOrder: w.channelOrder, steps: w.steps,
+      picks: w.picks.map(({ model: _m, ...p }) => p),
+    })),
+    goodnet: s.goodnet,
+  };
+}
+
+test('the web page: files in, run equals the CLI, cancel, bad file, demo button, nothing leaves 127.0.0.1', { ...needsChromium, timeout: 600_000 }, async (t) => {
+  if (!existsSync(join(WEB_ROOT, 'index.html'))) execFileSync(process.execPath, [join(ROOT, 'scripts', 'build-web.mjs')], { stdio: 'inherit' });
+  const out = mkdtempSync(join(tmpdir(), 'goodnet-web-'));
+  // The CLI on the same files.
+  execFileSync(process.execPath, [join(ROOT, 'bin', 'goodnet.js'), 'prune', '-m', join(DEMO, FILES.model), '--clean-valid', join(DEMO, FILES.cleanValid),
+    '--poisoned-valid', join(DEMO, FILES.poisonedValid), '--clean-test', join(DEMO, FILES.cleanTest), '--poisoned-test', join(DEMO, FILES.poisonedTest),
+    '-t', '0', '-o', join(out, 'cli')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const cli = JSON.parse(readFileSync(join(out, 'cli', 'summary.json'), 'utf8')) as Summary;
+  const cliTables = readFileSync(join(out, 'cli', 'goodnet.md'), 'utf8').trim();
+  const bad = join(out, 'bad.h5');
+  writeFileSync(bad, 'this is not an HDF5 file\n');
+
+  const server = await serveWeb({ port: 0 });
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const outside: string[] = [];
+  const problems: string[] = [];
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: false });
+    // Every request of the page and its worker: only the server's own origin is let through.
+    await context.route('**/*', (route) => {
+      const url = route.request().url();
+      if (url.startsWith(server.url) || url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
+      outside.push(url);
+      return route.abort();
+    });
+    context.on('request', (r) => {
+      const url = r.url();
+      if (!url.startsWith(server.url) && !url.startsWith('data:') && !url.startsWith('blob:')) outside.push(url);
+    });
+    const page = await context.newPage();
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+    });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    await page.goto(server.url);
+    await page.waitForSelector('body[data-state=ready]', { timeout: 120_000 });
+
+    // A bad file: its one-line error next to it, nothing else changes.
+    await page.setInputFiles('#file-poisonedTest', bad);
+    await page.waitForSelector('#error-poisonedTest:not(:empty)');
+    const err = await page.textContent('#error-poisonedTest');
+    assert.match(err!, /^goodnet: error: bad\.h5: not an HDF5 file/);
+    assert.ok(!err!.includes('\n'), 'one line');
+
+    // The real files through the file inputs.
+    for (const [role, name] of Object.entries(FILES)) await page.setInputFiles(`#file-${role}`, join(DEMO, name));
+    await page.waitForFunction("document.querySelectorAll('#data-read canvas').length === 4 && !document.getElementById('run').disabled");
+    assert.equal(await page.textContent('#error-poisonedTest'), '', 'the error goes when a good file replaces the bad one');
+    assert.match((await page.textContent('#model-read'))!, /input 28×28×1, 10 classes/);
+    assert.match((await page.textContent('#info-cleanValid'))!, /1,000 images 28×28×1/);
+
+    let t0 = performance.now();
+    await page.click('#run');
+    await page.waitForSelector('body[data-state=done]', { timeout: 300_000 });
+    t.diagnostic(`run from the file inputs: ${((performance.now() - t0) / 1000).toFixed(1)} s in Chromium`);
+    const web = JSON.parse((await page.textContent('#summary-json'))!) as Summary;
+    assert.deepEqual(numbers(web), numbers(cli));
+    assert.equal((await page.textContent('#tables'))!.trim(), cliTables);
+    const downloads = await page.$$eval('#downloads a', (as) => as.map((a) => a.textContent));
+    assert.ok(downloads.includes('goodnet-prune.zip') && downloads.includes('summary.json') && downloads.includes('asc/models/repaired_2.h5'), downloads.join(' '));
+    const reportRows = await page.frameLocator('#report').locator('table.goodnet tbody tr').count();
+    assert.equal(reportRows, cli.goodnet.length, 'the report shows every GoodNet row');
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'web.png'), fullPage: true });
+
+    // Cancel during the sweep: the page clicks Cancel as soon as step 2 is shown; no step comes after.
+    await page.evaluate(`{
+      const p = document.getElementById('progress');
+      new MutationObserver(() => {
+        if (Number(p.dataset.step) >= 2 && document.body.dataset.state === 'running') document.getElementById('cancel').click();
+      }).observe(p, { attributes: true, attributeFilter: ['data-step'] });
+    }`);
+    await page.click('#run');
+    await page.waitForSelector('body[data-state=cancelled]', { timeout: 300_000 });
+    const at = await page.getAttribute('#progress', 'data-cancelled-at');
+    assert.match(at!, /^asc:\d+$/);
+    const stepAt = await page.getAttribute('#progress', 'data-step');
+    // The fresh worker has the files again and is ready to run: by then the old one would have posted more steps.
+    await page.waitForFunction("!document.getElementById('run').disabled && document.querySelectorAll('#data-read canvas').length === 4");
+    assert.equal(await page.getAttribute('#progress', 'data-step'), stepAt, 'no step after Cancel');
+    assert.equal(await page.getAttribute('body', 'data-steps-after-cancel'), '0');
+    assert.equal(await page.getAttribute('body', 'data-state'), 'cancelled');
+
+    // The demo button, on a fresh page: the shipped lab BadNet, the same numbers.
+    await page.reload();
+    await page.waitForSelector('body[data-state=ready]', { timeout: 120_000 });
+    t0 = performance.now();
+    await page.click('#demo');
+    await page.waitForSelector('body[data-state=done]', { timeout: 300_000 });
+    t.diagnostic(`demo button: ${((performance.now() - t0) / 1000).toFixed(1)} s in Chromium`);
+    assert.deepEqual(numbers(JSON.parse((await page.textContent('#summary-json'))!) as Summary), numbers(cli));
+    assert.deepEqual(problems, []);
+    assert.deepEqual(outside, [], 'no request leaves 127.0.0.1');
+    t.diagnostic(`screenshot: ${join(ARTIFACTS, 'web.png')}`);
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+});
