@@ -14,6 +14,11 @@ import { fileURLToPath } from 'node:url';
 import { CHROMIUM, needsChromium } from './browser.js';
 import { serveWeb, WEB_ROOT } from '../src/web/server.js';
 
+// Page-side functions below run in Chromium (the test's TypeScript has no DOM types). They are passed as
+// functions, not strings: the page's Content-Security-Policy forbids evaluating strings.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+declare const document: any;
+
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const DEMO = join(ROOT, 'web', 'demo');
 const ARTIFACTS = join(ROOT, 'dist', 'test-artifacts');
@@ -89,7 +94,7 @@ test('the web page: files in, run equals the CLI, cancel, bad file, demo button,
 
     // The real files through the file inputs.
     for (const [role, name] of Object.entries(FILES)) await page.setInputFiles(`#file-${role}`, join(DEMO, name));
-    await page.waitForFunction("document.querySelectorAll('#data-read canvas').length === 4 && !document.getElementById('run').disabled");
+    await page.waitForFunction(() => document.querySelectorAll('#data-read canvas').length === 4 && !document.getElementById('run').disabled);
     assert.equal(await page.textContent('#error-poisonedTest'), '', 'the error goes when a good file replaces the bad one');
     assert.match((await page.textContent('#model-read'))!, /input 28×28×1, 10 classes/);
     assert.match((await page.textContent('#info-cleanValid'))!, /1,000 images 28×28×1/);
@@ -109,19 +114,20 @@ test('the web page: files in, run equals the CLI, cancel, bad file, demo button,
     await page.screenshot({ path: join(ARTIFACTS, 'web.png'), fullPage: true });
 
     // Cancel during the sweep: the page clicks Cancel as soon as step 2 is shown; no step comes after.
-    await page.evaluate(`{
+    await page.evaluate(() => {
       const p = document.getElementById('progress');
-      new MutationObserver(() => {
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      new (globalThis as any).MutationObserver(() => {
         if (Number(p.dataset.step) >= 2 && document.body.dataset.state === 'running') document.getElementById('cancel').click();
       }).observe(p, { attributes: true, attributeFilter: ['data-step'] });
-    }`);
+    });
     await page.click('#run');
     await page.waitForSelector('body[data-state=cancelled]', { timeout: 300_000 });
     const at = await page.getAttribute('#progress', 'data-cancelled-at');
     assert.match(at!, /^asc:\d+$/);
     const stepAt = await page.getAttribute('#progress', 'data-step');
     // The fresh worker has the files again and is ready to run: by then the old one would have posted more steps.
-    await page.waitForFunction("!document.getElementById('run').disabled && document.querySelectorAll('#data-read canvas').length === 4");
+    await page.waitForFunction(() => !document.getElementById('run').disabled && document.querySelectorAll('#data-read canvas').length === 4);
     assert.equal(await page.getAttribute('#progress', 'data-step'), stepAt, 'no step after Cancel');
     assert.equal(await page.getAttribute('body', 'data-steps-after-cancel'), '0');
     assert.equal(await page.getAttribute('body', 'data-state'), 'cancelled');

@@ -11,6 +11,8 @@ export const MAX_FILE_BYTES = 256 * 2 ** 20;
 /** Largest total of all inputs. */
 export const MAX_TOTAL_BYTES = 768 * 2 ** 20;
 
+declare const GOODNET_VERSION: string;
+
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
 
@@ -318,7 +320,7 @@ async function demo(): Promise<void> {
 
 function init(): void {
   $('budget').textContent = `${mib(MAX_FILE_BYTES)} (${mib(MAX_TOTAL_BYTES)} in all)`;
-  $('version').textContent = document.querySelector('meta[name=version]')?.getAttribute('content') ?? '';
+  $('version').textContent = GOODNET_VERSION;
   for (const role of ROLES) {
     const input = $<HTMLInputElement>(`file-${role}`);
     input.addEventListener('change', () => {
