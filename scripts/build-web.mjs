@@ -73,6 +73,7 @@ mkdirSync(join(out, 'assets'));
 copyFileSync(require.resolve('dejavu-fonts-ttf/ttf/DejaVuSans.ttf'), join(out, 'assets/DejaVuSans.ttf'));
 copyFileSync(require.resolve('dejavu-fonts-ttf/ttf/DejaVuSans-Bold.ttf'), join(out, 'assets/DejaVuSans-Bold.ttf'));
 copyFileSync(require.resolve('@resvg/resvg-wasm/index_bg.wasm'), join(out, 'assets/resvg.wasm'));
+copyFileSync(join(root, 'proto', 'onnx.proto'), join(out, 'assets/onnx.proto'));
 cpSync(join(root, 'web', 'demo'), join(out, 'demo'), { recursive: true });
 
 const sizes = Object.entries(result.metafile.outputs).map(([f, o]) => [f, o.bytes]);

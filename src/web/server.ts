@@ -26,7 +26,7 @@ export const WORKER_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("'
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8',
   '.json': 'application/json', '.wasm': 'application/wasm', '.ttf': 'font/ttf', '.png': 'image/png', '.h5': 'application/octet-stream',
-  '.txt': 'text/plain; charset=utf-8',
+  '.txt': 'text/plain; charset=utf-8', '.proto': 'text/plain; charset=utf-8',
 };
 
 export interface ServeOptions {

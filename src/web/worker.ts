@@ -45,6 +45,8 @@ async function describe(role: Role, path: string): Promise<ModelInfo | DataInfo>
   if (role === 'model') {
     model?.net.dispose();
     model = undefined;
+    // ONNX's schema, where io/onnx_proto.ts looks for it (relative to the bundle's import.meta.url).
+    if (/\.onnx$/i.test(path)) await loadAssets([['assets/onnx.proto', '/goodnet/proto/onnx.proto']]);
     const m = await loadModel(path);
     const r = resolvePreprocessing(m, {});
     const cut = findCutPoint(m.net, undefined, path);
@@ -137,12 +139,16 @@ async function run(settings: Extract<ToWorker, { type: 'run' }>['settings']): Pr
 }
 
 /** The report draws with DejaVu fonts and resvg's wasm, served next to this worker (copied by the build). */
-async function loadReportAssets(): Promise<void> {
-  const assets: [string, string][] = [
+function loadReportAssets(): Promise<void> {
+  return loadAssets([
     ['assets/DejaVuSans.ttf', '/node_modules/dejavu-fonts-ttf/ttf/DejaVuSans.ttf'],
     ['assets/DejaVuSans-Bold.ttf', '/node_modules/dejavu-fonts-ttf/ttf/DejaVuSans-Bold.ttf'],
     ['assets/resvg.wasm', '/node_modules/@resvg/resvg-wasm/index_bg.wasm'],
-  ];
+  ]);
+}
+
+/** Files the library reads next to its own code (URL next to this worker, path in the in-memory file system). */
+async function loadAssets(assets: [string, string][]): Promise<void> {
   for (const [url, path] of assets) {
     if (existsSync(path)) continue;
     const res = await fetch(new URL(url, self.location.href));
