@@ -84,6 +84,17 @@ test('the web page: files in, run equals the CLI, cancel, bad file, demo button,
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
     await page.goto(server.url);
     await page.waitForSelector('body[data-state=ready]', { timeout: 120_000 });
+    // The page's Content-Security-Policy is in force: an inline script is refused, not run.
+    const violated = await page.evaluate(() => new Promise<string>((done) => {
+      document.addEventListener('securitypolicyviolation', (e: { violatedDirective: string }) => done(e.violatedDirective), { once: true });
+      const s = document.createElement('script');
+      s.textContent = 'document.body.dataset.inline = "ran"';
+      document.body.append(s);
+      setTimeout(() => done(document.body.dataset.inline ?? 'no violation reported'), 5000);
+    }));
+    assert.match(violated, /^script-src/);
+    assert.ok(problems.every((p) => p.includes('Content Security Policy')), problems.join('\n'));
+    problems.length = 0; // the refusal is logged as a console error: expected here, nowhere else
 
     // A bad file: its one-line error next to it, nothing else changes.
     await page.setInputFiles('#file-poisonedTest', bad);
