@@ -151,6 +151,14 @@ test('the web page: files in, run equals the CLI, cancel, bad file, demo button,
     await page.waitForSelector('body[data-state=done]', { timeout: 300_000 });
     t.diagnostic(`demo button: ${((performance.now() - t0) / 1000).toFixed(1)} s in Chromium`);
     assert.deepEqual(numbers(JSON.parse((await page.textContent('#summary-json'))!) as Summary), numbers(cli));
+
+    // A file over the page's memory budget (lowered to 0.5 MiB here) is refused, with the reason, before it is read.
+    await page.goto(`${server.url}?max-file-mib=0.5`);
+    await page.waitForSelector('body[data-state=ready]', { timeout: 120_000 });
+    await page.setInputFiles('#file-cleanValid', join(DEMO, FILES.cleanValid));
+    await page.waitForSelector('#error-cleanValid:not(:empty)');
+    assert.match((await page.textContent('#error-cleanValid'))!, /^goodnet: error: clean_valid\.h5: file is 0\.6 MiB, over this page's memory budget of 0\.5 MiB per file/);
+
     assert.deepEqual(problems, []);
     assert.deepEqual(outside, [], 'no request leaves 127.0.0.1');
     t.diagnostic(`screenshot: ${join(ARTIFACTS, 'web.png')}`);

@@ -6,15 +6,19 @@
 import { zipSync } from 'fflate';
 import { ROLES, type DataInfo, type FromWorker, type ModelInfo, type OutputFile, type Role, type RunSettings, type ToWorker } from './protocol.js';
 
-/** Largest file the page reads (it holds every input in memory, once in the page and once in the worker). */
-export const MAX_FILE_BYTES = 256 * 2 ** 20;
+/**
+ * Largest file the page reads (it holds every input in memory, once in the page and once in the
+ * worker). `?max-file-mib=N` in the page's address lowers it (never raises it).
+ */
+const asked = Number(new URLSearchParams(location.search).get('max-file-mib'));
+export const MAX_FILE_BYTES = Math.round(Math.min(256, asked > 0 ? asked : 256) * 2 ** 20);
 /** Largest total of all inputs. */
-export const MAX_TOTAL_BYTES = 768 * 2 ** 20;
+export const MAX_TOTAL_BYTES = 3 * MAX_FILE_BYTES;
 
 declare const GOODNET_VERSION: string;
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
-const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+const mib = (n: number) => `${(n / 2 ** 20).toFixed(n < 10 * 2 ** 20 ? 1 : 0)} MiB`;
 
 interface Held { name: string; bytes: Uint8Array }
 const held = new Map<Role, Held>();

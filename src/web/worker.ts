@@ -94,6 +94,17 @@ function listFiles(dir: string, base = dir): { path: string; bytes: Uint8Array }
   return out;
 }
 
+/** The CLI command that computes the same, with the user's file names (shown in the report). */
+function commandLine(s: Extract<ToWorker, { type: 'run' }>['settings']): string {
+  const arg = (flag: string, role: Role) => (files.has(role) ? [flag, names.get(files.get(role)!)!] : []);
+  const q = (a: string) => (/^[\w./,:=-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`);
+  return ['goodnet', 'prune', ...arg('-m', 'model'), ...arg('--clean-valid', 'cleanValid'), ...arg('--poisoned-valid', 'poisonedValid'),
+    ...arg('--clean-test', 'cleanTest'), ...arg('--poisoned-test', 'poisonedTest'), '-t', String(s.target),
+    '--order', s.orders.length === 2 ? 'both' : s.orders[0]!, '--thresholds', s.thresholds.join(','),
+    ...(s.scale !== undefined ? ['--scale', String(s.scale)] : []), ...(s.mean ? ['--mean', s.mean.join(',')] : []), ...(s.std ? ['--std', s.std.join(',')] : []),
+    '-o', 'prune'].map(q).join(' ') + '   # computed in the web page';
+}
+
 async function run(settings: Extract<ToWorker, { type: 'run' }>['settings']): Promise<void> {
   const t0 = performance.now();
   const need = (r: Role) => {
@@ -112,7 +123,7 @@ async function run(settings: Extract<ToWorker, { type: 'run' }>['settings']): Pr
   const px = { scale: r.preprocessing.scale, ...(r.preprocessing.mean ? { mean: r.preprocessing.mean } : {}), ...(r.preprocessing.std ? { std: r.preprocessing.std } : {}) };
   const result = await computePrune({
     model, cleanValid, poisonedValid, cleanTest, poisonedTest, target: settings.target, thresholds: settings.thresholds, orders: settings.orders, ...px,
-    command: 'goodnet web page',
+    command: commandLine(settings),
     onActivations: (set, done, total) => post({ type: 'progress', phase: set, done, total, text: `activations: ${set}` }),
     onStep: (order, st, last) => post({ type: 'step', order, step: st.step, last, accuracy: st.accuracy, asr: st.asr }),
   });
