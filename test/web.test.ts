@@ -13,6 +13,8 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CHROMIUM, needsChromium } from './browser.js';
 import { serveWeb, WEB_ROOT } from '../src/web/server.js';
+import { initBackend } from '../src/engine/backend.js';
+import { loadModel, saveModel } from '../src/io/model.js';
 
 // Page-side functions below run in Chromium (the test's TypeScript has no DOM types). They are passed as
 // functions, not strings: the page's Content-Security-Policy forbids evaluating strings.
@@ -102,6 +104,16 @@ test('the web page: files in, run equals the CLI, cancel, bad file, demo button,
     const err = await page.textContent('#error-poisonedTest');
     assert.match(err!, /^goodnet: error: bad\.h5: not an HDF5 file/);
     assert.ok(!err!.includes('\n'), 'one line');
+
+    // A tfjs folder through the folder input (the same BadNet, written by saveModel).
+    await initBackend('wasm');
+    const tfjsDir = join(out, 'bd_net_tfjs');
+    const m = await loadModel(join(DEMO, FILES.model));
+    await saveModel(m, tfjsDir);
+    m.net.dispose();
+    await page.setInputFiles('#dir-model', tfjsDir);
+    await page.waitForFunction(() => /classes/.test(document.getElementById('info-model').textContent));
+    assert.equal(await page.textContent('#info-model'), 'tfjs, 28×28×1 → 10 classes');
 
     // The real files through the file inputs.
     for (const [role, name] of Object.entries(FILES)) await page.setInputFiles(`#file-${role}`, join(DEMO, name));

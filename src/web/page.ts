@@ -20,7 +20,7 @@ declare const GOODNET_VERSION: string;
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(n < 10 * 2 ** 20 ? 1 : 0)} MiB`;
 
-interface Held { name: string; bytes: Uint8Array }
+type Held = { name: string; bytes: Uint8Array; files?: undefined } | { name: string; files: { path: string; bytes: Uint8Array }[]; bytes?: undefined };
 const held = new Map<Role, Held>();
 const ok = new Set<Role>();
 let worker: Worker;
@@ -47,8 +47,15 @@ function startWorker(): void {
     onMessage(e.data);
   };
   w.onerror = (e) => showError(undefined, `goodnet: error: ${e.message}`);
-  for (const [role, h] of held) send({ type: 'put', role, name: h.name, bytes: h.bytes.slice() });
+  for (const [role, h] of held) sendHeld(role, h);
 }
+
+function sendHeld(role: Role, h: Held): void {
+  if (h.files) send({ type: 'putFolder', role, name: h.name, files: h.files.map((f) => ({ path: f.path, bytes: f.bytes.slice() })) });
+  else send({ type: 'put', role, name: h.name, bytes: h.bytes.slice() });
+}
+
+const heldBytes = (h: Held) => (h.files ? h.files.reduce((n, f) => n + f.bytes.byteLength, 0) : h.bytes.byteLength);
 
 function send(m: ToWorker, transfer: Transferable[] = []): void {
   worker.postMessage(m, transfer);
@@ -195,7 +202,7 @@ async function setFile(role: Role, file: File): Promise<void> {
   $(`info-${role}`).textContent = '';
   ok.delete(role);
   updateRun();
-  const others = [...held.entries()].filter(([r]) => r !== role).reduce((s, [, h]) => s + h.bytes.byteLength, 0);
+  const others = [...held.entries()].filter(([r]) => r !== role).reduce((s, [, h]) => s + heldBytes(h), 0);
   if (file.size > MAX_FILE_BYTES) {
     showError(role, `goodnet: error: ${file.name}: file is ${mib(file.size)}, over this page's memory budget of ${mib(MAX_FILE_BYTES)} per file (use the goodnet command line for it)`);
     return;
@@ -208,6 +215,26 @@ async function setFile(role: Role, file: File): Promise<void> {
   held.set(role, { name: file.name, bytes });
   $(`info-${role}`).textContent = 'reading…';
   send({ type: 'put', role, name: file.name, bytes: bytes.slice() });
+}
+
+/** A tfjs model folder, picked with the folder input: model.json and its weight files. */
+async function setFolder(role: Role, list: FileList): Promise<void> {
+  $(`error-${role}`).textContent = '';
+  $(`info-${role}`).textContent = '';
+  ok.delete(role);
+  updateRun();
+  const all = [...list];
+  const total = all.reduce((n, f) => n + f.size, 0);
+  const name = (all[0]?.webkitRelativePath ?? '').split('/')[0] || 'model';
+  if (total > MAX_FILE_BYTES) {
+    showError(role, `goodnet: error: ${name}/: folder is ${mib(total)}, over this page's memory budget of ${mib(MAX_FILE_BYTES)} per file (use the goodnet command line for it)`);
+    return;
+  }
+  const files = await Promise.all(all.map(async (f) => ({ path: f.webkitRelativePath.split('/').slice(1).join('/') || f.name, bytes: new Uint8Array(await f.arrayBuffer()) })));
+  const h: Held = { name, files };
+  held.set(role, h);
+  $(`info-${role}`).textContent = 'reading…';
+  sendHeld(role, h);
 }
 
 function numbers(id: string, what: string): number[] | undefined {
@@ -344,6 +371,10 @@ function init(): void {
       if (f) void setFile(role, f);
     });
   }
+  const dir = $<HTMLInputElement>('dir-model');
+  dir.addEventListener('change', () => {
+    if (dir.files?.length) void setFolder('model', dir.files);
+  });
   $('run').addEventListener('click', run);
   $('cancel').addEventListener('click', cancel);
   $('demo').addEventListener('click', () => void demo().catch((err) => showError(undefined, `goodnet: error: demo: ${(err as Error).message}`)));

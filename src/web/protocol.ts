@@ -42,6 +42,8 @@ export interface OutputFile {
 
 export type ToWorker =
   | { type: 'put'; role: Role; name: string; bytes: Uint8Array }
+  /** A folder (a tfjs model: model.json and its weight files), paths relative to it. */
+  | { type: 'putFolder'; role: Role; name: string; files: { path: string; bytes: Uint8Array }[] }
   | { type: 'drop'; role: Role }
   | { type: 'run'; settings: RunSettings };
 

@@ -187,6 +187,25 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
         if (m.role === 'model') files.delete('model');
         post({ type: 'error', role: m.role, message: errorLine(err, names) });
       }
+    } else if (m.type === 'putFolder') {
+      const dir = `/in/${m.role}`;
+      rmSync(dir, { recursive: true, force: true });
+      const root = `${dir}/${m.name.replace(/[/\\]/g, '_')}`;
+      for (const f of m.files) {
+        const parts = f.path.split('/').filter((x) => x && x !== '.' && x !== '..');
+        if (!parts.length) continue;
+        mkdirSync([root, ...parts.slice(0, -1)].join('/'), { recursive: true });
+        writeFileSync([root, ...parts].join('/'), f.bytes);
+      }
+      mkdirSync(root, { recursive: true });
+      files.set(m.role, root);
+      names.set(root, `${m.name}/`);
+      try {
+        post({ type: 'read', role: m.role, info: await describe(m.role, root) });
+      } catch (err) {
+        if (m.role === 'model') files.delete('model');
+        post({ type: 'error', role: m.role, message: errorLine(err, names) });
+      }
     } else if (m.type === 'drop') {
       files.delete(m.role);
     } else if (m.type === 'run') {
