@@ -15,6 +15,9 @@ import { CHROMIUM, needsChromium } from './browser.js';
 import { serveWeb, WEB_ROOT } from '../src/web/server.js';
 import { initBackend } from '../src/engine/backend.js';
 import { loadModel, saveModel } from '../src/io/model.js';
+import { openDataset } from '../src/io/dataset.js';
+import { encodePng } from '../src/io/images.js';
+import { zipSync } from 'fflate';
 
 // Page-side functions below run in Chromium (the test's TypeScript has no DOM types). They are passed as
 // functions, not strings: the page's Content-Security-Policy forbids evaluating strings.
@@ -114,6 +117,20 @@ test('the web page: files in, run equals the CLI, cancel, bad file, demo button,
     await page.setInputFiles('#dir-model', tfjsDir);
     await page.waitForFunction(() => /classes/.test(document.getElementById('info-model').textContent));
     assert.equal(await page.textContent('#info-model'), 'tfjs, 28×28×1 → 10 classes');
+
+    // A zip of PNG images (labels in the names), read as the CLI reads an image folder: 20 images of the clean set.
+    const ds = await openDataset(join(DEMO, FILES.cleanValid));
+    const pngs: Record<string, Uint8Array> = {};
+    for await (const b of ds.batches(20)) {
+      for (let i = 0; i < b.n; i++) pngs[`imgs/img${i}-label${b.y[i]}.png`] = encodePng(b.x.subarray(i * 784, (i + 1) * 784), 28, 28, 1);
+      break;
+    }
+    ds.close();
+    writeFileSync(join(out, 'imgs.zip'), zipSync(pngs));
+    await page.setInputFiles('#file-cleanValid', join(out, 'imgs.zip'));
+    await page.waitForFunction(() => /images/.test(document.getElementById('info-cleanValid').textContent) || document.getElementById('error-cleanValid').textContent);
+    assert.equal(await page.textContent('#error-cleanValid'), '');
+    assert.equal(await page.textContent('#info-cleanValid'), '20 images 28×28×1');
 
     // The real files through the file inputs.
     for (const [role, name] of Object.entries(FILES)) await page.setInputFiles(`#file-${role}`, join(DEMO, name));

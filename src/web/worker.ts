@@ -4,6 +4,7 @@
  * outputs to /out/prune and sends them back for download. Cancel = the page terminates this worker.
  */
 import * as h5 from 'h5wasm';
+import { unzipSync } from 'fflate';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { initBackend, getBackend } from '../engine/backend.js';
 import { GoodnetError, oneLine } from '../errors.js';
@@ -149,6 +150,30 @@ async function run(settings: Extract<ToWorker, { type: 'run' }>['settings']): Pr
   }
 }
 
+/** The most a zip of images may unpack to. */
+const MAX_UNZIPPED_BYTES = 1024 * 2 ** 20;
+
+function unzipTo(bytes: Uint8Array, root: string, name: string): string {
+  let total = 0;
+  const entries = unzipSync(bytes, {
+    filter: (f) => {
+      total += f.originalSize;
+      if (total > MAX_UNZIPPED_BYTES) throw new GoodnetError(`zip unpacks to more than ${MAX_UNZIPPED_BYTES / 2 ** 20} MiB, over this page's budget`, name);
+      return !f.name.endsWith('/') && !/(^|\/)(__MACOSX|\.)/.test(f.name);
+    },
+  });
+  for (const [entry, data] of Object.entries(entries)) {
+    const parts = entry.split('/').filter((x) => x && x !== '.' && x !== '..');
+    if (!parts.length) continue;
+    mkdirSync([root, ...parts.slice(0, -1)].join('/'), { recursive: true });
+    writeFileSync([root, ...parts].join('/'), data);
+  }
+  mkdirSync(root, { recursive: true });
+  // A zip holding one folder: that folder is the data set.
+  const top = readdirSync(root) as string[];
+  return top.length === 1 && statSync(`${root}/${top[0]}`)!.isDirectory() ? `${root}/${top[0]}` : root;
+}
+
 /** The report draws with DejaVu fonts and resvg's wasm, served next to this worker (copied by the build). */
 function loadReportAssets(): Promise<void> {
   return loadAssets([
@@ -177,8 +202,13 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       const dir = `/in/${m.role}`;
       rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir, { recursive: true });
-      const path = `${dir}/${m.name.replace(/[/\\]/g, '_')}`;
-      writeFileSync(path, m.bytes);
+      let path = `${dir}/${m.name.replace(/[/\\]/g, '_')}`;
+      if (/\.zip$/i.test(m.name) && m.role !== 'model') {
+        // A zip of images: unpacked into a folder, read as the CLI reads an image folder.
+        path = unzipTo(m.bytes, path.replace(/\.zip$/i, ''), m.name);
+      } else {
+        writeFileSync(path, m.bytes);
+      }
       files.set(m.role, path);
       names.set(path, m.name);
       try {
