@@ -166,8 +166,10 @@ test('the web page: files in, run equals the CLI, cancel, bad file, demo button,
     const at = await page.getAttribute('#progress', 'data-cancelled-at');
     assert.match(at!, /^asc:\d+$/);
     const stepAt = await page.getAttribute('#progress', 'data-step');
-    // The fresh worker has the files again and is ready to run: by then the old one would have posted more steps.
-    await page.waitForFunction(() => !document.getElementById('run').disabled && document.querySelectorAll('#data-read canvas').length === 4);
+    // Run is enabled again once a fresh worker has read all five files: by then the old one would have posted more steps.
+    assert.equal(await page.getAttribute('#run', 'disabled'), '');
+    await page.waitForFunction(() => !document.getElementById('run').disabled);
+    assert.equal(await page.textContent('#info-cleanValid'), '1,000 images 28×28×1');
     assert.equal(await page.getAttribute('#progress', 'data-step'), stepAt, 'no step after Cancel');
     assert.equal(await page.getAttribute('body', 'data-steps-after-cancel'), '0');
     assert.equal(await page.getAttribute('body', 'data-state'), 'cancelled');

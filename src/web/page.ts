@@ -47,7 +47,13 @@ function startWorker(): void {
     onMessage(e.data);
   };
   w.onerror = (e) => showError(undefined, `goodnet: error: ${e.message}`);
-  for (const [role, h] of held) sendHeld(role, h);
+  // A fresh worker (at start, or after Cancel) gets every file again; Run waits until it has read them.
+  for (const [role, h] of held) {
+    ok.delete(role);
+    $(`info-${role}`).textContent = 'reading…';
+    sendHeld(role, h);
+  }
+  updateRun();
 }
 
 function sendHeld(role: Role, h: Held): void {
@@ -69,7 +75,7 @@ function onMessage(m: FromWorker): void {
   switch (m.type) {
     case 'ready':
       $('backend').textContent = m.backend;
-      if (!running) {
+      if (document.body.dataset['state'] === 'loading') {
         setState('ready');
         status('ready');
       }
