@@ -174,6 +174,7 @@ export type PruneComputeOptions = Omit<PruneOptions, 'out' | 'overwrite'>;
 
 /** Run the defense; writes `out` and returns what it wrote to summary.json. */
 export async function runPrune(o: PruneOptions): Promise<PruneSummary> {
+  checkPruneInput(o); // in the order the checks always ran: settings first, then the output folder
   checkWritable(o.out, { overwrite: o.overwrite, folder: true, inputs: [o.model.source, o.cleanValid, o.poisonedValid, o.cleanTest, o.poisonedTest] });
   const r = await computePrune(o);
   try {
@@ -190,6 +191,15 @@ export function disposePrune(r: PruneResult): void {
   r.finePruned.length = 0;
 }
 
+/** Settings checked before any work (and, by runPrune, before the output folder). */
+function checkPruneInput(o: PruneComputeOptions): void {
+  checkThresholds(o.thresholds ?? PRUNE_DEFAULTS.thresholds);
+  checkTarget(o.target, o.model.numClasses);
+  if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined)) {
+    throw new GoodnetError('give both --clean-test and --poisoned-test, or neither');
+  }
+}
+
 /**
  * The defense's computing part: profile, sweeps, picks, fine-pruning and test-set tables, all in
  * memory (nothing is written). `writePrune` writes the outputs; the web page uses this directly.
@@ -200,11 +210,7 @@ export async function computePrune(o: PruneComputeOptions): Promise<PruneResult>
   const thresholds = o.thresholds ?? PRUNE_DEFAULTS.thresholds;
   const rule = o.rule ?? PRUNE_DEFAULTS.rule;
   const log = o.log ?? (() => {});
-  checkThresholds(thresholds);
-  checkTarget(o.target, o.model.numClasses);
-  if ((o.cleanTest === undefined) !== (o.poisonedTest === undefined)) {
-    throw new GoodnetError('give both --clean-test and --poisoned-test, or neither');
-  }
+  checkPruneInput(o);
   // Checked before any work; every written model records it.
   const pre = preprocessingFor(o.model, o);
   const model: LoadedModel = { ...o.model, preprocessing: pre };
