@@ -8,7 +8,10 @@ import { DataParallel, dataParallelObstacle, shardGradients } from '../src/model
 import { buildArchitecture } from '../src/models/index.js';
 import { train } from '../src/models/train.js';
 import { GoodnetError } from '../src/errors.js';
-import { sameWeights } from './helpers.js';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT, assertBadInput, sameWeights, tempDir } from './helpers.js';
 
 await initBackend('wasm');
 
@@ -110,4 +113,17 @@ test('nets a shard cannot reproduce (dropout) are refused for threads > 1 before
     (e: unknown) => e instanceof GoodnetError && /cannot train in 2 threads: .*Dropout/.test(e.message));
   assert.equal(batches, 0);
   await assert.rejects(train(net, { images, labels, n: 8, shape: SHAPE }, { epochs: 1, threads: -1 }), /threads must be/);
+});
+
+test('goodnet attack / fineprune --threads: a bad value is a one-line usage error before any work', () => {
+  const { dir, cleanup } = tempDir('goodnet-threads-');
+  try {
+    for (const [cmd, extra] of [['attack', ['-o', join(dir, 'lab')]], ['fineprune', ['-m', join(dir, 'm.h5'), '--clean-valid', join(dir, 'c.h5')]]] as const) {
+      const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'goodnet.js'), cmd, ...extra, '--threads', '-2'], { encoding: 'utf8', timeout: 60_000 });
+      assertBadInput({ code: r.status, err: r.stderr }, /--threads/);
+    }
+    assert.equal(existsSync(join(dir, 'lab')), false);
+  } finally {
+    cleanup();
+  }
 });
