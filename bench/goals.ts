@@ -5,11 +5,16 @@
  *   goodnet --help            median of 10 runs of `node bin/goodnet.js --help`; goal < 0.15 s
  *                             (peer: bare `node -e 0`, the floor of any Node CLI; CPU time
  *                             per run from bash's `times` over 10 more runs of each)
- *   training, images/s        the demo's DeepID (28x28x1 padded to 32x32, 10 classes), Adam,
- *                             batch 64, goodnet's own train loop on tfjs wasm (1 thread)
- *                             vs bench/train_peer_torch.py (PyTorch, 1 and 2 threads)
- *   inference, images/s       the lab's DeepID (55x47x3 -> 1283), batch 64, model.predict on wasm
- *                             vs bench/infer_peer_ort.py (onnxruntime CPU, 1 and 2 threads)
+ *   training, images/s        each lab architecture (DeepID, VGG-BN, ResNet at 28x28x1, 10 classes),
+ *                             Adam, batch 64, goodnet's train() on tfjs wasm with 1 thread and with
+ *                             2 data-parallel threads (models/parallel.ts), steady state (first
+ *                             batch left out) vs bench/train_peer_torch.py --arch (PyTorch, 1 and
+ *                             2 threads, after 5 warm-up steps)
+ *   inference, images/s       full DeepID (55x47x3 -> 1283) and the three lab models at 28x28x1,
+ *                             batch 64, goodnet's default forward engine (ort: onnxruntime-node on
+ *                             goodnet's in-memory ONNX export, 1 and 2 threads, the better shown;
+ *                             tfjs-wasm listed for reference) vs bench/infer_peer_ort.py --model
+ *                             (Python onnxruntime, 1 and 2 threads) on the same exported graph
  *   demo, seconds             `goodnet demo` (only with --demo: it takes minutes); goal <= 360 s
  *
  * Throughput is given per wall second and per CPU second of the process (user + system): on a
