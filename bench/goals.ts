@@ -204,6 +204,20 @@ async function inferRow(goal: string, net: tfl.LayersModel): Promise<Row> {
       await eng.dispose();
     }
   }
+  // Raw onnxruntime-node on the same bytes and session options, one prebuilt input tensor per batch: what the binding costs without goodnet.
+  const raw: Rate[] = [];
+  {
+    const ort = await import('onnxruntime-node');
+    const { bytes } = ortExportOf(model);
+    const sess = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+    const feeds = Array.from({ length: INFER_BATCHES }, (_, b) => ({ [sess.inputNames[0]!]: new ort.Tensor('float32', x.slice(b * BATCH * per, (b + 1) * BATCH * per), [BATCH, h, w, c]) }));
+    for (let b = 0; b < 3; b++) await sess.run(feeds[b]!);
+    const g = await withLoad(() => timed(async () => {
+      for (let b = 0; b < INFER_BATCHES; b++) await sess.run(feeds[b]!);
+    }, n));
+    raw.push({ ...g.value, engine: `raw onnxruntime-node ${ortVersion()}, 1 thread`, load: g.load });
+    await sess.release();
+  }
   const xt = tf.tensor4d(x, [n, h, w, c]);
   (net.predict(tf.slice(xt, 0, 3 * BATCH), { batchSize: BATCH }) as tf.Tensor).dispose();
   const tj = await withLoad(() => timed(async () => {
@@ -225,7 +239,7 @@ async function inferRow(goal: string, net: tfl.LayersModel): Promise<Row> {
   }
   const best = rates.reduce((a, b) => (b.imagesPerSecond > a.imagesPerSecond ? b : a));
   return { goal: `inference, ${goal}, batch 64`, target: '>= 1.0x onnxruntime best', unit: 'img/s', goodnet: best, peers,
-    also: [...rates.filter((r) => r !== best), { ...tj.value, engine: `--engine tfjs (${await engineName(1)})`, load: tj.load }] };
+    also: [...rates.filter((r) => r !== best), ...raw, { ...tj.value, engine: `--engine tfjs (${await engineName(1)})`, load: tj.load }] };
 }
 
 function ortVersion(): string {

@@ -46,6 +46,7 @@ export { stratifiedSplit, subset, defaultSplitSizes, type Split, type SplitSizes
 export { writeCsawSet } from './attack/csaw_layout.js';
 export type { LabelledImages } from './attack/types.js';
 export { train, datasetAccuracy, type TrainOptions, type TrainingSet, type EpochStats } from './models/train.js';
+export { DataParallel, dataParallelObstacle, shardGradients, crossEntropySum, type ShardStep } from './models/parallel.js';
 export { runPrune, PRUNE_DEFAULTS, type PruneOptions, type PruneSummary } from './defense/prune.js';
 export { findCutPoint, headModel, tailModel, type CutPoint } from './defense/graph.js';
 export { pruneChannels, maskedCopy, applyMaskInPlace, prunedChannels } from './defense/mask.js';
