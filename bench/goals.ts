@@ -199,7 +199,7 @@ async function inferRow(goal: string, net: tfl.LayersModel): Promise<Row> {
       const g = await withLoad(() => timed(async () => {
         for (let b = 0; b < INFER_BATCHES; b++) await eng.predictBatch(x.subarray(b * BATCH * per, (b + 1) * BATCH * per), BATCH);
       }, n));
-      rates.push({ ...g.value, engine: `goodnet --engine ort (default), onnxruntime-node ${ortVersion()}, ${threads} thread${threads > 1 ? 's' : ''}`, load: g.load });
+      rates.push({ ...g.value, engine: `goodnet --engine ort${threads === 1 ? " (default)" : ` --ort-threads ${threads}`}, onnxruntime-node ${ortVersion()}, ${threads} thread${threads > 1 ? "s" : ""}`, load: g.load });
     } finally {
       await eng.dispose();
     }
