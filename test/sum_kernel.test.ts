@@ -7,7 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initBackend, tf } from '../src/engine/backend.js';
 import { nativeWasmKernel, overridesInstalled } from '../src/engine/kernels/index.js';
-import { bitEqual } from './helpers.js';
+import { buildArchitecture } from '../src/models/index.js';
+import { train } from '../src/models/train.js';
+import { bitEqual, sameWeights } from './helpers.js';
 
 await initBackend('wasm');
 
@@ -67,4 +69,33 @@ test('Sum over leading axes = the native wasm kernel, bit for bit; other axes un
   const xi = tf.tensor([[1, 2], [3, 4]], [2, 2], 'int32');
   assert.deepEqual(Array.from(tf.sum(xi, 0).dataSync()), [4, 6]);
   xi.dispose();
+});
+
+test('training with goodnet\'s Sum gives the same weights, bit for bit, as with the native kernel (tiny DeepID and ResNet, 3 Adam steps)', async () => {
+  const shape: [number, number, number] = [12, 10, 3];
+  const n = 96;
+  const images = Uint8Array.from(data(n * 360, 7), (v) => Math.floor(Math.abs(v) * 1000) & 255);
+  const labels = Int32Array.from({ length: n }, (_, i) => (i * 7) % 4);
+  const config = tf.getKernel('Sum', 'wasm')!;
+  const run = async (arch: 'deepid' | 'resnet') => {
+    const net = buildArchitecture(arch, { inputShape: shape, numClasses: 4, seed: 2 });
+    await train(net, { images, labels, n, shape }, { epochs: 1, batchSize: 32, scale: 255, seed: 3 });
+    return net;
+  };
+  for (const arch of ['deepid', 'resnet'] as const) {
+    const mine = await run(arch);
+    tf.unregisterKernel('Sum', 'wasm');
+    tf.registerKernel({ ...config, kernelFunc: nativeWasmKernel('Sum')! });
+    let native: Awaited<ReturnType<typeof run>>;
+    try {
+      native = await run(arch);
+    } finally {
+      tf.unregisterKernel('Sum', 'wasm');
+      tf.registerKernel(config);
+    }
+    assert.ok(sameWeights(mine, native), `${arch}: weights differ`);
+    mine.dispose();
+    native.dispose();
+  }
+  assert.ok(overridesInstalled());
 });
