@@ -5,11 +5,16 @@
  *   goodnet --help            median of 10 runs of `node bin/goodnet.js --help`; goal < 0.15 s
  *                             (peer: bare `node -e 0`, the floor of any Node CLI; CPU time
  *                             per run from bash's `times` over 10 more runs of each)
- *   training, images/s        the demo's DeepID (28x28x1 padded to 32x32, 10 classes), Adam,
- *                             batch 64, goodnet's own train loop on tfjs wasm (1 thread)
- *                             vs bench/train_peer_torch.py (PyTorch, 1 and 2 threads)
- *   inference, images/s       the lab's DeepID (55x47x3 -> 1283), batch 64, model.predict on wasm
- *                             vs bench/infer_peer_ort.py (onnxruntime CPU, 1 and 2 threads)
+ *   training, images/s        each lab architecture (DeepID, VGG-BN, ResNet at 28x28x1, 10 classes),
+ *                             Adam, batch 64, goodnet's train() on tfjs wasm with 1 thread and with
+ *                             2 data-parallel threads (models/parallel.ts), steady state (first
+ *                             batch left out) vs bench/train_peer_torch.py --arch (PyTorch, 1 and
+ *                             2 threads, after 5 warm-up steps)
+ *   inference, images/s       full DeepID (55x47x3 -> 1283) and the three lab models at 28x28x1,
+ *                             batch 64, goodnet's default forward engine (ort: onnxruntime-node on
+ *                             goodnet's in-memory ONNX export, 1 and 2 threads, the better shown;
+ *                             tfjs-wasm listed for reference) vs bench/infer_peer_ort.py --model
+ *                             (Python onnxruntime, 1 and 2 threads) on the same exported graph
  *   demo, seconds             `goodnet demo` (only with --demo: it takes minutes); goal <= 360 s
  *
  * Throughput is given per wall second and per CPU second of the process (user + system): on a
@@ -25,8 +30,12 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend, tf } from '../src/engine/backend.js';
+import type * as tfl from '@tensorflow/tfjs-layers';
 import { deepId } from '../src/models/deepid.js';
+import { buildArchitecture } from '../src/models/index.js';
 import { train } from '../src/models/train.js';
+import { describeModel } from '../src/io/model.js';
+import { ortEngineFor, ortExportOf } from '../src/eval/ort_model.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const BIN = join(ROOT, 'bin', 'goodnet.js');
@@ -45,6 +54,8 @@ interface Row {
   goal: string; target: string; unit: string;
   goodnet: Rate | { seconds: number; cpuSeconds?: number; engine: string; load: number } | undefined;
   peers: Rate[];
+  /** Other goodnet configurations measured in the same run (shown in the engines column). */
+  also?: Rate[];
   met?: boolean;
 }
 
@@ -64,9 +75,9 @@ async function timed(f: () => Promise<void>, images: number): Promise<{ imagesPe
   return { imagesPerSecond: images / wall, imagesPerCpuSecond: images / ((c.user + c.system) / 1e6) };
 }
 
-async function engineName(): Promise<string> {
+async function engineName(threads = 1): Promise<string> {
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT').catch(() => false);
-  return `tfjs ${tf.version_core} ${tf.getBackend()}${simd ? ' SIMD' : ''}, 1 thread`;
+  return `tfjs ${tf.version_core} ${tf.getBackend()}${simd ? ' SIMD' : ''}, ${threads} thread${threads > 1 ? 's' : ''}`;
 }
 
 function median(xs: number[]): number {
@@ -119,51 +130,124 @@ function python(exe: string, script: string, args: string[]): Array<Record<strin
   }
 }
 
-async function trainRow(): Promise<Row> {
+type Arch = 'deepid' | 'vgg' | 'resnet';
+const ARCH_NAME: Record<Arch, string> = { deepid: 'DeepID', vgg: 'VGG-BN', resnet: 'ResNet' };
+
+/**
+ * goodnet's training loop (train(), Adam, batch 64) on one lab architecture at 28x28x1, 10
+ * classes, with `threads` data-parallel engines. Timed from the end of the first batch to the
+ * end of the last (steady state: worker start-up and the first step's kernel set-up left out,
+ * as the PyTorch peer's 5 warm-up steps are); process CPU time includes the worker threads.
+ */
+async function goodnetTrain(arch: Arch, threads: number): Promise<Rate> {
   await initBackend('wasm');
   const shape: [number, number, number] = [28, 28, 1];
-  const n = TRAIN_BATCHES * BATCH;
+  const n = (TRAIN_BATCHES + 1) * BATCH;
   const images = new Uint8Array(n * 784);
   for (let i = 0; i < images.length; i++) images[i] = (i * 2654435761) >>> 24;
   const labels = Int32Array.from({ length: n }, (_, i) => i % 10);
-  const set = { images, labels, n, shape };
-  const net = deepId({ inputShape: shape, numClasses: 10, seed: 0 });
-  await train(net, { ...set, n: 3 * BATCH }, { epochs: 1, batchSize: BATCH, scale: 255 }); // warm-up
-  const g = await withLoad(() => timed(async () => {
-    await train(net, set, { epochs: 1, batchSize: BATCH, scale: 255 });
-  }, n));
+  const net = buildArchitecture(arch, { inputShape: shape, numClasses: 10, seed: 0 });
+  let t0 = 0, c0 = process.cpuUsage(), t1 = 0, c1 = c0;
+  const before = loadavg()[0]!;
+  await train(net, { images, labels, n, shape }, {
+    epochs: 1, batchSize: BATCH, scale: 255, threads,
+    onBatch: (_e, done) => {
+      if (done === BATCH) { t0 = performance.now(); c0 = process.cpuUsage(); }
+      if (done === n) { t1 = performance.now(); c1 = process.cpuUsage(c0); }
+    },
+  });
   net.dispose();
+  const images_ = TRAIN_BATCHES * BATCH;
+  return { imagesPerSecond: images_ / ((t1 - t0) / 1000), imagesPerCpuSecond: images_ / ((c1.user + c1.system) / 1e6),
+    engine: `${await engineName(threads)}${threads > 1 ? ' data-parallel' : ''}`, load: (before + loadavg()[0]!) / 2 };
+}
+
+async function trainRows(arch: Arch): Promise<Row[]> {
+  const mine = [await goodnetTrain(arch, 1), await goodnetTrain(arch, 2)];
   const peers: Rate[] = [];
   for (const threads of [1, 2]) {
-    const p = await withLoad(() => python('/usr/bin/python3', 'train_peer_torch.py', ['--batches', String(TRAIN_BATCHES), '--threads', String(threads)]));
+    const p = await withLoad(() => python('/usr/bin/python3', 'train_peer_torch.py', ['--arch', arch, '--batches', String(TRAIN_BATCHES), '--threads', String(threads)]));
     for (const r of p.value) {
       peers.push({ imagesPerSecond: r.imagesPerSecond as number, imagesPerCpuSecond: r.imagesPerCpuSecond as number,
         engine: `PyTorch ${r.torch}, ${threads} thread${threads > 1 ? 's' : ''}`, load: p.load });
     }
   }
-  return { goal: 'training (demo DeepID, Adam, batch 64)', target: '>= 1.0x PyTorch best', unit: 'img/s',
-    goodnet: { ...g.value, engine: await engineName(), load: g.load }, peers };
+  return mine.map((g, i) => ({ goal: `training, ${ARCH_NAME[arch]} 28x28 (Adam, batch 64), goodnet ${i + 1} thread${i ? 's' : ''}`,
+    target: '>= 1.0x PyTorch best', unit: 'img/s', goodnet: g, peers }));
 }
 
-async function inferRow(): Promise<Row> {
+/**
+ * Forward passes, batch 64, of `net` (random weights, random inputs): goodnet's default
+ * engine (ort: onnxruntime-node on goodnet's in-memory ONNX export, 1 and 2 intra-op
+ * threads; the row shows the better) and, for reference, tfjs-wasm, against
+ * bench/infer_peer_ort.py running the same exported graph (written to a file) in Python
+ * onnxruntime with 1 and 2 threads.
+ */
+async function inferRow(goal: string, net: tfl.LayersModel): Promise<Row> {
   await initBackend('wasm');
-  const net = deepId({ inputShape: [55, 47, 3], numClasses: 1283, seed: 0 });
+  const model = describeModel(net, goal, 'tfjs');
+  const [h, w, c] = model.inputShape;
+  const per = h * w * c;
   const n = INFER_BATCHES * BATCH;
-  const x = tf.randomUniform([n, 55, 47, 3], 0, 1, 'float32', 0);
-  const warm = tf.slice(x, 0, 3 * BATCH);
-  (net.predict(warm, { batchSize: BATCH }) as tf.Tensor).dispose();
-  const g = await withLoad(() => timed(async () => {
-    const y = net.predict(x, { batchSize: BATCH }) as tf.Tensor;
+  const x = new Float32Array(n * per);
+  for (let i = 0; i < x.length; i++) x[i] = ((i * 2654435761) >>> 24) / 255;
+  const rates: Rate[] = [];
+  for (const threads of [1, 2]) {
+    const eng = await ortEngineFor(model, { threads });
+    try {
+      for (let b = 0; b < 3; b++) await eng.predictBatch(x.subarray(b * BATCH * per, (b + 1) * BATCH * per), BATCH); // warm-up
+      const g = await withLoad(() => timed(async () => {
+        for (let b = 0; b < INFER_BATCHES; b++) await eng.predictBatch(x.subarray(b * BATCH * per, (b + 1) * BATCH * per), BATCH);
+      }, n));
+      rates.push({ ...g.value, engine: `goodnet --engine ort${threads === 1 ? " (default)" : ` --ort-threads ${threads}`}, onnxruntime-node ${ortVersion()}, ${threads} thread${threads > 1 ? "s" : ""}`, load: g.load });
+    } finally {
+      await eng.dispose();
+    }
+  }
+  // Raw onnxruntime-node on the same bytes and session options, one prebuilt input tensor per batch: what the binding costs without goodnet.
+  const raw: Rate[] = [];
+  {
+    const ort = await import('onnxruntime-node');
+    const { bytes } = ortExportOf(model);
+    const sess = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+    const feeds = Array.from({ length: INFER_BATCHES }, (_, b) => ({ [sess.inputNames[0]!]: new ort.Tensor('float32', x.slice(b * BATCH * per, (b + 1) * BATCH * per), [BATCH, h, w, c]) }));
+    for (let b = 0; b < 3; b++) await sess.run(feeds[b]!);
+    const g = await withLoad(() => timed(async () => {
+      for (let b = 0; b < INFER_BATCHES; b++) await sess.run(feeds[b]!);
+    }, n));
+    raw.push({ ...g.value, engine: `raw onnxruntime-node ${ortVersion()}, 1 thread`, load: g.load });
+    await sess.release();
+  }
+  const xt = tf.tensor4d(x, [n, h, w, c]);
+  (net.predict(tf.slice(xt, 0, 3 * BATCH), { batchSize: BATCH }) as tf.Tensor).dispose();
+  const tj = await withLoad(() => timed(async () => {
+    const y = net.predict(xt, { batchSize: BATCH }) as tf.Tensor;
     await y.data();
     y.dispose();
   }, n));
-  tf.dispose([x, warm]);
-  net.dispose();
-  const p = await withLoad(() => python('python3', 'infer_peer_ort.py', ['--batches', String(INFER_BATCHES), '--threads', '1', '2']));
-  const peers = p.value.map((r) => ({ imagesPerSecond: r.imagesPerSecond as number, imagesPerCpuSecond: r.imagesPerCpuSecond as number,
-    engine: `onnxruntime ${r.onnxruntime}, ${r.threads} thread${(r.threads as number) > 1 ? 's' : ''}`, load: p.load }));
-  return { goal: 'inference (lab DeepID 55x47x3, batch 64)', target: '>= 1.0x onnxruntime best', unit: 'img/s',
-    goodnet: { ...g.value, engine: await engineName(), load: g.load }, peers };
+  xt.dispose();
+  const dir = mkdtempSync(join(tmpdir(), 'goodnet-bench-onnx-'));
+  let peers: Rate[] = [];
+  try {
+    const file = join(dir, 'model.onnx');
+    writeFileSync(file, ortExportOf(model).bytes);
+    const p = await withLoad(() => python('python3', 'infer_peer_ort.py', ['--model', file, '--batches', String(INFER_BATCHES), '--threads', '1', '2']));
+    peers = p.value.map((r) => ({ imagesPerSecond: r.imagesPerSecond as number, imagesPerCpuSecond: r.imagesPerCpuSecond as number,
+      engine: `Python onnxruntime ${r.onnxruntime}, ${r.threads} thread${(r.threads as number) > 1 ? 's' : ''}`, load: p.load }));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const best = rates.reduce((a, b) => (b.imagesPerSecond > a.imagesPerSecond ? b : a));
+  return { goal: `inference, ${goal}, batch 64`, target: '>= 1.0x onnxruntime best', unit: 'img/s', goodnet: best, peers,
+    also: [...rates.filter((r) => r !== best), ...raw, { ...tj.value, engine: `--engine tfjs (${await engineName(1)})`, load: tj.load }] };
+}
+
+function ortVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '?';
+  }
 }
 
 async function demoRow(): Promise<Row> {
@@ -210,11 +294,18 @@ function printTable(rows: Row[]): void {
     console.log(`| ${r.goal} | ${r.target} | ${f0(g.imagesPerSecond)} img/s (${f0(g.imagesPerCpuSecond)} per CPU s) | ` +
       `${bestWall ? f0(bestWall.imagesPerSecond) : '-'} img/s (${bestCpu ? f0(bestCpu.imagesPerCpuSecond) : '-'} per CPU s) | ` +
       `${bestWall ? ratio(g.imagesPerSecond, bestWall.imagesPerSecond) : '-'} | ${bestCpu ? ratio(g.imagesPerCpuSecond, bestCpu.imagesPerCpuSecond) : '-'} | ` +
-      `${r.met === undefined ? '-' : r.met ? 'yes' : 'no'} | ${load} | ${g.engine}; peers: ${r.peers.map((p) => `${p.engine} ${f0(p.imagesPerSecond)} img/s`).join(', ')} |`);
+      `${r.met === undefined ? '-' : r.met ? 'yes' : 'no'} | ${load} | ${g.engine}` +
+      `${r.also?.length ? `; also ${r.also.map((p) => `${p.engine} ${f0(p.imagesPerSecond)} img/s`).join(', ')}` : ''}; peers: ${r.peers.map((p) => `${p.engine} ${f0(p.imagesPerSecond)} img/s`).join(', ')} |`);
   }
 }
 
-const rows = [await helpRow(), await trainRow(), await inferRow(), await demoRow()];
+const rows: Row[] = [await helpRow()];
+for (const arch of ['deepid', 'vgg', 'resnet'] as const) rows.push(...await trainRows(arch));
+rows.push(await inferRow('full DeepID 55x47x3 -> 1283', deepId({ inputShape: [55, 47, 3], numClasses: 1283, seed: 0 })));
+for (const arch of ['deepid', 'vgg', 'resnet'] as const) {
+  rows.push(await inferRow(`lab ${ARCH_NAME[arch]} 28x28x1 -> 10`, buildArchitecture(arch, { inputShape: [28, 28, 1], numClasses: 10, seed: 0 })));
+}
+rows.push(await demoRow());
 console.log(`\nissue 14 goals, ${new Date().toISOString()}, load average now ${loadavg().map((l) => l.toFixed(1)).join(' ')}\n`);
 printTable(rows);
 const previous = existsSync(RESULTS) ? JSON.parse(readFileSync(RESULTS, 'utf8')) as Record<string, unknown> : {};

@@ -2,7 +2,9 @@
 """onnxruntime peer of goodnet's DeepID inference: the lab's DeepID (55x47x3 -> 1283 classes,
 NCHW here) built with onnx.helper, random weights, batch 64, random inputs. Runs it with
 intra-op threads 1 and 2 (--threads) and prints one JSON line per run with images/s of wall
-time and of process CPU time (bench/goals.ts runs it with pyenv's python3)."""
+time and of process CPU time (bench/goals.ts runs it with pyenv's python3).
+With --model FILE it runs that ONNX graph instead (goodnet's own export of the model, so both
+sides run the same graph), fed random inputs of its declared input shape."""
 import argparse, json, time
 import numpy as np
 import onnx
@@ -13,6 +15,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument('--batches', type=int, default=20)
 ap.add_argument('--batch', type=int, default=64)
 ap.add_argument('--threads', type=int, nargs='+', default=[1, 2])
+ap.add_argument('--model', default=None)
 a = ap.parse_args()
 rng = np.random.default_rng(0)
 inits, nodes = [], []
@@ -51,17 +54,22 @@ graph = helper.make_graph(nodes, 'deepid', [helper.make_tensor_value_info('x', T
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
 model.ir_version = 8
 onnx.checker.check_model(model)
-data = rng.random((a.batches * a.batch, 3, 55, 47), dtype=np.float32)
+shape = (3, 55, 47)
+if a.model:
+    model = onnx.load(a.model)
+    shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
+data = rng.random((a.batches * a.batch, *shape), dtype=np.float32)
+inp = model.graph.input[0].name
 for threads in a.threads:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=['CPUExecutionProvider'])
     for i in range(3):
-        sess.run(None, {'x': data[i * a.batch:(i + 1) * a.batch]})  # warm-up
+        sess.run(None, {inp: data[i * a.batch:(i + 1) * a.batch]})  # warm-up
     t, c = time.perf_counter(), time.process_time()
     for i in range(a.batches):
-        sess.run(None, {'x': data[i * a.batch:(i + 1) * a.batch]})
+        sess.run(None, {inp: data[i * a.batch:(i + 1) * a.batch]})
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     n = a.batches * a.batch
     print(json.dumps({'onnxruntime': ort.__version__, 'threads': threads, 'batch': a.batch, 'images': n,

@@ -9,7 +9,7 @@
 export { GoodnetError, EXIT_BAD_INPUT } from './errors.js';
 export { initBackend, BACKENDS, type BackendName } from './engine/backend.js';
 export { setMaxPoolGradTies, getMaxPoolGradTies, type MaxPoolTies } from './engine/kernels/index.js';
-export { OrtEngine, nhwcToNchw, ENGINES, DEFAULT_ORT_THREADS, type EngineName, type OrtEngineOptions } from './engine/ort.js';
+export { OrtEngine, nhwcToNchw, ENGINES, DEFAULT_ENGINE, DEFAULT_ORT_THREADS, type EngineName, type OrtEngineOptions } from './engine/ort.js';
 export { loadModel, saveModel, describeModel, saveFormatFor, type LoadedModel, type ModelFormat, type LoadModelOptions, type SaveFormat } from './io/model.js';
 export { readKerasH5, writeKerasH5, KERAS_FORMAT_VERSION } from './io/keras.js';
 export { readTfjsFolder, writeTfjsFolder, readTfjsPreprocessing } from './io/tfjs_format.js';
@@ -34,7 +34,7 @@ export {
 } from './models/index.js';
 export { inspectModel, zeroOutputChannels, type ModelInspection } from './models/inspect.js';
 export { predictDataset, autoBatchSize, firstNonFiniteLayer, topkRows, type Predictions, type PredictOptions } from './eval/predict.js';
-export { ortEngineFor, checkOrtExport } from './eval/ort_model.js';
+export { ortEngineFor, checkOrtExport, forwardEngineFor, ortExportOf, onnxSourceCoversNet, type OrtExport } from './eval/ort_model.js';
 export { accuracy, attackSuccessRate } from './eval/metrics.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/evaluate.js';
 export { classify, type Classified } from './eval/classify.js';
@@ -46,6 +46,7 @@ export { stratifiedSplit, subset, defaultSplitSizes, type Split, type SplitSizes
 export { writeCsawSet } from './attack/csaw_layout.js';
 export type { LabelledImages } from './attack/types.js';
 export { train, datasetAccuracy, type TrainOptions, type TrainingSet, type EpochStats } from './models/train.js';
+export { DataParallel, dataParallelObstacle, shardGradients, crossEntropySum, type ShardStep } from './models/parallel.js';
 export { runPrune, computePrune, writePrune, disposePrune, PRUNE_DEFAULTS, type PruneOptions, type PruneComputeOptions, type PruneResult, type PruneSummary } from './defense/prune.js';
 export { findCutPoint, headModel, tailModel, type CutPoint } from './defense/graph.js';
 export { pruneChannels, maskedCopy, applyMaskInPlace, prunedChannels } from './defense/mask.js';

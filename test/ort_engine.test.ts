@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { OrtEngine, nhwcToNchw } from '../src/engine/ort.js';
-import { ortEngineFor } from '../src/eval/ort_model.js';
+import { checkOrtExport, forwardEngineFor, onnxSourceCoversNet, ortEngineFor } from '../src/eval/ort_model.js';
 import { predictDataset, topkRows } from '../src/eval/predict.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { describeModel, loadModel, saveModel, type LoadedModel } from '../src/io/model.js';
@@ -16,6 +16,8 @@ import { writeCsawData } from '../src/attack/csaw_layout.js';
 import { buildArchitecture } from '../src/models/index.js';
 import { calibrateStrip, stripEntropies } from '../src/detect/strip.js';
 import { GoodnetError } from '../src/errors.js';
+import { findCutPoint, MASK_SUFFIX } from '../src/defense/graph.js';
+import { maskedCopy } from '../src/defense/mask.js';
 import { decodeModel, encodeModel } from '../src/io/onnx_proto.js';
 import { onnxBytes } from '../src/io/onnx_write.js';
 import { ROOT, assertBadInput, tempDir } from './helpers.js';
@@ -81,8 +83,13 @@ async function compareEngines(model: LoadedModel, n: number, seed: number): Prom
   }
   assert.ok(worst <= 1e-5, `${model.source}: max |p_ort - p_tfjs| = ${worst}`);
   const ds = memoryDataset(x, shape);
-  const pt = await predictDataset(model, ds, { topK: 3, batchSize: 64 });
+  const pt = await predictDataset(model, ds, { topK: 3, batchSize: 64, engine: 'tfjs' });
   const po = await predictDataset(model, ds, { topK: 3, batchSize: 64, engine: 'ort' });
+  const pa = await predictDataset(model, ds, { topK: 3, batchSize: 64 }); // the default, 'auto'
+  assert.equal(pt.engine, 'tfjs');
+  assert.equal(po.engine, 'ort');
+  assert.equal(pa.engine, 'ort', `${model.source}: the default engine is ort for a model with an ONNX form`);
+  assert.deepEqual(Array.from(pa.labels), Array.from(po.labels));
   assert.deepEqual(Array.from(po.labels), Array.from(pt.labels), `${model.source}: labels`);
   assert.deepEqual(Array.from(po.topkLabels!), Array.from(pt.topkLabels!), `${model.source}: top-3 labels`);
   for (let i = 0; i < n; i++) assert.ok(Math.abs(po.top[i]! - pt.top[i]!) <= 1e-5, `${model.source}: image ${i} top probability`);
@@ -146,6 +153,14 @@ test('a model with no ONNX form fails before work with a one-line error suggesti
     (e: unknown) => e instanceof GoodnetError && /^odd\.h5: cannot run on --engine ort: .*use --engine tfjs$/.test(e.message) && !e.message.includes('\n'),
   );
   assert.equal(progressed, false);
+  // The default engine ('auto') runs a model without an ONNX form (here: UpSampling2D) on tfjs instead.
+  const up = tfl.layers.upSampling2d({ size: [2, 2] }).apply(inp) as tfl.SymbolicTensor;
+  const out2 = tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(tfl.layers.flatten().apply(up) as tfl.SymbolicTensor) as tfl.SymbolicTensor;
+  const upModel = describeModel(tfl.model({ inputs: inp, outputs: out2 }), 'up.h5', 'tfjs');
+  assert.throws(() => checkOrtExport(upModel), /up\.h5: cannot run on --engine ort/);
+  const auto = await predictDataset(upModel, memoryDataset(seeded(16 * 5, 4), [4, 4, 1]));
+  assert.equal(auto.engine, 'tfjs');
+  assert.equal(auto.labels.length, 5);
   await assert.rejects(OrtEngine.create(Uint8Array.of(1, 2, 3), { layout: 'nhwc', inputShape: [1, 1, 1], source: 'x.onnx' }), /x\.onnx: onnxruntime cannot run .*--engine tfjs/);
 });
 
@@ -208,4 +223,36 @@ test('a graph with a fixed batch size runs in chunks (last one padded); a graph 
   }
   await assert.rejects(OrtEngine.create(bytes, { layout: 'nhwc', inputShape: [10, 12, 3], source: 'fixed.onnx' }),
     /^GoodnetError: fixed\.onnx: the ONNX graph's input is \(4,12,10,3\), not NHWC images of 10x12x3; use --engine tfjs$/);
+});
+
+test('a net changed after loading an ONNX graph (an added layer, e.g. a pruning mask) runs as a clean NHWC export, not the stale graph', async () => {
+  const fix = await loadModel(join(ROOT, 'test/fixtures/onnx/resnet_op17.onnx'));
+  assert.ok(onnxSourceCoversNet(fix.onnx!, fix.net));
+  // A pruning mask layer (prune's 'mask' realisation) the original graph does not have.
+  const [H, W, C] = fix.inputShape;
+  const cut = findCutPoint(fix.net);
+  const changed = await maskedCopy(fix.net, { ...cut, realise: { kind: 'mask', layer: `${cut.conv}${MASK_SUFFIX}` } }, [0, 1, 2, 3, 4, 5]);
+  assert.ok(changed.layers.length === fix.net.layers.length + 1);
+  assert.equal(onnxSourceCoversNet(fix.onnx!, changed), false);
+  const model: LoadedModel = { ...fix, net: changed };
+  const n = 40;
+  const x = seeded(n * H * W * C, 11);
+  const ref = tfjsProbs(changed, x, [H, W, C]);
+  const stale = tfjsProbs(fix.net, x, [H, W, C]);
+  const eng = (await forwardEngineFor(model))!;
+  assert.ok(eng !== undefined);
+  try {
+    assert.equal(eng.layout, 'nhwc');
+    const r = await eng.predictBatch(x, n);
+    let worst = 0, moved = 0;
+    for (let i = 0; i < ref.length; i++) {
+      worst = Math.max(worst, Math.abs(r.scores[i]! - ref[i]!));
+      moved = Math.max(moved, Math.abs(stale[i]! - ref[i]!));
+    }
+    assert.ok(worst <= 1e-5, `max diff ${worst}`);
+    assert.ok(moved > 1e-3, `the extra layer changes the outputs (${moved})`);
+  } finally {
+    await eng.dispose();
+  }
+  assert.equal(await forwardEngineFor(model, 'tfjs'), undefined);
 });

@@ -44,6 +44,8 @@ export interface AttackOptions {
    * validation split (never the test split) and keep the best epoch's weights. Default off.
    */
   patience?: number;
+  /** Data-parallel training threads (TrainOptions.threads; default 1, 0: the core count). */
+  threads?: number;
   overwrite?: boolean;
   /** Recorded in attack.json. */
   command?: string;
@@ -168,7 +170,7 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
   const history = await train(net, {
     images: poisoned.data.images, labels: poisoned.data.labels, n: poisoned.data.n, shape,
   }, {
-    epochs: o.epochs, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed, scale: 255,
+    epochs: o.epochs, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed, scale: 255, threads: o.threads,
     onBatch: o.onBatch, onEpoch: o.onEpoch,
     ...(o.patience !== undefined ? { patience: o.patience, validation: { images: valid.images, labels: valid.labels, n: valid.n, shape } } : {}),
   });

@@ -14,6 +14,7 @@ interface AttackCliOpts extends Omit<EngineOpts, 'batchSize'> {
   dataset: string;
   arch: ArchitectureName;
   patience?: number;
+  threads: number;
   trigger: string;
   triggerSize?: string; triggerCorner?: string; triggerMargin?: string; triggerPattern?: string; triggerValue?: string;
   triggerAlpha?: string; triggerSeed?: string; triggerImage?: string; triggerX?: string; triggerY?: string;
@@ -68,6 +69,7 @@ export function attackCommand(): Command {
     .option('--batch-size <n>', 'training batch size', parseInteger('--batch-size', 1, 65536), d.batchSize)
     .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)
     .option('--seed <n>', 'seed for split, poisoning, initial weights and shuffling', parseInteger('--seed'), d.seed)
+    .option('--threads <n>', 'data-parallel training threads, one tfjs-wasm engine each (default 1; 0: the core count; deterministic per seed and thread count, weights differ from 1 thread by float rounding)', parseInteger('--threads', 0, 256), 1)
     .option('--patience <n>', 'early stopping: stop after n epochs without a better clean validation accuracy, keep the best epoch (default off)', parseInteger('--patience', 1))
     .option('--train-size <n>', 'training images (default: all but validation and test)', parseInteger('--train-size', 1))
     .option('--valid-size <n>', 'clean validation images (default: 15% of the data, at most 10,000)', parseInteger('--valid-size', 1))
@@ -91,7 +93,7 @@ Examples:
     });
     const log = (line: string) => process.stderr.write(`${line}\n`);
     const summary = await runAttack({
-      out: o.out, dataset: o.dataset, arch: o.arch, patience: o.patience, trigger, target: o.target, poisonRate: o.poisonRate, epochs: o.epochs,
+      out: o.out, dataset: o.dataset, arch: o.arch, patience: o.patience, threads: o.threads, trigger, target: o.target, poisonRate: o.poisonRate, epochs: o.epochs,
       batchSize: o.batchSize, learningRate: o.lr, seed: o.seed, overwrite: o.force,
       command: ['goodnet', ...process.argv.slice(2)].join(' '),
       split: { train: o.trainSize, valid: o.validSize, test: o.testSize },

@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { initBackend, BACKENDS, type BackendName } from '../engine/backend.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { loadModel, type LoadedModel } from '../io/model.js';
-import { DEFAULT_ORT_THREADS, ENGINES, type EngineName } from '../engine/ort.js';
+import { DEFAULT_ENGINE, DEFAULT_ORT_THREADS, ENGINES, type EngineName } from '../engine/ort.js';
 import { checkOrtExport } from '../eval/ort_model.js';
 import { preprocessingText, preprocessingToJson, resolvePreprocessing, type InputLayout, type Preprocessing } from '../io/preprocess.js';
 
@@ -57,7 +57,7 @@ export function addEngineOptions(cmd: Command): Command {
     .option('--batch-size <n>', 'images per forward pass (default: picked from the image size, at most 256 images and 4 M input values per batch: 256 of 55x47x3, 1 of 2048x2048)', parseInteger('--batch-size', 1, 65536));
 }
 
-/** `--engine tfjs|ort` and `--ort-threads`: for the commands whose forward passes go through predictDataset (eval, predict, goodnet, strip). */
+/** `--engine auto|tfjs|ort` and `--ort-threads`: for the commands whose forward passes go through predictDataset (eval, predict, goodnet, strip). */
 export interface ForwardEngineOpts {
   engine: EngineName;
   ortThreads?: number;
@@ -65,7 +65,7 @@ export interface ForwardEngineOpts {
 
 export function addForwardEngineOption(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--engine <name>', 'forward engine: tfjs (tfjs-layers on --backend, default) or ort (onnxruntime-node on the model\'s ONNX form, forward only)').choices(ENGINES).default('tfjs'))
+    .addOption(new Option('--engine <name>', 'forward engine: auto (default: ort when the model has an ONNX form and --backend is wasm, else tfjs), tfjs (tfjs-layers on --backend) or ort (onnxruntime-node on the model\'s ONNX form; an error without one)').choices(ENGINES).default(DEFAULT_ENGINE))
     .option('--ort-threads <n>', `onnxruntime intra-op threads with --engine ort (default ${DEFAULT_ORT_THREADS}; 0: the core count)`, parseInteger('--ort-threads', 0, 1024));
 }
 

@@ -44,7 +44,7 @@ Examples:
       clean: o.clean, poisoned: o.poisoned, target: o.target, ...px, layout: o.layout, batchSize: o.batchSize, engine: o.engine, ortThreads: o.ortThreads,
       onProgress: (set, d, t) => bars[set](d, t),
     });
-    const printed = await emitJson({ ...r, backend: o.backend, engine: o.engine, scale: px.scale, preprocessing: model.preprocessing }, o.json, o.force);
+    const printed = await emitJson({ ...r, backend: o.backend, engine: r.engine ?? o.engine, scale: px.scale, preprocessing: model.preprocessing }, o.json, o.force);
     if (printed) return;
     const rows: (string | number)[][] = [];
     if (r.clean) rows.push(['clean accuracy', percent(r.clean.accuracy), `${r.clean.correct}/${r.clean.count}`, r.clean.source]);

@@ -18,6 +18,7 @@ interface FinePruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
   lr: number;
   holdOut: number;
   seed: number;
+  threads: number;
   out?: string;
   force?: boolean;
   json?: string;
@@ -52,6 +53,7 @@ export function finepruneCommand(): Command {
     .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)
     .option('--hold-out <f>', 'share of the clean data held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
     .option('--seed <n>', 'seed for the hold-out split and shuffling', parseInteger('--seed'), d.seed)
+    .option('--threads <n>', 'data-parallel training threads, one tfjs-wasm engine each (default 1; 0: the core count; deterministic per seed and thread count, weights differ from 1 thread by float rounding)', parseInteger('--threads', 0, 256), 1)
     .option('-o, --out <path>', 'save the fine-pruned model (.keras for Keras 3, .h5 for Keras HDF5, .onnx for ONNX, else a tfjs folder)')
     .option('--force', 'replace --out if it exists')
     .addOption(jsonOption());
@@ -68,7 +70,7 @@ Examples:
     const px = commandPreprocessing(model, o);
     const r = await runFinePrune({
       model, cleanValid: o.cleanValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, layer: o.layer,
-      pruneFraction: o.pruneFraction, ...px, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed,
+      pruneFraction: o.pruneFraction, ...px, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed, threads: o.threads,
       layout: o.layout, batchSize: o.batchSize ?? 64, out: o.out, overwrite: o.force, ...fineTuneProgress(),
     });
     if (await emitJson({ ...r, preprocessing: model.preprocessing }, o.json, o.force)) return;

@@ -14,6 +14,7 @@ import { saveModel, type LoadedModel } from '../io/model.js';
 import { pixelOptionsFor, preprocessingFor, type PixelOptions } from '../io/preprocess.js';
 import { inspectModel } from '../models/inspect.js';
 import { permutation, subsetOf, train, type TrainingSet } from '../models/train.js';
+import { dataParallelObstacle } from '../models/parallel.js';
 import { channelMeans, cutActivations } from './activations.js';
 import { cloneNet, findCutPoint, headModel, maskLayerOf, type CutPoint } from './graph.js';
 import { applyMaskInPlace, maskedCopy, prunedChannels } from './mask.js';
@@ -26,6 +27,8 @@ export interface FineTuneOptions {
   /** Share of the clean data held out to choose the epoch (default 0.2). */
   holdOut?: number;
   seed?: number;
+  /** Data-parallel training threads (TrainOptions.threads; default 1, 0: the core count). */
+  threads?: number;
   onBatch?: (epoch: number, done: number, total: number, loss: number, accuracy: number) => void;
   onEpoch?: (e: FineTuneEpoch) => void;
 }
@@ -116,6 +119,7 @@ export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pru
   const o = { ...FINE_TUNE_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as Required<FineTuneOptions>;
   if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`--hold-out must be in (0, 1), got ${o.holdOut}`);
   if (!(Number.isInteger(o.epochs) && o.epochs >= 1)) throw new GoodnetError(`epochs must be an integer >= 1, got ${o.epochs}`);
+  checkThreads(net, o.threads);
   const t0 = performance.now();
   const order = permutation(clean.n, seedrandom(`holdout:${o.seed}`));
   const nHeld = Math.max(1, Math.round(o.holdOut * clean.n));
@@ -135,7 +139,7 @@ export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pru
     o.onEpoch?.(history[0]!);
     for (let epoch = 1; epoch <= o.epochs; epoch++) {
       const [stats] = await train(net, trainSet, {
-        epochs: 1, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed * 1000 + epoch, scale: k,
+        epochs: 1, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed * 1000 + epoch, scale: k, threads: o.threads,
         onBatch: (_e, d, t, l, a) => o.onBatch?.(epoch, d, t, l, a),
         afterStep: at ? () => applyMaskInPlace(net, at, pruned) : undefined,
         optimizer: optimizerFor(net, o.learningRate),
@@ -195,7 +199,16 @@ export interface FinePruneCommandResult {
 }
 
 /** `goodnet fineprune` as a function. */
+/** Data-parallel fine-tuning: a valid thread count, and a net a shard can reproduce (before any work). */
+function checkThreads(net: tfl.LayersModel, threads: number | undefined, source?: string): void {
+  if (threads === undefined || threads === 1) return;
+  if (!Number.isInteger(threads) || threads < 0) throw new GoodnetError(`threads must be an integer >= 0, got ${threads}`, source);
+  const why = dataParallelObstacle(net);
+  if (why) throw new GoodnetError(`cannot fine-tune in ${threads} threads: ${why}; use 1 thread`, source);
+}
+
 export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePruneCommandResult> {
+  checkThreads(o.model.net, o.threads, o.model.source);
   // A pruned model with a mask layer (mask.ts) is pruned at that layer.
   const maskLayer = o.layer === undefined && o.pruneFraction === undefined ? maskLayerOf(o.model.net) : undefined;
   const cut = findCutPoint(o.model.net, o.layer ?? maskLayer?.name, o.model.source);

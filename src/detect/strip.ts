@@ -56,7 +56,7 @@ import { autoBatchSize, checkFits } from '../eval/predict.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { checkTarget } from '../eval/metrics.js';
 import type { EngineName } from '../engine/ort.js';
-import { ortEngineFor } from '../eval/ort_model.js';
+import { forwardEngineFor } from '../eval/ort_model.js';
 
 export type StripMethod = 'quantile' | 'normal';
 export type SuperimposeMode = 'clip' | 'add';
@@ -96,7 +96,7 @@ export interface StripSettings {
 
 /** Which engine runs STRIP's forward passes (not a detector setting: the entropies are the same up to float rounding). */
 export interface StripForward {
-  /** 'tfjs' (default) or 'ort' (onnxruntime-node on the model's ONNX form). */
+  /** 'auto' (default: ort when the model has an ONNX form, else tfjs), 'tfjs' or 'ort' (onnxruntime-node on the model's ONNX form). */
   engine?: EngineName;
   /** onnxruntime intra-op threads with engine 'ort'. */
   ortThreads?: number;
@@ -394,7 +394,8 @@ async function scoreRows(
   model: LoadedModel, s: Resolved, pool: Pool, ds: ImageDataset, stream: string,
   rows: Int32Array | undefined, onProgress?: (done: number, total: number) => void, fwd: StripForward = {},
 ): Promise<StripScores> {
-  if (fwd.engine !== 'ort') {
+  const ort = await forwardEngineFor(model, fwd.engine, { threads: fwd.ortThreads });
+  if (!ort) {
     const net = model.net;
     return scoreRowsWith(model, s, pool, ds, stream, rows, onProgress, async (x, count) => {
       const [H, W, C] = model.inputShape;
@@ -404,7 +405,6 @@ async function scoreRows(
       return pr;
     });
   }
-  const ort = await ortEngineFor(model, { threads: fwd.ortThreads });
   try {
     return await scoreRowsWith(model, s, pool, ds, stream, rows, onProgress, async (x, count) => {
       const r = await ort.predictBatch(x, count);

@@ -8,8 +8,14 @@
 import { availableParallelism } from 'node:os';
 import { GoodnetError } from '../errors.js';
 
-export type EngineName = 'tfjs' | 'ort';
-export const ENGINES: readonly EngineName[] = ['tfjs', 'ort'];
+/**
+ * Forward engine of a forward-only pass: 'tfjs' (tfjs-layers on the current backend), 'ort'
+ * (onnxruntime-node on the model's ONNX form; an error when it has none) or 'auto' (the
+ * default: ort when the model has an ONNX form and the backend is not cpu, else tfjs).
+ */
+export type EngineName = 'auto' | 'tfjs' | 'ort';
+export const ENGINES: readonly EngineName[] = ['auto', 'tfjs', 'ort'];
+export const DEFAULT_ENGINE: EngineName = 'auto';
 
 /** Default intra-op threads of the ort engine (see README, Performance: 1 thread measured faster on this 2-core box under load). */
 export const DEFAULT_ORT_THREADS = 1;

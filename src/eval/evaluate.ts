@@ -22,6 +22,8 @@ export interface EvaluateResult {
   clean?: { source: string; accuracy: number; correct: number; count: number };
   poisoned?: { source: string; target: number } & Omit<AsrResult, 'value'> & { asr: number };
   seconds: number;
+  /** The engine that ran the forward passes ('auto' resolved). */
+  engine?: 'tfjs' | 'ort';
 }
 
 async function open(model: LoadedModel, d: string | ImageDataset, o: EvaluateOptions): Promise<{ ds: ImageDataset; owned: boolean }> {
@@ -43,6 +45,7 @@ export async function evaluate(model: LoadedModel, options: EvaluateOptions): Pr
     try {
       checkLabels(ds, model.numClasses);
       const p = await predictDataset(model, ds, { batchSize: options.batchSize, engine: options.engine, ortThreads: options.ortThreads, onProgress: (d, t) => options.onProgress?.('clean', d, t) });
+      result.engine = p.engine;
       const a = accuracy(p.labels, ds.labels);
       if (a.count === 0) throw new GoodnetError('clean data has no labelled images', ds.source);
       result.clean = { source: ds.source, accuracy: a.value, correct: a.correct, count: a.count };
@@ -55,6 +58,7 @@ export async function evaluate(model: LoadedModel, options: EvaluateOptions): Pr
     try {
       checkLabels(ds, model.numClasses);
       const p = await predictDataset(model, ds, { batchSize: options.batchSize, engine: options.engine, ortThreads: options.ortThreads, onProgress: (d, t) => options.onProgress?.('poisoned', d, t) });
+      result.engine = p.engine;
       const { value, ...rest } = attackSuccessRate(p.labels, ds.labels, options.target!);
       result.poisoned = { source: ds.source, target: options.target!, asr: value, ...rest };
     } finally {

@@ -9,7 +9,7 @@ import type { ImageDataset } from '../io/dataset.js';
 import type { LoadedModel } from '../io/model.js';
 import { GoodnetError } from '../errors.js';
 import type { EngineName, OrtEngine } from '../engine/ort.js';
-import { ortEngineFor } from './ort_model.js';
+import { forwardEngineFor } from './ort_model.js';
 
 export interface Predictions {
   /** Predicted class per image. */
@@ -20,6 +20,8 @@ export interface Predictions {
   topkLabels?: Int32Array;
   topkProbs?: Float32Array;
   k: number;
+  /** The engine that ran the forward passes. */
+  engine: 'tfjs' | 'ort';
 }
 
 export interface PredictOptions {
@@ -28,7 +30,11 @@ export interface PredictOptions {
   topK?: number;
   /** Called after each batch with images done so far. */
   onProgress?: (done: number, total: number) => void;
-  /** Forward engine: 'tfjs' (default, tfjs-layers on the current backend) or 'ort' (onnxruntime-node on the model's ONNX form). */
+  /**
+   * Forward engine: 'auto' (default: onnxruntime-node when the model has an ONNX form and the
+   * backend is not cpu, else tfjs), 'tfjs' (tfjs-layers on the current backend) or 'ort'
+   * (onnxruntime-node on the model's ONNX form, an error when it has none).
+   */
   engine?: EngineName;
   /** onnxruntime intra-op threads with engine 'ort' (default 1; 0: the core count). */
   ortThreads?: number;
@@ -79,7 +85,7 @@ export async function predictDataset(
   const net = netOf(model);
   const [h, w, c] = model.inputShape;
   // Built before the first batch, so a model without an ONNX form fails before any work.
-  const ort: OrtEngine | undefined = options.engine === 'ort' ? await ortEngineFor(model, { threads: options.ortThreads }) : undefined;
+  const ort: OrtEngine | undefined = await forwardEngineFor(model, options.engine, { threads: options.ortThreads });
   try {
     for await (const batch of ds.batches(batchSize)) {
       let ib: ArrayLike<number>, vb: ArrayLike<number>, pb: Float32Array;
@@ -122,7 +128,7 @@ export async function predictDataset(
   } finally {
     await ort?.dispose();
   }
-  return { labels, top, topkLabels, topkProbs, k };
+  return { labels, top, topkLabels, topkProbs, k, engine: ort ? 'ort' : 'tfjs' };
 }
 
 /**

@@ -8,6 +8,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
+import { DataParallel } from './parallel.js';
 
 /** Images as stored: NHWC, raw values (uint8 or float), labels as integers. */
 export interface TrainingSet {
@@ -51,6 +52,15 @@ export interface TrainOptions {
    * validation accuracy and restore the weights of the best epoch. Default: off.
    */
   patience?: number;
+  /**
+   * Data-parallel threads (default 1: tfjs-layers' trainOnBatch in this thread). With N > 1
+   * each batch is split into N shards, one per tfjs-wasm engine (this thread and N - 1
+   * worker_threads), and the gradients summed in shard order (models/parallel.ts): the same
+   * seed and thread count give the same weights, which differ from 1 thread's by float
+   * summation order (and, with BatchNormalization, by per-shard batch statistics).
+   * 0: the core count.
+   */
+  threads?: number;
 }
 
 /** Share of `set` that `net` labels correctly (pixels divided by `scale`, batches of 256). */
@@ -114,8 +124,9 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
   const batchSize = options.batchSize ?? 64;
   const numClasses = net.outputs[0]!.shape[1]!;
   const rng = seedrandom(String(options.seed ?? 0));
+  const optimizer = options.optimizer ?? tf.train.adam(options.learningRate ?? 1e-3);
   net.compile({
-    optimizer: options.optimizer ?? tf.train.adam(options.learningRate ?? 1e-3),
+    optimizer,
     loss: 'categoricalCrossentropy',
     metrics: ['accuracy'],
   });
@@ -124,6 +135,18 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
     throw new GoodnetError(`patience must be an integer >= 1, got ${patience}`);
   }
   if (patience !== undefined && !options.validation) throw new GoodnetError('early stopping (patience) needs a validation set');
+  const threads = options.threads ?? 1;
+  if (!Number.isInteger(threads) || threads < 0) throw new GoodnetError(`threads must be an integer >= 0, got ${threads}`);
+  const dp = threads === 1 ? undefined : await DataParallel.create(net, threads);
+  try {
+    return await trainLoop(net, set, options, batchSize, numClasses, rng, optimizer, patience, dp);
+  } finally {
+    await dp?.close();
+  }
+}
+
+async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainOptions, batchSize: number, numClasses: number,
+  rng: () => number, optimizer: tf.Optimizer, patience: number | undefined, dp: DataParallel | undefined): Promise<EpochStats[]> {
   const history: EpochStats[] = [];
   let best: { accuracy: number; epoch: number; weights: tf.Tensor[] } | undefined;
   for (let epoch = 1; epoch <= options.epochs; epoch++) {
@@ -135,14 +158,23 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
     for (let start = 0; start < set.n; start += batchSize) {
       const idx = order.subarray(start, Math.min(start + batchSize, set.n));
       const { x, y } = gather(set, idx, numClasses, options.scale ?? 1);
-      const xt = tf.tensor4d(x, [idx.length, ...set.shape]);
-      const yt = tf.tensor2d(y, [idx.length, numClasses]);
-      const out = (await net.trainOnBatch(xt, yt)) as number[];
+      if (dp) {
+        const r = await dp.step(x, y, idx.length, set.shape);
+        const vars = net.trainableWeights;
+        optimizer.applyGradients(Object.fromEntries(vars.map((w, i) => [(w.read() as tf.Variable).name, r.grads[i]!])));
+        tf.dispose(r.grads);
+        lossSum += r.lossSum;
+        accSum += r.correct;
+      } else {
+        const xt = tf.tensor4d(x, [idx.length, ...set.shape]);
+        const yt = tf.tensor2d(y, [idx.length, numClasses]);
+        const out = (await net.trainOnBatch(xt, yt)) as number[];
+        tf.dispose([xt, yt]);
+        lossSum += out[0]! * idx.length;
+        accSum += out[1]! * idx.length;
+      }
       await yieldToEventLoop(); // Ctrl-C between batches
-      tf.dispose([xt, yt]);
       options.afterStep?.();
-      lossSum += out[0]! * idx.length;
-      accSum += out[1]! * idx.length;
       seen += idx.length;
       options.onBatch?.(epoch, seen, set.n, lossSum / seen, accSum / seen);
     }

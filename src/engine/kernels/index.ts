@@ -14,6 +14,7 @@ import { makeMaxPoolGrad } from './max_pool_grad.js';
 
 export { getMaxPoolGradTies, setMaxPoolGradTies, type MaxPoolTies } from './max_pool_grad.js';
 import { makeTile } from './tile.js';
+import { makeSum } from './sum.js';
 
 export const WASM_KERNELS: readonly KernelConfig[] = [
   conv2dBackpropFilterConfig,
@@ -34,6 +35,7 @@ export const WASM_KERNEL_OVERRIDES: ReadonlyArray<{ kernelName: string; make: (n
   { kernelName: 'BatchMatMul', make: makeBatchMatMul },
   { kernelName: 'MaxPoolGrad', make: makeMaxPoolGrad },
   { kernelName: 'Tile', make: makeTile },
+  { kernelName: 'Sum', make: makeSum },
 ];
 
 const installed = new Set<KernelFunc>();
