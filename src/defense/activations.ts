@@ -60,6 +60,28 @@ export async function tailLabelsAt(tail: tfl.LayersModel, a: CutActivations, mas
 }
 
 /**
+ * tailLabelsAt with one mask per image: image indices[j] masked by row j of `masks`
+ * (indices.length x C), so the recomputes of every step run in a few batched calls.
+ * x * mask is the same float either way, so each image's computation is tailLabelsAt's.
+ */
+export async function tailLabelsMasked(tail: tfl.LayersModel, a: CutActivations, indices: number[], masks: Float32Array, batchSize = 2048): Promise<Int32Array> {
+  const out = new Int32Array(indices.length);
+  const c = a.values.shape.at(-1)!;
+  const shape = a.values.shape.length === 4 ? [1, 1, c] : [c];
+  for (let start = 0; start < indices.length; start += batchSize) {
+    const size = Math.min(batchSize, indices.length - start);
+    const idx = tf.tidy(() => {
+      const x = tf.gather(a.values, tf.tensor1d(indices.slice(start, start + size), 'int32'));
+      const m = tf.tensor(masks.subarray(start * c, (start + size) * c), [size, ...shape]);
+      return tf.argMax(tail.predict(tf.mul(x, m), { batchSize: size }) as tf.Tensor2D, 1);
+    });
+    out.set(await idx.data() as Int32Array, start);
+    idx.dispose();
+  }
+  return out;
+}
+
+/**
  * argmax of the tail on `take(start, size)` masked, batch by batch (only labels leave tidy).
  * predict gets the whole batch as its batch size (tfjs would otherwise split it into 32s).
  */

@@ -295,7 +295,12 @@ export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: n
       }
     });
   }
-  // Split back per set, step-major.
+  return { sets: splitShares(merged, ns, last), computed: merged.computed ?? 0 };
+}
+
+/** Split a step-major result over all images back into one result per set of `ns` images. */
+export function splitShares(merged: ShareResult, ns: number[], last: number): ShareResult[] {
+  const total = ns.reduce((a, b) => a + b, 0);
   const out: ShareResult[] = [];
   let s0 = 0;
   for (const n of ns) {
@@ -307,7 +312,7 @@ export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: n
     out.push(r);
     s0 += n;
   }
-  return { sets: out, computed: merged.computed ?? 0 };
+  return out;
 }
 
 function runWorker(t: DeepIdTail, x: Float32Array, n: number, order: number[], last: number, tol: number, skip: boolean): Promise<ShareResult> {
