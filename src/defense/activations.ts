@@ -61,20 +61,25 @@ export async function tailLabelsAt(tail: tfl.LayersModel, a: CutActivations, mas
 
 /**
  * tailLabelsAt with one mask per image: image indices[j] masked by row j of `masks`
- * (indices.length x C), so the recomputes of every step run in a few batched calls.
- * x * mask is the same float either way, so each image's computation is tailLabelsAt's.
+ * (indices.length x C), so the recomputes of every step run in a few batched calls. The
+ * rows are gathered and masked in JS (tf.gather on wasm is slow): x * 1 and x * 0 are the
+ * same floats as tf.mul's, so each image's tail input is tailLabelsAt's.
  */
 export async function tailLabelsMasked(tail: tfl.LayersModel, a: CutActivations, indices: number[], masks: Float32Array, batchSize = 2048): Promise<Int32Array> {
   const out = new Int32Array(indices.length);
-  const c = a.values.shape.at(-1)!;
-  const shape = a.values.shape.length === 4 ? [1, 1, c] : [c];
+  const shape = a.values.shape.slice(1);
+  const c = shape.at(-1)!;
+  const per = shape.reduce((p, q) => p * q, 1);
+  const values = await a.values.data() as Float32Array;
   for (let start = 0; start < indices.length; start += batchSize) {
     const size = Math.min(batchSize, indices.length - start);
-    const idx = tf.tidy(() => {
-      const x = tf.gather(a.values, tf.tensor1d(indices.slice(start, start + size), 'int32'));
-      const m = tf.tensor(masks.subarray(start * c, (start + size) * c), [size, ...shape]);
-      return tf.argMax(tail.predict(tf.mul(x, m), { batchSize: size }) as tf.Tensor2D, 1);
-    });
+    const x = new Float32Array(size * per);
+    for (let j = 0; j < size; j++) {
+      const src = indices[start + j]! * per;
+      const mr = (start + j) * c;
+      for (let q = 0, o = j * per; q < per; q++, o++) x[o] = values[src + q]! * masks[mr + (q % c)]!;
+    }
+    const idx = tf.tidy(() => tf.argMax(tail.predict(tf.tensor(x, [size, ...shape]), { batchSize: size }) as tf.Tensor2D, 1));
     out.set(await idx.data() as Int32Array, start);
     idx.dispose();
   }

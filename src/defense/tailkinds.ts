@@ -9,8 +9,7 @@
  *           layers to the output: the Dense pre-activation z is linear in P's channels, so
  *           pruning one more channel subtracts that channel's rows (x_c @ W_c) from z; the
  *           layers after z run in one batch per step on z only (cheap next to the Dense).
- *           Where they are an activation and the output Dense, that Dense runs only for
- *           images whose label could have changed (a bound, as the deepid kind's).
+ *           Where they are an activation and the output Dense, they run as two tf ops.
  *
  * Exactness as in fastsweep.ts: the label comes from logits (a final softmax is dropped);
  * an image whose top-two margin is within tol * (1 + |top|) is flagged and recomputed.
@@ -48,7 +47,7 @@ export interface LinearTail {
   bias: Float32Array;
   /** z (N, u) -> logits; null when z is the logits (the Dense is the output layer). */
   rest: tfl.LayersModel | null;
-  /** When rest is only a 1-Lipschitz activation then the output Dense: its weights (run directly, skipped where no label can change). */
+  /** When rest is only an activation then the output Dense: its weights (run as two tf ops, not predict). */
   out?: { act: string; kernel: Float32Array; bias: Float32Array; classes: number };
 }
 
@@ -105,7 +104,7 @@ function restModel(tail: tfl.LayersModel, dense: Layer): tfl.LayersModel | 'iden
   return logits ? tfl.model({ inputs: input, outputs: logits }) : null;
 }
 
-/** Element-wise activations with |f(a) - f(b)| <= |a - b| that tf has as one op. */
+/** Activations before the output Dense run as one tf op. */
 const LIPSCHITZ: Record<string, (x: tf.Tensor) => tf.Tensor> = {
   linear: (x) => x, relu: (x) => tf.relu(x), tanh: (x) => tf.tanh(x), sigmoid: (x) => tf.sigmoid(x),
 };
@@ -170,7 +169,7 @@ export const linearKind: TailKind<LinearTail> = {
       all.set(await s.values.data() as Float32Array, off);
       off += s.values.size;
     }
-    const r = linearShare(t, all, all.length / per, order, last, o.tol ?? FAST_TOL, o.skip ?? true);
+    const r = linearShare(t, all, all.length / per, order, last, o.tol ?? FAST_TOL);
     return { sets: splitShares(r, ns, last), computed: r.computed ?? 0 };
   },
 };
@@ -178,12 +177,10 @@ export const linearKind: TailKind<LinearTail> = {
 /**
  * The incremental sweep of `n` images `x` (NHWC at the cut, (n, C) for direct) on the current
  * backend. Per-channel features are cut out in JS (the wasm backend's slice copies the whole
- * tensor per call); the Dense pre-activation z is updated with one small matmul per step.
- * With an output Dense after a 1-Lipschitz activation, the output layer runs only for images
- * whose label could have changed: the difference of two logits a, b moves by at most
- * ||W_out[:, a] - W_out[:, b]|| x ||change of z|| (as fastsweep.ts).
+ * tensor per call); the Dense pre-activation z is updated with one small matmul per step;
+ * an activation and output Dense after it run as two tf ops instead of a model's predict.
  */
-export function linearShare(t: LinearTail, x: Float32Array, n: number, order: number[], last: number, tol: number, skip = true, chunkSize?: number): ShareResult {
+export function linearShare(t: LinearTail, x: Float32Array, n: number, order: number[], last: number, tol: number, chunkSize?: number): ShareResult {
   const { hw, c, u } = t;
   const per = t.via === 'direct' ? c : hw * c;
   const labels = new Int32Array((last + 1) * n);
@@ -212,90 +209,40 @@ export function linearShare(t: LinearTail, x: Float32Array, n: number, order: nu
   const out = t.out;
   const oK = out ? tf.tensor2d(out.kernel, [u, out.classes]) : null;
   const oB = out ? tf.tensor1d(out.bias) : null;
-  // spread[a]: max over b of ||W_out[:, a] - W_out[:, b]||, with a margin for rounding.
-  const spread = new Float64Array(out?.classes ?? 0);
-  if (out) {
-    const k = out.classes;
-    for (let a = 0; a < k; a++) {
-      for (let b = 0; b < k; b++) {
-        let s2 = 0;
-        for (let q = 0; q < u; q++) s2 += (out.kernel[q * k + a]! - out.kernel[q * k + b]!) ** 2;
-        spread[a] = Math.max(spread[a]!, Math.sqrt(s2) * 1.001);
-      }
-    }
-  }
-  const useSkip = skip && out !== undefined;
   let computed = 0;
   try {
     for (let start = 0; start < n; start += chunk) {
       const m = Math.min(chunk, n - start);
       const xs = x.subarray(start * per, (start + m) * per);
       const f = t.via === 'flatten' ? null : pooled(t, xs, m);
-      // Per-channel features (m, pf): position p of channel ch is xs[i*per + p*c + ch].
-      const feat = (ch: number): tf.Tensor2D => {
-        const a = new Float32Array(m * pf);
-        if (f) for (let i = 0; i < m; i++) a[i] = f[i * c + ch]!;
-        else for (let i = 0; i < m; i++) for (let p = 0; p < pf; p++) a[i * pf + p] = xs[i * per + p * c + ch]!;
-        return tf.tensor2d(a, [m, pf]);
-      };
+      // Channel-major copy (c, m, pf): a step's features are one contiguous upload.
+      const cm = new Float32Array(c * m * pf);
+      if (f) {
+        for (let i = 0; i < m; i++) for (let ch = 0; ch < c; ch++) cm[ch * m + i] = f[i * c + ch]!;
+      } else {
+        for (let i = 0; i < m; i++) {
+          const r = i * per;
+          for (let p = 0; p < pf; p++) for (let ch = 0; ch < c; ch++) cm[(ch * m + i) * pf + p] = xs[r + p * c + ch]!;
+        }
+      }
       let z = tf.tidy(() => tf.add(tf.matMul(tf.tensor2d(f ?? xs, [m, rows]), kernel), bias) as tf.Tensor2D);
-      const lab = new Int32Array(m);
-      const amb = new Uint8Array(m);
-      const lastMargin = new Float64Array(m);
-      const lastTop = new Float64Array(m);
-      const acc = new Float64Array(m);
       for (let k = 0; k <= last; k++) {
-        let todo: Int32Array | null = null;
         if (k > 0) {
           const ch = order[k - 1]!;
-          const fc = feat(ch);
-          const d = tf.matMul(fc, wc[ch]!);
-          const nz = tf.sub(z, d);
-          tf.dispose([z, fc]);
-          z = nz as tf.Tensor2D;
-          if (useSkip) {
-            // Images whose label cannot have changed since their last output-layer run.
-            const dn = tf.tidy(() => tf.sqrt(tf.sum(tf.square(d), 1)));
-            const dv = dn.dataSync();
-            dn.dispose();
-            const list: number[] = [];
-            for (let i = 0; i < m; i++) {
-              acc[i]! += dv[i]! * spread[lab[i]!]!;
-              if (!(lastMargin[i]! - acc[i]! > tol * (1 + lastTop[i]! + acc[i]!))) list.push(i);
-            }
-            todo = list.length === m ? null : Int32Array.from(list);
-          }
-          d.dispose();
+          const nz = tf.tidy(() => tf.sub(z, tf.matMul(tf.tensor2d(cm.subarray(ch * m * pf, (ch + 1) * m * pf), [m, pf]), wc[ch]!)) as tf.Tensor2D);
+          z.dispose();
+          z = nz;
         }
-        const count = todo ? todo.length : m;
-        if (count > 0) {
-          let logits: tf.Tensor2D;
-          if (out) {
-            logits = tf.tidy((): tf.Tensor2D => {
-              const zr: tf.Tensor2D = todo ? tf.gather(z, tf.tensor1d(todo, 'int32')) : z;
-              return tf.fused.matMul({ a: LIPSCHITZ[out.act]!(zr) as tf.Tensor2D, b: oK!, bias: oB! }) as tf.Tensor2D;
-            });
-          } else if (t.rest) {
-            logits = tf.tidy(() => t.rest!.predict(z, { batchSize: m }) as tf.Tensor2D);
-          } else {
-            logits = z;
-          }
-          const classes = logits.shape[1]!;
-          const v = logits.dataSync() as Float32Array;
-          if (logits !== z) logits.dispose();
-          for (let q = 0; q < count; q++) {
-            const i = todo ? todo[q]! : q;
-            const [b1, a1, margin, v1] = top(v, q * classes, classes, tol);
-            lab[i] = b1;
-            amb[i] = a1;
-            lastMargin[i] = a1 ? -Infinity : margin;
-            lastTop[i] = Math.abs(v1);
-            acc[i] = 0;
-          }
-        }
-        labels.set(lab, k * n + start);
-        ambiguous.set(amb, k * n + start);
-        computed += count;
+        // The layers after z on every image: the output Dense directly where that is all there is
+        // (tf.gather on wasm costs more than running the small output layer on all rows).
+        const logits = out ? tf.tidy(() => tf.fused.matMul({ a: LIPSCHITZ[out.act]!(z) as tf.Tensor2D, b: oK!, bias: oB! }) as tf.Tensor2D)
+          : t.rest ? tf.tidy(() => t.rest!.predict(z, { batchSize: m }) as tf.Tensor2D) : z;
+        const classes = logits.shape[1]!;
+        const v = logits.dataSync() as Float32Array;
+        if (logits !== z) logits.dispose();
+        const o = k * n + start;
+        for (let i = 0; i < m; i++) topInto(v, i * classes, classes, tol, labels, ambiguous, o + i);
+        computed += m;
       }
       z.dispose();
     }
@@ -321,8 +268,8 @@ function pooled(t: LinearTail, xs: Float32Array, m: number): Float32Array {
   return f;
 }
 
-/** Top label, ambiguity, top-two margin and top value of row r of (m, classes) logits. */
-function top(v: Float32Array | Float64Array, r: number, classes: number, tol: number): [number, number, number, number] {
+/** Writes the top label of row r of (m, classes) logits to labels[o] and 1 to ambiguous[o] where its top-two margin is within tol * (1 + |top|) (or NaN). */
+function topInto(v: Float32Array | Float64Array, r: number, classes: number, tol: number, labels: Int32Array, ambiguous: Uint8Array, o: number): void {
   let v1 = -Infinity;
   let b1 = 0;
   let nan = false;
@@ -333,8 +280,8 @@ function top(v: Float32Array | Float64Array, r: number, classes: number, tol: nu
   }
   let v2 = -Infinity;
   for (let j = 0; j < classes; j++) if (j !== b1 && v[r + j]! > v2) v2 = v[r + j]!;
-  const margin = v1 - v2;
-  return [b1, !nan && margin > tol * (1 + Math.abs(v1)) ? 0 : 1, margin, v1];
+  labels[o] = b1;
+  ambiguous[o] = !nan && v1 - v2 > tol * (1 + Math.abs(v1)) ? 0 : 1;
 }
 
 /** linearShare for GAP/direct cuts into the output Dense: z = f @ W + b updated in JS (float64). */
@@ -359,11 +306,7 @@ function pooledShare(t: LinearTail, f: Float32Array, m: number, start: number, n
         for (let j = 0; j < u; j++) z[r + j] -= fv * t.kernel[w0 + j]!;
       }
     }
-    for (let i = 0; i < m; i++) {
-      const [lab, amb] = top(z, i * u, u, tol);
-      labels[k * n + start + i] = lab;
-      ambiguous[k * n + start + i] = amb;
-    }
+    for (let i = 0; i < m; i++) topInto(z, i * u, u, tol, labels, ambiguous, k * n + start + i);
   }
   return m * (last + 1);
 }
