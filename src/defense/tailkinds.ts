@@ -284,31 +284,69 @@ function topInto(v: Float32Array | Float64Array, r: number, classes: number, tol
   ambiguous[o] = !nan && v1 - v2 > tol * (1 + Math.abs(v1)) ? 0 : 1;
 }
 
-/** linearShare for GAP/direct cuts into the output Dense: z = f @ W + b updated in JS (float64). */
+/**
+ * linearShare for GAP/direct cuts into the output Dense, in JS (float64): z = f @ W + b. Lazily:
+ * pruning channel ch moves the difference of two logits a, b by f_ch (W[ch, b] - W[ch, a]), at
+ * most |f_ch| (max_a W[ch, a] - min_a W[ch, a]); an image whose last top-two margin exceeds the
+ * summed moves (with the tol rule's headroom) keeps its label without touching z; otherwise its
+ * z catches up on the channels pruned since and its logits are read again.
+ */
 function pooledShare(t: LinearTail, f: Float32Array, m: number, start: number, n: number, order: number[], last: number, tol: number, labels: Int32Array, ambiguous: Uint8Array): number {
   const { c, u } = t;
+  const W = t.kernel;
+  const spread = new Float64Array(c);
+  for (let ch = 0; ch < c; ch++) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let j = 0; j < u; j++) { lo = Math.min(lo, W[ch * u + j]!); hi = Math.max(hi, W[ch * u + j]!); }
+    spread[ch] = (hi - lo) * 1.001;
+  }
   const z = new Float64Array(m * u);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < u; j++) {
       let s = t.bias[j]!;
-      for (let ch = 0; ch < c; ch++) s += f[i * c + ch]! * t.kernel[ch * u + j]!;
+      for (let ch = 0; ch < c; ch++) s += f[i * c + ch]! * W[ch * u + j]!;
       z[i * u + j] = s;
     }
   }
+  const synced = new Int32Array(m);
+  const lab = new Int32Array(m);
+  const lastMargin = new Float64Array(m);
+  const lastTop = new Float64Array(m);
+  const acc = new Float64Array(m);
+  let computed = 0;
   for (let k = 0; k <= last; k++) {
-    if (k > 0) {
-      const ch = order[k - 1]!;
-      const w0 = ch * u;
-      for (let i = 0; i < m; i++) {
-        const fv = f[i * c + ch]!;
-        if (fv === 0) continue;
+    const ch = k > 0 ? order[k - 1]! : -1;
+    const o = k * n + start;
+    for (let i = 0; i < m; i++) {
+      if (k > 0) {
+        acc[i]! += Math.abs(f[i * c + ch]!) * spread[ch]!;
+        if (lastMargin[i]! - acc[i]! > tol * (1 + lastTop[i]! + acc[i]!)) {
+          labels[o + i] = lab[i]!;
+          continue; // ambiguous stays 0
+        }
         const r = i * u;
-        for (let j = 0; j < u; j++) z[r + j] -= fv * t.kernel[w0 + j]!;
+        for (let q = synced[i]!; q < k; q++) {
+          const cq = order[q]!;
+          const fv = f[i * c + cq]!;
+          if (fv === 0) continue;
+          for (let j = 0; j < u; j++) z[r + j] -= fv * W[cq * u + j]!;
+        }
+        synced[i] = k;
       }
+      topInto(z, i * u, u, tol, labels, ambiguous, o + i);
+      computed++;
+      const b1 = labels[o + i]!;
+      let v2 = -Infinity;
+      for (let j = 0; j < u; j++) if (j !== b1 && z[i * u + j]! > v2) v2 = z[i * u + j]!;
+      const v1 = z[i * u + b1]!;
+      lab[i] = b1;
+      lastMargin[i] = ambiguous[o + i] ? -Infinity : v1 - v2;
+      lastTop[i] = Math.abs(v1);
+      acc[i] = 0;
     }
-    for (let i = 0; i < m; i++) topInto(z, i * u, u, tol, labels, ambiguous, k * n + start + i);
   }
-  return m * (last + 1);
+  return computed;
 }
 
 /** The kinds sweep.ts tries, in order. */
