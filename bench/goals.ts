@@ -186,7 +186,7 @@ async function demoRow(): Promise<Row> {
 
 /** Issue 11's sweep rows: goodnet's sweep time vs the PyTorch peer's, both from one child run. */
 async function sweepRows(): Promise<Row[]> {
-  const bench = (script: string, args: string[]) => withLoad(() => spawnSync(process.execPath, [join(ROOT, 'dist', 'bench', 'bench', script), ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }).status);
+  const bench = (script: string, args: string[]) => withLoad(() => spawnSync(process.execPath, [join(ROOT, 'dist', 'bench', 'bench', script), ...args], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] }).status);
   const row = (goal: string, seconds: number, peer: number | undefined, engine: string, peerEngine: string, load: number): Row => ({
     goal, target: '<= 0.5x PyTorch time (ratio >= 2.00x)', unit: 's', goodnet: { seconds, engine, load },
     peers: peer === undefined ? [] : [{ imagesPerSecond: 1 / peer, imagesPerCpuSecond: NaN, engine: peerEngine, load }],
