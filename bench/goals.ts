@@ -187,17 +187,17 @@ async function demoRow(): Promise<Row> {
 /** Issue 11's sweep rows: goodnet's sweep time vs the PyTorch peer's, both from one child run. */
 async function sweepRows(): Promise<Row[]> {
   const bench = (script: string, args: string[]) => withLoad(() => spawnSync(process.execPath, [join(ROOT, 'dist', 'bench', 'bench', script), ...args], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] }).status);
-  const row = (goal: string, seconds: number, peer: number | undefined, engine: string, peerEngine: string, load: number): Row => ({
-    goal, target: '<= 0.5x PyTorch time (ratio >= 2.00x)', unit: 's', goodnet: { seconds, engine, load },
-    peers: peer === undefined ? [] : [{ imagesPerSecond: 1 / peer, imagesPerCpuSecond: NaN, engine: peerEngine, load }],
+  const row = (goal: string, seconds: number, peer: number | undefined, engine: string, peerEngine: string, load: number, cpu?: number, peerCpu?: number): Row => ({
+    goal, target: '<= 0.5x PyTorch time (ratio >= 2.00x)', unit: 's', goodnet: { seconds, cpuSeconds: cpu, engine, load },
+    peers: peer === undefined ? [] : [{ imagesPerSecond: 1 / peer, imagesPerCpuSecond: peerCpu === undefined ? NaN : 1 / peerCpu, engine: peerEngine, load }],
     met: peer === undefined ? undefined : seconds <= 0.5 * peer,
   });
   const rows: Row[] = [];
   const r = await bench('prune_any.js', ['--n', String(arg('sweep-n', 9500))]);
-  const any = JSON.parse(readFileSync(join(ROOT, 'bench', 'results_any.json'), 'utf8')) as { rows: Array<{ name: string; goodnetSweep: number; torch?: number; kind: string; equal: boolean }> };
+  const any = JSON.parse(readFileSync(join(ROOT, 'bench', 'results_any.json'), 'utf8')) as { rows: Array<{ name: string; goodnetSweep: number; goodnetSweepCpu?: number; torch?: number; torchCpu?: number; kind: string; equal: boolean }> };
   for (const x of any.rows) {
     const what = x.name === 'mnist' ? 'MNIST-style Conv-AvgPool-Dense' : 'small ResNet, GAP';
-    rows.push(row(`pruning sweep (${what}, ${x.kind} kind${x.equal ? '' : ', NOT EQUAL'})`, x.goodnetSweep, x.torch, 'goodnet prune sweep, 1 thread', 'PyTorch 1 thread (bench/peer_torch.py --cut-file)', r.load));
+    rows.push(row(`pruning sweep (${what}, ${x.kind} kind${x.equal ? '' : ', NOT EQUAL'})`, x.goodnetSweep, x.torch, 'goodnet prune sweep, 1 thread', 'PyTorch 1 thread (bench/peer_torch.py --cut-file)', r.load, x.goodnetSweepCpu, x.torchCpu));
   }
   if (process.argv.includes('--prune-deepid')) {
     const d = await bench('prune_speed.js', []);
