@@ -16,13 +16,17 @@
  *                             tfjs-wasm listed for reference) vs bench/infer_peer_ort.py --model
  *                             (Python onnxruntime, 1 and 2 threads) on the same exported graph
  *   demo, seconds             `goodnet demo` (only with --demo: it takes minutes); goal <= 360 s
+ *   pruning sweep, seconds    issue 11: bench/prune_any.ts in a child process (MNIST-style net and
+ *                             small ResNet, --sweep-n images per set, default 9,500) against the
+ *                             PyTorch 1-thread peer in the same run; goal <= 0.5x its time. With
+ *                             --prune-deepid also bench/prune_speed.ts (DeepID, minutes).
  *
  * Throughput is given per wall second and per CPU second of the process (user + system): on a
  * loaded machine wall time mostly measures the neighbours, CPU time less so. "peer best" is the
  * best peer configuration on each measure; ratio = goodnet / peer best (>= 1.0 meets the goal).
  * Writes the raw numbers to bench/results.json under "goals" (the rest of the file is kept).
  *
- *   npx tsc -p bench && node dist/bench/bench/goals.js [--train-batches N] [--infer-batches N] [--demo]
+ *   npx tsc -p bench && node dist/bench/bench/goals.js [--train-batches N] [--infer-batches N] [--demo] [--sweep-n N] [--prune-deepid]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -264,6 +268,29 @@ async function demoRow(): Promise<Row> {
   return row;
 }
 
+/** Issue 11's sweep rows: goodnet's sweep time vs the PyTorch peer's, both from one child run. */
+async function sweepRows(): Promise<Row[]> {
+  const bench = (script: string, args: string[]) => withLoad(() => spawnSync(process.execPath, [join(ROOT, 'dist', 'bench', 'bench', script), ...args], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] }).status);
+  const row = (goal: string, seconds: number, peer: number | undefined, engine: string, peerEngine: string, load: number, cpu?: number, peerCpu?: number): Row => ({
+    goal, target: '<= 0.5x PyTorch time (ratio >= 2.00x)', unit: 's', goodnet: { seconds, cpuSeconds: cpu, engine, load },
+    peers: peer === undefined ? [] : [{ imagesPerSecond: 1 / peer, imagesPerCpuSecond: peerCpu === undefined ? NaN : 1 / peerCpu, engine: peerEngine, load }],
+    met: peer === undefined ? undefined : seconds <= 0.5 * peer,
+  });
+  const rows: Row[] = [];
+  const r = await bench('prune_any.js', ['--n', String(arg('sweep-n', 9500))]);
+  const any = JSON.parse(readFileSync(join(ROOT, 'bench', 'results_any.json'), 'utf8')) as { rows: Array<{ name: string; goodnetSweep: number; goodnetSweepCpu?: number; torch?: number; torchCpu?: number; kind: string; equal: boolean }> };
+  for (const x of any.rows) {
+    const what = x.name === 'mnist' ? 'MNIST-style Conv-AvgPool-Dense' : 'small ResNet, GAP';
+    rows.push(row(`pruning sweep (${what}, ${x.kind} kind${x.equal ? '' : ', NOT EQUAL'})`, x.goodnetSweep, x.torch, 'goodnet prune sweep, 1 thread', 'PyTorch 1 thread (bench/peer_torch.py --cut-file)', r.load, x.goodnetSweepCpu, x.torchCpu));
+  }
+  if (process.argv.includes('--prune-deepid')) {
+    const d = await bench('prune_speed.js', []);
+    const res = JSON.parse(readFileSync(RESULTS, 'utf8')) as { table: Array<{ seconds: number }>; torch?: { sweep_s: number; threads: number } };
+    rows.push(row('pruning sweep (DeepID, lab3 weights)', res.table[0]!.seconds, res.torch?.sweep_s, 'goodnet prune sweep, 2 workers', `PyTorch ${res.torch?.threads ?? '?'} threads`, d.load));
+  }
+  return rows;
+}
+
 const f0 = (v: number) => (Number.isFinite(v) ? v.toFixed(0) : '-');
 const ratio = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}x` : '-');
 
@@ -282,7 +309,7 @@ function printTable(rows: Row[]): void {
       const peerCpu = peer ? 1 / peer.imagesPerCpuSecond : NaN;
       const cpu = g.cpuSeconds;
       console.log(`| ${r.goal} | ${r.target} | ${g.seconds.toFixed(3)} s${cpu !== undefined ? ` (${cpu.toFixed(3)} CPU s)` : ''} | ` +
-        `${peer ? `${peerS.toFixed(3)} s (${peerCpu.toFixed(3)} CPU s)` : '-'} | ${peer ? ratio(peerS, g.seconds) : '-'} | ` +
+        `${peer ? `${peerS.toFixed(3)} s${Number.isFinite(peerCpu) ? ` (${peerCpu.toFixed(3)} CPU s)` : ''}` : '-'} | ${peer ? ratio(peerS, g.seconds) : '-'} | ` +
         `${peer && cpu !== undefined ? ratio(peerCpu, cpu) : '-'} | ${r.met ? 'yes' : 'no'} | ${g.load.toFixed(1)} | ${g.engine}${peer ? `; peer ${peer.engine}` : ''} |`);
       continue;
     }
@@ -306,6 +333,7 @@ for (const arch of ['deepid', 'vgg', 'resnet'] as const) {
   rows.push(await inferRow(`lab ${ARCH_NAME[arch]} 28x28x1 -> 10`, buildArchitecture(arch, { inputShape: [28, 28, 1], numClasses: 10, seed: 0 })));
 }
 rows.push(await demoRow());
+rows.push(...await sweepRows());
 console.log(`\nissue 14 goals, ${new Date().toISOString()}, load average now ${loadavg().map((l) => l.toFixed(1)).join(' ')}\n`);
 printTable(rows);
 const previous = existsSync(RESULTS) ? JSON.parse(readFileSync(RESULTS, 'utf8')) as Record<string, unknown> : {};

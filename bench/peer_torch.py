@@ -49,6 +49,7 @@ def cut_file_sweep():
     acc = []
     with torch.inference_mode():
         t0 = time.perf_counter()
+        c0 = time.process_time()
         for k in range(len(order) + 1):
             mask = torch.ones(c); mask[order[:k]] = 0
             r = []
@@ -57,7 +58,8 @@ def cut_file_sweep():
                 r.append((lab == y).float().mean().item())
             acc.append(r)
         t_sweep = time.perf_counter() - t0
-    print(json.dumps({'torch': torch.__version__, 'threads': torch.get_num_threads(), 'sweep_s': t_sweep, 'steps': len(order), 'n': sets[0][0].shape[0], 'acc': acc}))
+        c_sweep = time.process_time() - c0
+    print(json.dumps({'torch': torch.__version__, 'threads': torch.get_num_threads(), 'sweep_s': t_sweep, 'sweep_cpu_s': c_sweep, 'steps': len(order), 'n': sets[0][0].shape[0], 'acc': acc}))
 
 if a.cut_file:
     cut_file_sweep()

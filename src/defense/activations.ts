@@ -60,6 +60,33 @@ export async function tailLabelsAt(tail: tfl.LayersModel, a: CutActivations, mas
 }
 
 /**
+ * tailLabelsAt with one mask per image: image indices[j] masked by row j of `masks`
+ * (indices.length x C), so the recomputes of every step run in a few batched calls. The
+ * rows are gathered and masked in JS (tf.gather on wasm is slow): x * 1 and x * 0 are the
+ * same floats as tf.mul's, so each image's tail input is tailLabelsAt's.
+ */
+export async function tailLabelsMasked(tail: tfl.LayersModel, a: CutActivations, indices: number[], masks: Float32Array, batchSize = 2048): Promise<Int32Array> {
+  const out = new Int32Array(indices.length);
+  const shape = a.values.shape.slice(1);
+  const c = shape.at(-1)!;
+  const per = shape.reduce((p, q) => p * q, 1);
+  const values = await a.values.data() as Float32Array;
+  for (let start = 0; start < indices.length; start += batchSize) {
+    const size = Math.min(batchSize, indices.length - start);
+    const x = new Float32Array(size * per);
+    for (let j = 0; j < size; j++) {
+      const src = indices[start + j]! * per;
+      const mr = (start + j) * c;
+      for (let q = 0, o = j * per; q < per; q++, o++) x[o] = values[src + q]! * masks[mr + (q % c)]!;
+    }
+    const idx = tf.tidy(() => tf.argMax(tail.predict(tf.tensor(x, [size, ...shape]), { batchSize: size }) as tf.Tensor2D, 1));
+    out.set(await idx.data() as Int32Array, start);
+    idx.dispose();
+  }
+  return out;
+}
+
+/**
  * argmax of the tail on `take(start, size)` masked, batch by batch (only labels leave tidy).
  * predict gets the whole batch as its batch size (tfjs would otherwise split it into 32s).
  */

@@ -164,8 +164,14 @@ export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, orde
     for (let start = 0; start < n; start += chunk) {
       const m = Math.min(chunk, n - start);
       const p = tf.tensor4d(x.subarray(start * hw * c, (start + m) * hw * c), [m, h, w, c]);
-      // One (m, hw) tensor per channel, so a step reads its channel without a slice.
-      const pcs = tf.tidy(() => tf.unstack(tf.reshape(tf.transpose(p, [3, 0, 1, 2]), [c, m, hw])) as tf.Tensor2D[]);
+      // One (m, hw) tensor per channel, so a step reads its channel without a slice; cut out
+      // in JS (unstack on wasm copies the whole tensor once per channel).
+      const cm = new Float32Array(c * m * hw);
+      for (let i = 0; i < m; i++) {
+        const r = (start + i) * hw * c;
+        for (let q = 0; q < hw; q++) for (let ch = 0; ch < c; ch++) cm[(ch * m + i) * hw + q] = x[r + q * c + ch]!;
+      }
+      const pcs = Array.from({ length: c }, (_, ch) => tf.tensor2d(cm.subarray(ch * m * hw, (ch + 1) * m * hw), [m, hw]));
       let z1 = tf.tidy(() => tf.add(tf.matMul(tf.reshape(p, [m, hw * c]), aK), abB) as tf.Tensor2D);
       let z4 = tf.tidy(() => tf.reshape(tf.add(tf.conv2d(p, convK, 1, 'valid'), convB), [m, oh * ow * f]) as tf.Tensor2D);
       p.dispose();
@@ -206,7 +212,16 @@ export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, orde
         prevHid = hid;
         const rows = todo ? todo.length : m;
         if (rows > 0) {
-          const logits = tf.tidy(() => tf.fused.matMul({ a: todo ? tf.gather(hid, tf.tensor1d(todo, 'int32')) : hid, b: oK, bias: oB }));
+          // The rows to run, gathered in JS (tf.gather on wasm is slow): the same floats.
+          let rowsIn = hid;
+          if (todo) {
+            const hv = hid.dataSync() as Float32Array;
+            const g = new Float32Array(todo.length * u);
+            for (let q = 0; q < todo.length; q++) g.set(hv.subarray(todo[q]! * u, (todo[q]! + 1) * u), q * u);
+            rowsIn = tf.tensor2d(g, [todo.length, u]);
+          }
+          const logits = tf.tidy(() => tf.fused.matMul({ a: rowsIn, b: oK, bias: oB }));
+          if (rowsIn !== hid) rowsIn.dispose();
           const v = logits.dataSync() as Float32Array;
           logits.dispose();
           for (let q = 0; q < rows; q++) {
@@ -295,7 +310,12 @@ export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: n
       }
     });
   }
-  // Split back per set, step-major.
+  return { sets: splitShares(merged, ns, last), computed: merged.computed ?? 0 };
+}
+
+/** Split a step-major result over all images back into one result per set of `ns` images. */
+export function splitShares(merged: ShareResult, ns: number[], last: number): ShareResult[] {
+  const total = ns.reduce((a, b) => a + b, 0);
   const out: ShareResult[] = [];
   let s0 = 0;
   for (const n of ns) {
@@ -307,7 +327,7 @@ export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: n
     out.push(r);
     s0 += n;
   }
-  return { sets: out, computed: merged.computed ?? 0 };
+  return out;
 }
 
 function runWorker(t: DeepIdTail, x: Float32Array, n: number, order: number[], last: number, tol: number, skip: boolean): Promise<ShareResult> {

@@ -7,7 +7,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { accuracy, attackSuccessRate } from '../eval/metrics.js';
-import { tailLabels, tailLabelsAt, type CutActivations } from './activations.js';
+import { tailLabels, tailLabelsMasked, type CutActivations } from './activations.js';
 import type { FastSweepOptions } from './fastsweep.js';
 import { matchTail } from './tailkinds.js';
 import type { PruneOrder, SweepStep, ThresholdPick, ThresholdRule } from './types.js';
@@ -74,24 +74,29 @@ export async function sweep(
     const t0 = performance.now();
     const { sets: shares, computed } = await fast.kind.run(fast.t, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {});
     const t1 = performance.now();
+    // Ambiguous images of every step, recomputed exactly in a few batched calls per set.
     let recomputed = 0;
     const sets = [clean, poisoned];
+    const labels = await Promise.all(shares.map(async (r, s) => {
+      const n = sets[s]!.labels.length;
+      const lab = r.labels;
+      const at: number[] = [];
+      const idx: number[] = [];
+      for (let k = 0; k <= last; k++) for (let i = 0; i < n; i++) if (r.ambiguous[k * n + i]) { at.push(k * n + i); idx.push(i); }
+      if (at.length > 0) {
+        const masks = new Float32Array(at.length * channels);
+        at.forEach((ki, j) => masks.set(maskFor(channels, order, Math.floor(ki / n)), j * channels));
+        const exact = await tailLabelsMasked(tail, sets[s]!, idx, masks);
+        at.forEach((ki, j) => { lab[ki] = exact[j]!; });
+        recomputed += at.length;
+      }
+      return lab;
+    }));
     for (let k = 0; k <= last; k++) {
       await yieldToEventLoop(); // Ctrl-C between steps
-      const mask = maskFor(channels, order, k);
-      const labels = await Promise.all(shares.map(async (r, s) => {
-        const n = sets[s]!.labels.length;
-        const lab = r.labels.slice(k * n, (k + 1) * n);
-        const amb: number[] = [];
-        for (let i = 0; i < n; i++) if (r.ambiguous[k * n + i]) amb.push(i);
-        if (amb.length > 0) {
-          const exact = await tailLabelsAt(tail, sets[s]!, mask, amb);
-          amb.forEach((i, j) => { lab[i] = exact[j]!; });
-          recomputed += amb.length;
-        }
-        return lab;
-      }));
-      record(k, labels[0]!, labels[1]!);
+      const n0 = clean.labels.length;
+      const n1 = poisoned.labels.length;
+      record(k, labels[0]!.subarray(k * n0, (k + 1) * n0), labels[1]!.subarray(k * n1, (k + 1) * n1));
     }
     const seconds = { incremental: (t1 - t0) / 1000, recompute: (performance.now() - t1) / 1000 };
     return { channelOrder: order, steps, stats: { path: 'incremental', kind: fast.kind.name, recomputed, outputRuns: computed, seconds } };

@@ -9,6 +9,7 @@
  *           layers to the output: the Dense pre-activation z is linear in P's channels, so
  *           pruning one more channel subtracts that channel's rows (x_c @ W_c) from z; the
  *           layers after z run in one batch per step on z only (cheap next to the Dense).
+ *           Where they are an activation and the output Dense, they run as two tf ops.
  *
  * Exactness as in fastsweep.ts: the label comes from logits (a final softmax is dropped);
  * an image whose top-two margin is within tol * (1 + |top|) is flagged and recomputed.
@@ -16,7 +17,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { CutActivations } from './activations.js';
-import { fastShares, FAST_TOL, matchDeepIdTail, type DeepIdTail, type FastSweepOptions, type ShareResult } from './fastsweep.js';
+import { fastShares, FAST_TOL, matchDeepIdTail, splitShares, type DeepIdTail, type FastSweepOptions, type ShareResult } from './fastsweep.js';
 
 type Layer = tfl.layers.Layer;
 
@@ -46,6 +47,8 @@ export interface LinearTail {
   bias: Float32Array;
   /** z (N, u) -> logits; null when z is the logits (the Dense is the output layer). */
   rest: tfl.LayersModel | null;
+  /** When rest is only an activation then the output Dense: its weights (run as two tf ops, not predict). */
+  out?: { act: string; kernel: Float32Array; bias: Float32Array; classes: number };
 }
 
 function cfg(l: Layer): Record<string, unknown> {
@@ -101,6 +104,24 @@ function restModel(tail: tfl.LayersModel, dense: Layer): tfl.LayersModel | 'iden
   return logits ? tfl.model({ inputs: input, outputs: logits }) : null;
 }
 
+/** Activations before the output Dense run as one tf op. */
+const LIPSCHITZ: Record<string, (x: tf.Tensor) => tf.Tensor> = {
+  linear: (x) => x, relu: (x) => tf.relu(x), tanh: (x) => tf.tanh(x), sigmoid: (x) => tf.sigmoid(x),
+};
+
+/** The output Dense when the tail after the first Dense is only [Dropout...] -> Dense (output, softmax/linear). */
+function outputDense(tail: tfl.LayersModel, dense: Layer): LinearTail['out'] {
+  if (!(act(dense) in LIPSCHITZ)) return undefined;
+  const after = tail.layers.slice(tail.layers.indexOf(dense) + 1).filter((l) => l.getClassName() !== 'Dropout');
+  const o = after[0];
+  if (after.length !== 1 || !o || o.getClassName() !== 'Dense' || !['softmax', 'linear'].includes(act(o))) return undefined;
+  if ((o.inboundNodes.at(-1)!.outputTensors[0] as tfl.SymbolicTensor).id !== tail.outputs[0]!.id) return undefined;
+  const w = o.getWeights();
+  if (w[0]!.shape[0] !== (cfg(dense).units as number)) return undefined;
+  const classes = w[0]!.shape[1]!;
+  return { act: act(dense), kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(classes), classes };
+}
+
 export const linearKind: TailKind<LinearTail> = {
   name: 'linear',
   match: (tail, channels) => {
@@ -135,90 +156,120 @@ export const linearKind: TailKind<LinearTail> = {
     return {
       via, hw: shape.length === 3 ? shape[0]! * shape[1]! : 1, c: channels, u,
       kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(u), rest: rest === 'identity' ? null : rest,
+      out: rest === 'identity' ? undefined : outputDense(tail, dense),
     };
   },
   run: async (t, sets, order, last, o) => {
-    const tol = o.tol ?? FAST_TOL;
-    const out: ShareResult[] = [];
-    let computed = 0;
+    // Both sets in one pass: one set of tfjs calls per step instead of one per set.
+    const ns = sets.map((s) => s.values.shape[0]);
+    const per = t.via === 'direct' ? t.c : t.hw * t.c;
+    const all = new Float32Array(ns.reduce((a, b) => a + b, 0) * per);
+    let off = 0;
     for (const s of sets) {
-      const r = linearShare(t, s.values, order, last, tol);
-      computed += r.computed ?? 0;
-      out.push(r);
+      all.set(await s.values.data() as Float32Array, off);
+      off += s.values.size;
     }
-    return { sets: out, computed };
+    const r = linearShare(t, all, all.length / per, order, last, o.tol ?? FAST_TOL);
+    return { sets: splitShares(r, ns, last), computed: r.computed ?? 0 };
   },
 };
 
-/** The incremental sweep of one set on the current backend. */
-export function linearShare(t: LinearTail, values: tf.Tensor, order: number[], last: number, tol: number, chunkSize?: number): ShareResult {
+/**
+ * The incremental sweep of `n` images `x` (NHWC at the cut, (n, C) for direct) on the current
+ * backend. Per-channel features are cut out in JS (the wasm backend's slice copies the whole
+ * tensor per call); the Dense pre-activation z is updated with one small matmul per step;
+ * an activation and output Dense after it run as two tf ops instead of a model's predict.
+ */
+export function linearShare(t: LinearTail, x: Float32Array, n: number, order: number[], last: number, tol: number, chunkSize?: number): ShareResult {
   const { hw, c, u } = t;
-  // Images per chunk: about 2^24 floats of state (cut values, z, logits) at a time.
-  const chunk = chunkSize ?? Math.max(256, Math.min(65536, Math.floor(2 ** 24 / (hw * c + 2 * u + 16))));
-  const n = values.shape[0]!;
+  const per = t.via === 'direct' ? c : hw * c;
   const labels = new Int32Array((last + 1) * n);
   const ambiguous = new Uint8Array((last + 1) * n);
+  // Images per chunk: about 2^24 floats of state (cut values, z, logits) at a time.
+  const chunk = chunkSize ?? Math.max(256, Math.min(65536, Math.floor(2 ** 24 / (per + 2 * u + 16))));
+  if (!t.rest && t.via !== 'flatten') {
+    let computed = 0;
+    for (let start = 0; start < n; start += chunk) {
+      const m = Math.min(chunk, n - start);
+      computed += pooledShare(t, pooled(t, x.subarray(start * per, (start + m) * per), m), m, start, n, order, last, tol, labels, ambiguous);
+    }
+    return { labels, ambiguous, computed };
+  }
   const rows = t.via === 'flatten' ? hw * c : c;
+  const pf = t.via === 'flatten' ? hw : 1;
   const kernel = tf.tensor2d(t.kernel, [rows, u]);
   const bias = tf.tensor1d(t.bias);
   // Rows of channel ch: (hw, u) for flatten (row p*c + ch), (1, u) otherwise.
   const wc: tf.Tensor2D[] = [];
   for (let ch = 0; ch < c; ch++) {
-    const per = t.via === 'flatten' ? hw : 1;
-    const a = new Float32Array(per * u);
-    for (let p = 0; p < per; p++) a.set(t.kernel.subarray((p * c + ch) * u, (p * c + ch + 1) * u), p * u);
-    wc.push(tf.tensor2d(a, [per, u]));
+    const a = new Float32Array(pf * u);
+    for (let p = 0; p < pf; p++) a.set(t.kernel.subarray((p * c + ch) * u, (p * c + ch + 1) * u), p * u);
+    wc.push(tf.tensor2d(a, [pf, u]));
   }
+  const out = t.out;
+  const oK = out ? tf.tensor2d(out.kernel, [u, out.classes]) : null;
+  const oB = out ? tf.tensor1d(out.bias) : null;
   let computed = 0;
   try {
     for (let start = 0; start < n; start += chunk) {
       const m = Math.min(chunk, n - start);
-      const x = tf.slice(values, start, m);
-      // Per-channel features: (m, hw) for flatten, (m, 1) for GAP (mean over positions) and direct.
-      const feats = tf.tidy(() => {
-        if (t.via === 'flatten') return tf.unstack(tf.reshape(tf.transpose(x, [3, 0, 1, 2]), [c, m, hw])) as tf.Tensor2D[];
-        const v = t.via === 'gap' ? tf.mean(x, [1, 2]) : x;
-        return tf.split(v as tf.Tensor2D, c, 1) as tf.Tensor2D[];
-      });
-      if (!t.rest && t.via !== 'flatten') {
-        // z is the logits and one channel is one input row: the update is m*u multiply-adds per step, done here in JS.
-        computed += pooledShare(t, x, m, start, n, order, last, tol, labels, ambiguous);
-        tf.dispose([...feats, x]);
-        continue;
+      const xs = x.subarray(start * per, (start + m) * per);
+      const f = t.via === 'flatten' ? null : pooled(t, xs, m);
+      // Channel-major copy (c, m, pf): a step's features are one contiguous upload.
+      const cm = new Float32Array(c * m * pf);
+      if (f) {
+        for (let i = 0; i < m; i++) for (let ch = 0; ch < c; ch++) cm[ch * m + i] = f[i * c + ch]!;
+      } else {
+        for (let i = 0; i < m; i++) {
+          const r = i * per;
+          for (let p = 0; p < pf; p++) for (let ch = 0; ch < c; ch++) cm[(ch * m + i) * pf + p] = xs[r + p * c + ch]!;
+        }
       }
-      let z = tf.tidy(() => {
-        const v = t.via === 'flatten' ? tf.reshape(x, [m, rows]) : t.via === 'gap' ? tf.mean(x, [1, 2]) : x;
-        return tf.add(tf.matMul(v as tf.Tensor2D, kernel), bias) as tf.Tensor2D;
-      });
-      x.dispose();
+      let z = tf.tidy(() => tf.add(tf.matMul(tf.tensor2d(f ?? xs, [m, rows]), kernel), bias) as tf.Tensor2D);
       for (let k = 0; k <= last; k++) {
         if (k > 0) {
           const ch = order[k - 1]!;
-          const nz = tf.tidy(() => tf.sub(z, tf.matMul(feats[ch]!, wc[ch]!)) as tf.Tensor2D);
+          const nz = tf.tidy(() => tf.sub(z, tf.matMul(tf.tensor2d(cm.subarray(ch * m * pf, (ch + 1) * m * pf), [m, pf]), wc[ch]!)) as tf.Tensor2D);
           z.dispose();
           z = nz;
         }
-        const logits = t.rest ? tf.tidy(() => t.rest!.predict(z, { batchSize: m }) as tf.Tensor2D) : z;
+        // The layers after z on every image: the output Dense directly where that is all there is
+        // (tf.gather on wasm costs more than running the small output layer on all rows).
+        const logits = out ? tf.tidy(() => tf.fused.matMul({ a: LIPSCHITZ[out.act]!(z) as tf.Tensor2D, b: oK!, bias: oB! }) as tf.Tensor2D)
+          : t.rest ? tf.tidy(() => t.rest!.predict(z, { batchSize: m }) as tf.Tensor2D) : z;
         const classes = logits.shape[1]!;
         const v = logits.dataSync() as Float32Array;
         if (logits !== z) logits.dispose();
-        for (let i = 0; i < m; i++) {
-          const [b1, amb] = top(v, i * classes, classes, tol);
-          labels[k * n + start + i] = b1;
-          ambiguous[k * n + start + i] = amb;
-        }
+        const o = k * n + start;
+        for (let i = 0; i < m; i++) topInto(v, i * classes, classes, tol, labels, ambiguous, o + i);
         computed += m;
       }
-      tf.dispose([...feats, z]);
+      z.dispose();
     }
   } finally {
     tf.dispose([kernel, bias, ...wc]);
+    if (oK) tf.dispose([oK, oB!]);
   }
   return { labels, ambiguous, computed };
 }
 
-/** Top label and ambiguity of row i of (m, classes) logits. */
-function top(v: Float32Array | Float64Array, r: number, classes: number, tol: number): [number, number] {
+/** (m, c) per-channel values for gap (mean over positions, as float32) and direct cuts. */
+function pooled(t: LinearTail, xs: Float32Array, m: number): Float32Array {
+  if (t.via === 'direct') return xs;
+  const { hw, c } = t;
+  const f = new Float32Array(m * c);
+  const s = new Float64Array(c);
+  for (let i = 0; i < m; i++) {
+    s.fill(0);
+    const r = i * hw * c;
+    for (let p = 0; p < hw; p++) for (let ch = 0; ch < c; ch++) s[ch]! += xs[r + p * c + ch]!;
+    for (let ch = 0; ch < c; ch++) f[i * c + ch] = s[ch]! / hw;
+  }
+  return f;
+}
+
+/** Writes the top label of row r of (m, classes) logits to labels[o] and 1 to ambiguous[o] where its top-two margin is within tol * (1 + |top|) (or NaN). */
+function topInto(v: Float32Array | Float64Array, r: number, classes: number, tol: number, labels: Int32Array, ambiguous: Uint8Array, o: number): void {
   let v1 = -Infinity;
   let b1 = 0;
   let nan = false;
@@ -229,41 +280,73 @@ function top(v: Float32Array | Float64Array, r: number, classes: number, tol: nu
   }
   let v2 = -Infinity;
   for (let j = 0; j < classes; j++) if (j !== b1 && v[r + j]! > v2) v2 = v[r + j]!;
-  return [b1, !nan && v1 - v2 > tol * (1 + Math.abs(v1)) ? 0 : 1];
+  labels[o] = b1;
+  ambiguous[o] = !nan && v1 - v2 > tol * (1 + Math.abs(v1)) ? 0 : 1;
 }
 
-/** linearShare for GAP/direct cuts into the output Dense: z = f @ W + b updated in JS (float64). */
-function pooledShare(t: LinearTail, x: tf.Tensor, m: number, start: number, n: number, order: number[], last: number, tol: number, labels: Int32Array, ambiguous: Uint8Array): number {
+/**
+ * linearShare for GAP/direct cuts into the output Dense, in JS (float64): z = f @ W + b. Lazily:
+ * pruning channel ch moves the difference of two logits a, b by f_ch (W[ch, b] - W[ch, a]), at
+ * most |f_ch| (max_a W[ch, a] - min_a W[ch, a]); an image whose last top-two margin exceeds the
+ * summed moves (with the tol rule's headroom) keeps its label without touching z; otherwise its
+ * z catches up on the channels pruned since and its logits are read again.
+ */
+function pooledShare(t: LinearTail, f: Float32Array, m: number, start: number, n: number, order: number[], last: number, tol: number, labels: Int32Array, ambiguous: Uint8Array): number {
   const { c, u } = t;
-  const fT = tf.tidy(() => (t.via === 'gap' ? tf.mean(x, [1, 2]) : x));
-  const f = fT.dataSync() as Float32Array;
-  fT.dispose();
+  const W = t.kernel;
+  const spread = new Float64Array(c);
+  for (let ch = 0; ch < c; ch++) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let j = 0; j < u; j++) { lo = Math.min(lo, W[ch * u + j]!); hi = Math.max(hi, W[ch * u + j]!); }
+    spread[ch] = (hi - lo) * 1.001;
+  }
   const z = new Float64Array(m * u);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < u; j++) {
       let s = t.bias[j]!;
-      for (let ch = 0; ch < c; ch++) s += f[i * c + ch]! * t.kernel[ch * u + j]!;
+      for (let ch = 0; ch < c; ch++) s += f[i * c + ch]! * W[ch * u + j]!;
       z[i * u + j] = s;
     }
   }
+  const synced = new Int32Array(m);
+  const lab = new Int32Array(m);
+  const lastMargin = new Float64Array(m);
+  const lastTop = new Float64Array(m);
+  const acc = new Float64Array(m);
+  let computed = 0;
   for (let k = 0; k <= last; k++) {
-    if (k > 0) {
-      const ch = order[k - 1]!;
-      const w0 = ch * u;
-      for (let i = 0; i < m; i++) {
-        const fv = f[i * c + ch]!;
-        if (fv === 0) continue;
-        const r = i * u;
-        for (let j = 0; j < u; j++) z[r + j] -= fv * t.kernel[w0 + j]!;
-      }
-    }
+    const ch = k > 0 ? order[k - 1]! : -1;
+    const o = k * n + start;
     for (let i = 0; i < m; i++) {
-      const [lab, amb] = top(z, i * u, u, tol);
-      labels[k * n + start + i] = lab;
-      ambiguous[k * n + start + i] = amb;
+      if (k > 0) {
+        acc[i]! += Math.abs(f[i * c + ch]!) * spread[ch]!;
+        if (lastMargin[i]! - acc[i]! > tol * (1 + lastTop[i]! + acc[i]!)) {
+          labels[o + i] = lab[i]!;
+          continue; // ambiguous stays 0
+        }
+        const r = i * u;
+        for (let q = synced[i]!; q < k; q++) {
+          const cq = order[q]!;
+          const fv = f[i * c + cq]!;
+          if (fv === 0) continue;
+          for (let j = 0; j < u; j++) z[r + j] -= fv * W[cq * u + j]!;
+        }
+        synced[i] = k;
+      }
+      topInto(z, i * u, u, tol, labels, ambiguous, o + i);
+      computed++;
+      const b1 = labels[o + i]!;
+      let v2 = -Infinity;
+      for (let j = 0; j < u; j++) if (j !== b1 && z[i * u + j]! > v2) v2 = z[i * u + j]!;
+      const v1 = z[i * u + b1]!;
+      lab[i] = b1;
+      lastMargin[i] = ambiguous[o + i] ? -Infinity : v1 - v2;
+      lastTop[i] = Math.abs(v1);
+      acc[i] = 0;
     }
   }
-  return m * (last + 1);
+  return computed;
 }
 
 /** The kinds sweep.ts tries, in order. */
