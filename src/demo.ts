@@ -59,7 +59,10 @@ export interface DemoOptions {
 
 export interface DemoPhase {
   phase: string;
+  /** Wall-clock seconds. */
   seconds: number;
+  /** CPU seconds of this process (all its threads, user + system): less sensitive to other load than wall time. */
+  cpuSeconds: number;
 }
 
 /** DIR/summary.json: what ran, how long each phase took, and the machine's load. */
@@ -68,6 +71,7 @@ export interface DemoSummary {
   commands: string[];
   phases: DemoPhase[];
   seconds: number;
+  cpuSeconds: number;
   /** os.loadavg() (1, 5, 15 minutes) at the start and at the end of the run. */
   loadAverage: { start: number[]; end: number[] };
   cpus: number;
@@ -121,10 +125,15 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
   const d = (...p: string[]) => join(o.out, ...p);
   const phases: DemoPhase[] = [];
   let tPhase = performance.now();
+  const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
+  let cPhase = cpu();
+  const cpu0 = cPhase;
   const done = (phase: string) => {
     const now = performance.now();
-    phases.push({ phase, seconds: (now - tPhase) / 1000 });
+    const c = cpu();
+    phases.push({ phase, seconds: (now - tPhase) / 1000, cpuSeconds: c - cPhase });
     tPhase = now;
+    cPhase = c;
   };
   const extra = [o.dataset ? ` --dataset ${o.dataset}` : '', o.epochs ? ` --epochs ${o.epochs}` : ''].join('');
   const modern = o.modern === false ? undefined : { ...DEMO_MODERN, ...o.modern, split: { ...DEMO_MODERN.split, ...o.modern?.split } } as
@@ -185,6 +194,7 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
   }
 
   let tDefense = performance.now();
+  let cDefense = cpu();
   const compare = await runComparison({
     model, cleanValid: lab('data/cl/valid.h5'), cleanImages, cleanTest: lab('data/cl/test.h5'), poisonedTest: lab('data/bd/bd_test.h5'),
     target: attack.target, defenses: o.defenses?.only, options: o.defenses?.options ?? QUICK_DEFENSE_OPTIONS, out: d('compare'),
@@ -192,14 +202,17 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
     onDefense: (name, r) => {
       o.defenses?.onDefense?.(name, r);
       if (!r) return;
-      // Each defense's phase: its run plus measuring it on the test sets.
+      // Each defense's phase: its run plus measuring it on the test sets (the first also measures the BadNet).
       const now = performance.now();
-      phases.push({ phase: `defense: ${name}`, seconds: (now - tDefense) / 1000 });
+      const c = cpu();
+      phases.push({ phase: `defense: ${name}`, seconds: (now - tDefense) / 1000, cpuSeconds: c - cDefense });
       tDefense = now;
+      cDefense = c;
     },
   });
-  phases.push({ phase: 'defenses: measuring the BadNet, writing', seconds: Math.max(0, (performance.now() - tPhase) / 1000 - phases.filter((p) => p.phase.startsWith('defense: ')).reduce((a, p) => a + p.seconds, 0)) });
-  tPhase = performance.now();
+  tPhase = tDefense;
+  cPhase = cDefense;
+  done('defenses: writing the comparison');
   // STRIP's entropies (from the comparison's STRIP run) as `goodnet strip` writes them: the report's histogram.
   const stripResult = (compare.results.find((r) => r.defense === stripDefense.name)?.details as StripDefenseDetails | undefined)?.result;
   if (stripResult) await writeStripOutput(d('strip'), stripResult, { command: cmd('goodnet compare'), ...stripResult });
@@ -209,7 +222,7 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
   done('report');
   o.onStage?.('report', report);
   const seconds = (performance.now() - t0) / 1000;
-  const summary: DemoSummary = { kind: 'demo', commands, phases, seconds, loadAverage: { start: load0, end: loadavg() }, cpus: (await import('node:os')).cpus().length };
+  const summary: DemoSummary = { kind: 'demo', commands, phases, seconds, cpuSeconds: cpu() - cpu0, loadAverage: { start: load0, end: loadavg() }, cpus: (await import('node:os')).cpus().length };
   await writeAtomically(d('summary.json'), (tmp) => writeFileSync(tmp, `${JSON.stringify(summary, null, 2)}\n`));
   return { attack, eval: ev, prune, ...(second ? { modern: second } : {}), compare, ...(stripResult ? { strip: stripResult } : {}), report, commands, phases, summary, seconds };
 }

@@ -19,10 +19,10 @@ interface DemoCliOpts {
 
 /** The phase timing table the demo prints at the end (also in DIR/summary.json). */
 export function phaseTable(r: Pick<DemoResult, 'phases' | 'seconds' | 'summary'>): string {
-  const rows = r.phases.map((p) => [p.phase, `${p.seconds.toFixed(1)} s`, percent(p.seconds / r.seconds, 1)]);
-  rows.push(['total', `${r.seconds.toFixed(1)} s`, '100.0%']);
+  const rows = r.phases.map((p) => [p.phase, `${p.seconds.toFixed(1)} s`, percent(p.seconds / r.seconds, 1), `${p.cpuSeconds.toFixed(1)} s`]);
+  rows.push(['total', `${r.seconds.toFixed(1)} s`, '100.0%', `${r.summary.cpuSeconds.toFixed(1)} s`]);
   const la = r.summary.loadAverage;
-  return `${markdownTable(['phase', 'time', 'share'], rows)}\n\nload average (1/5/15 min) at start ${la.start.map((x) => x.toFixed(2)).join(' / ')}, ` +
+  return `${markdownTable(['phase', 'wall time', 'share', 'CPU time'], rows)}\n\nload average (1/5/15 min) at start ${la.start.map((x) => x.toFixed(2)).join(' / ')}, ` +
     `at end ${la.end.map((x) => x.toFixed(2)).join(' / ')}; ${r.summary.cpus} CPUs`;
 }
 

@@ -198,19 +198,20 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
     extra.push(...r.sections);
     defenseFigures.push(...r.figures);
   }
+  const demoSummary = readJson<{ kind?: string; commands?: string[]; phases?: { phase: string; seconds: number }[] }>(join(dir, 'summary.json'));
+  const demoCommands = demoSummary?.kind === 'demo' ? demoSummary.commands : undefined;
   const compared = readComparisonFolder(join(dir, 'compare'));
   if (compared) {
-    const r = await defenseSections(compared, { command: options.compareCommand });
+    const r = await defenseSections(compared, { command: options.compareCommand ?? demoCommands?.find((c) => c.startsWith('goodnet compare')) });
     extra.push(...r.sections);
     defenseFigures.push(...r.figures);
   }
-  const demoSummary = readJson<{ kind?: string; phases?: { phase: string; seconds: number }[] }>(join(dir, 'summary.json'));
   const phases = demoSummary?.kind === 'demo' ? Object.fromEntries((demoSummary.phases ?? []).map((p) => [`demo: ${p.phase}`, p.seconds])) : {};
   const timings: Record<string, number> = { ...phases, ...(attack ? { 'attack (training)': attack.training.seconds, attack: attack.seconds } : {}), ...summary.timings };
   const report: ReportData = {
     title: options.title ?? (attack ? `goodnet report: pruning defense against a ${attack.dataset.name} BadNet` : 'goodnet report: pruning defense'),
     generatedAt: new Date().toISOString(),
-    commands: [...(options.commands ?? (attack?.command ? [attack.command] : [])), ...(summary.command ? [summary.command] : [])],
+    commands: [...new Set([...(options.commands ?? demoCommands ?? (attack?.command ? [attack.command] : [])), ...(summary.command ? [summary.command] : [])])],
     model: { path: modelIn.path, sha256: modelIn.sha256, format: summary.model.format, inputShape: summary.model.inputShape, numClasses: summary.model.numClasses },
     data: summary.inputs.filter((i) => i.role !== 'model').map((i) => ({ role: i.role, path: i.path, sha256: i.sha256, images: i.images ?? 0 })),
     target: summary.target,

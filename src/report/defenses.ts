@@ -47,42 +47,67 @@ export function readComparisonFolder(dir: string): ComparisonFolder | undefined 
   return { ...c, sections };
 }
 
-/** Clean accuracy against ASR, one point per row of the comparison (the BadNet drawn apart). */
+/** The short name of a row: its text before the first parenthesis. */
+const shortName = (defense: string) => defense.split(' (')[0]!.trim();
+
+/**
+ * Clean accuracy against ASR, one point per row of the comparison (row 0, the BadNet, drawn
+ * apart). Rows on the same spot share one label ("no defense = ANP").
+ */
 export async function comparisonScatter(rows: DefenseRow[], options: { name?: string; title?: string } = {}): Promise<Figure> {
   if (rows.length === 0) throw new GoodnetError('comparisonScatter: no rows');
-  const values = rows.filter((r) => Number.isFinite(r.accuracy) && Number.isFinite(r.asr)).map((r, i) => ({
-    defense: r.defense.length > 48 ? `${r.defense.slice(0, 46)}…` : r.defense, asr: r.asr, accuracy: r.accuracy,
+  const points = rows.map((r, i) => ({
+    defense: shortName(r.defense), asr: r.asr, accuracy: r.accuracy,
     kind: i === 0 ? 'no defense' : r.detectionRate !== undefined ? 'detector in front of the model' : 'repaired model',
-  }));
+  })).filter((p) => Number.isFinite(p.accuracy) && Number.isFinite(p.asr));
+  const labels = new Map<string, { asr: number; accuracy: number; names: string[] }>();
+  for (const p of points) {
+    const key = `${p.asr.toFixed(4)}:${p.accuracy.toFixed(4)}`;
+    const l = labels.get(key) ?? { asr: p.asr, accuracy: p.accuracy, names: [] };
+    if (!l.names.includes(p.defense)) l.names.push(p.defense);
+    labels.set(key, l);
+  }
+  const text = [...labels.values()].map((l) => ({ asr: l.asr, accuracy: l.accuracy, label: l.names.join(' = '), right: l.asr > 0.6, below: false }));
+  // A label close under the one above it on the same side goes below its point instead.
+  const accs = points.map((p) => p.accuracy);
+  const span = Math.max(1e-6, Math.max(...accs) - Math.min(...accs));
+  for (const side of [false, true]) {
+    const same = text.filter((t) => t.right === side).sort((a, b) => b.accuracy - a.accuracy);
+    for (let i = 1; i < same.length; i++) {
+      if (!same[i - 1]!.below && (same[i - 1]!.accuracy - same[i]!.accuracy) / span < 0.06) same[i]!.below = true;
+    }
+  }
   const title = options.title ?? 'Every defense: clean accuracy against attack success rate';
+  const textLayer = (right: boolean, below: boolean) => ({
+    data: { values: text.filter((t) => t.right === right && t.below === below) },
+    mark: { type: 'text', align: right ? 'right' : 'left', dx: right ? -9 : 9, dy: below ? 14 : -8, fontSize: 11, color: COLORS.text },
+    encoding: { x: { field: 'asr', type: 'quantitative' }, y: { field: 'accuracy', type: 'quantitative' }, text: { field: 'label' } },
+  });
   return renderSpec(options.name ?? 'defenses-scatter', title, {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: { text: title, subtitle: 'test sets; top left is best (accurate, backdoor gone)' },
     width: 520,
     height: 320,
-    data: { values },
     layer: [
       {
+        data: { values: points },
         mark: { type: 'point', filled: true, size: 90, opacity: 0.85 },
         encoding: {
           x: { field: 'asr', type: 'quantitative', title: 'attack success rate', scale: { domain: [0, 1] }, axis: { format: '.0%' } },
-          y: { field: 'accuracy', type: 'quantitative', title: 'clean accuracy', scale: { zero: false }, axis: { format: '.0%' } },
+          y: { field: 'accuracy', type: 'quantitative', title: 'clean accuracy', scale: { zero: false, nice: false, padding: 14 }, axis: { format: '.1%' } },
           color: {
             field: 'kind', type: 'nominal', title: null,
             scale: { domain: ['no defense', 'repaired model', 'detector in front of the model'], range: [COLORS.asr, COLORS.accuracy, COLORS.neutral] },
             legend: { orient: 'bottom' },
           },
           shape: { field: 'kind', type: 'nominal', legend: null },
+          tooltip: [{ field: 'defense' }],
         },
       },
-      {
-        mark: { type: 'text', align: 'left', dx: 7, dy: -6, fontSize: 10, color: COLORS.text },
-        encoding: {
-          x: { field: 'asr', type: 'quantitative' },
-          y: { field: 'accuracy', type: 'quantitative' },
-          text: { field: 'defense' },
-        },
-      },
+      textLayer(false, false),
+      textLayer(true, false),
+      textLayer(false, true),
+      textLayer(true, true),
     ],
   } as never);
 }
