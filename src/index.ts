@@ -61,8 +61,8 @@ export {
   type StripDetector, type StripResult, type StripScores, type RunStripOptions, type CalibrateOptions, type StripMethod, type SuperimposeMode,
 } from './detect/strip.js';
 export {
-  registerDefense, registeredDefenses, getDefense, derOf, loadCleanData, measure,
-  type Defense, type DefenseInput, type DefenseRun, type DefenseRow, type Verdict, type ReportSection, type Measurement,
+  registerDefense, registeredDefenses, getDefense, derOf, loadCleanData, measure, repairRow,
+  type Defense, type DefenseInput, type DefenseRun, type DefenseRow, type Verdict, type ReportSection, type Measurement, type MeasureOptions,
 } from './defense/interface.js';
 export { runDefense, type RunDefenseOptions, type RunDefenseResult } from './defense/run.js';
 export { runNeuralCleanse, reverseTriggers, anomalyIndices, flaggedLabels, NC_DEFAULTS, type NcOptions, type NcDetails } from './defense/nc.js';
