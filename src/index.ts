@@ -55,20 +55,22 @@ export { goodnetLabels, goodnetMetrics, evaluateGoodNet, classifyGoodNet } from 
 export type { ActivationProfile, SweepResult, SweepStep, ThresholdPick, GoodNetRow, PruneOrder } from './defense/types.js';
 export { writeReport } from './report/build.js';
 export { renderReport, type ReportData } from './report/html.js';
-export { runDemo, type DemoOptions, type DemoResult } from './demo.js';
+export { runDemo, DEMO_MODERN, DEMO_CLEAN_IMAGES, type DemoOptions, type DemoResult, type DemoSummary, type DemoPhase } from './demo.js';
 export { fineTune, runFinePrune, FINE_TUNE_DEFAULTS, type FineTuneOptions } from './defense/fineprune.js';
 export {
   calibrateStrip, runStrip, stripEntropies, stripThreshold, stripFlags, entropy, superimpose, normalQuantile, STRIP_DEFAULTS,
   type StripDetector, type StripResult, type StripScores, type RunStripOptions, type CalibrateOptions, type StripMethod, type SuperimposeMode,
 } from './detect/strip.js';
 export {
-  registerDefense, registeredDefenses, getDefense, derOf, loadCleanData, measure,
-  type Defense, type DefenseInput, type DefenseRun, type DefenseRow, type Verdict, type ReportSection, type Measurement,
+  registerDefense, registeredDefenses, getDefense, derOf, loadCleanData, measure, repairRow,
+  type Defense, type DefenseInput, type DefenseRun, type DefenseRow, type Verdict, type ReportSection, type Measurement, type MeasureOptions,
 } from './defense/interface.js';
 export { runDefense, type RunDefenseOptions, type RunDefenseResult } from './defense/run.js';
 export { runNeuralCleanse, reverseTriggers, anomalyIndices, flaggedLabels, NC_DEFAULTS, type NcOptions, type NcDetails } from './defense/nc.js';
 export { runAnp, anpMasks, ANP_DEFAULTS, type AnpOptions, type AnpDetails } from './defense/anp.js';
 export { runClp, clpPrune, channelLipschitz, CLP_DEFAULTS, type ClpOptions, type ClpDetails } from './defense/clp.js';
-export { runComparison, comparisonTable, BACKDOORBENCH_REFERENCE, type CompareOptions, type CompareResult } from './defense/comparison.js';
+export { runComparison, comparisonTable, BACKDOORBENCH_REFERENCE, QUICK_DEFENSE_OPTIONS, type CompareOptions, type CompareResult } from './defense/comparison.js';
+export { stripDefense, STRIP_DEFENSE_DEFAULTS, type StripDefenseOptions, type StripDefenseDetails } from './detect/strip_defense.js';
+export { comparisonScatter, defenseSections, readComparisonFolder, secondBadNetSection, type ComparisonFolder } from './report/defenses.js';
 export { channelUnits, zeroUnitChannels, type ChannelUnit } from './defense/channels.js';
 export { serveWeb, WEB_ROOT, CONTENT_SECURITY_POLICY, type ServeOptions, type RunningServer } from './web/server.js';

@@ -10,17 +10,33 @@ import { evaluate } from '../src/eval/evaluate.js';
 import { loadModel } from '../src/io/model.js';
 import { checkReportInBrowser, needsChromium } from './browser.js';
 import { tempDir } from './helpers.js';
+import { registeredDefenses } from '../src/defense/registry.js';
+import { percent } from '../src/report/table.js';
 
 await initBackend('wasm');
 const { dir, cleanup } = tempDir('goodnet-demo-');
 const out = join(dir, 'demo');
 after(cleanup);
-const demo = runDemo({ out, dataset: 'mnist', epochs: 2, attack: { split: { train: 1500, valid: 300, test: 300 } }, fineTune: { epochs: 1 }, strip: { n: 10 } });
+// Tiny settings: 1,500 training images, a 600-image ResNet, every registered defense on 200 clean images.
+const QUICK: Record<string, Record<string, unknown>> = {
+  'fine-pruning': { epochs: 1 },
+  nc: { maxEpochs: 2, stepsPerEpoch: 2, unlearnEpochs: 1 },
+  anp: { iterations: 4 },
+  strip: { n: 8, limit: 100, heldOut: 0.5 },
+};
+const demo = runDemo({
+  out, dataset: 'mnist', epochs: 2, attack: { split: { train: 1500, valid: 300, test: 300 } },
+  modern: { arch: 'resnet', epochs: 1, split: { train: 600, valid: 200, test: 200 } },
+  defenses: { cleanImages: 200, options: QUICK },
+});
 
-test('demo: attack -> eval -> prune (both orders, 2/4/10) -> report', async () => {
+test('demo: attack -> eval -> prune (both orders, 2/4/10) -> second BadNet -> every defense -> report', async () => {
   const r = await demo;
   for (const p of ['lab/attack.json', 'lab/models/bd_net.h5', 'prune/summary.json', 'prune/asc/sweep.csv', 'prune/desc/sweep.csv',
-    'report.html', 'figures/sweep.png', 'figures/sweep.svg', 'figures/samples-poisoned.png', 'figures/activation-profile.svg']) {
+    'modern/lab/attack.json', 'modern/prune/summary.json', 'modern/prune/asc/sweep.csv', 'compare/comparison.json', 'compare/comparison.md',
+    'compare/sections.json', 'strip/strip.json', 'summary.json',
+    'report.html', 'figures/sweep.png', 'figures/sweep.svg', 'figures/samples-poisoned.png', 'figures/activation-profile.svg',
+    'figures/defenses-scatter.svg', 'figures/sweep-second-badnet.svg']) {
     assert.ok(existsSync(join(out, p)), p);
   }
   assert.equal(r.report, join(out, 'report.html'));
@@ -34,41 +50,62 @@ test('demo: attack -> eval -> prune (both orders, 2/4/10) -> report', async () =
   assert.equal(r.prune.baseline.validAsr, v.poisoned!.asr);
   assert.deepEqual(r.prune.sweeps.map((s) => s.order), ['asc', 'desc']);
   for (const s of r.prune.sweeps) assert.deepEqual(s.picks.map((p) => p.threshold), [2, 4, 10]);
-  // Both tables have one row per reached threshold, and the report shows them.
-  // Fine-pruning, STRIP and the comparison made it to disk and into the report.
-  assert.ok(r.prune.finePrune!.length >= 1);
-  assert.ok(existsSync(join(out, 'strip/strip.json')) && existsSync(join(out, 'comparison.json')));
-  const kinds = r.comparison.map((c) => c.kind);
-  for (const k of ['none', 'prune', 'goodnet', 'fineprune', 'strip']) assert.ok(kinds.includes(k as never), k);
+  // The second BadNet is the modern architecture, pruned in ascending order at its last block.
+  assert.equal(r.modern!.attack.arch, 'resnet');
+  assert.deepEqual(r.modern!.prune.sweeps.map((s) => s.order), ['asc']);
+  assert.equal(r.modern!.prune.sweeps[0]!.convLayer, 'block3_relu');
   const html = readFileSync(r.report, 'utf8');
-  for (const title of ['All defenses compared', 'Fine-pruning', 'STRIP']) assert.ok(html.includes(title), title);
+  for (const title of ['Defenses compared', 'Pruning a resnet BadNet', 'Defense: Neural Cleanse', 'Defense: STRIP', 'BackdoorBench']) {
+    assert.ok(html.includes(title), title);
+  }
+  for (const id of ['figure-defenses-scatter', 'figure-sweep-second-badnet', 'figure-samples-defense-nc']) assert.ok(html.includes(`id="${id}"`), id);
   for (const row of r.prune.goodnet!) assert.ok(html.includes(`${row.threshold}%`));
+  // The modern BadNet's B'_X rows are in the report as the prune run measured them.
+  for (const g of r.modern!.prune.goodnet!) assert.ok(html.includes(percent(g.repaired.accuracy)), `B'_${g.threshold} accuracy`);
   assert.doesNotMatch(html, /(src|href)=["']?https?:/, 'no external resources');
+  // Phase timings: every phase, in summary.json and in the result, adding up to at most the total.
+  const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as { kind: string; phases: { phase: string; seconds: number }[]; loadAverage: { start: number[] } };
+  assert.equal(summary.kind, 'demo');
+  assert.deepEqual(summary.phases.map((p) => p.phase), r.phases.map((p) => p.phase));
+  for (const name of ['attack (DeepID BadNet)', 'eval', 'prune (asc + desc, GoodNets)', 'attack (resnet BadNet)', 'prune (resnet, asc)', 'report']) {
+    assert.ok(r.phases.some((p) => p.phase === name), name);
+  }
+  assert.ok(r.phases.every((p) => p.seconds >= 0 && p.cpuSeconds >= 0));
+  assert.ok(r.phases.reduce((a, p) => a + p.seconds, 0) <= r.seconds + 1e-6);
+  assert.equal(summary.loadAverage.start.length, 3);
+});
+
+test('the demo runs every registered defense, in registry order, and the table repeats their numbers', async () => {
+  const r = await demo;
+  const names = registeredDefenses().map((d) => d.name);
+  assert.deepEqual(r.compare.names, names);
+  for (const n of names) assert.ok(r.phases.some((p) => p.phase === `defense: ${n}`), n);
+  assert.deepEqual(r.compare.sections.map((s) => s.title).length, names.length);
+  // Row 0 is the BadNet as goodnet eval measures it.
+  assert.equal(r.compare.rows[0]!.accuracy, r.eval.clean!.accuracy);
+  assert.equal(r.compare.rows[0]!.asr, r.eval.poisoned!.asr);
+  for (const res of r.compare.results) {
+    if (!res.after) continue;
+    const row = res.rows![0]!;
+    assert.equal(row.accuracy, res.after.accuracy, res.defense);
+    assert.equal(row.der, der(r.compare.before, res.after), res.defense);
+  }
+  // STRIP, a detector: no model, and the demo's strip/strip.json is its run.
+  const strip = r.compare.results.find((x) => x.defense === 'strip')!;
+  assert.ok(!existsSync(join(out, 'compare/models/strip.h5')));
+  assert.equal(strip.after!.falseAlarmRate, r.strip!.cleanTest!.frr);
+  assert.equal(strip.after!.detectionRate, 1 - r.strip!.poisonedTest!.far);
+  // DER = [max(0, dASR) - max(0, dACC) + 1] / 2
+  assert.equal(der({ accuracy: 0.9, asr: 1 }, { accuracy: 0.88, asr: 0.1 }), (0.9 - 0.02 + 1) / 2);
+  assert.equal(der({ accuracy: 0.9, asr: 0.5 }, { accuracy: 0.95, asr: 0.7 }), 0.5);
 });
 
 test('demo report opens cleanly in headless Chromium', { ...needsChromium, timeout: 120_000 }, async (t) => {
   const r = await demo;
-  const shot = await checkReportInBrowser(r.report, { images: 2, svgs: 6, goodnetRows: r.prune.goodnet!.length }, join(dir, 'report.png'));
+  // PNG: two sample grids and Neural Cleanse's reversed triggers; SVG: profile, sweep, repaired, two dual-axis,
+  // STRIP's histogram, the defenses' scatter, the second BadNet's sweep.
+  const shot = await checkReportInBrowser(r.report, { images: 3, svgs: 8, goodnetRows: r.prune.goodnet!.length }, join(dir, 'report.png'));
   t.diagnostic(`screenshot: ${shot}`);
-});
-
-test('the comparison table repeats the individual commands\' numbers; DER arithmetic', async () => {
-  const r = await demo;
-  const row = (kind: string, x?: number) => r.comparison.find((c) => c.kind === kind && c.threshold === x)!;
-  assert.equal(row('none').accuracy, r.eval.clean!.accuracy);
-  assert.equal(row('none').asr, r.eval.poisoned!.asr);
-  for (const g of r.prune.goodnet!.filter((x) => x.order === 'asc')) {
-    assert.deepEqual({ accuracy: row('prune', g.threshold).accuracy, asr: row('prune', g.threshold).asr }, g.repaired);
-    assert.equal(row('goodnet', g.threshold).detectionRate, g.goodnet.detectionRate);
-    assert.equal(row('goodnet', g.threshold).falseAlarmRate, g.goodnet.falseAlarmRate);
-  }
-  for (const f of r.prune.finePrune!) assert.deepEqual({ accuracy: row('fineprune', f.threshold).accuracy, asr: row('fineprune', f.threshold).asr }, f.after);
-  assert.equal(row('strip').detectionRate, 1 - r.strip.poisonedTest!.far);
-  assert.equal(row('strip').falseAlarmRate, r.strip.cleanTest!.frr);
-  // DER = [max(0, dASR) - max(0, dACC) + 1] / 2
-  assert.equal(der({ accuracy: 0.9, asr: 1 }, { accuracy: 0.88, asr: 0.1 }), (0.9 - 0.02 + 1) / 2);
-  assert.equal(der({ accuracy: 0.9, asr: 0.5 }, { accuracy: 0.95, asr: 0.7 }), 0.5);
-  for (const c of r.comparison) if (c.kind !== 'none') assert.equal(c.der, der(row('none'), c));
 });
 
 test('demo refuses an existing folder without --force', async () => {

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { BACKDOORBENCH_REFERENCE, comparisonTable, runComparison } from '../defense/comparison.js';
+import { BACKDOORBENCH_REFERENCE, comparisonTable, QUICK_DEFENSE_OPTIONS, runComparison } from '../defense/comparison.js';
 import { registeredDefenses } from '../defense/registry.js';
 import { markdownTable } from '../report/table.js';
 import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, setUp, type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
@@ -17,6 +17,7 @@ interface CompareCliOpts extends EngineOpts, ModelOpts, DataOpts {
   out?: string;
   force?: boolean;
   json?: string;
+  quick?: boolean;
 }
 
 export function compareCommand(): Command {
@@ -37,6 +38,7 @@ export function compareCommand(): Command {
     .option('--defenses <list>', `comma-separated subset of: ${names.join(', ')}`)
     .option('--seed <n>', 'seed for sampling and initialisation', parseInteger('--seed'), 0)
     .option('-o, --out <dir>', 'write the comparison, each defense\'s JSON and repaired model here')
+    .option('--quick', `the demo's quick settings: ${Object.entries(QUICK_DEFENSE_OPTIONS).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join('; ')} (others: defaults)`)
     .option('--force', 'replace --out (and the --json file) if it exists')
     .addOption(jsonOption());
   addModelDataEngineOptions(cmd);
@@ -51,7 +53,7 @@ Example:
     const px = commandPreprocessing(model, o);
     const r = await runComparison({
       model, cleanValid: o.cleanValid, cleanImages: o.cleanImages, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target,
-      defenses: o.defenses?.split(',').map((s) => s.trim()), ...px, layout: o.layout, batchSize: o.batchSize, seed: o.seed,
+      defenses: o.defenses?.split(',').map((s) => s.trim()), ...(o.quick ? { options: QUICK_DEFENSE_OPTIONS } : {}), ...px, layout: o.layout, batchSize: o.batchSize, seed: o.seed,
       out: o.out, overwrite: o.force, log: (l) => process.stderr.write(`${l}\n`), onProgress: stageBars(),
       onDefense: (name, res) => process.stderr.write(res ? `${name}: done in ${res.seconds.toFixed(0)} s\n` : `${name}: running\n`),
     });

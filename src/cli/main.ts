@@ -31,7 +31,7 @@ export interface CommandSpec {
 
 export const COMMAND_SPECS: readonly CommandSpec[] = [
   { name: 'demo', term: 'demo [options]',
-    summary: 'the whole experiment on the built-in data: attack, eval, prune, GoodNets, report',
+    summary: 'the whole experiment on the built-in data: attack, eval, prune, GoodNets, every defense, a modern BadNet, report',
     load: async () => (await import('./demo.js')).demoCommand() },
   { name: 'attack', term: 'attack [options]',
     summary: 'make a BadNet: poison a data set, train DeepID, VGG or ResNet, write the CSAW lab layout',

@@ -38,6 +38,8 @@ export interface CompareResult {
   rows: DefenseRow[];
   results: RunDefenseResult[];
   sections: ReportSection[];
+  /** Registered names of the defenses run, in the order of `sections` and `results`. */
+  names: string[];
   /** BackdoorBench's CIFAR-10 PreAct-ResNet18 BadNets (10%) leaderboard, quoted as the reference point. */
   reference: { defense: string; accuracy: number; asr: number }[];
 }
@@ -53,17 +55,41 @@ export const BACKDOORBENCH_REFERENCE = [
   { defense: 'i-BAU', accuracy: 89.16, asr: 1.29 },
 ];
 
+/**
+ * Quick settings (`goodnet compare --quick`, the demo's): the costly optimisations cut short so
+ * that every registered defense runs in about a minute on the demo's BadNet on 2 cores. By
+ * name; a defense not listed runs with its defaults. Full settings: `goodnet compare` without it.
+ */
+export const QUICK_DEFENSE_OPTIONS: Record<string, Record<string, unknown>> = {
+  nc: { maxEpochs: 10 },
+  anp: { iterations: 60 },
+  strip: { limit: 1000, heldOut: 0.2 },
+};
+
 const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
 
-/** The comparison as a Markdown table (BackdoorBench's columns plus clean images and time). */
+/**
+ * The comparison as a table: BackdoorBench's columns (clean accuracy, ASR, DER, clean images
+ * used, time), plus detection and false-alarm rates when a detector is among the rows.
+ */
 export function comparisonTable(rows: DefenseRow[]): { headers: string[]; rows: string[][] } {
+  const detectors = rows.some((r) => r.detectionRate !== undefined || r.falseAlarmRate !== undefined);
+  const opt = (x: number | undefined) => (x === undefined ? '-' : pct(x));
   return {
-    headers: ['defense', 'clean accuracy', 'ASR', 'DER', 'clean images', 'time'],
+    headers: ['defense', 'clean accuracy', 'ASR', ...(detectors ? ['detection', 'false alarm'] : []), 'DER', 'clean images', 'time'],
     rows: rows.map((r) => [
-      r.defense + (r.note ? ` (${r.note})` : ''), pct(r.accuracy), pct(r.asr), r.der === undefined ? '-' : r.der.toFixed(3),
-      r.cleanImages === undefined ? '-' : String(r.cleanImages), r.seconds === undefined ? '-' : `${r.seconds.toFixed(0)} s`,
+      r.defense + (r.note ? ` (${r.note})` : ''), pct(r.accuracy), pct(r.asr), ...(detectors ? [opt(r.detectionRate), opt(r.falseAlarmRate)] : []),
+      r.der === undefined ? '-' : r.der.toFixed(3),
+      r.cleanImages === undefined ? '-' : r.cleanImages.toLocaleString('en-US'), r.seconds === undefined ? '-' : `${r.seconds.toFixed(0)} s`,
     ]),
   };
+}
+
+/** A report section as JSON (images as plain number arrays, rounded to 1e-4), for `sections.json`. */
+export function sectionsToJson(sections: { name: string; section: ReportSection }[]): unknown {
+  return sections.map(({ name, section: s }) => ({
+    name, ...s, images: s.images?.map((im) => ({ ...im, pixels: Array.from(im.pixels, (v) => Math.round(v * 1e4) / 1e4) })),
+  }));
 }
 
 export async function runComparison(o: CompareOptions): Promise<CompareResult> {
@@ -80,7 +106,7 @@ export async function runComparison(o: CompareOptions): Promise<CompareResult> {
     for (const name of names) {
       o.onDefense?.(name);
       const r = await runDefense({
-        ...o, defense: name, options: o.options?.[name], out: dir ? join(dir, 'models', `${name}.h5`) : undefined, overwrite: false, before,
+        ...o, defense: name, options: o.options?.[name], out: dir && getDefense(name).kind === 'repair' ? join(dir, 'models', `${name}.h5`) : undefined, overwrite: false, before,
       });
       results.push(r.result);
       sections.push(r.section);
@@ -90,7 +116,7 @@ export async function runComparison(o: CompareOptions): Promise<CompareResult> {
     }
   };
   const result = (): CompareResult => ({
-    model: o.model.source, target: o.target, cleanValid: o.cleanValid, before, rows, results, sections, reference: BACKDOORBENCH_REFERENCE,
+    model: o.model.source, target: o.target, cleanValid: o.cleanValid, before, rows, results, sections, names, reference: BACKDOORBENCH_REFERENCE,
   });
   if (!o.out) {
     await write();
@@ -104,6 +130,7 @@ export async function runComparison(o: CompareOptions): Promise<CompareResult> {
     const t = comparisonTable(rows);
     const md = [t.headers, t.headers.map(() => '--'), ...t.rows].map((row) => `| ${row.join(' | ')} |`).join('\n');
     writeFileSync(join(dir, 'comparison.md'), `${md}\n`);
+    writeFileSync(join(dir, 'sections.json'), `${JSON.stringify(sectionsToJson(names.map((name, i) => ({ name, section: sections[i]! }))))}\n`);
   }, { overwrite: o.overwrite, folder: true });
   return result();
 }

@@ -45,10 +45,20 @@ export interface Verdict {
   flagged: number[];
 }
 
-/** Clean accuracy and ASR of one model on the test sets (0..1). */
+/**
+ * Clean accuracy and ASR of one model on the test sets (0..1). A detector's measurement is
+ * of the model with the detector in front: a flagged input is rejected (a rejected clean
+ * input is not a correct answer, a rejected poisoned input is not an attack success).
+ */
 export interface Measurement {
   accuracy: number;
   asr: number;
+  /** Detectors: share of poisoned test inputs flagged. */
+  detectionRate?: number;
+  /** Detectors: share of clean test inputs flagged. */
+  falseAlarmRate?: number;
+  /** Test images measured, when fewer than the whole test sets (e.g. a detector's limit). */
+  images?: { clean: number; poisoned: number };
 }
 
 /** What a run returned. `repaired` belongs to the caller (dispose it). */
@@ -94,10 +104,19 @@ export interface Defense<O = Record<string, unknown>, D = unknown> {
   title: string;
   /** One line: what it does and what it needs. */
   summary: string;
-  /** repair: returns a model; detect: returns only a verdict. */
+  /**
+   * repair: returns a model; detect: returns no model, only a verdict and/or (an input-level
+   * detector such as STRIP) a calibrated detector that `measure` puts in front of the model.
+   */
   kind: 'repair' | 'detect';
   defaults: O;
   run(input: DefenseInput, options?: Partial<O>): Promise<DefenseRun<D>>;
+  /**
+   * Measuring a defense that returns no repaired model (input-level detectors): the model
+   * with the run's detector in front, on the test sets. Called only after `run`, only to
+   * measure; it may add what it measured to `run.details` (for the report).
+   */
+  measure?(run: DefenseRun<D>, model: LoadedModel, o: MeasureOptions): Promise<Measurement>;
   /** Rows for the comparison table: `after` is the repaired model's measurement, `before` the BadNet's. */
   rows(run: DefenseRun<D>, m: { before: Measurement; after?: Measurement }): DefenseRow[];
   section(run: DefenseRun<D>, m: { before?: Measurement; after?: Measurement }): ReportSection;
@@ -184,5 +203,6 @@ export function checkMeasureOptions(o: { cleanTest?: string; poisonedTest?: stri
 /** The standard row of a model-repairing defense. */
 export function repairRow(name: string, run: DefenseRun, m: { before: Measurement; after?: Measurement }, note?: string): DefenseRow[] {
   if (!m.after) return [];
-  return [{ defense: name, ...m.after, der: derOf(m.before, m.after), cleanImages: run.cleanImages, seconds: run.seconds, ...(note ? { note } : {}) }];
+  const { images: _images, ...after } = m.after;
+  return [{ defense: name, ...after, der: derOf(m.before, m.after), cleanImages: run.cleanImages, seconds: run.seconds, ...(note ? { note } : {}) }];
 }

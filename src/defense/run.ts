@@ -84,7 +84,8 @@ export async function runDefense(o: RunDefenseOptions): Promise<{ result: RunDef
     if (m) {
       const mo = { ...m, scale: o.scale, mean: o.mean, std: o.std, layout: o.layout, batchSize: o.batchSize };
       result.before = o.before ?? await measure(o.model, o.model.net, mo);
-      if (run.repaired) result.after = await measure(o.model, run.repaired, mo);
+      if (defense.measure) result.after = await defense.measure(run, o.model, mo);
+      else if (run.repaired) result.after = await measure(o.model, run.repaired, mo);
       result.rows = defense.rows(run, { before: result.before, after: result.after });
     }
     return { result, run, section: defense.section(run, { before: result.before, after: result.after }) };

@@ -649,7 +649,7 @@ export interface StripResult {
 }
 
 /** A seeded random subset of `eligible` of at most `limit` rows, ascending. */
-function limitRows(eligible: Int32Array, limit: number | undefined, seed: number, stream: string): Int32Array {
+export function limitRows(eligible: Int32Array, limit: number | undefined, seed: number, stream: string): Int32Array {
   if (limit === undefined || eligible.length <= limit) return eligible;
   const a = Int32Array.from(eligible);
   const rng = seedrandom(`strip-limit:${seed}:${stream}`);

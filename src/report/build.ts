@@ -21,6 +21,7 @@ import { percent } from './table.js';
 import type { ComparisonRow } from '../defense/compare.js';
 import type { StripResult } from '../detect/strip.js';
 import { stripFigure } from './strip_output.js';
+import { defenseSections, readComparisonFolder, secondBadNetSection } from './defenses.js';
 
 const PKG = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -31,17 +32,23 @@ export interface ReportOptions {
   /** Extra commands shown before prune's (e.g. the attack and eval of a demo). */
   commands?: string[];
   title?: string;
+  /** The command that wrote DIR/compare (shown above the defenses' comparison table). */
+  compareCommand?: string;
 }
 
 /** The prune summary of DIR: DIR/summary.json, or DIR/prune/summary.json for a demo folder. */
 export function findPruneSummary(dir: string): { path: string; summary: PruneSummary } {
   for (const p of [join(dir, 'summary.json'), join(dir, 'prune', 'summary.json')]) {
     if (existsSync(p)) {
+      let summary: PruneSummary;
       try {
-        return { path: p, summary: JSON.parse(readFileSync(p, 'utf8')) as PruneSummary };
+        summary = JSON.parse(readFileSync(p, 'utf8')) as PruneSummary;
       } catch (err) {
         throw new GoodnetError(`not valid JSON (${(err as Error).message})`, p);
       }
+      // A demo folder's own summary.json (phase timings) is not a prune summary: look in prune/.
+      if (p === join(dir, 'summary.json') && (summary as unknown as { kind?: string }).kind === 'demo') continue;
+      return { path: p, summary };
     }
   }
   throw new GoodnetError('no summary.json here or in prune/: run `goodnet prune --out DIR` first', dir);
@@ -169,18 +176,42 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
   const strip = readJson<StripResult>(join(dir, 'strip', 'strip.json'));
   if (strip?.cleanTest && strip.poisonedTest) {
     figures.push(await stripFigure(strip));
-    extra.push({ title: 'STRIP', html:
+    // In a demo folder STRIP's text is its defense section (compare/); only the histogram comes from here.
+    if (!existsSync(join(dir, 'compare', 'comparison.json'))) extra.push({ title: 'STRIP', html:
       `<p>STRIP (Gao et al. 2019): each input blended with ${strip.settings.n} clean validation images; inputs whose mean prediction ` +
       `entropy is below ${strip.threshold.toFixed(4)} bits (chosen on ${strip.calibration.images} clean validation images for a ` +
       `${percent(strip.settings.frr)} false-rejection rate) are flagged. On ${strip.cleanTest.images} clean and ` +
       `${strip.poisonedTest.images} poisoned test images: FRR ${percent(strip.cleanTest.frr)}, FAR ${percent(strip.poisonedTest.far)} ` +
       `(trojaned inputs accepted). The entropy histogram is under "Other figures".</p>` });
   }
-  const timings: Record<string, number> = { ...(attack ? { 'attack (training)': attack.training.seconds, attack: attack.seconds } : {}), ...summary.timings };
+  // A demo folder: the pruning defense on its second (modern) BadNet, and every registered defense.
+  const defenseFigures: Figure[] = [];
+  const modern = join(dir, 'modern', 'prune', 'summary.json');
+  if (existsSync(modern)) {
+    const ms = findPruneSummary(join(dir, 'modern', 'prune')).summary;
+    const ma = findAttack(ms.inputs.find((i) => i.role === 'model')!.path);
+    const r = await secondBadNetSection(ms, {
+      title: `Pruning a ${ma?.arch ?? 'second'} BadNet`, arch: ma?.arch,
+      attack: ma ? { cleanTestAccuracy: ma.results.cleanTestAccuracy, asrTest: ma.results.asrTest } : undefined,
+      commands: [...(ma?.command ? [ma.command] : []), ...(ms.command ? [ms.command] : [])],
+    });
+    extra.push(...r.sections);
+    defenseFigures.push(...r.figures);
+  }
+  const demoSummary = readJson<{ kind?: string; commands?: string[]; phases?: { phase: string; seconds: number }[] }>(join(dir, 'summary.json'));
+  const demoCommands = demoSummary?.kind === 'demo' ? demoSummary.commands : undefined;
+  const compared = readComparisonFolder(join(dir, 'compare'));
+  if (compared) {
+    const r = await defenseSections(compared, { command: options.compareCommand ?? demoCommands?.find((c) => c.startsWith('goodnet compare')) });
+    extra.push(...r.sections);
+    defenseFigures.push(...r.figures);
+  }
+  const phases = demoSummary?.kind === 'demo' ? Object.fromEntries((demoSummary.phases ?? []).map((p) => [`demo: ${p.phase}`, p.seconds])) : {};
+  const timings: Record<string, number> = { ...phases, ...(attack ? { 'attack (training)': attack.training.seconds, attack: attack.seconds } : {}), ...summary.timings };
   const report: ReportData = {
     title: options.title ?? (attack ? `goodnet report: pruning defense against a ${attack.dataset.name} BadNet` : 'goodnet report: pruning defense'),
     generatedAt: new Date().toISOString(),
-    commands: [...(options.commands ?? (attack?.command ? [attack.command] : [])), ...(summary.command ? [summary.command] : [])],
+    commands: [...new Set([...(options.commands ?? demoCommands ?? (attack?.command ? [attack.command] : [])), ...(summary.command ? [summary.command] : [])])],
     model: { path: modelIn.path, sha256: modelIn.sha256, format: summary.model.format, inputShape: summary.model.inputShape, numClasses: summary.model.numClasses },
     data: summary.inputs.filter((i) => i.role !== 'model').map((i) => ({ role: i.role, path: i.path, sha256: i.sha256, images: i.images ?? 0 })),
     target: summary.target,
@@ -201,7 +232,7 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
   const out = join(dir, 'report.html');
   const figDir = join(dir, 'figures');
   mkdirSync(figDir, { recursive: true });
-  for (const fig of figures) await writeFigure(figDir, fig);
+  for (const fig of [...figures, ...defenseFigures]) await writeFigure(figDir, fig);
   await writeAtomically(out, (tmp) => writeFileSync(tmp, renderReport(report)), { overwrite: true });
   return out;
 }

@@ -154,7 +154,7 @@ function figureImg(fig: Figure): string {
 }
 
 /** Sample grids go in as PNG (exact pixels), charts as inline SVG (crisp, selectable text). */
-function renderFigure(fig: Figure, index: number, caption?: string): string {
+export function renderFigure(fig: Figure, index: number, caption?: string): string {
   const svg = fig.name.startsWith('samples') ? undefined : inlineSvg(fig, index);
   const body = svg ?? figureImg(fig);
   const cap = caption ?? fig.title;
