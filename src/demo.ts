@@ -45,6 +45,8 @@ export interface DemoOptions {
   /** Passed to the attack (defaults: the attack's). */
   epochs?: number;
   dataset?: string;
+  /** Data-parallel training threads for both BadNets (default 1; deterministic per seed and thread count). */
+  threads?: number;
   log?: (line: string) => void;
   attack?: Pick<AttackOptions, 'onBatch' | 'onEpoch' | 'split'>;
   prune?: Pick<PruneOptions, 'onActivations' | 'onStep'>;
@@ -135,7 +137,9 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
     tPhase = now;
     cPhase = c;
   };
-  const extra = [o.dataset ? ` --dataset ${o.dataset}` : '', o.epochs ? ` --epochs ${o.epochs}` : ''].join('');
+  const threads = o.threads ?? 1;
+  const th = threads !== 1 ? ` --threads ${threads}` : '';
+  const extra = [o.dataset ? ` --dataset ${o.dataset}` : '', o.epochs ? ` --epochs ${o.epochs}` : '', th].join('');
   const modern = o.modern === false ? undefined : { ...DEMO_MODERN, ...o.modern, split: { ...DEMO_MODERN.split, ...o.modern?.split } } as
     typeof DEMO_MODERN & { progress?: Pick<AttackOptions, 'onBatch' | 'onEpoch'> };
   const cleanImages = o.defenses?.cleanImages ?? DEMO_CLEAN_IMAGES;
@@ -149,7 +153,7 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
     `goodnet prune -m ${lab('models/bd_net.h5')} ${dataArgs(lab)} -o ${d('prune')}`,
     ...(modern ? [
       `goodnet attack --arch ${modern.arch} --train-size ${modern.split.train} --valid-size ${modern.split.valid} --test-size ${modern.split.test} ` +
-        `-e ${modern.epochs} --out ${ml()}${o.dataset ? ` --dataset ${o.dataset}` : ''}`,
+        `-e ${modern.epochs} --out ${ml()}${o.dataset ? ` --dataset ${o.dataset}` : ''}${th}`,
       `goodnet prune -m ${ml('models/bd_net.h5')} ${dataArgs(ml)} --order asc -o ${d('modern', 'prune')}`,
     ] : []),
     `goodnet compare -m ${lab('models/bd_net.h5')} --clean-valid ${lab('data/cl/valid.h5')} --clean-images ${cleanImages} ` +
@@ -159,7 +163,7 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
   ];
   const cmd = (prefix: string) => commands.find((c) => c.startsWith(prefix))!;
 
-  const attack = await runAttack({ out: lab(), dataset: o.dataset, epochs: o.epochs, log: o.log, command: commands[0], ...o.attack });
+  const attack = await runAttack({ out: lab(), dataset: o.dataset, epochs: o.epochs, threads, log: o.log, command: commands[0], ...o.attack });
   done('attack (DeepID BadNet)');
   o.onStage?.('attack', attack);
   const model = await loadModel(lab('models/bd_net.h5'));
@@ -177,7 +181,7 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
   let second: DemoResult['modern'];
   if (modern) {
     const ma = await runAttack({
-      out: ml(), dataset: o.dataset, arch: modern.arch, epochs: modern.epochs, split: modern.split, log: o.log,
+      out: ml(), dataset: o.dataset, arch: modern.arch, epochs: modern.epochs, split: modern.split, threads, log: o.log,
       command: cmd(`goodnet attack --arch`), ...modern.progress,
     });
     done(`attack (${modern.arch} BadNet)`);

@@ -15,6 +15,7 @@ interface DemoCliOpts {
   out: string;
   force?: boolean;
   epochs?: number;
+  threads: number;
 }
 
 /** The phase timing table the demo prints at the end (also in DIR/summary.json). */
@@ -38,11 +39,12 @@ export function demoCommand(): Command {
     .requiredOption('-o, --out <dir>', 'output folder (must not exist, unless --force)')
     .option('--force', 'replace the output folder if it exists')
     .option('-e, --epochs <n>', 'training epochs of the BadNet (default: the attack\'s, 6)', parseInteger('--epochs', 1, 1000))
+    .option('--threads <n>', 'data-parallel training threads for both BadNets (default 1; 0: the core count; deterministic per seed and thread count, other counts give other weights)', parseInteger('--threads', 0, 256), 1)
     .addHelpText('after', '\nExample:\n  goodnet demo --out demo && open demo/report.html')
     .action(async (o: DemoCliOpts) => {
       await setUp({ backend: 'wasm', batchSize: 256 });
       const r = await runDemo({
-        out: o.out, overwrite: o.force, epochs: o.epochs,
+        out: o.out, overwrite: o.force, epochs: o.epochs, threads: o.threads,
         log: (l) => process.stderr.write(`${l}\n`),
         attack: trainingProgress(o.epochs ?? 6),
         prune: pruneProgress(),
