@@ -66,7 +66,8 @@ export {
 } from './defense/interface.js';
 export { runDefense, type RunDefenseOptions, type RunDefenseResult } from './defense/run.js';
 export { runNeuralCleanse, reverseTriggers, anomalyIndices, flaggedLabels, NC_DEFAULTS, type NcOptions, type NcDetails } from './defense/nc.js';
-export { runAnp, anpMasks, ANP_DEFAULTS, type AnpOptions, type AnpDetails } from './defense/anp.js';
+export { runAnp, anpMasks, anpPrune, ANP_DEFAULTS, type AnpOptions, type AnpDetails } from './defense/anp.js';
 export { runClp, clpPrune, channelLipschitz, CLP_DEFAULTS, type ClpOptions, type ClpDetails } from './defense/clp.js';
+export { runRnp, unlearn, recoverMasks, RNP_DEFAULTS, type RnpOptions, type RnpDetails } from './defense/rnp.js';
 export { runComparison, comparisonTable, BACKDOORBENCH_REFERENCE, type CompareOptions, type CompareResult } from './defense/comparison.js';
 export { channelUnits, zeroUnitChannels, type ChannelUnit } from './defense/channels.js';

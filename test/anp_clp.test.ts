@@ -12,6 +12,11 @@ import seedrandom from 'seedrandom';
 import { initBackend } from '../src/engine/backend.js';
 import { describeModel } from '../src/io/model.js';
 import { anpMasks, anpPrune, runAnp } from '../src/defense/anp.js';
+import { recoverMasks, unlearn } from '../src/defense/rnp.js';
+import { runDefense } from '../src/defense/run.js';
+import { measure } from '../src/defense/interface.js';
+import { loadModel } from '../src/io/model.js';
+import '../src/defense/registry.js';
 import { channelLipschitz, spectralNorm } from '../src/defense/clp.js';
 import { channelUnits, forwardScaled, zeroUnitChannels, type ChannelScale } from '../src/defense/channels.js';
 import { cloneNet } from '../src/defense/graph.js';
@@ -144,4 +149,39 @@ test('CLP as the original: |gamma / sqrt(running var)| (no epsilon), threshold w
   const mean = layer.uclc.reduce((a, b) => a + b, 0) / 4;
   const unbiased = Math.sqrt(layer.uclc.reduce((a, b) => a + (b - mean) ** 2, 0) / 3);
   assert.ok(Math.abs(layer.std - unbiased) < 1e-9);
+});
+
+test('RNP: unlearning lowers clean accuracy, masks recover it, and the saved model evaluates as reported', async () => {
+  const { dir, cleanup } = tempDir('goodnet-rnp-');
+  try {
+    const net = bnNet(7);
+    const n = 64;
+    const rng = seedrandom('rnp');
+    const images = new Uint8Array(n * 72);
+    for (let i = 0; i < images.length; i++) images[i] = Math.floor(256 * rng());
+    const x = tf.div(tf.tensor4d(images, [n, 6, 6, 2]), 255) as tf.Tensor4D;
+    const labels = Int32Array.from(tf.argMax(net.predict(x) as tf.Tensor, 1).dataSync());
+    const set: TrainingSet = { images: Float32Array.from(x.dataSync()), labels, n, shape: [6, 6, 2] };
+    const before = net.getWeights().map((w) => w.dataSync().slice());
+    const u = await unlearn(net, set, 3, { unlearnLr: 0.05, unlearnEpochs: 8, cleanThreshold: 0.3, batchSize: 16 });
+    net.getWeights().forEach((w, i) => assert.deepEqual([...w.dataSync()], [...before[i]!], 'the original is not touched'));
+    assert.ok(u.accuracy.at(-1)! < u.accuracy[0]!, `unlearning accuracy ${u.accuracy.join(', ')}`);
+    const r = await recoverMasks(u.net, set, 3, { recoverEpochs: 4, batchSize: 16 });
+    assert.ok(r.accuracy.at(-1)! >= r.accuracy[0]!, `recovering accuracy ${r.accuracy.join(', ')}`);
+    assert.ok(r.masks.flat().length === 2 && [...r.masks[0]!, ...r.masks[1]!].every((v) => v >= 0 && v <= 1));
+    u.net.dispose();
+    await writeCsawData(`${dir}/clean.h5`, images, labels, n, 6, 6, 2);
+    const model = describeModel(net, 'bn', 'tfjs');
+    const m = { cleanTest: `${dir}/clean.h5`, poisonedTest: `${dir}/clean.h5`, target: 0, scale: 255 };
+    const { result } = await runDefense({
+      defense: 'rnp', model, cleanValid: `${dir}/clean.h5`, out: `${dir}/rnp.h5`, options: { unlearnEpochs: 3, recoverEpochs: 2, batchSize: 16, threshold: 0.9 }, ...m,
+    });
+    const saved = await loadModel(`${dir}/rnp.h5`);
+    assert.deepEqual(await measure(saved, saved.net, m), result.after);
+    assert.equal(result.cleanImages, n);
+    const d = result.details as { pruned: { mask: number }[]; masks: { mask: number }[] };
+    assert.equal(d.pruned.length, d.masks.filter((c) => c.mask < 0.9).length);
+  } finally {
+    cleanup();
+  }
 });

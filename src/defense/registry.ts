@@ -7,5 +7,6 @@ import './prune_defenses.js';
 import './nc.js';
 import './anp.js';
 import './clp.js';
+import './rnp.js';
 
 export { registeredDefenses, getDefense, registerDefense } from './interface.js';
