@@ -15,6 +15,7 @@ import { loadModel } from '../src/io/model.js';
 import '../src/models/index.js';
 import { runAnp, anpPrune, type AnpDetails } from '../src/defense/anp.js';
 import { runClp, type ClpDetails } from '../src/defense/clp.js';
+import { runRnp, type RnpDetails } from '../src/defense/rnp.js';
 import { measure } from '../src/defense/interface.js';
 
 await initBackend('wasm');
@@ -41,23 +42,19 @@ if (which.includes('clp')) {
     r.repaired!.dispose();
   }
 }
-if (which.includes('anp')) {
-  const r = await runAnp(input, { iterations, maxDrop: 2 });
-  const d = r.details as AnpDetails;
-  const after = await measure(model, r.repaired!, m);
-  r.repaired!.dispose();
+async function masksReport(name: string, d: AnpDetails | RnpDetails, extra: Record<string, unknown>): Promise<void> {
   const zeros = d.masks.filter((c) => c.mask === 0).length;
-  row({ lab, defense: `ANP max-drop 2 (held-out ${d.accuracyImages})`, iterations, pruned: d.pruned.length, accuracy: pct(after.accuracy), asr: pct(after.asr), seconds: Math.round(r.seconds), optimiseSeconds: Math.round(d.optimiseSeconds), maskZeros: zeros, below02: d.masks.filter((c) => c.mask < 0.2).length, curve: d.curve?.map(pct) });
+  row({ lab, defense: `${name} max-drop 2 (held-out ${d.accuracyImages})`, pruned: d.pruned.length, ...extra, maskZeros: zeros, below02: d.masks.filter((c) => c.mask < 0.2).length, curve: d.curve?.map(pct) });
   for (const t of [0.05, 0.2, 0.5]) {
     const chosen = d.masks.filter((c) => c.mask < t).sort((a, b) => a.mask - b.mask);
     const net = await anpPrune(model.net, d.units, chosen);
     const a = await measure(model, net, m);
     net.dispose();
-    row({ lab, defense: `ANP mask < ${t} (same masks)`, pruned: chosen.length, accuracy: pct(a.accuracy), asr: pct(a.asr) });
+    row({ lab, defense: `${name} mask < ${t} (same masks)`, pruned: chosen.length, accuracy: pct(a.accuracy), asr: pct(a.asr) });
   }
-  // Measuring only: ASR after pruning the k smallest masks, k along the curve and beyond.
+  // Measuring only: test accuracy and ASR after pruning the k smallest masks.
   const sorted = [...d.masks].sort((a, b) => a.mask - b.mask);
-  const ks = [1, 2, 3, 5, 8, 12, 20, 30, 50].filter((k) => k <= sorted.length);
+  const ks = [1, 2, 3, 5, 8, 12, 20, 30].filter((k) => k <= sorted.length);
   const curve: unknown[] = [];
   for (const k of ks) {
     const net = await anpPrune(model.net, d.units, sorted.slice(0, k));
@@ -65,6 +62,20 @@ if (which.includes('anp')) {
     net.dispose();
     curve.push([k, pct(a.accuracy), pct(a.asr), sorted[k - 1]!.conv, sorted[k - 1]!.channel, Number(sorted[k - 1]!.mask.toFixed(3))]);
   }
-  row({ lab, defense: 'ANP k smallest (measuring only)', curve });
+  row({ lab, defense: `${name} k smallest (measuring only)`, curve });
+}
+if (which.includes('anp')) {
+  const r = await runAnp(input, { iterations, maxDrop: 2 });
+  const d = r.details as AnpDetails;
+  const after = await measure(model, r.repaired!, m);
+  r.repaired!.dispose();
+  await masksReport('ANP', d, { iterations, accuracy: pct(after.accuracy), asr: pct(after.asr), seconds: Math.round(r.seconds), optimiseSeconds: Math.round(d.optimiseSeconds) });
+}
+if (which.includes('rnp')) {
+  const r = await runRnp(input, { maxDrop: 2 });
+  const d = r.details as RnpDetails;
+  const after = await measure(model, r.repaired!, m);
+  r.repaired!.dispose();
+  await masksReport('RNP', d, { accuracy: pct(after.accuracy), asr: pct(after.asr), seconds: Math.round(r.seconds), unlearn: d.unlearnAccuracy.map(pct), recover: d.recoverAccuracy.map(pct) });
 }
 if (outJson) writeFileSync(outJson, JSON.stringify(rows, null, 1));

@@ -5,7 +5,10 @@
  *  1. Unlearning: a copy of the model takes SGD steps (lr 0.01, momentum 0.9, weight decay
  *     5e-4, gradient norm clipped to 20) that *maximise* the cross-entropy on the clean data,
  *     epoch by epoch, until its training accuracy in an epoch falls to `cleanThreshold`
- *     (0.2) or `unlearnEpochs` (20) pass. Clean features are erased fast; the backdoor's
+ *     (0.2) or `unlearnEpochs` (20) pass. The kernels of the layers that read the input step
+ *     as if the input were standardised (RMS 1, as the original's CIFAR inputs): goodnet's
+ *     lab models read raw 0..255 pixels with 1/255 folded into the first conv, and plain
+ *     SGD there would wreck that layer in one step. Clean features are erased fast; the backdoor's
  *     few channels, which clean data never exercise, are left alone.
  *  2. Recovering: on the unlearned copy, a mask in [0,1] per conv channel (on the BN
  *     weight, bias kept; without BN on the conv's weight part) takes SGD steps (lr 0.2,
@@ -96,6 +99,33 @@ function batchOf(set: TrainingSet, idx: ArrayLike<number>): { x: tf.Tensor4D; y:
   return { x: tf.tensor4d(x, [idx.length, h, w, c]), y: tf.tensor1d(y, 'int32') };
 }
 
+/** Kernels of the first layers with weights on every path from the input (through padding, reshaping and the like). */
+export function inputKernels(net: tfl.LayersModel): tfl.LayerVariable[] {
+  const out: tfl.LayerVariable[] = [];
+  const seen = new Set<tfl.layers.Layer>();
+  let frontier = net.layers.filter((l) => l.getClassName() === 'InputLayer');
+  while (frontier.length > 0) {
+    const next: tfl.layers.Layer[] = [];
+    for (const l of net.layers) {
+      if (seen.has(l) || !l.inboundNodes.some((nd) => nd.inboundLayers.some((il) => frontier.includes(il as tfl.layers.Layer)))) continue;
+      seen.add(l);
+      if (l.trainableWeights.length > 0) out.push(l.trainableWeights[0]!);
+      else next.push(l);
+    }
+    frontier = next;
+  }
+  return out;
+}
+
+/** Root mean square of the pixels (as the model takes them) of up to 1,000 images. */
+export function inputRms(set: TrainingSet): number {
+  const per = set.shape[0] * set.shape[1] * set.shape[2];
+  const n = Math.min(set.n, 1000) * per;
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += set.images[i]! ** 2;
+  return Math.sqrt(sum / Math.max(1, n));
+}
+
 function correct(logits: tf.Tensor, y: tf.Tensor1D): number {
   return tf.tidy(() => tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), y), 'int32')).dataSync()[0]!);
 }
@@ -111,6 +141,13 @@ export async function unlearn(
   const o = { ...RNP_DEFAULTS, ...defined(opts) };
   const copy = await cloneNet(net);
   const vars = copy.trainableWeights.map((w) => w.read() as unknown as tf.Variable);
+  // Input scale: the original's models read standardised inputs (RMS about 1); goodnet's lab
+  // models read raw 0..255 pixels with the 1/255 folded into the first conv. SGD on weights is
+  // not invariant to that, so the kernels of the layers reading the input take their steps in
+  // the coordinates of a model whose input has RMS 1 (W' = W x s): gradient / s, step / s.
+  const s = inputRms(clean);
+  const firstKernels = new Set(inputKernels(copy).map((w) => w.read().id));
+  const factor = vars.map((v) => (firstKernels.has(v.id) && s > 0 ? s : 1));
   const velocity: tf.Tensor[] = vars.map((v) => tf.zerosLike(v as tf.Tensor));
   const rng = seedrandom(`rnp-unlearn:${hooks.seed ?? 0}`);
   const accuracy: number[] = [];
@@ -128,16 +165,16 @@ export async function unlearn(
         }, vars);
         right += hits;
         tf.tidy(() => {
-          const gs = vars.map((v) => grads[v.name]!);
+          const gs = vars.map((v, i) => tf.div(grads[v.name]!, factor[i]!));
           // clip_grad_norm_(max_norm=20), then torch SGD: g + wd * w; v = 0.9 v + g; w -= lr v
           const norm = Math.sqrt(gs.reduce((a, g) => a + tf.sum(tf.square(g)).dataSync()[0]!, 0));
           const k = norm > 20 ? 20 / (norm + 1e-6) : 1;
           vars.forEach((v, i) => {
-            const g = tf.add(tf.mul(gs[i]!, k), tf.mul(v, 5e-4));
+            const g = tf.add(tf.mul(gs[i]!, k), tf.mul(v, 5e-4 * factor[i]!));
             const nv = tf.add(tf.mul(velocity[i]!, 0.9), g);
             velocity[i]!.dispose();
             velocity[i] = tf.keep(nv);
-            v.assign(tf.sub(v, tf.mul(nv, o.unlearnLr)));
+            v.assign(tf.sub(v, tf.mul(nv, o.unlearnLr / factor[i]!)));
           });
         });
         tf.dispose([x, y, ...Object.values(grads)]);
