@@ -4,8 +4,9 @@
  *
  *  1. Unlearning: a copy of the model takes SGD steps (lr 0.01, momentum 0.9, weight decay
  *     5e-4, gradient norm clipped to 20) that *maximise* the cross-entropy on the clean data,
- *     epoch by epoch, until its training accuracy in an epoch falls to `cleanThreshold`
- *     (0.2) or `unlearnEpochs` (20) pass. The kernels of the layers that read the input step
+ *     until its training accuracy falls to `cleanThreshold` (0.2; checked every
+ *     `checkImages` = 500 images, the original's epoch of 1% of CIFAR-10) or `unlearnEpochs`
+ *     (20) epochs pass. The kernels of the layers that read the input step
  *     as if the input were standardised (RMS 1, as the original's CIFAR inputs): goodnet's
  *     lab models read raw 0..255 pixels with 1/255 folded into the first conv, and plain
  *     SGD there would wreck that layer in one step. Clean features are erased fast; the backdoor's
@@ -40,8 +41,10 @@ export interface RnpOptions {
   /** Unlearning: SGD learning rate (momentum 0.9, weight decay 5e-4). */
   unlearnLr: number;
   unlearnEpochs: number;
-  /** Unlearning stops after the first epoch whose training accuracy is at most this. */
+  /** Unlearning stops as soon as its training accuracy over the last `checkImages` images is at most this. */
   cleanThreshold: number;
+  /** How often (in images) the unlearning accuracy is checked: the original's epoch, 500 images. */
+  checkImages: number;
   /** Recovering: mask SGD learning rate (momentum 0.9). */
   recoverLr: number;
   recoverEpochs: number;
@@ -60,7 +63,7 @@ export interface RnpOptions {
 
 /** The original's settings (bboylyg/RNP main.py defaults). */
 export const RNP_DEFAULTS: RnpOptions = {
-  unlearnLr: 0.01, unlearnEpochs: 20, cleanThreshold: 0.2, recoverLr: 0.2, recoverEpochs: 20, alpha: 0.2, batchSize: 128, threshold: 0.2, holdOut: 0.2,
+  unlearnLr: 0.01, unlearnEpochs: 20, cleanThreshold: 0.2, checkImages: 500, recoverLr: 0.2, recoverEpochs: 20, alpha: 0.2, batchSize: 128, threshold: 0.2, holdOut: 0.2,
 };
 
 export interface RnpDetails {
@@ -68,7 +71,7 @@ export interface RnpDetails {
   masks: AnpChannel[];
   pruned: AnpChannel[];
   rule: 'threshold' | 'count' | 'max-drop';
-  /** Training accuracy of each unlearning epoch (the last one is where it stopped). */
+  /** Training accuracy of each unlearning epoch (the last: of the check window where it stopped). */
   unlearnAccuracy: number[];
   /** Training accuracy of each recovering epoch. */
   recoverAccuracy: number[];
@@ -151,10 +154,13 @@ export async function unlearn(
   const velocity: tf.Tensor[] = vars.map((v) => tf.zerosLike(v as tf.Tensor));
   const rng = seedrandom(`rnp-unlearn:${hooks.seed ?? 0}`);
   const accuracy: number[] = [];
+  const window: [number, number][] = [];
+  let stopped: number | undefined;
   try {
     for (let epoch = 1; epoch <= o.unlearnEpochs; epoch++) {
       const order = permutation(clean.n, rng);
       let right = 0;
+      let seen = 0;
       for (let s = 0; s < clean.n; s += o.batchSize) {
         const { x, y } = batchOf(clean, order.subarray(s, Math.min(s + o.batchSize, clean.n)));
         let hits = 0;
@@ -164,6 +170,8 @@ export async function unlearn(
           return tf.neg(crossEntropyLogits(logits, y, numClasses)) as tf.Scalar; // ascent on the loss
         }, vars);
         right += hits;
+        seen += x.shape[0];
+        window.push([hits, x.shape[0]]);
         tf.tidy(() => {
           const gs = vars.map((v, i) => tf.div(grads[v.name]!, factor[i]!));
           // clip_grad_norm_(max_norm=20), then torch SGD: g + wd * w; v = 0.9 v + g; w -= lr v
@@ -179,11 +187,23 @@ export async function unlearn(
         });
         tf.dispose([x, y, ...Object.values(grads)]);
         await yieldToEventLoop();
+        // The original checks its training accuracy once per epoch of its 500 clean images
+        // (4 batches); here every `checkImages` images, so a larger clean set does not
+        // unlearn for many more steps than the original before the check.
+        const w = window.reduce((a, [, n]) => a + n, 0);
+        if (w >= o.checkImages) {
+          const acc = window.reduce((a, [h]) => a + h, 0) / w;
+          window.length = 0;
+          if (acc <= o.cleanThreshold) {
+            stopped = acc;
+            break;
+          }
+        }
       }
-      const acc = right / clean.n;
-      accuracy.push(acc);
-      hooks.onEpoch?.(epoch, o.unlearnEpochs, acc);
-      if (acc <= o.cleanThreshold) break;
+      const acc = right / seen;
+      accuracy.push(stopped ?? acc);
+      hooks.onEpoch?.(epoch, o.unlearnEpochs, stopped ?? acc);
+      if (stopped !== undefined || acc <= o.cleanThreshold) break;
     }
     return { net: copy, accuracy };
   } catch (err) {
