@@ -185,3 +185,33 @@ test('RNP: unlearning lowers clean accuracy, masks recover it, and the saved mod
     cleanup();
   }
 });
+
+test('goodnet rnp / anp: bad input is one line, exit 2, nothing written', async () => {
+  const { dir, cleanup } = tempDir('goodnet-rnpcli-');
+  try {
+    const { main } = await import('../src/cli/main.js');
+    const { saveModel } = await import('../src/io/model.js');
+    const { assertBadInput } = await import('./helpers.js');
+    const { existsSync } = await import('node:fs');
+    const net = bnNet(2);
+    await saveModel(describeModel(net, 'bn', 'tfjs'), `${dir}/m.h5`);
+    const images = new Uint8Array(8 * 72).fill(100);
+    await writeCsawData(`${dir}/clean.h5`, images, new Int32Array(8), 8, 6, 6, 2);
+    const run = async (argv: string[]) => {
+      const err: string[] = [];
+      const orig = process.stderr.write.bind(process.stderr);
+      process.stderr.write = ((s: string) => { err.push(String(s)); return true; }) as typeof process.stderr.write;
+      try {
+        return { code: await main(['node', 'goodnet', ...argv]), err: err.join('') };
+      } finally {
+        process.stderr.write = orig;
+      }
+    };
+    assertBadInput(await run(['rnp', '-m', `${dir}/m.h5`, '--clean-valid', `${dir}/missing.h5`, '-o', `${dir}/x.h5`]), /missing\.h5: file or folder not found/);
+    assertBadInput(await run(['rnp', '-m', `${dir}/m.h5`, '--clean-valid', `${dir}/clean.h5`, '-o', `${dir}/x.h5`, '--clean-threshold', '2']), /--clean-threshold must be in \[0, 1\]/);
+    assertBadInput(await run(['anp', '-m', `${dir}/m.h5`, '--clean-valid', `${dir}/clean.h5`, '-o', `${dir}/x.h5`, '--bn-stats', 'moving']), /bn-stats/);
+    assert.ok(!existsSync(`${dir}/x.h5`));
+  } finally {
+    cleanup();
+  }
+});
