@@ -11,7 +11,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import seedrandom from 'seedrandom';
 import { initBackend } from '../src/engine/backend.js';
 import { describeModel } from '../src/io/model.js';
-import { anpMasks, anpPrune, runAnp } from '../src/defense/anp.js';
+import { ANP_DEFAULTS, anpMasks, anpPrune, runAnp } from '../src/defense/anp.js';
 import { recoverMasks, unlearn } from '../src/defense/rnp.js';
 import { runDefense } from '../src/defense/run.js';
 import { measure } from '../src/defense/interface.js';
@@ -114,7 +114,12 @@ test('ANP masks move on a BN net in batch mode; max-drop is measured on a held-o
     const x = tf.div(tf.tensor4d(images, [n, 6, 6, 2]), 255) as tf.Tensor4D;
     const labels = Int32Array.from(tf.argMax(net.predict(x) as tf.Tensor, 1).dataSync()); // the net is right on its own answers
     const set: TrainingSet = { images: Float32Array.from(x.dataSync()), labels, n, shape: [6, 6, 2] };
-    const r = await anpMasks(net, set, 3, { iterations: 15, batchSize: 16 }, { seed: 1 });
+    let maxNoise = 0;
+    const r = await anpMasks(net, set, 3, { iterations: 15, batchSize: 16 }, {
+      seed: 1, onNoise: (w, b) => { for (const v of [...w, ...b]) for (const x of v) maxNoise = Math.max(maxNoise, Math.abs(x)); },
+    });
+    // Random start in [-0.4, 0.4] plus one signed step of 0.4, not clipped back (the original).
+    assert.ok(maxNoise > 0.4 && maxNoise <= 0.8 + 1e-6, `largest noise ${maxNoise}`);
     const all = r.masks.flatMap((m) => [...m]);
     assert.equal(all.length, 7);
     assert.ok(all.every((v) => v >= 0 && v <= 1));
@@ -131,6 +136,13 @@ test('ANP masks move on a BN net in batch mode; max-drop is measured on a held-o
   } finally {
     cleanup();
   }
+});
+
+test('ANP defaults are the original\'s (optimize_mask_cifar.py, prune_neuron_cifar.py)', () => {
+  assert.deepEqual(
+    { eps: ANP_DEFAULTS.eps, steps: ANP_DEFAULTS.noiseSteps, alpha: ANP_DEFAULTS.alpha, lr: ANP_DEFAULTS.learningRate, it: ANP_DEFAULTS.iterations, bs: ANP_DEFAULTS.batchSize, bn: ANP_DEFAULTS.bnStats, t: ANP_DEFAULTS.threshold },
+    { eps: 0.4, steps: 1, alpha: 0.2, lr: 0.2, it: 2000, bs: 128, bn: 'batch', t: 0.2 },
+  );
 });
 
 test('CLP as the original: |gamma / sqrt(running var)| (no epsilon), threshold with the unbiased std', () => {

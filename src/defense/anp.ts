@@ -101,7 +101,7 @@ function defined<T extends object>(o: T): Partial<T> {
 /** Optimise ANP's masks on clean data; returns each unit's mask values. */
 export async function anpMasks(
   net: tfl.LayersModel, clean: TrainingSet, numClasses: number, opts: Partial<AnpOptions> = {},
-  hooks: { seed?: number; onIteration?: (i: number, total: number) => void } = {},
+  hooks: { seed?: number; onIteration?: (i: number, total: number) => void; onNoise?: (weight: Float32Array[], bias: Float32Array[]) => void } = {},
 ): Promise<{ units: ChannelUnit[]; masks: Float32Array[] }> {
   const o = { ...ANP_DEFAULTS, ...defined(opts) };
   let units = channelUnits(net);
@@ -143,6 +143,7 @@ export async function anpMasks(
           noise = stepped;
         }
       }
+      if (hooks.onNoise) hooks.onNoise(noise.slice(0, n).map((t) => t.dataSync() as Float32Array), noise.slice(n).map((t) => t.dataSync() as Float32Array));
       // 2. One SGD step on the masks: alpha * natural (no noise) + (1 - alpha) * perturbed.
       const { grads } = tf.variableGrads(() => {
         const nat = new Map<string, ChannelScale>(units.map((u, k) => [u.layer, { w: masks[k]! }]));
