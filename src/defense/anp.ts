@@ -1,53 +1,73 @@
 /**
- * ANP, adversarial neuron pruning (Wu and Wang, NeurIPS 2021). Every conv output channel
- * gets a mask m in [0,1] and multiplicative noise (d on the weight part, d_b on the bias
- * part, both in [-eps, eps]) on the layer that carries it: the following BatchNormalization
- * when there is one (as the original), else the conv itself (its pre-activation output):
+ * ANP, adversarial neuron pruning (Wu and Wang, NeurIPS 2021), as the original code
+ * (csdongxian/ANP_backdoor: optimize_mask_cifar.py, models/anp_batchnorm.py,
+ * prune_neuron_cifar.py). Every conv output channel gets a mask m in [0,1] and
+ * multiplicative noise (d on the weight part, d_b on the bias part) on the layer that
+ * carries it: the following BatchNormalization when there is one (the original's
+ * NoisyBatchNorm2d), else the conv itself (its pre-activation output):
  *
  *   natural:   out_k = m_k * W_k x + b_k
  *   perturbed: out_k = (m_k + d_k) * W_k x + (1 + d_b,k) * b_k
  *
- * Per batch of clean images: the noise starts uniform in [-eps, eps] and takes one signed
- * gradient ascent step on the perturbed loss (clipped to [-eps, eps]); then the masks take
- * one SGD step (momentum 0.9) on alpha * CE(natural) + (1 - alpha) * CE(perturbed) and are
- * clipped to [0,1]. Channels whose backdoor role makes the network fragile under the noise
- * lose their mask. Pruning: channels with mask below `threshold` (default 0.2, the
- * original's), or the `count` smallest, or as many of the smallest as keep clean accuracy on
- * the clean data within `maxDrop` points. Every choice reads clean data only.
+ * Per batch of clean images (drawn with replacement, as the original's RandomSampler):
+ * the noise starts uniform in [-eps, eps] and takes `noiseSteps` steps of SGD with
+ * learning rate eps / noiseSteps on the sign of the gradient of the perturbed loss (ascent;
+ * like the original, the noise is not clipped after its step); then the masks take one SGD
+ * step (momentum 0.9) on alpha * CE(natural) + (1 - alpha) * CE(perturbed) and are clipped
+ * to [0,1]. Like the original (model.train()), every BatchNormalization normalises with the
+ * batch's own statistics during the optimisation (`bnStats: 'batch'`; 'running' uses the
+ * stored ones). Channels whose backdoor role makes the network fragile under the noise
+ * lose their mask.
+ *
+ * Pruning as the original's prune_neuron_cifar.py: a pruned channel's BN weight (gamma) is
+ * set to 0 and its bias (beta) kept, which is the natural forward with mask 0 (without BN:
+ * the kernel slice, bias kept). Which channels: mask below `threshold` (default 0.2), the
+ * `count` smallest, or as many of the smallest as keep clean accuracy within `maxDrop`
+ * points on a held-out share of the clean data that the masks never saw. Every choice
+ * reads clean data only.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
-import { permutation, type TrainingSet } from '../models/train.js';
+import type { TrainingSet } from '../models/train.js';
 import { channelUnits, forwardLogits, crossEntropyLogits, zeroUnitChannels, type ChannelScale, type ChannelUnit } from './channels.js';
 import { cloneNet } from './graph.js';
 import {
-  loadCleanData, registerDefense, repairRow, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
+  loadCleanData, registerDefense, repairRow, splitSet, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
 } from './interface.js';
 import { accuracyOf } from './measure_clean.js';
 
 export interface AnpOptions {
-  /** Noise bound. */
+  /** Noise bound of the random start; the noise step's size. */
   eps: number;
+  /** Signed-gradient steps on the noise per batch (learning rate eps / noiseSteps). */
+  noiseSteps: number;
   /** Weight of the natural loss (1 - alpha on the perturbed one). */
   alpha: number;
   /** Mask learning rate (SGD, momentum 0.9). */
   learningRate: number;
   iterations: number;
   batchSize: number;
+  /** BN statistics during the optimisation: the batch's own (the original's train mode) or the stored running ones. */
+  bnStats: 'batch' | 'running';
   /** Prune channels whose mask is below this. */
   threshold: number;
   /** Or prune exactly this many channels (smallest masks). */
   count?: number;
-  /** Or prune the smallest masks while clean accuracy stays within this many points. */
+  /** Or prune the smallest masks while clean accuracy on the held-out share stays within this many points. */
   maxDrop?: number;
+  /** With maxDrop: the share of the clean data held out from the mask optimisation to measure the accuracy drop. */
+  holdOut: number;
   /** Conv layers to perturb (default: all). */
   layers?: string[];
 }
 
-export const ANP_DEFAULTS: AnpOptions = { eps: 0.4, alpha: 0.2, learningRate: 0.2, iterations: 300, batchSize: 128, threshold: 0.2 };
+/** The original's settings (optimize_mask_cifar.py defaults). */
+export const ANP_DEFAULTS: AnpOptions = {
+  eps: 0.4, noiseSteps: 1, alpha: 0.2, learningRate: 0.2, iterations: 2000, batchSize: 128, bnStats: 'batch', threshold: 0.2, holdOut: 0.2,
+};
 
 export interface AnpChannel {
   conv: string;
@@ -63,8 +83,11 @@ export interface AnpDetails {
   /** Pruned channels (smallest masks first). */
   pruned: AnpChannel[];
   rule: 'threshold' | 'count' | 'max-drop';
+  /** Clean accuracy before and after pruning, on `accuracyImages` images (the held-out share with max-drop, else all the clean data). */
   baseValidAccuracy: number;
   validAccuracy: number;
+  accuracyImages: number;
+  heldOut: boolean;
   /** With max-drop: clean accuracy after pruning the k smallest, k = 0.. (stops one past the budget). */
   curve?: number[];
   optimiseSeconds: number;
@@ -78,7 +101,7 @@ function defined<T extends object>(o: T): Partial<T> {
 /** Optimise ANP's masks on clean data; returns each unit's mask values. */
 export async function anpMasks(
   net: tfl.LayersModel, clean: TrainingSet, numClasses: number, opts: Partial<AnpOptions> = {},
-  hooks: { seed?: number; onIteration?: (i: number, total: number) => void } = {},
+  hooks: { seed?: number; onIteration?: (i: number, total: number) => void; onNoise?: (weight: Float32Array[], bias: Float32Array[]) => void } = {},
 ): Promise<{ units: ChannelUnit[]; masks: Float32Array[] }> {
   const o = { ...ANP_DEFAULTS, ...defined(opts) };
   let units = channelUnits(net);
@@ -94,46 +117,41 @@ export async function anpMasks(
   const [h, w, c] = clean.shape;
   const per = h * w * c;
   const bs = Math.min(o.batchSize, clean.n);
-  let order = permutation(clean.n, rng);
-  let cursor = 0;
-  const noiseInit = (n: number) => tf.tensor1d(Float32Array.from({ length: n }, () => (2 * rng() - 1) * o.eps));
+  const batchStats = o.bnStats === 'batch';
+  const n = units.length;
+  const noiseInit = (k: number) => tf.tensor1d(Float32Array.from({ length: k }, () => (2 * rng() - 1) * o.eps));
+  const perturbed = (ns: tf.Tensor[]) => new Map<string, ChannelScale>(units.map((u, k) => [u.layer, { w: tf.add(masks[k]!, ns[k]!) as tf.Tensor1D, b: tf.add(1, ns[n + k]!) as tf.Tensor1D }]));
   try {
     for (let it = 0; it < o.iterations; it++) {
       const x = new Float32Array(bs * per);
       const y = new Int32Array(bs);
       for (let b = 0; b < bs; b++) {
-        if (cursor >= clean.n) {
-          cursor = 0;
-          order = permutation(clean.n, rng);
-        }
-        const i = order[cursor++]!;
+        const i = Math.floor(rng() * clean.n); // with replacement, as the original's RandomSampler
         x.set(clean.images.subarray(i * per, (i + 1) * per), b * per);
         y[b] = clean.labels[i]!;
       }
       const xt = tf.tensor4d(x, [bs, h, w, c]);
       const yt = tf.tensor1d(y, 'int32');
-      // 1. One signed gradient ascent step on the noise, from a random start.
-      let noiseW = units.map((u) => noiseInit(u.channels));
-      let noiseB = units.map((u) => noiseInit(u.channels));
+      // 1. The noise: a random start in [-eps, eps], then signed gradient ascent steps on the
+      // perturbed loss (SGD, learning rate eps / steps; not clipped, as the original).
+      let noise: tf.Tensor[] = [...units.map((u) => noiseInit(u.channels)), ...units.map((u) => noiseInit(u.channels))];
       if (o.eps > 0) {
-        const grads = tf.grads((...ns: tf.Tensor[]) => {
-          const scales = new Map<string, ChannelScale>(units.map((u, k) => [u.layer, { w: tf.add(masks[k]!, ns[k]!) as tf.Tensor1D, b: tf.add(1, ns[units.length + k]!) as tf.Tensor1D }]));
-          return crossEntropyLogits(forwardLogits(net, xt, scales), yt, numClasses);
-        })([...noiseW, ...noiseB]);
-        const stepped = tf.tidy(() => grads.map((g, k) => tf.clipByValue(tf.add(k < units.length ? noiseW[k]! : noiseB[k - units.length]!, tf.mul(tf.sign(g), o.eps)), -o.eps, o.eps)));
-        tf.dispose([...grads, ...noiseW, ...noiseB]);
-        noiseW = stepped.slice(0, units.length) as tf.Tensor1D[];
-        noiseB = stepped.slice(units.length) as tf.Tensor1D[];
+        for (let step = 0; step < o.noiseSteps; step++) {
+          const grads = tf.grads((...ns: tf.Tensor[]) => crossEntropyLogits(forwardLogits(net, xt, perturbed(ns), { batchStats }), yt, numClasses))(noise);
+          const stepped = tf.tidy(() => grads.map((g, k) => tf.add(noise[k]!, tf.mul(tf.sign(g), o.eps / o.noiseSteps))));
+          tf.dispose([...grads, ...noise]);
+          noise = stepped;
+        }
       }
-      // 2. One SGD step on the masks: alpha * natural + (1 - alpha) * perturbed.
+      if (hooks.onNoise) hooks.onNoise(noise.slice(0, n).map((t) => t.dataSync() as Float32Array), noise.slice(n).map((t) => t.dataSync() as Float32Array));
+      // 2. One SGD step on the masks: alpha * natural (no noise) + (1 - alpha) * perturbed.
       const { grads } = tf.variableGrads(() => {
         const nat = new Map<string, ChannelScale>(units.map((u, k) => [u.layer, { w: masks[k]! }]));
-        const pert = new Map<string, ChannelScale>(units.map((u, k) => [u.layer, { w: tf.add(masks[k]!, noiseW[k]!) as tf.Tensor1D, b: tf.add(1, noiseB[k]!) as tf.Tensor1D }]));
-        const lossNat = crossEntropyLogits(forwardLogits(net, xt, nat), yt, numClasses);
-        const lossRob = o.alpha < 1 ? crossEntropyLogits(forwardLogits(net, xt, pert), yt, numClasses) : tf.scalar(0);
+        const lossNat = crossEntropyLogits(forwardLogits(net, xt, nat, { batchStats }), yt, numClasses);
+        const lossRob = o.alpha < 1 && o.eps > 0 ? crossEntropyLogits(forwardLogits(net, xt, perturbed(noise), { batchStats }), yt, numClasses) : tf.scalar(0);
         return tf.add(tf.mul(o.alpha, lossNat), tf.mul(1 - o.alpha, lossRob)) as tf.Scalar;
       }, masks);
-      for (let k = 0; k < units.length; k++) {
+      for (let k = 0; k < n; k++) {
         const g = grads[masks[k]!.name];
         if (!g) continue;
         const gv = await g.data();
@@ -141,14 +159,14 @@ export async function anpMasks(
         const m = masks[k]!.dataSync();
         const next = new Float32Array(m.length);
         for (let j = 0; j < m.length; j++) {
-          v[j] = 0.9 * v[j]! + gv[j]!;
+          v[j] = 0.9 * v[j]! + gv[j]!; // torch SGD momentum (dampening 0)
           next[j] = Math.min(1, Math.max(0, m[j]! - o.learningRate * v[j]!));
         }
         const t = tf.tensor1d(next);
         masks[k]!.assign(t);
         t.dispose();
       }
-      tf.dispose([xt, yt, ...noiseW, ...noiseB, ...Object.values(grads)]);
+      tf.dispose([xt, yt, ...noise, ...Object.values(grads)]);
       hooks.onIteration?.(it + 1, o.iterations);
       await yieldToEventLoop();
     }
@@ -158,9 +176,10 @@ export async function anpMasks(
   }
 }
 
-function pruneCopy(net: tfl.LayersModel, units: ChannelUnit[], chosen: AnpChannel[]): Promise<tfl.LayersModel> {
+/** A copy of `net` with `chosen` pruned as ANP prunes (BN weight 0, bias kept). */
+export function anpPrune(net: tfl.LayersModel, units: ChannelUnit[], chosen: AnpChannel[]): Promise<tfl.LayersModel> {
   return cloneNet(net).then((copy) => {
-    for (const u of units) zeroUnitChannels(copy, u, chosen.filter((c) => c.layer === u.layer).map((c) => c.channel));
+    for (const u of units) zeroUnitChannels(copy, u, chosen.filter((c) => c.layer === u.layer).map((c) => c.channel), { weightOnly: true });
     return copy;
   });
 }
@@ -171,17 +190,23 @@ export async function runAnp(input: DefenseInput, options: Partial<AnpOptions> =
   if (!(o.eps >= 0 && o.eps < 1)) throw new GoodnetError(`--eps must be in [0, 1), got ${o.eps}`);
   if (!(o.alpha >= 0 && o.alpha <= 1)) throw new GoodnetError(`--alpha must be in [0, 1], got ${o.alpha}`);
   if (!(Number.isInteger(o.iterations) && o.iterations >= 1)) throw new GoodnetError(`--iterations must be an integer >= 1, got ${o.iterations}`);
+  if (!(Number.isInteger(o.noiseSteps) && o.noiseSteps >= 1)) throw new GoodnetError(`--noise-steps must be an integer >= 1, got ${o.noiseSteps}`);
+  if (o.bnStats !== 'batch' && o.bnStats !== 'running') throw new GoodnetError(`--bn-stats must be batch or running, got ${String(o.bnStats)}`);
   if (o.count !== undefined && !(Number.isInteger(o.count) && o.count >= 0)) throw new GoodnetError(`--count must be an integer >= 0, got ${o.count}`);
   if (o.maxDrop !== undefined && !(o.maxDrop >= 0 && o.maxDrop < 100)) throw new GoodnetError(`--max-drop must be in [0, 100) points, got ${o.maxDrop}`);
+  if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`--hold-out must be in (0, 1), got ${o.holdOut}`);
   const t0 = performance.now();
   const clean = await loadCleanData(input);
   const { model } = input;
-  input.log?.(`ANP: ${o.iterations} iterations of ${Math.min(o.batchSize, clean.n)} clean images (eps ${o.eps}, alpha ${o.alpha})`);
-  const r = await anpMasks(model.net, clean, model.numClasses, o, { seed: input.seed, onIteration: (i, t) => input.onProgress?.('ANP masks', i, t) });
+  // With max-drop, a held-out share the masks never see measures the accuracy drop.
+  const [heldOut, optimiseOn] = o.maxDrop !== undefined ? splitSet(clean, o.holdOut, `anp-holdout:${input.seed ?? 0}`) : [clean, clean];
+  input.log?.(`ANP: ${o.iterations} iterations of ${Math.min(o.batchSize, optimiseOn.n)} of ${optimiseOn.n} clean images (eps ${o.eps}, alpha ${o.alpha}, BN ${o.bnStats} statistics)` +
+    (o.maxDrop !== undefined ? `; ${heldOut.n} held out to measure the accuracy drop` : ''));
+  const r = await anpMasks(model.net, optimiseOn, model.numClasses, o, { seed: input.seed, onIteration: (i, t) => input.onProgress?.('ANP masks', i, t) });
   const optimiseSeconds = (performance.now() - t0) / 1000;
   const all: AnpChannel[] = r.units.flatMap((u, k) => Array.from(r.masks[k]!, (mask, channel) => ({ conv: u.conv, layer: u.layer, channel, mask })));
   const sorted = [...all].sort((a, b) => a.mask - b.mask);
-  const base = await accuracyOf(model.net, clean, input.batchSize);
+  const base = await accuracyOf(model.net, heldOut, input.batchSize);
   let pruned: AnpChannel[];
   let rule: AnpDetails['rule'];
   let curve: number[] | undefined;
@@ -192,10 +217,10 @@ export async function runAnp(input: DefenseInput, options: Partial<AnpOptions> =
     rule = 'max-drop';
     curve = [base];
     let k = 0;
-    // Prune in ascending mask order while clean accuracy stays within the budget.
+    // Prune in ascending mask order while held-out clean accuracy stays within the budget.
     while (k < sorted.length && sorted[k]!.mask < 1) {
-      const net = await pruneCopy(model.net, r.units, sorted.slice(0, k + 1));
-      const acc = await accuracyOf(net, clean, input.batchSize);
+      const net = await anpPrune(model.net, r.units, sorted.slice(0, k + 1));
+      const acc = await accuracyOf(net, heldOut, input.batchSize);
       net.dispose();
       curve.push(acc);
       input.onProgress?.('ANP pruning', k + 1, sorted.length);
@@ -207,12 +232,15 @@ export async function runAnp(input: DefenseInput, options: Partial<AnpOptions> =
     rule = 'threshold';
     pruned = sorted.filter((c) => c.mask < o.threshold);
   }
-  const repaired = await pruneCopy(model.net, r.units, pruned);
-  const validAccuracy = await accuracyOf(repaired, clean, input.batchSize);
-  input.log?.(`ANP: pruned ${pruned.length} of ${all.length} channels (${rule}); clean accuracy ${(base * 100).toFixed(2)}% -> ${(validAccuracy * 100).toFixed(2)}% on the ${clean.n} clean images`);
+  const repaired = await anpPrune(model.net, r.units, pruned);
+  const validAccuracy = await accuracyOf(repaired, heldOut, input.batchSize);
+  input.log?.(`ANP: pruned ${pruned.length} of ${all.length} channels (${rule}); clean accuracy ${(base * 100).toFixed(2)}% -> ${(validAccuracy * 100).toFixed(2)}% on ${heldOut === clean ? 'the' : 'the held-out'} ${heldOut.n} clean images`);
   return {
     defense: 'anp', repaired, cleanImages: clean.n, seconds: (performance.now() - t0) / 1000,
-    details: { units: r.units, masks: all, pruned, rule, baseValidAccuracy: base, validAccuracy, ...(curve ? { curve } : {}), optimiseSeconds, settings: o },
+    details: {
+      units: r.units, masks: all, pruned, rule, baseValidAccuracy: base, validAccuracy, accuracyImages: heldOut.n, heldOut: heldOut !== clean,
+      ...(curve ? { curve } : {}), optimiseSeconds, settings: o,
+    },
   };
 }
 
@@ -235,9 +263,9 @@ export const anp: Defense<AnpOptions, AnpDetails> = registerDefense<AnpOptions, 
     return {
       title: 'ANP (adversarial neuron pruning)',
       text: [
-        `${d.settings.iterations} iterations on ${run.cleanImages} clean images (eps ${d.settings.eps}, alpha ${d.settings.alpha}, mask learning rate ${d.settings.learningRate}), ` +
+        `${d.settings.iterations} iterations of ${d.settings.batchSize} clean images (eps ${d.settings.eps}, alpha ${d.settings.alpha}, mask learning rate ${d.settings.learningRate}, BN ${d.settings.bnStats} statistics), ` +
           `${d.optimiseSeconds.toFixed(0)} s. Noise on ${d.units.map((u) => (u.kind === 'bn' ? `${u.layer} (BN of ${u.conv})` : `${u.conv} (no BN: the conv channels)`)).join(', ')}.`,
-        `Pruned ${d.pruned.length} channels (${d.rule}); clean accuracy on the clean data ${pct(d.baseValidAccuracy)} -> ${pct(d.validAccuracy)}.`,
+        `Pruned ${d.pruned.length} channels (${d.rule}; BN weight set to 0, bias kept, as the original); clean accuracy on ${d.heldOut ? `the ${d.accuracyImages} held-out clean images` : 'the clean data'} ${pct(d.baseValidAccuracy)} -> ${pct(d.validAccuracy)}.`,
         ...(m.after ? [`Repaired model on the test sets: clean accuracy ${pct(m.after.accuracy)}, ASR ${pct(m.after.asr)}.`] : []),
       ],
       tables: [{

@@ -65,8 +65,13 @@ export function bnWeights(layer: Layer): { gamma?: tf.Tensor; beta?: tf.Tensor; 
   return { gamma, beta, mean: w[i++]!, variance: w[i++]!, epsilon: (c.epsilon as number) ?? 1e-3 };
 }
 
-/** Remove `channels` of `unit` in place (see the file comment). */
-export function zeroUnitChannels(net: tfl.LayersModel, unit: ChannelUnit, channels: Iterable<number>): void {
+/**
+ * Remove `channels` of `unit` in place (see the file comment). `weightOnly`: as ANP's mask
+ * = 0 does (and the original's pruning, which zeroes only BN's weight): BN gamma only, or
+ * the conv's kernel slice only; the channel then outputs its constant bias (beta), exactly
+ * what the mask optimisation saw with that mask at 0.
+ */
+export function zeroUnitChannels(net: tfl.LayersModel, unit: ChannelUnit, channels: Iterable<number>, options: { weightOnly?: boolean } = {}): void {
   const list = [...channels];
   if (list.length === 0) return;
   const mask = new Float32Array(unit.channels).fill(1);
@@ -82,10 +87,11 @@ export function zeroUnitChannels(net: tfl.LayersModel, unit: ChannelUnit, channe
     const c = config(layer);
     if (c.scale === false) throw new GoodnetError(`BatchNormalization '${unit.layer}' has no gamma (scale=false); cannot remove its channels`);
     // gamma and beta (when present) are the first weights.
-    const k = c.center === false ? 1 : 2;
+    const k = c.center === false || options.weightOnly ? 1 : 2;
     next = weights.map((w, i) => (i < k ? tf.mul(w, m) : w.clone()));
   } else {
-    next = weights.map((w) => tf.mul(w, m)); // kernel (.., C) and bias (C) both end in the channel axis
+    // kernel (.., C) and bias (C) both end in the channel axis
+    next = weights.map((w, i) => (i === 0 || !options.weightOnly ? tf.mul(w, m) : w.clone()));
   }
   layer.setWeights(next);
   tf.dispose([m, ...next]);
@@ -122,6 +128,25 @@ function scaledConv(layer: Layer, x: tf.Tensor4D, s: ChannelScale): tf.Tensor {
   return act(z);
 }
 
+/**
+ * BN with the mini-batch's own mean and variance (what PyTorch's model.train() does, and
+ * the original ANP optimises its masks in train mode); the layer's moving statistics are
+ * neither used nor updated. Without `s`, the plain layer in that mode.
+ */
+function batchStatsBn(layer: Layer, x: tf.Tensor, s?: ChannelScale): tf.Tensor {
+  const axis = config(layer).axis;
+  const ax = Array.isArray(axis) ? axis[0] : axis;
+  if (ax !== -1 && ax !== x.rank - 1) throw new GoodnetError(`BatchNormalization '${layer.name}' normalises axis ${String(ax)}, not the channels`);
+  const { gamma, beta, epsilon } = bnWeights(layer);
+  const axes = x.shape.slice(0, -1).map((_, i) => i);
+  const { mean, variance } = tf.moments(x, axes);
+  const xhat = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, epsilon)));
+  const g = gamma ? (s ? tf.mul(gamma, s.w) : gamma) : s?.w;
+  const y = g ? tf.mul(xhat, g) : xhat;
+  if (!beta) return y;
+  return tf.add(y, s?.b ? tf.mul(beta, s.b) : beta);
+}
+
 function scaledBn(layer: Layer, x: tf.Tensor, s: ChannelScale): tf.Tensor {
   const y = layer.apply(x) as tf.Tensor;
   const { beta } = bnWeights(layer);
@@ -132,9 +157,11 @@ function scaledBn(layer: Layer, x: tf.Tensor, s: ChannelScale): tf.Tensor {
 
 /**
  * The network's output on `x` with every unit in `scales` (by carrying layer name) scaled
- * per channel; other layers run as they are (inference mode). Call inside tf.tidy/grads.
+ * per channel; other layers run as they are (inference mode; with `batchStats` every
+ * BatchNormalization normalises with the batch's own statistics, as in PyTorch's train
+ * mode, without touching its moving statistics). Call inside tf.tidy/grads.
  */
-export function forwardScaled(net: tfl.LayersModel, x: tf.Tensor4D, scales: Map<string, ChannelScale>, options: { logits?: boolean } = {}): tf.Tensor {
+export function forwardScaled(net: tfl.LayersModel, x: tf.Tensor4D, scales: Map<string, ChannelScale>, options: { logits?: boolean; batchStats?: boolean } = {}): tf.Tensor {
   const outLayer = (net.outputs[0] as tfl.SymbolicTensor).sourceLayer as Layer;
   const values = new Map<number, tf.Tensor>();
   const inputs = net.inputs as tfl.SymbolicTensor[];
@@ -148,6 +175,7 @@ export function forwardScaled(net: tfl.LayersModel, x: tf.Tensor4D, scales: Map<
     let out: tf.Tensor;
     if (options.logits && layer === outLayer && outputIsSoftmax(net)) out = preSoftmax(layer, ins);
     else if (s && layer.getClassName() === 'Conv2D') out = scaledConv(layer, ins[0] as tf.Tensor4D, s);
+    else if (options.batchStats && layer.getClassName() === 'BatchNormalization') out = batchStatsBn(layer, ins[0]!, s);
     else if (s && layer.getClassName() === 'BatchNormalization') out = scaledBn(layer, ins[0]!, s);
     else out = layer.apply(ins.length === 1 ? ins[0]! : ins) as tf.Tensor;
     values.set((node.outputTensors[0] as tfl.SymbolicTensor).id, out);
@@ -170,8 +198,8 @@ function preSoftmax(layer: Layer, ins: tf.Tensor[]): tf.Tensor {
 }
 
 /** Logits of the model on x (the output before its final softmax; the output itself when there is none). */
-export function forwardLogits(net: tfl.LayersModel, x: tf.Tensor4D, scales: Map<string, ChannelScale> = new Map()): tf.Tensor {
-  return forwardScaled(net, x, scales, { logits: true });
+export function forwardLogits(net: tfl.LayersModel, x: tf.Tensor4D, scales: Map<string, ChannelScale> = new Map(), options: { batchStats?: boolean } = {}): tf.Tensor {
+  return forwardScaled(net, x, scales, { logits: true, ...options });
 }
 
 /** Mean cross-entropy from logits against integer labels. */

@@ -1,10 +1,11 @@
 /**
  * CLP, channel Lipschitzness-based pruning (Zheng et al., ECCV 2022): data-free. For every
  * conv output channel k, an upper bound of its Lipschitz constant: the largest singular value
- * of the kernel slice W_k reshaped to (C_in, kh*kw), times |gamma_k / sqrt(var_k + eps)| of
- * the BatchNormalization that follows the conv. Within each layer, channels whose bound
- * exceeds mean + u x std are pruned (BN gamma and beta set to 0; without BN the conv's
- * kernel slice and bias).
+ * of the kernel slice W_k reshaped to (C_in, kh*kw), times |gamma_k / sqrt(var_k)| of
+ * the BatchNormalization that follows the conv (as rkteddy/channel-Lipschitzness-based-pruning
+ * defense.py: running variance without epsilon). Within each layer, channels whose bound
+ * exceeds mean + u x std (torch's unbiased std) are pruned (BN gamma and beta set to 0, as
+ * the original; without BN the conv's kernel slice and bias).
  *
  * Without BN the bound is the kernel's alone. It then ignores the per-channel scale that BN
  * would have folded in, and whatever the next layer does with the channel, so on BN-free
@@ -12,7 +13,6 @@
  * kernels are not unusually large. Clean data, when given, only measures each u (and, with
  * several, picks the most pruning one within the accuracy budget); CLP itself reads none.
  */
-import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { channelUnits, bnWeights, zeroUnitChannels, type ChannelUnit } from './channels.js';
@@ -109,10 +109,11 @@ export function channelLipschitz(net: tfl.LayersModel): { unit: ChannelUnit; lay
     let scale: Float32Array | undefined;
     if (unit.kind === 'bn') {
       const bn = bnWeights(net.getLayer(unit.layer));
-      scale = tf.tidy(() => {
-        const s = tf.div(1, tf.sqrt(tf.add(bn.variance, bn.epsilon)));
-        return tf.abs(bn.gamma ? tf.mul(bn.gamma, s) : s);
-      }).dataSync() as Float32Array;
+      // As the original (defense.py): |gamma / sqrt(running_var)|, without BN's epsilon
+      // (which only guards a variance of exactly 0 here).
+      const g = bn.gamma?.dataSync();
+      const v = bn.variance.dataSync();
+      scale = Float32Array.from(v, (x, i) => Math.abs((g ? g[i]! : 1) / Math.sqrt(x > 0 ? x : bn.epsilon)));
     }
     const uclc: number[] = [];
     const m = new Float64Array(cin * kh * kw);
@@ -124,7 +125,8 @@ export function channelLipschitz(net: tfl.LayersModel): { unit: ChannelUnit; lay
       uclc.push(spectralNorm(m, cin, kh * kw) * (scale ? scale[o]! : 1));
     }
     const mean = uclc.reduce((a, b) => a + b, 0) / cout;
-    const std = Math.sqrt(uclc.reduce((a, b) => a + (b - mean) ** 2, 0) / cout);
+    // torch.Tensor.std, as the original: the unbiased (n - 1) estimate.
+    const std = cout > 1 ? Math.sqrt(uclc.reduce((a, b) => a + (b - mean) ** 2, 0) / (cout - 1)) : 0;
     return { unit, layer: { conv: unit.conv, kind: unit.kind, channels: cout, uclc, mean, std } };
   });
 }

@@ -7,6 +7,7 @@ import './prune_defenses.js';
 import './nc.js';
 import './anp.js';
 import './clp.js';
+import './rnp.js';
 import '../detect/strip_defense.js';
 
 export { registeredDefenses, getDefense, registerDefense } from './interface.js';
