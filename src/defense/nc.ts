@@ -59,7 +59,7 @@ export interface NcOptions {
 }
 
 export const NC_DEFAULTS: NcOptions = {
-  batchSize: 32, stepsPerEpoch: 8, maxEpochs: 60, learningRate: 0.1, initCost: 1e-3, costUp: 1.5, costDown: 1.5 ** 1.5,
+  batchSize: 32, stepsPerEpoch: 8, maxEpochs: 100, learningRate: 0.1, initCost: 1e-3, costUp: 1.5, costDown: 1.5 ** 1.5,
   patience: 5, attackSuccess: 0.99, anomalyThreshold: 2, unlearnShare: 0.2, unlearnEpochs: 5, unlearnLearningRate: 1e-3,
   holdOut: 0.2, unlearn: true,
 };
