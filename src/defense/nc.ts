@@ -41,6 +41,11 @@ export interface NcOptions {
   maxEpochs: number;
   learningRate: number;
   initCost: number;
+  /**
+   * The original's RESET_COST_TO_ZERO: start every label at cost 0 and set it to `initCost`
+   * once the trigger has reached the attack success threshold for `patience` epochs.
+   */
+  costFromZero: boolean;
   costUp: number;
   costDown: number;
   patience: number;
@@ -69,7 +74,7 @@ export interface NcOptions {
 export const NC_DEFAULTS: NcOptions = {
   batchSize: 32, stepsPerEpoch: 8, maxEpochs: 100, learningRate: 0.1, initCost: 1e-3, costUp: 1.5, costDown: 1.5 ** 1.5,
   patience: 5, attackSuccess: 0.99, anomalyThreshold: 2, unlearnShare: 0.2, unlearnEpochs: 5, unlearnLearningRate: 1e-3,
-  holdOut: 0.2, unlearn: true, unlearnRounds: 3,
+  holdOut: 0.2, unlearn: true, unlearnRounds: 3, costFromZero: false,
 };
 
 /** One label's reversed trigger. */
@@ -150,6 +155,7 @@ interface LabelState {
   mask: tf.Variable;
   pattern: tf.Variable;
   cost: number;
+  setCounter: number;
   upCounter: number;
   downCounter: number;
   upFlag: boolean;
@@ -209,7 +215,7 @@ export async function reverseTriggers(
     label,
     mask: tf.variable(tf.tensor3d(initMask(label), [h, w, 1])),
     pattern: tf.variable(tf.tensor3d(initPattern(label), [h, w, c])),
-    cost: o.initCost, upCounter: 0, downCounter: 0, upFlag: false, downFlag: false, bestReg: Infinity,
+    cost: o.costFromZero ? 0 : o.initCost, setCounter: 0, upCounter: 0, downCounter: 0, upFlag: false, downFlag: false, bestReg: Infinity,
     earlyBest: Infinity, earlyCounter: 0, epochs: 0, lastAcc: 0, done: false,
   }));
   const optimizer = tf.train.adam(o.learningRate, 0.5, 0.9);
@@ -277,6 +283,13 @@ export async function reverseTriggers(
         }
         s.earlyBest = Math.min(s.bestReg, s.earlyBest);
         if (s.upFlag && s.downFlag && s.earlyCounter >= 2 * o.patience) s.done = true;
+        if (s.cost === 0 && acc >= o.attackSuccess) {
+          if (++s.setCounter >= o.patience) {
+            Object.assign(s, { cost: o.initCost, upCounter: 0, downCounter: 0, upFlag: false, downFlag: false });
+          }
+        } else {
+          s.setCounter = 0;
+        }
         if (acc >= o.attackSuccess) {
           s.upCounter++;
           s.downCounter = 0;
