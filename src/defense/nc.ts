@@ -12,11 +12,31 @@
  *
  * All labels are optimised together: one batch of clean images is stamped with every
  * active label's trigger and run as one big batch; each label has its own variables,
- * cost schedule and stopping, and a stopped label leaves the batch.
+ * cost schedule and stopping, and a stopped label leaves the batch. Adam's moments are per
+ * variable, so this is the per-label optimisation run side by side (the step counter of
+ * the bias correction is shared, and all labels start together).
+ *
+ * Against the original code (github.com/bolunwang/backdoor, visualizer.py and
+ * gtsrb_visualize_example.py): same tanh/(2 - eps) + 0.5 squashing of mask and pattern, one
+ * mask shared by the colour channels, L1 = sum of the mask, random uniform start, Adam lr 0.1
+ * betas (0.5, 0.9), batch 32, attack success 0.99 averaged over the epoch's batches, best
+ * mask = the smallest mean L1 among epochs at >= 0.99, patience 5. Different here: 8 steps
+ * per epoch (the original: 1000 samples / 32 = 31), at most 100 epochs (the original: 1000),
+ * early stop after 2 x patience = 10 epochs (the example: 5 x patience = 25), cost x1.5 /
+ * 1.5^1.5 (the Visualizer's default; the example script uses 2 / 2^1.5), the cost starts at
+ * `initCost` (the original starts at 0 and sets `initCost` after `patience` successful epochs:
+ * `costFromZero`), cross-entropy from the logits (same value), the pattern in the clean data's
+ * pixel range (the original: 0..255 raw pixels). The original's budget is about 4x the steps
+ * per cost change and many more epochs; on the 28x28 lab models that is hours per model on
+ * this project's machine.
  *
  * Mitigation: unlearning, i.e. fine-tuning on the clean data with the reversed trigger of
  * each flagged label stamped on a share of it, true labels kept; the epoch is chosen by
- * accuracy on a held-out part of that (clean + stamped) data. Never any poisoned data.
+ * accuracy on a held-out part of that (clean + stamped) data. Then, in rounds, the flagged
+ * labels are reversed again on the unlearned model (from the last trigger); while one still
+ * reaches the attack success threshold with an anomaly index above the threshold (against
+ * the first scan's median and MAD), its new trigger joins the stamped ones and another round
+ * runs. Never any poisoned data.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import seedrandom from 'seedrandom';
