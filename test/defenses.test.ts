@@ -223,7 +223,7 @@ test('ANP: the backdoor channel\'s mask falls, the useful channel\'s stays at 1'
 
 test('every defense\'s saved model evaluates like its reported numbers (runDefense)', async () => {
   const opts: Record<string, Record<string, unknown>> = {
-    nc: { batchSize: 16, stepsPerEpoch: 5, maxEpochs: 40, initCost: 1e-2, patience: 2, unlearnEpochs: 3 },
+    nc: { batchSize: 16, stepsPerEpoch: 5, maxEpochs: 40, initCost: 1e-2, patience: 2, unlearnEpochs: 3, unlearnRounds: 1 },
     anp: { iterations: 40, batchSize: 32 },
     clp: { u: [1, 2, 3] },
   };
