@@ -22,6 +22,7 @@ interface NcCliOpts extends DefenseCliOpts {
   unlearnShare: number;
   unlearnEpochs: number;
   unlearnLr: number;
+  unlearnRounds: number;
   triggers?: string;
 }
 
@@ -56,7 +57,9 @@ export function ncCommand(): Command {
       'stopping. All labels are optimised together in one batch. A label whose mask norm is below the median with anomaly ' +
       'index |norm - median| / (1.4826 x MAD) above 2 is flagged: the model is backdoored towards it.\n\n' +
       'With -o, the model is repaired by unlearning: fine-tuning on the clean data with the reversed trigger of each ' +
-      'flagged label stamped on a share of it (true labels kept), the epoch chosen on a held-out part of that data. ' +
+      'flagged label stamped on a share of it (true labels kept), the epoch chosen on a held-out part of that data; after ' +
+      'each round the flagged labels\' triggers are reversed again on the unlearned model and, while one is still anomalous ' +
+      '(index above the threshold against the first scan), added to the stamped triggers for another round (--unlearn-rounds). ' +
       'Without -o, detection only. When nothing is flagged, the saved model is the input unchanged.',
     examples:
       '  goodnet nc -m lab/models/bd_net.h5 --clean-valid lab/data/cl/valid.h5 --clean-images 2500 --json nc.json\n' +
@@ -75,13 +78,14 @@ export function ncCommand(): Command {
       .option('--unlearn-share <f>', 'share of the clean images stamped with the reversed trigger when unlearning', parsePositive('--unlearn-share'), d.unlearnShare)
       .option('--unlearn-epochs <n>', 'unlearning epochs (the best on held-out data is kept)', parseInteger('--unlearn-epochs', 1), d.unlearnEpochs)
       .option('--unlearn-lr <x>', 'unlearning Adam learning rate', parsePositive('--unlearn-lr'), d.unlearnLearningRate)
+      .option('--unlearn-rounds <n>', 'at most this many unlearning rounds: after each, the flagged labels are reversed again and, while still anomalous, unlearned again (1: the original\'s single fine-tuning)', parseInteger('--unlearn-rounds', 1), d.unlearnRounds)
       .option('--triggers <dir>', 'write each label\'s reversed trigger (mask x pattern) as DIR/label_<k>.png'),
     check: (o) => { if (o.triggers) checkWritable(o.triggers, { overwrite: o.force, folder: true }); },
     write: async (o, section) => { if (o.triggers) await writeTriggers(o.triggers, section, o.force); },
     options: (o) => ({
       labels: o.labels?.split(',').map(Number), batchSize: o.ncBatchSize, stepsPerEpoch: o.stepsPerEpoch, maxEpochs: o.maxEpochs,
       learningRate: o.lr, initCost: o.initCost, patience: o.patience, anomalyThreshold: o.anomalyThreshold,
-      unlearnShare: o.unlearnShare, unlearnEpochs: o.unlearnEpochs, unlearnLearningRate: o.unlearnLr, unlearn: o.out !== undefined,
+      unlearnShare: o.unlearnShare, unlearnEpochs: o.unlearnEpochs, unlearnLearningRate: o.unlearnLr, unlearnRounds: o.unlearnRounds, unlearn: o.out !== undefined,
     }),
     json: (r) => ({ labels: (r.details as NcDetails).labels.map((l) => ({ label: l.label, norm: l.norm, anomalyIndex: l.anomalyIndex })) }),
     print: (r) => {

@@ -12,11 +12,32 @@
  *
  * All labels are optimised together: one batch of clean images is stamped with every
  * active label's trigger and run as one big batch; each label has its own variables,
- * cost schedule and stopping, and a stopped label leaves the batch.
+ * cost schedule and stopping, and a stopped label leaves the batch. Adam's moments are per
+ * variable, so this is the per-label optimisation run side by side (the step counter of
+ * the bias correction is shared, and all labels start together).
+ *
+ * Against the original code (github.com/bolunwang/backdoor, visualizer.py and
+ * gtsrb_visualize_example.py): same tanh/(2 - eps) + 0.5 squashing of mask and pattern, one
+ * mask shared by the colour channels, L1 = sum of the mask, random uniform start, Adam lr 0.1
+ * betas (0.5, 0.9), batch 32, attack success 0.99 averaged over the epoch's batches, best
+ * mask = the smallest mean L1 among epochs at >= 0.99, patience 5. Different here: 8 steps
+ * per epoch (the original: 1000 samples / 32 = 31), at most 100 epochs (the original: 1000),
+ * early stop after 2 x patience = 10 epochs (the example: 5 x patience = 25), cost x1.5 /
+ * 1.5^1.5 (the Visualizer's default; the example script uses 2 / 2^1.5), cross-entropy from
+ * the logits (same value), the pattern in the clean data's
+ * pixel range (the original: 0..255 raw pixels). The original's budget is about 4x the steps
+ * per cost change and many more epochs; on the 28x28 lab models that is hours per model on
+ * this project's machine. The cost starts at 0 as in the original (`costFromZero`): started at
+ * `initCost` instead, label 0 of the lab's DeepID BadNet got a mask of norm 17.0 with only 1.0
+ * of it on the 4x4 trigger; started at 0, norm 12.0 with 11.0 on the trigger.
  *
  * Mitigation: unlearning, i.e. fine-tuning on the clean data with the reversed trigger of
  * each flagged label stamped on a share of it, true labels kept; the epoch is chosen by
- * accuracy on a held-out part of that (clean + stamped) data. Never any poisoned data.
+ * accuracy on a held-out part of that (clean + stamped) data. Then, in rounds, the flagged
+ * labels are reversed again on the unlearned model (from the last trigger); while one still
+ * reaches the attack success threshold with an anomaly index above the threshold (against
+ * the first scan's median and MAD), its new trigger joins the stamped ones and another round
+ * runs. Never any poisoned data.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import seedrandom from 'seedrandom';
@@ -41,6 +62,11 @@ export interface NcOptions {
   maxEpochs: number;
   learningRate: number;
   initCost: number;
+  /**
+   * The original's RESET_COST_TO_ZERO (default): start every label at cost 0 and set it to
+   * `initCost` once the trigger has reached the attack success threshold for `patience` epochs.
+   */
+  costFromZero: boolean;
   costUp: number;
   costDown: number;
   patience: number;
@@ -52,6 +78,14 @@ export interface NcOptions {
   unlearnShare: number;
   unlearnEpochs: number;
   unlearnLearningRate: number;
+  /**
+   * Unlearning rounds: after each, the flagged labels' triggers are reversed again on the
+   * unlearned model (starting from the last ones); while one still reaches the attack success
+   * threshold with an anomaly index above the threshold (against the first scan's median and
+   * MAD), it is added to the stamped triggers and another round runs. 1: the original's single
+   * fine-tuning.
+   */
+  unlearnRounds: number;
   /** Share held out to choose the unlearning epoch. */
   holdOut: number;
   /** false: detection only (no unlearning, no repaired model). */
@@ -59,9 +93,9 @@ export interface NcOptions {
 }
 
 export const NC_DEFAULTS: NcOptions = {
-  batchSize: 32, stepsPerEpoch: 8, maxEpochs: 60, learningRate: 0.1, initCost: 1e-3, costUp: 1.5, costDown: 1.5 ** 1.5,
+  batchSize: 32, stepsPerEpoch: 8, maxEpochs: 100, learningRate: 0.1, initCost: 1e-3, costUp: 1.5, costDown: 1.5 ** 1.5,
   patience: 5, attackSuccess: 0.99, anomalyThreshold: 2, unlearnShare: 0.2, unlearnEpochs: 5, unlearnLearningRate: 1e-3,
-  holdOut: 0.2, unlearn: true,
+  holdOut: 0.2, unlearn: true, unlearnRounds: 3, costFromZero: true,
 };
 
 /** One label's reversed trigger. */
@@ -86,7 +120,11 @@ export interface NcDetails {
   /** Seconds of the reverse engineering, and per analysed label (all labels ran together). */
   reverseSeconds: number;
   secondsPerLabel: number;
-  unlearning?: { stamped: number; bestEpoch: number; heldOutAccuracy: number[]; seconds: number };
+  unlearning?: {
+    stamped: number; bestEpoch: number; heldOutAccuracy: number[]; seconds: number;
+    /** Every round: kept epoch, held-out accuracies, and the flagged labels' norms reversed again after it. */
+    rounds: { round: number; stamped: number; triggers: number; bestEpoch: number; heldOutAccuracy: number[]; seconds: number; again?: { label: number; norm: number; reached: boolean; anomalyIndex: number }[] }[];
+  };
   settings: NcOptions;
   pixelRange: [number, number];
 }
@@ -138,6 +176,7 @@ interface LabelState {
   mask: tf.Variable;
   pattern: tf.Variable;
   cost: number;
+  setCounter: number;
   upCounter: number;
   downCounter: number;
   upFlag: boolean;
@@ -163,12 +202,16 @@ export function stamp(x: tf.Tensor, mask: tf.Tensor, pattern: tf.Tensor): tf.Ten
  */
 export async function reverseTriggers(
   net: tfl.LayersModel, clean: TrainingSet, numClasses: number, opts: Partial<NcOptions> = {},
-  hooks: { seed?: number; onEpoch?: (epoch: number, max: number, active: number) => void } = {},
+  hooks: {
+    seed?: number; onEpoch?: (epoch: number, max: number, active: number) => void;
+    /** Start these labels from earlier triggers (re-reversing after unlearning); allows fewer than 3 labels. */
+    init?: NcTriggers;
+  } = {},
 ): Promise<{ labels: NcLabel[]; triggers: NcTriggers; seconds: number }> {
   const o = { ...NC_DEFAULTS, ...defined(opts) };
   const labels = o.labels ?? Array.from({ length: numClasses }, (_, i) => i);
   for (const l of labels) if (!(Number.isInteger(l) && l >= 0 && l < numClasses)) throw new GoodnetError(`label ${l} is not a class of the model (0..${numClasses - 1})`);
-  if (labels.length < 3) throw new GoodnetError('Neural Cleanse needs at least 3 labels to compare');
+  if (labels.length < 3 && !hooks.init) throw new GoodnetError('Neural Cleanse needs at least 3 labels to compare');
   const t0 = performance.now();
   const [h, w, c] = clean.shape;
   let lo = Infinity;
@@ -180,11 +223,20 @@ export async function reverseTriggers(
   }
   if (!(hi > lo)) throw new GoodnetError('the clean images are all one value; cannot reverse triggers');
   const rng = seedrandom(`nc:${hooks.seed ?? 0}`);
+  const clip = (v: number) => Math.min(1 - 1e-4, Math.max(1e-4, v));
+  const initMask = (label: number) => {
+    const m = hooks.init?.masks.get(label);
+    return m ? Float32Array.from(m, (v) => unsquash(clip(v))) : Float32Array.from({ length: h * w }, () => unsquash(rng()));
+  };
+  const initPattern = (label: number) => {
+    const p = hooks.init?.patterns.get(label);
+    return p ? Float32Array.from(p, (v) => unsquash(clip((v - lo) / (hi - lo)))) : Float32Array.from({ length: h * w * c }, () => unsquash(rng()));
+  };
   const states: LabelState[] = labels.map((label) => ({
     label,
-    mask: tf.variable(tf.tensor3d(Float32Array.from({ length: h * w }, () => unsquash(rng())), [h, w, 1])),
-    pattern: tf.variable(tf.tensor3d(Float32Array.from({ length: h * w * c }, () => unsquash(rng())), [h, w, c])),
-    cost: o.initCost, upCounter: 0, downCounter: 0, upFlag: false, downFlag: false, bestReg: Infinity,
+    mask: tf.variable(tf.tensor3d(initMask(label), [h, w, 1])),
+    pattern: tf.variable(tf.tensor3d(initPattern(label), [h, w, c])),
+    cost: o.costFromZero ? 0 : o.initCost, setCounter: 0, upCounter: 0, downCounter: 0, upFlag: false, downFlag: false, bestReg: Infinity,
     earlyBest: Infinity, earlyCounter: 0, epochs: 0, lastAcc: 0, done: false,
   }));
   const optimizer = tf.train.adam(o.learningRate, 0.5, 0.9);
@@ -252,6 +304,13 @@ export async function reverseTriggers(
         }
         s.earlyBest = Math.min(s.bestReg, s.earlyBest);
         if (s.upFlag && s.downFlag && s.earlyCounter >= 2 * o.patience) s.done = true;
+        if (s.cost === 0 && acc >= o.attackSuccess) {
+          if (++s.setCounter >= o.patience) {
+            Object.assign(s, { cost: o.initCost, upCounter: 0, downCounter: 0, upFlag: false, downFlag: false });
+          }
+        } else {
+          s.setCounter = 0;
+        }
         if (acc >= o.attackSuccess) {
           s.upCounter++;
           s.downCounter = 0;
@@ -297,15 +356,20 @@ function defined<T extends object>(o: T): Partial<T> {
 
 /** A copy of `clean` with `share` of its images (seeded) stamped with the flagged labels' triggers in turn. */
 export function stampShare(clean: TrainingSet, t: NcTriggers, flagged: number[], share: number, seed: number): { set: TrainingSet; stamped: number } {
+  return stampWith(clean, flagged.map((l) => ({ mask: t.masks.get(l)!, pattern: t.patterns.get(l)! })), share, seed);
+}
+
+/** A copy of `clean` with `share` of its images (seeded) stamped with the given triggers in turn. */
+export function stampWith(
+  clean: TrainingSet, triggers: { mask: Float32Array; pattern: Float32Array }[], share: number, seed: number | string,
+): { set: TrainingSet; stamped: number } {
   const [h, w, c] = clean.shape;
   const images = Float32Array.from(clean.images);
   const order = permutation(clean.n, seedrandom(`nc-unlearn:${seed}`));
   const k = Math.round(share * clean.n);
   for (let r = 0; r < k; r++) {
     const i = order[r]!;
-    const label = flagged[r % flagged.length]!;
-    const m = t.masks.get(label)!;
-    const p = t.patterns.get(label)!;
+    const { mask: m, pattern: p } = triggers[r % triggers.length]!;
     const base = i * h * w * c;
     for (let px = 0; px < h * w; px++) {
       const mv = m[px]!;
@@ -346,13 +410,39 @@ export async function runNeuralCleanse(input: DefenseInput, options: Partial<NcO
     repaired = await cloneNet(model.net);
     if (flagged.length > 0) {
       try {
-        const { set, stamped } = stampShare(clean, rev.triggers, flagged, o.unlearnShare, input.seed ?? 0);
-        input.log?.(`unlearning: ${o.unlearnEpochs} epochs on ${clean.n} clean images, ${stamped} of them stamped with the reversed trigger (true labels)`);
-        const r = await fineTune(repaired, '', [], set, {
-          epochs: o.unlearnEpochs, learningRate: o.unlearnLearningRate, holdOut: o.holdOut, seed: input.seed ?? 0,
-          onBatch: (e, d, t) => input.onProgress?.(`unlearn epoch ${e}`, d, t),
-        });
-        details.unlearning = { stamped, bestEpoch: r.bestEpoch, heldOutAccuracy: r.history.map((x) => x.heldOutAccuracy), seconds: r.seconds };
+        const seed = input.seed ?? 0;
+        const stampList = flagged.map((l) => ({ mask: rev.triggers.masks.get(l)!, pattern: rev.triggers.patterns.get(l)! }));
+        let current = rev.triggers;
+        const rounds: NonNullable<NcDetails['unlearning']>['rounds'] = [];
+        for (let round = 1; round <= o.unlearnRounds; round++) {
+          const { set, stamped } = stampWith(clean, stampList, o.unlearnShare, round === 1 ? seed : `${seed}:${round}`);
+          input.log?.(`unlearning round ${round}: ${o.unlearnEpochs} epochs on ${clean.n} clean images, ${stamped} of them stamped with ${stampList.length} reversed trigger(s) (true labels)`);
+          const r = await fineTune(repaired, '', [], set, {
+            epochs: o.unlearnEpochs, learningRate: o.unlearnLearningRate, holdOut: o.holdOut, seed,
+            onBatch: (e, d, t) => input.onProgress?.(`unlearn ${round} epoch ${e}`, d, t),
+          });
+          const entry: (typeof rounds)[number] = {
+            round, stamped, triggers: stampList.length, bestEpoch: r.bestEpoch, heldOutAccuracy: r.history.map((x) => x.heldOutAccuracy), seconds: r.seconds,
+          };
+          rounds.push(entry);
+          if (round === o.unlearnRounds) break;
+          const t1 = performance.now();
+          const again = await reverseTriggers(repaired, clean, model.numClasses, { ...o, labels: flagged }, {
+            seed, init: current, onEpoch: (e, max) => input.onProgress?.(`re-reverse after round ${round}`, e, max),
+          });
+          entry.again = again.labels.map((l) => ({ label: l.label, norm: l.norm, reached: l.reached, anomalyIndex: mad > 0 ? (med - l.norm) / mad : 0 }));
+          entry.seconds += (performance.now() - t1) / 1000;
+          const still = entry.again.filter((l) => l.reached && l.anomalyIndex > o.anomalyThreshold);
+          input.log?.(`  reversed again: ${entry.again.map((l) => `label ${l.label} norm ${l.norm.toFixed(1)}${l.reached ? '' : ' (never reached)'} index ${l.anomalyIndex.toFixed(2)}`).join('; ')}`);
+          if (still.length === 0) break;
+          for (const l of still) stampList.push({ mask: again.triggers.masks.get(l.label)!, pattern: again.triggers.patterns.get(l.label)! });
+          current = again.triggers;
+        }
+        const last = rounds[rounds.length - 1]!;
+        details.unlearning = {
+          stamped: last.stamped, bestEpoch: last.bestEpoch, heldOutAccuracy: last.heldOutAccuracy,
+          seconds: rounds.reduce((a, x) => a + x.seconds, 0), rounds,
+        };
       } catch (err) {
         repaired.dispose();
         throw err;
@@ -388,7 +478,7 @@ export const neuralCleanse: Defense<NcOptions, NcDetails> = registerDefense<NcOp
           `(${d.secondsPerLabel.toFixed(1)} s per label, all labels in one batched optimisation). Median mask L1 norm ${d.median.toFixed(1)}, ` +
           `MAD x 1.4826 = ${d.mad.toFixed(1)}. Flagged (below the median, anomaly index > ${d.settings.anomalyThreshold}): ` +
           `${d.flagged.length ? d.flagged.join(', ') : 'none'}.`,
-        ...(d.unlearning ? [`Unlearning: ${d.unlearning.stamped} clean images stamped with the reversed trigger (true labels), kept epoch ${d.unlearning.bestEpoch} by held-out accuracy.`] : []),
+        ...(d.unlearning ? [`Unlearning: ${d.unlearning.rounds.length} round(s); in the last, ${d.unlearning.stamped} clean images stamped with ${d.unlearning.rounds[d.unlearning.rounds.length - 1]!.triggers} reversed trigger(s) (true labels), kept epoch ${d.unlearning.bestEpoch} by held-out accuracy.`] : []),
         ...(m.after ? [`Repaired model on the test sets: clean accuracy ${pct(m.after.accuracy)}, ASR ${pct(m.after.asr)}.`] : []),
       ],
       tables: [{
