@@ -184,6 +184,60 @@ export function anpPrune(net: tfl.LayersModel, units: ChannelUnit[], chosen: Anp
   });
 }
 
+/** What pruning by masks chose: every channel's mask, the pruned ones, the rule, and the held-out accuracies. */
+export interface MaskPruning {
+  all: AnpChannel[];
+  pruned: AnpChannel[];
+  rule: 'threshold' | 'count' | 'max-drop';
+  curve?: number[];
+  base: number;
+  repaired: tfl.LayersModel;
+  validAccuracy: number;
+}
+
+/**
+ * Prune by masks in [0,1] (ANP's and RNP's last step): the `count` smallest, or with `maxDrop`
+ * the most smallest-mask channels whose clean accuracy on `heldOut` stays within that many
+ * points, else every channel below `threshold`. Only clean data choose.
+ */
+export async function pruneByMasks(
+  net: tfl.LayersModel, units: ChannelUnit[], masks: Float32Array[], heldOut: TrainingSet,
+  o: { count?: number; maxDrop?: number; threshold: number }, batchSize: number | undefined,
+  onProgress?: (done: number, total: number) => void,
+): Promise<MaskPruning> {
+  const all: AnpChannel[] = units.flatMap((u, k) => Array.from(masks[k]!, (mask, channel) => ({ conv: u.conv, layer: u.layer, channel, mask })));
+  const sorted = [...all].sort((a, b) => a.mask - b.mask);
+  const base = await accuracyOf(net, heldOut, batchSize);
+  let pruned: AnpChannel[];
+  let rule: MaskPruning['rule'];
+  let curve: number[] | undefined;
+  if (o.count !== undefined) {
+    rule = 'count';
+    pruned = sorted.slice(0, o.count);
+  } else if (o.maxDrop !== undefined) {
+    rule = 'max-drop';
+    curve = [base];
+    let k = 0;
+    // Prune in ascending mask order while held-out clean accuracy stays within the budget.
+    while (k < sorted.length && sorted[k]!.mask < 1) {
+      const candidate = await anpPrune(net, units, sorted.slice(0, k + 1));
+      const acc = await accuracyOf(candidate, heldOut, batchSize);
+      candidate.dispose();
+      curve.push(acc);
+      onProgress?.(k + 1, sorted.length);
+      if ((base - acc) * 100 > o.maxDrop) break;
+      k++;
+    }
+    pruned = sorted.slice(0, k);
+  } else {
+    rule = 'threshold';
+    pruned = sorted.filter((c) => c.mask < o.threshold);
+  }
+  const repaired = await anpPrune(net, units, pruned);
+  const validAccuracy = await accuracyOf(repaired, heldOut, batchSize);
+  return { all, pruned, rule, ...(curve ? { curve } : {}), base, repaired, validAccuracy };
+}
+
 /** ANP on a model and clean data: masks, pruned channels, repaired model. */
 export async function runAnp(input: DefenseInput, options: Partial<AnpOptions> = {}): Promise<DefenseRun<AnpDetails>> {
   const o = { ...ANP_DEFAULTS, ...defined(options) };
@@ -204,36 +258,8 @@ export async function runAnp(input: DefenseInput, options: Partial<AnpOptions> =
     (o.maxDrop !== undefined ? `; ${heldOut.n} held out to measure the accuracy drop` : ''));
   const r = await anpMasks(model.net, optimiseOn, model.numClasses, o, { seed: input.seed, onIteration: (i, t) => input.onProgress?.('ANP masks', i, t) });
   const optimiseSeconds = (performance.now() - t0) / 1000;
-  const all: AnpChannel[] = r.units.flatMap((u, k) => Array.from(r.masks[k]!, (mask, channel) => ({ conv: u.conv, layer: u.layer, channel, mask })));
-  const sorted = [...all].sort((a, b) => a.mask - b.mask);
-  const base = await accuracyOf(model.net, heldOut, input.batchSize);
-  let pruned: AnpChannel[];
-  let rule: AnpDetails['rule'];
-  let curve: number[] | undefined;
-  if (o.count !== undefined) {
-    rule = 'count';
-    pruned = sorted.slice(0, o.count);
-  } else if (o.maxDrop !== undefined) {
-    rule = 'max-drop';
-    curve = [base];
-    let k = 0;
-    // Prune in ascending mask order while held-out clean accuracy stays within the budget.
-    while (k < sorted.length && sorted[k]!.mask < 1) {
-      const net = await anpPrune(model.net, r.units, sorted.slice(0, k + 1));
-      const acc = await accuracyOf(net, heldOut, input.batchSize);
-      net.dispose();
-      curve.push(acc);
-      input.onProgress?.('ANP pruning', k + 1, sorted.length);
-      if ((base - acc) * 100 > o.maxDrop) break;
-      k++;
-    }
-    pruned = sorted.slice(0, k);
-  } else {
-    rule = 'threshold';
-    pruned = sorted.filter((c) => c.mask < o.threshold);
-  }
-  const repaired = await anpPrune(model.net, r.units, pruned);
-  const validAccuracy = await accuracyOf(repaired, heldOut, input.batchSize);
+  const { all, pruned, rule, curve, base, repaired, validAccuracy } = await pruneByMasks(
+    model.net, r.units, r.masks, heldOut, o, input.batchSize, (i, t) => input.onProgress?.('ANP pruning', i, t));
   input.log?.(`ANP: pruned ${pruned.length} of ${all.length} channels (${rule}); clean accuracy ${(base * 100).toFixed(2)}% -> ${(validAccuracy * 100).toFixed(2)}% on ${heldOut === clean ? 'the' : 'the held-out'} ${heldOut.n} clean images`);
   return {
     defense: 'anp', repaired, cleanImages: clean.n, seconds: (performance.now() - t0) / 1000,

@@ -63,6 +63,7 @@ export const BACKDOORBENCH_REFERENCE = [
 export const QUICK_DEFENSE_OPTIONS: Record<string, Record<string, unknown>> = {
   nc: { maxEpochs: 10 },
   anp: { iterations: 60 },
+  rnp: { recoverEpochs: 5 },
   strip: { limit: 1000, heldOut: 0.2 },
 };
 

@@ -29,13 +29,12 @@ import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { permutation, type TrainingSet } from '../models/train.js';
-import { anpPrune, type AnpChannel } from './anp.js';
+import { pruneByMasks, type AnpChannel } from './anp.js';
 import { channelUnits, crossEntropyLogits, forwardLogits, type ChannelScale, type ChannelUnit } from './channels.js';
 import { cloneNet } from './graph.js';
 import {
   loadCleanData, registerDefense, repairRow, splitSet, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
 } from './interface.js';
-import { accuracyOf } from './measure_clean.js';
 
 export interface RnpOptions {
   /** Unlearning: SGD learning rate (momentum 0.9, weight decay 5e-4). */
@@ -296,35 +295,8 @@ export async function runRnp(input: DefenseInput, options: Partial<RnpOptions> =
     u.net.dispose();
   }
   const recoverSeconds = (performance.now() - t0) / 1000 - unlearnSeconds;
-  const all: AnpChannel[] = r.units.flatMap((un, k) => Array.from(r.masks[k]!, (mask, channel) => ({ conv: un.conv, layer: un.layer, channel, mask })));
-  const sorted = [...all].sort((a, b) => a.mask - b.mask);
-  const base = await accuracyOf(model.net, heldOut, input.batchSize);
-  let pruned: AnpChannel[];
-  let rule: RnpDetails['rule'];
-  let curve: number[] | undefined;
-  if (o.count !== undefined) {
-    rule = 'count';
-    pruned = sorted.slice(0, o.count);
-  } else if (o.maxDrop !== undefined) {
-    rule = 'max-drop';
-    curve = [base];
-    let k = 0;
-    while (k < sorted.length && sorted[k]!.mask < 1) {
-      const net = await anpPrune(model.net, r.units, sorted.slice(0, k + 1));
-      const acc = await accuracyOf(net, heldOut, input.batchSize);
-      net.dispose();
-      curve.push(acc);
-      input.onProgress?.('RNP pruning', k + 1, sorted.length);
-      if ((base - acc) * 100 > o.maxDrop) break;
-      k++;
-    }
-    pruned = sorted.slice(0, k);
-  } else {
-    rule = 'threshold';
-    pruned = sorted.filter((c) => c.mask < o.threshold);
-  }
-  const repaired = await anpPrune(model.net, r.units, pruned);
-  const validAccuracy = await accuracyOf(repaired, heldOut, input.batchSize);
+  const { all, pruned, rule, curve, base, repaired, validAccuracy } = await pruneByMasks(
+    model.net, r.units, r.masks, heldOut, o, input.batchSize, (i, t) => input.onProgress?.('RNP pruning', i, t));
   input.log?.(`RNP: pruned ${pruned.length} of ${all.length} channels (${rule}); clean accuracy ${(base * 100).toFixed(2)}% -> ${(validAccuracy * 100).toFixed(2)}% on ${heldOut === clean ? 'the' : 'the held-out'} ${heldOut.n} clean images`);
   return {
     defense: 'rnp', repaired, cleanImages: clean.n, seconds: (performance.now() - t0) / 1000,
