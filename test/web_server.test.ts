@@ -46,6 +46,7 @@ test('serveWeb serves its folder from 127.0.0.1 with a strict CSP, and nothing o
     const worker = await get(s.port, '/worker.js');
     assert.match(String(worker.headers['content-type']), /^text\/javascript/);
     assert.match(String(worker.headers['content-security-policy']), /connect-src 'self'/);
+    assert.doesNotMatch(String(worker.headers['content-security-policy']), /'unsafe-eval'/, 'the worker evaluates no strings either (vega-interpreter)');
     for (const p of ['/../secret.txt', '/%2e%2e/secret.txt', '/..%2fsecret.txt', '/nothing.js']) {
       const r = await get(s.port, p);
       assert.equal(r.status, 404, p);

@@ -13,15 +13,16 @@ import { GoodnetError } from '../errors.js';
 export const WEB_ROOT = resolve(fileURLToPath(new URL('../../web', import.meta.url)));
 
 /**
- * Same-origin only. 'wasm-unsafe-eval' lets WebAssembly compile (tfjs, h5wasm, resvg);
- * vega's expression compiler (the report's figures, run in the worker) needs 'unsafe-eval' there.
+ * Same-origin only. 'wasm-unsafe-eval' lets WebAssembly compile (tfjs, h5wasm, resvg); no
+ * 'unsafe-eval' anywhere: the report's figures interpret vega's expressions (vega-interpreter).
  */
 export const CONTENT_SECURITY_POLICY = [
   "default-src 'none'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'", "connect-src 'self'",
   "img-src 'self' data: blob:", "style-src 'self' 'unsafe-inline'", "font-src 'self'", "frame-src 'self'",
   "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
 ].join('; ');
-export const WORKER_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("'wasm-unsafe-eval'", "'wasm-unsafe-eval' 'unsafe-eval'");
+/** The worker's policy: the same as the page's. */
+export const WORKER_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY;
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8',
