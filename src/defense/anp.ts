@@ -272,6 +272,11 @@ export async function runAnp(input: DefenseInput, options: Partial<AnpOptions> =
 
 const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
 
+/** How pruneByMasks chose, in words for a table row. */
+export function maskRuleLabel(rule: MaskPruning['rule'], s: { threshold: number; count?: number; maxDrop?: number }): string {
+  return rule === 'threshold' ? `mask < ${s.threshold}` : rule === 'count' ? `${s.count} smallest` : `max drop ${s.maxDrop} pts`;
+}
+
 export const anp: Defense<AnpOptions, AnpDetails> = registerDefense<AnpOptions, AnpDetails>({
   name: 'anp',
   title: 'ANP (adversarial neuron pruning)',
@@ -281,7 +286,7 @@ export const anp: Defense<AnpOptions, AnpDetails> = registerDefense<AnpOptions, 
   run: runAnp,
   rows: (run, m) => {
     const d = run.details;
-    const how = d.rule === 'threshold' ? `mask < ${d.settings.threshold}` : d.rule === 'count' ? `${d.settings.count} smallest` : `max drop ${d.settings.maxDrop} pts`;
+    const how = maskRuleLabel(d.rule, d.settings);
     return repairRow(`ANP (${how}; ${d.pruned.length} channels)`, run, m);
   },
   section: (run, m): ReportSection => {

@@ -29,7 +29,7 @@ import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { permutation, type TrainingSet } from '../models/train.js';
-import { pruneByMasks, type AnpChannel } from './anp.js';
+import { maskRuleLabel, pruneByMasks, type AnpChannel } from './anp.js';
 import { channelUnits, crossEntropyLogits, forwardLogits, type ChannelScale, type ChannelUnit } from './channels.js';
 import { cloneNet } from './graph.js';
 import {
@@ -318,7 +318,7 @@ export const rnp: Defense<RnpOptions, RnpDetails> = registerDefense<RnpOptions, 
   run: runRnp,
   rows: (run, m) => {
     const d = run.details;
-    const how = d.rule === 'threshold' ? `mask < ${d.settings.threshold}` : d.rule === 'count' ? `${d.settings.count} smallest` : `max drop ${d.settings.maxDrop} pts`;
+    const how = maskRuleLabel(d.rule, d.settings);
     return repairRow(`RNP (${how}; ${d.pruned.length} channels)`, run, m);
   },
   section: (run, m): ReportSection => {
