@@ -52,6 +52,16 @@ import {
 } from './interface.js';
 import type * as tfl from '@tensorflow/tfjs-layers';
 
+/** The values of a tensor made in a tidy scope, the tensor itself disposed (tidy keeps what it returns). */
+function readOnce(make: () => tf.Tensor): Float32Array {
+  const t = tf.tidy(make);
+  try {
+    return t.dataSync() as Float32Array;
+  } finally {
+    t.dispose();
+  }
+}
+
 export interface NcOptions {
   /** Labels to analyse (default: all). */
   labels?: number[];
@@ -294,8 +304,8 @@ export async function reverseTriggers(
         s.lastAcc = acc;
         if (acc >= o.attackSuccess && reg < s.bestReg) {
           s.bestReg = reg;
-          s.bestMask = tf.tidy(() => squash(s.mask)).dataSync() as Float32Array;
-          s.bestPattern = tf.tidy(() => pixels(s.pattern)).dataSync() as Float32Array;
+          s.bestMask = readOnce(() => squash(s.mask));
+          s.bestPattern = readOnce(() => pixels(s.pattern));
         }
         // Early stop: no new best norm (by the original's threshold 1.0) for 2 x patience epochs
         // once the cost has moved both ways.
@@ -333,8 +343,8 @@ export async function reverseTriggers(
     const masks = new Map<number, Float32Array>();
     const patterns = new Map<number, Float32Array>();
     for (const s of states) {
-      const mask = s.bestMask ?? (tf.tidy(() => squash(s.mask)).dataSync() as Float32Array);
-      const pattern = s.bestPattern ?? (tf.tidy(() => pixels(s.pattern)).dataSync() as Float32Array);
+      const mask = s.bestMask ?? readOnce(() => squash(s.mask));
+      const pattern = s.bestPattern ?? readOnce(() => pixels(s.pattern));
       masks.set(s.label, mask);
       patterns.set(s.label, pattern);
       let norm = 0;
