@@ -35,8 +35,9 @@ import type { TrainingSet } from '../models/train.js';
 import { channelUnits, forwardLogits, crossEntropyLogits, zeroUnitChannels, type ChannelScale, type ChannelUnit } from './channels.js';
 import { cloneNet } from './graph.js';
 import {
-  loadCleanData, registerDefense, repairRow, splitSet, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
+  loadCleanData, registerDefense, repairRow, splitSet, type Defense, type DefenseInput, type DefenseRun, type ReportSection, repairedSentence,
 } from './interface.js';
+import { percent as pct } from '../io/table.js';
 import { accuracyOf } from './measure_clean.js';
 
 export interface AnpOptions {
@@ -270,7 +271,11 @@ export async function runAnp(input: DefenseInput, options: Partial<AnpOptions> =
   };
 }
 
-const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+/** What pruning by masks did, for ANP's and RNP's report sections. */
+export function maskPruningSentence(d: { pruned: unknown[]; rule: MaskPruning['rule']; heldOut: boolean; accuracyImages: number; baseValidAccuracy: number; validAccuracy: number }): string {
+  return `Pruned ${d.pruned.length} channels (${d.rule}; BN weight set to 0, bias kept, as the original); clean accuracy on ` +
+    `${d.heldOut ? `the ${d.accuracyImages} held-out clean images` : 'the clean data'} ${pct(d.baseValidAccuracy)} -> ${pct(d.validAccuracy)}.`;
+}
 
 /** How pruneByMasks chose, in words for a table row. */
 export function maskRuleLabel(rule: MaskPruning['rule'], s: { threshold: number; count?: number; maxDrop?: number }): string {
@@ -296,8 +301,8 @@ export const anp: Defense<AnpOptions, AnpDetails> = registerDefense<AnpOptions, 
       text: [
         `${d.settings.iterations} iterations of ${d.settings.batchSize} clean images (eps ${d.settings.eps}, alpha ${d.settings.alpha}, mask learning rate ${d.settings.learningRate}, BN ${d.settings.bnStats} statistics), ` +
           `${d.optimiseSeconds.toFixed(0)} s. Noise on ${d.units.map((u) => (u.kind === 'bn' ? `${u.layer} (BN of ${u.conv})` : `${u.conv} (no BN: the conv channels)`)).join(', ')}.`,
-        `Pruned ${d.pruned.length} channels (${d.rule}; BN weight set to 0, bias kept, as the original); clean accuracy on ${d.heldOut ? `the ${d.accuracyImages} held-out clean images` : 'the clean data'} ${pct(d.baseValidAccuracy)} -> ${pct(d.validAccuracy)}.`,
-        ...(m.after ? [`Repaired model on the test sets: clean accuracy ${pct(m.after.accuracy)}, ASR ${pct(m.after.asr)}.`] : []),
+        maskPruningSentence(d),
+        ...repairedSentence(m),
       ],
       tables: [{
         caption: 'smallest masks', headers: ['layer', 'channel', 'mask', 'pruned'],

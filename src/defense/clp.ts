@@ -18,8 +18,9 @@ import { GoodnetError } from '../errors.js';
 import { channelUnits, bnWeights, zeroUnitChannels, type ChannelUnit } from './channels.js';
 import { cloneNet } from './graph.js';
 import {
-  loadCleanData, registerDefense, derOf, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
+  loadCleanData, registerDefense, derOf, type Defense, type DefenseInput, type DefenseRun, type ReportSection, repairedSentence,
 } from './interface.js';
+import { percent as pct } from '../io/table.js';
 import { accuracyOf } from './measure_clean.js';
 
 export interface ClpOptions {
@@ -209,8 +210,6 @@ export async function runClp(input: Partial<DefenseInput> & Pick<DefenseInput, '
   }
 }
 
-const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
-
 export const clp: Defense<ClpOptions, ClpDetails> = registerDefense<ClpOptions, ClpDetails>({
   name: 'clp',
   title: 'CLP (channel Lipschitzness pruning)',
@@ -236,7 +235,7 @@ export const clp: Defense<ClpOptions, ClpDetails> = registerDefense<ClpOptions, 
           `channels above mean + u x std of their layer are pruned. Chosen u = ${d.chosen}.`,
         ...(d.withoutBn.length ? [`${d.withoutBn.join(', ')} ${d.withoutBn.length === 1 ? 'has' : 'have'} no BatchNormalization after it: the bound is the kernel's alone, ` +
           'which ignores the per-channel scale BN would fold in, so CLP is less reliable on this network (it can miss backdoor channels with ordinary kernels).'] : []),
-        ...(m.after ? [`Repaired model on the test sets: clean accuracy ${pct(m.after.accuracy)}, ASR ${pct(m.after.asr)}.`] : []),
+        ...repairedSentence(m),
       ],
       tables: [
         { caption: 'candidates', headers: ['u', 'channels pruned', 'clean validation accuracy'], rows: d.candidates.map((c) => [c.u, c.pruned, c.validAccuracy === undefined ? '-' : pct(c.validAccuracy)]) },

@@ -14,6 +14,7 @@ import type { LoadedModel } from '../io/model.js';
 import { getDefense, measure, registeredDefenses, type DefenseInput, type DefenseRow, type Measurement, type ReportSection } from './interface.js';
 import './registry.js';
 import { runDefense, type RunDefenseResult } from './run.js';
+import { percent as pct } from '../io/table.js';
 
 export interface CompareOptions extends Omit<DefenseInput, 'model'> {
   model: LoadedModel;
@@ -67,7 +68,6 @@ export const QUICK_DEFENSE_OPTIONS: Record<string, Record<string, unknown>> = {
   strip: { limit: 1000, heldOut: 0.2 },
 };
 
-const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
 
 /**
  * The comparison as a table: BackdoorBench's columns (clean accuracy, ASR, DER, clean images

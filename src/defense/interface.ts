@@ -17,6 +17,7 @@ import { evaluate } from '../eval/evaluate.js';
 import type { LoadedModel } from '../io/model.js';
 import { permutation, subsetOf, type TrainingSet } from '../models/train.js';
 import { readAll } from './fineprune.js';
+import { percent } from '../io/table.js';
 
 /** What every defense is given: a model and clean data (nothing poisoned). */
 export interface DefenseInput {
@@ -201,6 +202,11 @@ export function checkMeasureOptions(o: { cleanTest?: string; poisonedTest?: stri
 }
 
 /** The standard row of a model-repairing defense. */
+/** The sentence a repairing defense's report section ends with, when the test sets were measured. */
+export function repairedSentence(m: { after?: Measurement }): string[] {
+  return m.after ? [`Repaired model on the test sets: clean accuracy ${percent(m.after.accuracy)}, ASR ${percent(m.after.asr)}.`] : [];
+}
+
 export function repairRow(name: string, run: DefenseRun, m: { before: Measurement; after?: Measurement }, note?: string): DefenseRow[] {
   if (!m.after) return [];
   const { images: _images, ...after } = m.after;

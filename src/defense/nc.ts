@@ -48,8 +48,9 @@ import { forwardLogits } from './channels.js';
 import { fineTune } from './fineprune.js';
 import { cloneNet } from './graph.js';
 import {
-  loadCleanData, registerDefense, repairRow, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
+  loadCleanData, registerDefense, repairRow, type Defense, type DefenseInput, type DefenseRun, type ReportSection, repairedSentence,
 } from './interface.js';
+import { percent as pct } from '../io/table.js';
 import type * as tfl from '@tensorflow/tfjs-layers';
 
 /** The values of a tensor made in a tidy scope, the tensor itself disposed (tidy keeps what it returns). */
@@ -465,8 +466,6 @@ export async function runNeuralCleanse(input: DefenseInput, options: Partial<NcO
   };
 }
 
-const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
-
 export const neuralCleanse: Defense<NcOptions, NcDetails> = registerDefense<NcOptions, NcDetails>({
   name: 'nc',
   title: 'Neural Cleanse',
@@ -489,7 +488,7 @@ export const neuralCleanse: Defense<NcOptions, NcDetails> = registerDefense<NcOp
           `MAD x 1.4826 = ${d.mad.toFixed(1)}. Flagged (below the median, anomaly index > ${d.settings.anomalyThreshold}): ` +
           `${d.flagged.length ? d.flagged.join(', ') : 'none'}.`,
         ...(d.unlearning ? [`Unlearning: ${d.unlearning.rounds.length} round(s); in the last, ${d.unlearning.stamped} clean images stamped with ${d.unlearning.rounds[d.unlearning.rounds.length - 1]!.triggers} reversed trigger(s) (true labels), kept epoch ${d.unlearning.bestEpoch} by held-out accuracy.`] : []),
-        ...(m.after ? [`Repaired model on the test sets: clean accuracy ${pct(m.after.accuracy)}, ASR ${pct(m.after.asr)}.`] : []),
+        ...repairedSentence(m),
       ],
       tables: [{
         headers: ['label', 'mask L1 norm', 'anomaly index', 'reached', 'flagged'],

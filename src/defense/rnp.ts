@@ -29,12 +29,13 @@ import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { permutation, type TrainingSet } from '../models/train.js';
-import { maskRuleLabel, pruneByMasks, type AnpChannel } from './anp.js';
+import { maskPruningSentence, maskRuleLabel, pruneByMasks, type AnpChannel } from './anp.js';
 import { channelUnits, crossEntropyLogits, forwardLogits, type ChannelScale, type ChannelUnit } from './channels.js';
 import { cloneNet } from './graph.js';
 import {
-  loadCleanData, registerDefense, repairRow, splitSet, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
+  loadCleanData, registerDefense, repairRow, splitSet, type Defense, type DefenseInput, type DefenseRun, type ReportSection, repairedSentence,
 } from './interface.js';
+import { percent as pct } from '../io/table.js';
 
 export interface RnpOptions {
   /** Unlearning: SGD learning rate (momentum 0.9, weight decay 5e-4). */
@@ -307,8 +308,6 @@ export async function runRnp(input: DefenseInput, options: Partial<RnpOptions> =
   };
 }
 
-const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
-
 export const rnp: Defense<RnpOptions, RnpDetails> = registerDefense<RnpOptions, RnpDetails>({
   name: 'rnp',
   title: 'RNP (reconstructive neuron pruning)',
@@ -329,9 +328,8 @@ export const rnp: Defense<RnpOptions, RnpDetails> = registerDefense<RnpOptions, 
         `Unlearning: ${d.unlearnAccuracy.length} epochs of gradient ascent on ${run.cleanImages} clean images (lr ${d.settings.unlearnLr}), training accuracy ` +
           `${d.unlearnAccuracy.map((a) => pct(a)).join(', ')}, ${d.unlearnSeconds.toFixed(0)} s. Recovering: ${d.settings.recoverEpochs} epochs of channel masks ` +
           `(lr ${d.settings.recoverLr}), training accuracy ${pct(d.recoverAccuracy[0] ?? 0)} -> ${pct(d.recoverAccuracy.at(-1) ?? 0)}, ${d.recoverSeconds.toFixed(0)} s.`,
-        `Pruned ${d.pruned.length} channels of the original (${d.rule}; BN weight set to 0, bias kept); clean accuracy on ${d.heldOut ? `the ${d.accuracyImages} held-out clean images` : 'the clean data'} ` +
-          `${pct(d.baseValidAccuracy)} -> ${pct(d.validAccuracy)}.`,
-        ...(m.after ? [`Repaired model on the test sets: clean accuracy ${pct(m.after.accuracy)}, ASR ${pct(m.after.asr)}.`] : []),
+        maskPruningSentence(d),
+        ...repairedSentence(m),
       ],
       tables: [{
         caption: 'smallest masks', headers: ['layer', 'channel', 'mask', 'pruned'],

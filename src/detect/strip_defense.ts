@@ -18,6 +18,7 @@ import { derOf } from '../defense/interface.js';
 import {
   calibrateStrip, limitRows, stripEntropies, summarize, STRIP_DEFAULTS, type StripDetector, type StripMethod, type StripResult,
 } from './strip.js';
+import { percent as pct } from '../io/table.js';
 
 export interface StripDefenseOptions {
   /** Backgrounds blended with each input. */
@@ -188,7 +189,6 @@ async function measureStrip(run: StripRun, model: LoadedModel, m: MeasureOptions
   };
 }
 
-const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
 
 export const stripDefense = registerDefense<StripDefenseOptions, StripDefenseDetails>({
   name: 'strip',
