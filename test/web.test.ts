@@ -166,8 +166,8 @@ test('the web page: files in, run equals the CLI, cancel, bad file, demo button,
     const at = await page.getAttribute('#progress', 'data-cancelled-at');
     assert.match(at!, /^asc:\d+$/);
     const stepAt = await page.getAttribute('#progress', 'data-step');
-    // Run is enabled again once a fresh worker has read all five files: by then the old one would have posted more steps.
-    assert.equal(await page.getAttribute('#run', 'disabled'), '');
+    // Run is enabled again once a fresh worker has read all five files: by then the old one would have posted more
+    // steps. (Whether Run is still disabled right here depends on how fast the fresh worker reads: not asserted.)
     await page.waitForFunction(() => !document.getElementById('run').disabled);
     assert.equal(await page.textContent('#info-cleanValid'), '1,000 images 28×28×1');
     assert.equal(await page.getAttribute('#progress', 'data-step'), stepAt, 'no step after Cancel');
