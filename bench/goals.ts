@@ -30,7 +30,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend, tf } from '../src/engine/backend.js';
@@ -203,7 +203,7 @@ async function inferRow(goal: string, net: tfl.LayersModel): Promise<Row> {
       const g = await withLoad(() => timed(async () => {
         for (let b = 0; b < INFER_BATCHES; b++) await eng.predictBatch(x.subarray(b * BATCH * per, (b + 1) * BATCH * per), BATCH);
       }, n));
-      rates.push({ ...g.value, engine: `goodnet --engine ort${threads === 1 ? " (default)" : ` --ort-threads ${threads}`}, onnxruntime-node ${ortVersion()}, ${threads} thread${threads > 1 ? "s" : ""}`, load: g.load });
+      rates.push({ ...g.value, engine: `goodnet --engine ort --ort-threads ${threads}${threads === availableParallelism() ? " (default)" : ""}, onnxruntime-node ${ortVersion()}, ${threads} thread${threads > 1 ? "s" : ""}`, load: g.load });
     } finally {
       await eng.dispose();
     }

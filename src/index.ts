@@ -34,7 +34,7 @@ export {
 } from './models/index.js';
 export { inspectModel, zeroOutputChannels, type ModelInspection } from './models/inspect.js';
 export { predictDataset, autoBatchSize, firstNonFiniteLayer, topkRows, type Predictions, type PredictOptions } from './eval/predict.js';
-export { ortEngineFor, checkOrtExport, forwardEngineFor, ortExportOf, onnxSourceCoversNet, type OrtExport } from './eval/ort_model.js';
+export { ortEngineFor, checkOrtExport, forwardEngineFor, setAutoEngineUsesOrt, ortExportOf, onnxSourceCoversNet, type OrtExport } from './eval/ort_model.js';
 export { accuracy, attackSuccessRate } from './eval/metrics.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/evaluate.js';
 export { classify, type Classified } from './eval/classify.js';

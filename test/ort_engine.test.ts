@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { OrtEngine, nhwcToNchw } from '../src/engine/ort.js';
-import { checkOrtExport, forwardEngineFor, onnxSourceCoversNet, ortEngineFor } from '../src/eval/ort_model.js';
+import { checkOrtExport, forwardEngineFor, onnxSourceCoversNet, ortEngineFor, setAutoEngineUsesOrt } from '../src/eval/ort_model.js';
 import { predictDataset, topkRows } from '../src/eval/predict.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { describeModel, loadModel, saveModel, type LoadedModel } from '../src/io/model.js';
@@ -255,4 +255,38 @@ test('a net changed after loading an ONNX graph (an added layer, e.g. a pruning 
     await eng.dispose();
   }
   assert.equal(await forwardEngineFor(model, 'tfjs'), undefined);
+});
+
+test('ort engine: class scores are bit-identical with 1 and 2 intra-op threads (so the default, the core count, changes no number)', async () => {
+  const model = describeModel(buildArchitecture('vgg', { inputShape: [28, 28, 1], numClasses: 10, seed: 4 }), 'vgg', 'tfjs');
+  const n = 200;
+  const x = seeded(n * 28 * 28, 7, 0, 1);
+  const e1 = await ortEngineFor(model, { threads: 1 });
+  const e2 = await ortEngineFor(model, { threads: 2 });
+  const e0 = await ortEngineFor(model);
+  try {
+    assert.equal(e1.threads, 1);
+    assert.equal(e2.threads, 2);
+    assert.ok(e0.threads >= 1, 'the default resolves to the core count');
+    const a = await e1.predictBatch(x, n), b = await e2.predictBatch(x, n), c = await e0.predictBatch(x, n);
+    assert.equal(a.scores.length, n * 10);
+    assert.deepEqual(b.scores, a.scores);
+    assert.deepEqual(c.scores, a.scores);
+  } finally {
+    await Promise.all([e1.dispose(), e2.dispose(), e0.dispose()]);
+  }
+});
+
+test("setAutoEngineUsesOrt(false) (the browser page's worker): 'auto' runs tfjs, 'ort' still runs ort", async () => {
+  const model = describeModel(buildArchitecture('deepid', { inputShape: [16, 16, 1], numClasses: 4, seed: 2 }), 'deepid', 'tfjs');
+  const ds = memoryDataset(seeded(20 * 256, 9, 0, 1), [16, 16, 1]);
+  setAutoEngineUsesOrt(false);
+  try {
+    assert.equal(await forwardEngineFor(model, 'auto'), undefined);
+    assert.equal((await predictDataset(model, ds, { batchSize: 8 })).engine, 'tfjs');
+    assert.equal((await predictDataset(model, ds, { batchSize: 8, engine: 'ort' })).engine, 'ort');
+  } finally {
+    setAutoEngineUsesOrt(true);
+  }
+  assert.equal((await predictDataset(model, ds, { batchSize: 8 })).engine, 'ort');
 });

@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { initBackend, BACKENDS, type BackendName } from '../engine/backend.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { loadModel, type LoadedModel } from '../io/model.js';
-import { DEFAULT_ENGINE, DEFAULT_ORT_THREADS, ENGINES, type EngineName } from '../engine/ort.js';
+import { DEFAULT_ENGINE, ENGINES, type EngineName } from '../engine/ort.js';
 import { checkOrtExport } from '../eval/ort_model.js';
 import { preprocessingText, preprocessingToJson, resolvePreprocessing, type InputLayout, type Preprocessing } from '../io/preprocess.js';
 
@@ -66,7 +66,7 @@ export interface ForwardEngineOpts {
 export function addForwardEngineOption(cmd: Command): Command {
   return cmd
     .addOption(new Option('--engine <name>', 'forward engine: auto (default: ort when the model has an ONNX form and --backend is wasm, else tfjs), tfjs (tfjs-layers on --backend) or ort (onnxruntime-node on the model\'s ONNX form; an error without one)').choices(ENGINES).default(DEFAULT_ENGINE))
-    .option('--ort-threads <n>', `onnxruntime intra-op threads with --engine ort (default ${DEFAULT_ORT_THREADS}; 0: the core count)`, parseInteger('--ort-threads', 0, 1024));
+    .option('--ort-threads <n>', `onnxruntime intra-op threads with --engine ort (0: the core count, the default; scores do not depend on it)`, parseInteger('--ort-threads', 0, 1024));
 }
 
 /** With --engine ort: refuse, before any work, models that have no ONNX form. */

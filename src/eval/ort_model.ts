@@ -60,10 +60,21 @@ export async function ortEngineFor(model: LoadedModel, options: Pick<OrtEngineOp
  * backend is not the pure-JS cpu reference, and tfjs otherwise. Both engines give the same
  * labels; probabilities agree within 1e-5 (README, Performance).
  */
+let autoMayUseOrt = true;
+
+/**
+ * Where onnxruntime-node cannot exist (the browser page's worker), 'auto' should not build an
+ * ONNX export only to find that out on every pass: `setAutoEngineUsesOrt(false)` makes 'auto'
+ * mean tfjs, as `tf.setBackend` sets the environment's backend. 'ort' is unaffected.
+ */
+export function setAutoEngineUsesOrt(on: boolean): void {
+  autoMayUseOrt = on;
+}
+
 export async function forwardEngineFor(model: LoadedModel, engine: EngineName = 'auto', options: Pick<OrtEngineOptions, 'threads'> = {}): Promise<OrtEngine | undefined> {
   if (engine === 'tfjs') return undefined;
   if (engine === 'ort') return ortEngineFor(model, options);
-  if (tf.getBackend() === 'cpu') return undefined;
+  if (!autoMayUseOrt || tf.getBackend() === 'cpu') return undefined;
   const t = options.threads;
   if (t !== undefined && (!Number.isInteger(t) || t < 0)) throw new GoodnetError(`ort threads must be an integer >= 0, got ${t}`);
   try {

@@ -13,6 +13,7 @@ import { openDataset } from '../io/dataset.js';
 import { resolvePreprocessing, preprocessingText } from '../io/preprocess.js';
 import { findCutPoint } from '../defense/graph.js';
 import { computePrune, disposePrune, ORDER_TITLE, writePrune } from '../defense/prune.js';
+import { setAutoEngineUsesOrt } from '../eval/ort_model.js';
 import { markdownGoodNetTable } from '../defense/goodnet_tables.js';
 import '../models/index.js'; // architectures for Keras weights-only files
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from './shims/fs.js';
@@ -38,6 +39,7 @@ const ready = (async () => {
   writeFileSync('/goodnet/package.json', JSON.stringify({ version: GOODNET_VERSION }));
   setWasmPaths(new URL('./', self.location.href).href);
   await initBackend('wasm');
+  setAutoEngineUsesOrt(false); // no onnxruntime-node here: 'auto' is tfjs, without an ONNX export per pass
 })();
 
 declare const GOODNET_VERSION: string;
