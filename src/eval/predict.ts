@@ -36,8 +36,13 @@ export interface PredictOptions {
    * (onnxruntime-node on the model's ONNX form, an error when it has none).
    */
   engine?: EngineName;
-  /** onnxruntime intra-op threads with engine 'ort' (default 1; 0: the core count). */
+  /** onnxruntime intra-op threads with engine 'ort' (default 0: the core count). */
   ortThreads?: number;
+  /**
+   * An ort engine the caller built for this model (forwardEngineFor) and disposes, so that
+   * several passes share one ONNX export and session; it overrides `engine`.
+   */
+  ortEngine?: OrtEngine;
 }
 
 export const DEFAULT_BATCH = 256;
@@ -85,7 +90,7 @@ export async function predictDataset(
   const net = netOf(model);
   const [h, w, c] = model.inputShape;
   // Built before the first batch, so a model without an ONNX form fails before any work.
-  const ort: OrtEngine | undefined = await forwardEngineFor(model, options.engine, { threads: options.ortThreads });
+  const ort: OrtEngine | undefined = options.ortEngine ?? await forwardEngineFor(model, options.engine, { threads: options.ortThreads });
   try {
     for await (const batch of ds.batches(batchSize)) {
       let ib: ArrayLike<number>, vb: ArrayLike<number>, pb: Float32Array;
@@ -126,7 +131,7 @@ export async function predictDataset(
       await yieldToEventLoop(); // SIGINT/SIGTERM handled once per batch
     }
   } finally {
-    await ort?.dispose();
+    if (!options.ortEngine) await ort?.dispose();
   }
   return { labels, top, topkLabels, topkProbs, k, engine: ort ? 'ort' : 'tfjs' };
 }
