@@ -1,0 +1,135 @@
+/** The ort training engine (engine/ort_train*.ts): gradients, loss, BN statistics and Adam steps equal tfjs's on tiny models. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { initBackend } from '../src/engine/backend.js';
+import { OrtTrainer, ortTrainObstacle } from '../src/engine/ort_train.js';
+import { buildTrainGraph } from '../src/engine/ort_train_graph.js';
+import { shardGradients } from '../src/models/parallel.js';
+import { buildArchitecture } from '../src/models/index.js';
+import { train } from '../src/models/train.js';
+import { GoodnetError } from '../src/errors.js';
+
+await initBackend('wasm');
+
+const SHAPE: [number, number, number] = [12, 10, 3];
+
+function data(n: number, k: number, seed: number, shape = SHAPE): { x: Float32Array; y: Float32Array; labels: Int32Array; images: Uint8Array } {
+  let s = seed >>> 0;
+  const next = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s >>> 8; };
+  const images = Uint8Array.from({ length: n * shape[0] * shape[1] * shape[2] }, () => next() & 255);
+  const labels = Int32Array.from({ length: n }, () => next() % k);
+  const x = Float32Array.from(images, (v) => v / 255);
+  const y = new Float32Array(n * k);
+  labels.forEach((l, i) => { y[i * k + l] = 1; });
+  return { x, y, labels, images };
+}
+
+/** Worst per-tensor relative error max|a - b| / max|b| over the gradients. */
+function worstRel(a: Float32Array[], b: tf.Tensor[], names: string[]): { rel: number; where: string; minScale: number } {
+  let rel = 0, where = '', minScale = Infinity;
+  a.forEach((g, i) => {
+    const r = b[i]!.dataSync();
+    assert.equal(g.length, r.length, `gradient ${names[i]} size`);
+    let d = 0, s = 0;
+    for (let j = 0; j < g.length; j++) { d = Math.max(d, Math.abs(g[j]! - r[j]!)); s = Math.max(s, Math.abs(r[j]!)); }
+    minScale = Math.min(minScale, s);
+    const e = d / Math.max(s, 1e-12);
+    if (e > rel) { rel = e; where = names[i]!; }
+  });
+  return { rel, where, minScale };
+}
+
+/** A model with the awkward cases: strided convs whose stride does not divide the input, same-padded pools, Dense ReLU, BN on vectors. */
+function oddNet(seed: number): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const input = tfl.input({ shape: SHAPE });
+  let x = tfl.layers.conv2d({ filters: 5, kernelSize: 3, strides: 2, padding: 'valid', activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor; // 12x10 -> 5x4
+  x = tfl.layers.conv2d({ filters: 6, kernelSize: [2, 3], strides: [2, 1], padding: 'same', activation: 'relu', kernelInitializer: init(2) }).apply(x) as tfl.SymbolicTensor; // -> 3x4
+  x = tfl.layers.batchNormalization({ momentum: 0.8 }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.activation({ activation: 'relu' }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.maxPooling2d({ poolSize: 2, strides: 2, padding: 'same' }).apply(x) as tfl.SymbolicTensor; // -> 2x2
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.dense({ units: 7, activation: 'relu', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.batchNormalization({ momentum: 0.9 }).apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(4) }).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
+const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
+  ['deepid', (seed) => buildArchitecture('deepid', { inputShape: SHAPE, numClasses: 5, seed }), 5],
+  ['vgg', (seed) => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed, filters: [4, 6], units: 8 } as never), 5],
+  ['resnet', (seed) => buildArchitecture('resnet', { inputShape: SHAPE, numClasses: 5, seed, stemFilters: 4, blocks: [4, 6, 8] } as never), 5],
+  ['odd (strided convs, same pools, Dense BN)', oddNet, 4],
+];
+
+for (const [name, make, k] of NETS) {
+  test(`ort training step = tfjs's gradients (relative error <= 1e-4), loss, correct count and BN moving statistics: ${name}`, async () => {
+    const a = make(7);
+    const b = make(7);
+    const n = 9;
+    const { x, y } = data(n, k, 11);
+    const ref = shardGradients(a, x, y, n, n, SHAPE);
+    const trainer = await OrtTrainer.create(b);
+    try {
+      const r = await trainer.step(x, y, n);
+      assert.equal(r.grads.length, a.trainableWeights.length);
+      const { rel, where, minScale } = worstRel(r.grads, ref.grads, a.trainableWeights.map((w) => w.name));
+      assert.ok(minScale > 0, 'every reference gradient is non-zero somewhere');
+      assert.ok(rel <= 1e-4, `worst relative gradient error ${rel} at ${where}`);
+      assert.ok(Math.abs(r.lossSum - ref.lossSum) <= 1e-5 * ref.lossSum, `loss ${r.lossSum} vs ${ref.lossSum}`);
+      assert.equal(r.correct, ref.correct);
+      // Moving statistics (non-trainable weights) after one training-mode step.
+      a.weights.forEach((w, i) => {
+        if (w.trainable && a.trainableWeights.includes(w)) return;
+        const u = w.read().dataSync(), v = b.weights[i]!.read().dataSync();
+        for (let j = 0; j < u.length; j++) assert.ok(Math.abs(u[j]! - v[j]!) <= 1e-5 * Math.max(1, Math.abs(u[j]!)), `${w.name}[${j}]: ${v[j]} vs ${u[j]}`);
+      });
+    } finally {
+      tf.dispose(ref.grads);
+      await trainer.dispose();
+    }
+  });
+}
+
+test('train({engine: "ort"}): 3 Adam steps (last batch smaller) give weights close to tfjs\'s; same loss history', async () => {
+  const a = buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 2, filters: [4, 6], units: 8 } as never);
+  const b = buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 2, filters: [4, 6], units: 8 } as never);
+  const n = 20;
+  const { images, labels } = data(n, 5, 5);
+  const set = { images, labels, n, shape: SHAPE };
+  const ha = await train(a, set, { epochs: 1, batchSize: 8, scale: 255, seed: 1 });
+  const hb = await train(b, set, { epochs: 1, batchSize: 8, scale: 255, seed: 1, engine: 'ort' });
+  assert.ok(Math.abs(ha[0]!.loss - hb[0]!.loss) <= 1e-5 * ha[0]!.loss, `loss ${hb[0]!.loss} vs ${ha[0]!.loss}`);
+  assert.equal(hb[0]!.accuracy, ha[0]!.accuracy);
+  let moved = 0;
+  const w0 = buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 2, filters: [4, 6], units: 8 } as never).getWeights();
+  a.getWeights().forEach((wa, i) => {
+    const u = wa.dataSync(), v = b.getWeights()[i]!.dataSync(), z = w0[i]!.dataSync();
+    for (let j = 0; j < u.length; j++) {
+      moved = Math.max(moved, Math.abs(u[j]! - z[j]!));
+      assert.ok(Math.abs(u[j]! - v[j]!) <= 2e-5 * Math.max(1, Math.abs(u[j]!)), `weight ${i}[${j}]: ort ${v[j]} vs tfjs ${u[j]}`);
+    }
+  });
+  assert.ok(moved > 1e-3, `training moved the weights (${moved})`);
+});
+
+test('ort training engine refuses unsupported layers before any work, naming the layer', async () => {
+  const input = tfl.input({ shape: SHAPE });
+  let x = tfl.layers.conv2d({ filters: 2, kernelSize: 3, activation: 'relu' }).apply(input) as tfl.SymbolicTensor;
+  x = tfl.layers.dropout({ rate: 0.5, name: 'drop' }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(x) as tfl.SymbolicTensor;
+  const net = tfl.model({ inputs: input, outputs: out });
+  assert.match(ortTrainObstacle(net) ?? '', /'drop' \(Dropout\)/);
+  await assert.rejects(OrtTrainer.create(net), (e: unknown) => e instanceof GoodnetError && /--train-engine tfjs/.test(e.message));
+  const { images, labels } = data(4, 3, 1);
+  await assert.rejects(train(net, { images, labels, n: 4, shape: SHAPE }, { epochs: 1, engine: 'ort' }), GoodnetError);
+  // A sigmoid output is not softmax cross-entropy.
+  const i2 = tfl.input({ shape: SHAPE });
+  const f = tfl.layers.flatten().apply(i2) as tfl.SymbolicTensor;
+  const o2 = tfl.layers.dense({ units: 3, activation: 'sigmoid' }).apply(f) as tfl.SymbolicTensor;
+  assert.match(ortTrainObstacle(tfl.model({ inputs: i2, outputs: o2 })) ?? '', /sigmoid/);
+  assert.throws(() => buildTrainGraph(tfl.model({ inputs: i2, outputs: o2 }), 4), GoodnetError);
+});
