@@ -1,0 +1,131 @@
+/**
+ * Training throughput of the ort training engine (engine/ort_train*.ts: forward + backward as
+ * one onnxruntime-node session run, Adam applied by the same tfjs optimizer) against the tfjs
+ * engine (tfjs wasm, 1 thread, the default) and the PyTorch peer (bench/train_peer_torch.py,
+ * 1 and 2 threads), side by side in one run, for the lab architectures at 28x28x1, 10
+ * classes, Adam, batch 64, random data. goodnet runs through `train()` (the loop `goodnet
+ * attack` uses), timed from the end of the first batch to the end of the last (session
+ * creation and the first step left out, as the peer's 5 warm-up steps are). Also the bare
+ * session run (OrtTrainer.step, no optimizer): what the graph itself costs.
+ *
+ *   npx tsc -p bench && node dist/bench/bench/train_ort.js [--batches 30] [--arch deepid,vgg,resnet]
+ *
+ * Prints one table of ratios (against PyTorch's better thread count) with the load average,
+ * and writes the raw numbers to bench/results_train_ort.json.
+ */
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../src/engine/backend.js';
+import { OrtTrainer } from '../src/engine/ort_train.js';
+import { buildArchitecture } from '../src/models/index.js';
+import { train } from '../src/models/train.js';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const argOf = (name: string): string | undefined => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+};
+const BATCHES = Number(argOf('batches') ?? 30);
+const ARCHS = (argOf('arch') ?? 'deepid,vgg,resnet').split(',') as Arch[];
+const BATCH = 64;
+type Arch = 'deepid' | 'vgg' | 'resnet';
+const ARCH_NAME: Record<Arch, string> = { deepid: 'DeepID', vgg: 'VGG-BN', resnet: 'ResNet' };
+
+interface Rate { engine: string; imagesPerSecond: number; imagesPerCpuSecond: number; load: number }
+
+function dataset(n: number) {
+  const images = new Uint8Array(n * 784);
+  for (let i = 0; i < images.length; i++) images[i] = (i * 2654435761) >>> 24;
+  const labels = Int32Array.from({ length: n }, (_, i) => i % 10);
+  return { images, labels, n, shape: [28, 28, 1] as [number, number, number] };
+}
+
+async function viaTrain(arch: Arch, engine: 'tfjs' | 'ort', threads: number): Promise<Rate> {
+  const n = (BATCHES + 1) * BATCH;
+  const set = dataset(n);
+  const net = buildArchitecture(arch, { inputShape: set.shape, numClasses: 10, seed: 0 });
+  let t0 = 0, c0 = process.cpuUsage(), t1 = 0, c1 = c0;
+  const before = loadavg()[0]!;
+  await train(net, set, {
+    epochs: 1, batchSize: BATCH, scale: 255, threads, engine,
+    onBatch: (_e, done) => {
+      if (done === BATCH) { t0 = performance.now(); c0 = process.cpuUsage(); }
+      if (done === n) { t1 = performance.now(); c1 = process.cpuUsage(c0); }
+    },
+  });
+  net.dispose();
+  const images = BATCHES * BATCH;
+  const name = engine === 'tfjs' ? `goodnet train(), tfjs ${tf.version_core} ${tf.getBackend()}, ${threads} thread` : `goodnet train({engine: 'ort'}), ${threads} intra-op thread${threads > 1 ? 's' : ''}`;
+  return { engine: name, imagesPerSecond: images / ((t1 - t0) / 1000), imagesPerCpuSecond: images / ((c1.user + c1.system) / 1e6), load: (before + loadavg()[0]!) / 2 };
+}
+
+/** The session run alone (OrtTrainer.step on a fixed batch; no optimizer step, weights unchanged). */
+async function bareStep(arch: Arch, threads: number): Promise<Rate> {
+  const net = buildArchitecture(arch, { inputShape: [28, 28, 1], numClasses: 10, seed: 0 });
+  const x = new Float32Array(BATCH * 784);
+  for (let i = 0; i < x.length; i++) x[i] = ((i * 2654435761) >>> 24) / 255;
+  const y = new Float32Array(BATCH * 10);
+  for (let i = 0; i < BATCH; i++) y[i * 10 + (i % 10)] = 1;
+  const tr = await OrtTrainer.create(net, { threads });
+  const before = loadavg()[0]!;
+  try {
+    await tr.step(x, y, BATCH); // session creation
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let i = 0; i < BATCHES; i++) await tr.step(x, y, BATCH);
+    const wall = (performance.now() - t0) / 1000;
+    const c = process.cpuUsage(c0);
+    const images = BATCHES * BATCH;
+    return { engine: `OrtTrainer.step alone, ${threads} thread${threads > 1 ? 's' : ''}`, imagesPerSecond: images / wall, imagesPerCpuSecond: images / ((c.user + c.system) / 1e6), load: (before + loadavg()[0]!) / 2 };
+  } finally {
+    await tr.dispose();
+    net.dispose();
+  }
+}
+
+function torch(arch: Arch, threads: number): Rate | undefined {
+  const before = loadavg()[0]!;
+  try {
+    const out = execFileSync('/usr/bin/python3', [join(ROOT, 'bench', 'train_peer_torch.py'), '--arch', arch, '--batches', String(BATCHES), '--threads', String(threads)],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { torch: string; imagesPerSecond: number; imagesPerCpuSecond: number };
+    return { engine: `PyTorch ${r.torch}, ${threads} thread${threads > 1 ? 's' : ''}`, imagesPerSecond: r.imagesPerSecond, imagesPerCpuSecond: r.imagesPerCpuSecond, load: (before + loadavg()[0]!) / 2 };
+  } catch (err) {
+    console.error(`PyTorch peer unavailable: ${(err as Error).message.split('\n')[0]}`);
+    return undefined;
+  }
+}
+
+await initBackend('wasm');
+const started = new Date().toISOString();
+const loadStart = loadavg();
+const results: Record<string, Rate[]> = {};
+console.log(`training throughput, 28x28x1, 10 classes, Adam, batch ${BATCH}, ${BATCHES} timed batches; load average at start ${loadStart.map((l) => l.toFixed(1)).join(' ')}\n`);
+console.log('| model | trainer | img/s | img/CPU s | vs PyTorch best (wall) | vs PyTorch best (CPU) | load |');
+console.log('|:--|:--|--:|--:|--:|--:|--:|');
+for (const arch of ARCHS) {
+  const rows: Rate[] = [];
+  // Interleaved, so every trainer sees the same neighbours.
+  rows.push(await viaTrain(arch, 'tfjs', 1));
+  const t1 = torch(arch, 1);
+  rows.push(await viaTrain(arch, 'ort', 1));
+  const t2 = torch(arch, 2);
+  rows.push(await viaTrain(arch, 'ort', 2));
+  rows.push(await bareStep(arch, 1));
+  const peers = [t1, t2].filter((r): r is Rate => r !== undefined);
+  rows.push(...peers);
+  const best = peers.reduce<Rate | undefined>((a, r) => (!a || r.imagesPerSecond > a.imagesPerSecond ? r : a), undefined);
+  const bestCpu = peers.reduce<Rate | undefined>((a, r) => (!a || r.imagesPerCpuSecond > a.imagesPerCpuSecond ? r : a), undefined);
+  for (const r of rows) {
+    const ratio = best ? `${(r.imagesPerSecond / best.imagesPerSecond).toFixed(2)}x` : '-';
+    const ratioCpu = bestCpu ? `${(r.imagesPerCpuSecond / bestCpu.imagesPerCpuSecond).toFixed(2)}x` : '-';
+    console.log(`| ${ARCH_NAME[arch]} | ${r.engine} | ${r.imagesPerSecond.toFixed(0)} | ${r.imagesPerCpuSecond.toFixed(0)} | ${ratio} | ${ratioCpu} | ${r.load.toFixed(1)} |`);
+  }
+  results[arch] = rows;
+}
+console.log(`\nload average at end ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+writeFileSync(join(ROOT, 'bench', 'results_train_ort.json'), `${JSON.stringify({ started, batches: BATCHES, batch: BATCH, loadStart, loadEnd: loadavg(), results }, null, 1)}\n`);
