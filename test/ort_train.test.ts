@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { OrtTrainer, ortTrainObstacle } from '../src/engine/ort_train.js';
-import { buildTrainGraph } from '../src/engine/ort_train_graph.js';
+import { buildTrainGraph, type TrainGraphOptions } from '../src/engine/ort_train_graph.js';
 import { shardGradients } from '../src/models/parallel.js';
 import { buildArchitecture } from '../src/models/index.js';
 import { train } from '../src/models/train.js';
@@ -64,14 +64,15 @@ const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
   ['odd (strided convs, same pools, Dense BN)', oddNet, 4],
 ];
 
-for (const [name, make, k] of NETS) {
-  test(`ort training step = tfjs's gradients (relative error <= 1e-4), loss, correct count and BN moving statistics: ${name}`, async () => {
+const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', one Gemm per slice', { filterGemmSplit: 0 }], [', filter gradient by Conv', { filterGradient: 'conv' }]];
+for (const [name, make, k] of NETS) for (const [variant, graph] of name === 'deepid' ? VARIANTS.slice(0, 1) : VARIANTS) {
+  test(`ort training step = tfjs's gradients (relative error <= 1e-4), loss, correct count and BN moving statistics: ${name}${variant}`, async () => {
     const a = make(7);
     const b = make(7);
     const n = 9;
     const { x, y } = data(n, k, 11);
     const ref = shardGradients(a, x, y, n, n, SHAPE);
-    const trainer = await OrtTrainer.create(b);
+    const trainer = await OrtTrainer.create(b, { graph });
     try {
       const r = await trainer.step(x, y, n);
       assert.equal(r.grads.length, a.trainableWeights.length);

@@ -11,7 +11,7 @@ import { availableParallelism } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
-import { buildTrainGraph, ortTrainObstacle, type TrainGraph } from './ort_train_graph.js';
+import { buildTrainGraph, ortTrainObstacle, type TrainGraph, type TrainGraphOptions } from './ort_train_graph.js';
 
 type Ort = typeof import('onnxruntime-node');
 type Session = import('onnxruntime-node').InferenceSession;
@@ -24,6 +24,8 @@ export const DEFAULT_TRAIN_ENGINE: TrainEngineName = 'tfjs';
 export interface OrtTrainerOptions {
   /** onnxruntime intra-op threads (default 1; 0: the core count). */
   threads?: number;
+  /** How the graph is built (tests and benchmarks compare the variants). */
+  graph?: TrainGraphOptions;
 }
 
 export interface OrtStepResult {
@@ -45,6 +47,7 @@ export class OrtTrainer {
     private readonly ort: Ort,
     readonly net: tfl.LayersModel,
     readonly threads: number,
+    private readonly graphOptions: TrainGraphOptions,
   ) {}
 
   /** Check the net (GoodnetError naming the unsupported layer) and load onnxruntime. */
@@ -54,13 +57,13 @@ export class OrtTrainer {
     const threads = options.threads === undefined ? 1 : options.threads === 0 ? availableParallelism() : options.threads;
     if (!Number.isInteger(threads) || threads < 1) throw new GoodnetError(`ort threads must be a positive integer, got ${options.threads}`);
     const ort = await import('onnxruntime-node');
-    return new OrtTrainer(ort, net, threads);
+    return new OrtTrainer(ort, net, threads, options.graph ?? {});
   }
 
   private async sessionFor(n: number): Promise<{ graph: TrainGraph; session: Session }> {
     let s = this.sessions.get(n);
     if (!s) {
-      const graph = buildTrainGraph(this.net, n);
+      const graph = buildTrainGraph(this.net, n, this.graphOptions);
       let session: Session;
       try {
         session = await this.ort.InferenceSession.create(graph.bytes, {

@@ -34,6 +34,8 @@ import { AT, encodeModel, floatTensor, int64Tensor, type AttributeProto, type Mo
 
 const OPSET = 17;
 const EPS = 1e-7; // tfjs-layers' epsilon()
+/** Slices of at least this many values (C x N x Ho x Wo) get a Gemm each (see the Conv2D case). */
+const FILTER_GEMM_SPLIT = 1 << 18;
 
 export interface TrainGraph {
   bytes: Uint8Array;
@@ -44,6 +46,17 @@ export interface TrainGraph {
   gradOutputs: string[];
   /** Per BatchNormalization layer: outputs of the batch statistics and the moving weights they update. */
   bnStats: { mean: string; variance: string; movingMean: number; movingVariance: number; momentum: number }[];
+}
+
+export interface TrainGraphOptions {
+  /**
+   * How a convolution's filter gradient is computed: 'gemm' (default: the kh*kw strided
+   * slices of the padded input stacked, one Gemm with the output gradient) or 'conv' (a Conv
+   * over the batch axis, dilation = stride). Same values up to float summation order.
+   */
+  filterGradient?: 'gemm' | 'conv';
+  /** 'gemm': slices of at least this many values get one Gemm each (default 2^18); smaller ones are stacked for one Gemm. */
+  filterGemmSplit?: number;
 }
 
 interface Sym {
@@ -178,7 +191,7 @@ function samePads(size: number[], k: number[], s: number[]): number[] {
  * The training graph of `net` for batches of exactly `batch` images. Throws GoodnetError
  * (naming the layer) when the net has a layer the engine does not support.
  */
-export function buildTrainGraph(net: tfl.LayersModel, batch: number): TrainGraph {
+export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: TrainGraphOptions = {}): TrainGraph {
   const obstacle = ortTrainObstacle(net);
   if (obstacle) throw new GoodnetError(`cannot train with --train-engine ort: ${obstacle}; use --train-engine tfjs`);
   if (!Number.isInteger(batch) || batch < 1) throw new GoodnetError(`batch must be a positive integer, got ${batch}`);
@@ -274,7 +287,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number): TrainGraph
         backward = (dy) => {
           const dz = a.back(dy);
           if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0, 2, 3], false));
-          if (isTrainable(kernel)) {
+          if (isTrainable(kernel) && options.filterGradient === 'conv') {
             // Filter gradient: correlate the input with the output gradient over the batch axis.
             const xT = b.transpose(x.name, [1, 0, 2, 3]);
             const dzT = b.transpose(dz, [1, 0, 2, 3]);
@@ -283,11 +296,33 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number): TrainGraph
             const gw = Ww + pads[1]! + pads[3]! - (Wo - 1) * s[1]!;
             if (gh !== kh || gw !== kw) g = b.slice(g, [0, 0], [kh, kw], [2, 3]);
             addGrad(kernel, b.transpose(g, [2, 3, 0, 1])); // (C, Cout, kh, kw) -> HWIO
+          } else if (isTrainable(kernel)) {
+            // Filter gradient as one GEMM: dW[o, (i, j, c)] = sum over (n, h, w) of
+            // dz[n, o, h, w] * xpad[n, c, h*s + i, w*s + j]; the kh*kw strided slices of the
+            // padded input (channels first) stacked are im2col's transpose.
+            const xp = pads.some((v) => v !== 0) ? b.one('Pad', [x.name, b.ints([0, 0, pads[0]!, pads[1]!, 0, 0, pads[2]!, pads[3]!])], [sAttr('mode', 'constant')]) : x.name;
+            const xT = b.transpose(xp, [1, 0, 2, 3]);
+            const slices: string[] = [];
+            for (let i = 0; i < kh; i++) {
+              for (let j = 0; j < kw; j++) {
+                slices.push(b.one('Slice', [xT, b.ints([i, j]), b.ints([i + (Ho - 1) * s[0]! + 1, j + (Wo - 1) * s[1]! + 1]), b.ints([2, 3]), b.ints(s)]));
+              }
+            }
+            const dz2 = b.reshape(b.transpose(dz, [1, 0, 2, 3]), [O, N * Ho * Wo]);
+            let g: string; // (O, kh*kw*C)
+            if (slices.length > 1 && I * N * Ho * Wo >= (options.filterGemmSplit ?? FILTER_GEMM_SPLIT)) {
+              // Big slices: one Gemm per slice, the small products concatenated (measured
+              // 1.6-2.3x faster than the big Concat + one Gemm at VGG's 28x28 and 14x14 layers).
+              g = b.one('Concat', slices.map((sl) => b.one('Gemm', [dz2, b.reshape(sl, [I, N * Ho * Wo])], [iAttr('transB', 1)])), [iAttr('axis', 1)]);
+            } else {
+              const cols = b.reshape(slices.length === 1 ? slices[0]! : b.one('Concat', slices, [iAttr('axis', 0)]), [kh * kw * I, N * Ho * Wo]);
+              g = b.one('Gemm', [dz2, cols], [iAttr('transB', 1)]);
+            }
+            addGrad(kernel, b.transpose(b.reshape(g, [O, kh, kw, I]), [1, 2, 3, 0])); // -> HWIO
           }
           if (!x.grad) return [undefined];
           const op = [(Hh + pads[0]! + pads[2]! - kh) % s[0]!, (Ww + pads[1]! + pads[3]! - kw) % s[1]!];
           const dx = b.one('ConvTranspose', [dz, Woihw], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op)]);
-          void I;
           return [dx];
         };
         break;
