@@ -10,6 +10,7 @@ import { shardGradients } from '../src/models/parallel.js';
 import { buildArchitecture } from '../src/models/index.js';
 import { train } from '../src/models/train.js';
 import { GoodnetError } from '../src/errors.js';
+import { getMaxPoolGradTies, setMaxPoolGradTies } from '../src/engine/kernels/index.js';
 
 await initBackend('wasm');
 
@@ -133,4 +134,42 @@ test('ort training engine refuses unsupported layers before any work, naming the
   const o2 = tfl.layers.dense({ units: 3, activation: 'sigmoid' }).apply(f) as tfl.SymbolicTensor;
   assert.match(ortTrainObstacle(tfl.model({ inputs: i2, outputs: o2 })) ?? '', /sigmoid/);
   assert.throws(() => buildTrainGraph(tfl.model({ inputs: i2, outputs: o2 }), 4), GoodnetError);
+});
+
+test('tied maxima in pool windows: the gradient goes where tfjs sends it, under either tie rule', async () => {
+  // A 1x2 all-ones kernel: patches (0.2, 0.4) and (0.4, 0.2) tie at 0.6 but pass different kernel gradients.
+  const make = () => {
+    const input = tfl.input({ shape: [2, 5, 1] });
+    let x = tfl.layers.conv2d({ filters: 1, kernelSize: [1, 2], useBias: false, activation: 'relu', kernelInitializer: 'ones' }).apply(input) as tfl.SymbolicTensor; // 2x4
+    x = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(x) as tfl.SymbolicTensor; // 1x2
+    x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+    return tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: 2 }) }).apply(x) as tfl.SymbolicTensor });
+  };
+  const n = 3;
+  const img = [0.2, 0.4, 0.2, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1];
+  const x = new Float32Array(n * 10);
+  for (let i = 0; i < n; i++) img.forEach((v, j) => { x[i * 10 + j] = v * (i + 1); });
+  const y = new Float32Array(n * 3);
+  for (let i = 0; i < n; i++) y[i * 3 + (i % 3)] = 1;
+  const names = make().trainableWeights.map((w) => w.name);
+  const saved = getMaxPoolGradTies();
+  try {
+    for (const [ties, graph] of [['last', {}], ['first', {}], ['first', { maxPoolIndices: true }]] as const) {
+      setMaxPoolGradTies(ties);
+      const ref = shardGradients(make(), x, y, n, n, [2, 5, 1]);
+      const t = await OrtTrainer.create(make(), { graph });
+      const r = await t.step(x, y, n);
+      const { rel, where } = worstRel(r.grads, ref.grads, names);
+      assert.ok(rel <= 1e-4, `ties ${ties} ${JSON.stringify(graph)}: worst relative error ${rel} at ${where}`);
+      // The other rule gives another gradient here (so the test can fail).
+      const other = await OrtTrainer.create(make(), { graph: { maxPoolTies: ties === 'last' ? 'first' : 'last' } });
+      const o = await other.step(x, y, n);
+      assert.ok(worstRel(o.grads, ref.grads, names).rel > 1e-2, 'the tie rule matters on this input');
+      tf.dispose(ref.grads);
+      await t.dispose();
+      await other.dispose();
+    }
+  } finally {
+    setMaxPoolGradTies(saved);
+  }
 });

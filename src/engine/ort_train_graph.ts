@@ -28,8 +28,10 @@
  *    saturated outputs (the loss value is computed with the same clip).
  * Anything else is refused by `ortTrainObstacle` with the layer named.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
+import { getMaxPoolGradTies, type MaxPoolTies } from './kernels/max_pool_grad.js';
 import { AT, encodeModel, floatTensor, int64Tensor, type AttributeProto, type ModelProto, type NodeProto, type TensorProto } from '../io/onnx_proto.js';
 
 const OPSET = 17;
@@ -57,6 +59,14 @@ export interface TrainGraphOptions {
   filterGradient?: 'gemm' | 'conv';
   /** 'gemm': slices of at least this many values get one Gemm each (default 2^18); smaller ones are stacked for one Gemm. */
   filterGemmSplit?: number;
+  /** Backward of every MaxPool through its Indices output and ScatterElements (default: only overlapping or same-padded pools). */
+  maxPoolIndices?: boolean;
+  /**
+   * Which of tied maxima of a non-overlapping pool window gets the gradient (default: the rule
+   * tfjs's MaxPoolGrad uses now: on wasm getMaxPoolGradTies(), 'last' unless changed; else 'first'). The
+   * Indices path (overlapping or same-padded pools) always takes the first.
+   */
+  maxPoolTies?: MaxPoolTies;
 }
 
 interface Sym {
@@ -154,6 +164,18 @@ class Builder {
     return n;
   }
 
+  /** A 0-d int64 constant (CumSum's axis). */
+  intScalar(v: number): string {
+    const key = `s:${v}`;
+    let n = this.consts.get(key);
+    if (!n) {
+      n = `const_${this.consts.size}`;
+      this.inits.push(int64Tensor(n, [], [v]));
+      this.consts.set(key, n);
+    }
+    return n;
+  }
+
   scalar(v: number): string {
     const key = `f:${v}`;
     let n = this.consts.get(key);
@@ -197,6 +219,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
   if (!Number.isInteger(batch) || batch < 1) throw new GoodnetError(`batch must be a positive integer, got ${batch}`);
   const b = new Builder();
   const N = batch;
+  const ties = options.maxPoolTies ?? (tf.getBackend() === 'wasm' ? getMaxPoolGradTies() : 'first');
   const allWeights = net.weights;
   const trainable = net.trainableWeights;
   const weightInputs: { name: string; weight: number }[] = [];
@@ -358,11 +381,37 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const k = asPair(cfg.poolSize), s = asPair(cfg.strides ?? cfg.poolSize);
         const [, C, Hh, Ww] = x.shape as [number, number, number, number];
         const pads = cfg.padding === 'same' ? samePads([Hh, Ww], k, s) : [0, 0, 0, 0];
-        const [out, idx] = b.node('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads)], 2);
-        y = out!;
         const Ho = Math.floor((Hh + pads[0]! + pads[2]! - k[0]!) / s[0]!) + 1;
         const Wo = Math.floor((Ww + pads[1]! + pads[3]! - k[1]!) / s[1]!) + 1;
         shape = [N, C, Ho, Wo];
+        if (cfg.padding === 'valid' && k[0] === s[0] && k[1] === s[1] && !options.maxPoolIndices) {
+          // Non-overlapping windows: plain MaxPool (onnxruntime's Indices output makes it ~20x
+          // slower) and, backward, the first (or last: tfjs-wasm's default, see
+          // setMaxPoolGradTies) position of each window equal to its maximum, row-major: a 6-D
+          // view [N,C,Ho,kh,Wo,kw] with counts of earlier (later) equal positions by exclusive
+          // cumulative sums.
+          const [kh, kw] = k as [number, number];
+          y = b.one('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s)]);
+          backward = (dy) => {
+            const cropped = Ho * kh !== Hh || Wo * kw !== Ww;
+            const xc = cropped ? b.slice(x.name, [0, 0], [Ho * kh, Wo * kw], [2, 3]) : x.name;
+            const x6 = b.reshape(xc, [N, C, Ho, kh, Wo, kw]);
+            const eq = b.one('Equal', [x6, b.reshape(y, [N, C, Ho, 1, Wo, 1])]);
+            const e = b.one('Cast', [eq], [iAttr('to', 1)]);
+            const scan = [iAttr('exclusive', 1), iAttr('reverse', ties === 'last' ? 1 : 0)];
+            const before = b.one('Add', [
+              b.one('CumSum', [e, b.intScalar(5)], scan),
+              b.one('CumSum', [b.reduceSum(e, [5], true), b.intScalar(3)], scan),
+            ]);
+            const first = b.one('And', [eq, b.one('Equal', [before, b.scalar(0)])]);
+            let dx = b.reshape(b.one('Where', [first, b.reshape(dy, [N, C, Ho, 1, Wo, 1]), b.scalar(0)]), [N, C, Ho * kh, Wo * kw]);
+            if (cropped) dx = b.one('Pad', [dx, b.ints([0, 0, 0, 0, 0, 0, Hh - Ho * kh, Ww - Wo * kw])], [sAttr('mode', 'constant')]);
+            return [dx];
+          };
+          break;
+        }
+        const [out, idx] = b.node('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads)], 2);
+        y = out!;
         backward = (dy) => {
           const zeros = b.one('ConstantOfShape', [b.ints([N * C * Hh * Ww])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]);
           const scattered = b.one('ScatterElements', [zeros, b.reshape(idx!, [-1]), b.reshape(dy, [-1])], [iAttr('axis', 0), sAttr('reduction', 'add')]);
