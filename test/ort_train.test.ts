@@ -65,7 +65,7 @@ const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
   ['odd (strided convs, same pools, Dense BN)', oddNet, 4],
 ];
 
-const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', one Gemm per slice', { filterGemmSplit: 0 }], [', filter gradient by Conv', { filterGradient: 'conv' }]];
+const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', one Gemm per slice, argmax pool backward', { filterGemmSplit: 0, maxPoolBackward: 'argmax' }], [', filter gradient by Conv', { filterGradient: 'conv' }]];
 for (const [name, make, k] of NETS) for (const [variant, graph] of name === 'deepid' ? VARIANTS.slice(0, 1) : VARIANTS) {
   test(`ort training step = tfjs's gradients (relative error <= 1e-4), loss, correct count and BN moving statistics: ${name}${variant}`, async () => {
     const a = make(7);
@@ -136,7 +136,7 @@ test('ort training engine refuses unsupported layers before any work, naming the
   assert.throws(() => buildTrainGraph(tfl.model({ inputs: i2, outputs: o2 }), 4), GoodnetError);
 });
 
-test('tied maxima in pool windows: the gradient goes where tfjs sends it, under either tie rule', async () => {
+test('tied maxima in pool windows: the gradient goes where tfjs sends it (argmax backward: either tie rule; indices: first)', async () => {
   // A 1x2 all-ones kernel: patches (0.2, 0.4) and (0.4, 0.2) tie at 0.6 but pass different kernel gradients.
   const make = () => {
     const input = tfl.input({ shape: [2, 5, 1] });
@@ -154,7 +154,7 @@ test('tied maxima in pool windows: the gradient goes where tfjs sends it, under 
   const names = make().trainableWeights.map((w) => w.name);
   const saved = getMaxPoolGradTies();
   try {
-    for (const [ties, graph] of [['last', {}], ['first', {}], ['first', { maxPoolIndices: true }]] as const) {
+    for (const [ties, graph] of [['last', { maxPoolBackward: 'argmax' }], ['first', { maxPoolBackward: 'argmax' }], ['first', {}]] as const) {
       setMaxPoolGradTies(ties);
       const ref = shardGradients(make(), x, y, n, n, [2, 5, 1]);
       const t = await OrtTrainer.create(make(), { graph });
@@ -162,7 +162,7 @@ test('tied maxima in pool windows: the gradient goes where tfjs sends it, under 
       const { rel, where } = worstRel(r.grads, ref.grads, names);
       assert.ok(rel <= 1e-4, `ties ${ties} ${JSON.stringify(graph)}: worst relative error ${rel} at ${where}`);
       // The other rule gives another gradient here (so the test can fail).
-      const other = await OrtTrainer.create(make(), { graph: { maxPoolTies: ties === 'last' ? 'first' : 'last' } });
+      const other = await OrtTrainer.create(make(), { graph: { maxPoolBackward: 'argmax', maxPoolTies: ties === 'last' ? 'first' : 'last' } });
       const o = await other.step(x, y, n);
       assert.ok(worstRel(o.grads, ref.grads, names).rel > 1e-2, 'the tie rule matters on this input');
       tf.dispose(ref.grads);

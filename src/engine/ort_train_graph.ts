@@ -18,9 +18,11 @@
  *    gradient = a Conv over the batch axis (input transposed to C,N,H,W, output gradient to
  *    Cout,N,Ho,Wo as the filters, dilation = stride), cropped to the kernel size.
  *  - ReLU: Where(y > 0, dy, 0) (as tfjs: no gradient at 0).
- *  - MaxPool: MaxPool's Indices output + ScatterElements (reduction add). onnxruntime keeps the
- *    FIRST maximum of a window; tfjs-wasm's MaxPoolGrad may pick another one on ties, which
- *    differs only where the tied values pass no gradient anyway after a ReLU (tied zeros).
+ *  - MaxPool: MaxPool's Indices output + ScatterElements, which routes the gradient to the
+ *    FIRST maximum of a window (tfjs's cpu rule). tfjs-wasm's MaxPoolGrad takes the LAST by
+ *    default (setMaxPoolGradTies); the two differ only where tied maxima come from different
+ *    inputs (ties from identical receptive fields, e.g. flat image regions, pass identical
+ *    weight gradients). Option maxPoolBackward 'argmax' follows tfjs's rule exactly.
  *  - Dense: Gemm; BatchNormalization: batch mean / biased variance (ReduceMean) and the standard
  *    backward; Add, ZeroPadding2D (Slice), Flatten (NHWC order, as Keras), GlobalAveragePool.
  *  - Softmax + cross-entropy: d logits = (softmax - y) / N. tfjs clips probabilities to
@@ -59,8 +61,13 @@ export interface TrainGraphOptions {
   filterGradient?: 'gemm' | 'conv';
   /** 'gemm': slices of at least this many values get one Gemm each (default 2^18); smaller ones are stacked for one Gemm. */
   filterGemmSplit?: number;
-  /** Backward of every MaxPool through its Indices output and ScatterElements (default: only overlapping or same-padded pools). */
-  maxPoolIndices?: boolean;
+  /**
+   * MaxPool backward: 'indices' (default: MaxPool's Indices output + ScatterElements; the first
+   * maximum of a window gets the gradient) or 'argmax' (non-overlapping square windows only,
+   * others use indices: ArgMax over the strided slices + DepthToSpace, with the tie rule
+   * `maxPoolTies`). On the lab nets 'indices' measured as fast or faster (bench/train_ort_ab.ts).
+   */
+  maxPoolBackward?: 'indices' | 'argmax';
   /**
    * Which of tied maxima of a non-overlapping pool window gets the gradient (default: the rule
    * tfjs's MaxPoolGrad uses now: on wasm getMaxPoolGradTies(), 'last' unless changed; else 'first'). The
@@ -164,13 +171,13 @@ class Builder {
     return n;
   }
 
-  /** A 0-d int64 constant (CumSum's axis). */
-  intScalar(v: number): string {
-    const key = `s:${v}`;
+  /** An int64 constant of any shape. */
+  constInts(dims: number[], values: number[]): string {
+    const key = `t:${dims.join('x')}:${values.join(',')}`;
     let n = this.consts.get(key);
     if (!n) {
       n = `const_${this.consts.size}`;
-      this.inits.push(int64Tensor(n, [], [v]));
+      this.inits.push(int64Tensor(n, dims, values));
       this.consts.set(key, n);
     }
     return n;
@@ -384,28 +391,26 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const Ho = Math.floor((Hh + pads[0]! + pads[2]! - k[0]!) / s[0]!) + 1;
         const Wo = Math.floor((Ww + pads[1]! + pads[3]! - k[1]!) / s[1]!) + 1;
         shape = [N, C, Ho, Wo];
-        if (cfg.padding === 'valid' && k[0] === s[0] && k[1] === s[1] && !options.maxPoolIndices) {
-          // Non-overlapping windows: plain MaxPool (onnxruntime's Indices output makes it ~20x
-          // slower) and, backward, the first (or last: tfjs-wasm's default, see
-          // setMaxPoolGradTies) position of each window equal to its maximum, row-major: a 6-D
-          // view [N,C,Ho,kh,Wo,kw] with counts of earlier (later) equal positions by exclusive
-          // cumulative sums.
-          const [kh, kw] = k as [number, number];
+        if (cfg.padding === 'valid' && k[0] === s[0] && k[1] === s[1] && k[0] === k[1] && options.maxPoolBackward === 'argmax') {
+          // Non-overlapping square windows: plain MaxPool forward (onnxruntime's Indices output
+          // makes it ~20x slower). Backward: the kh*kw strided slices of the input stacked on
+          // the channel axis ([N, K, C*Ho*Wo], K = kh*kw in row-major window order), ArgMax over
+          // K picks the first (or last: tfjs-wasm's default, see setMaxPoolGradTies) maximum,
+          // dy goes there, and DepthToSpace puts the K planes back in place.
+          const kk = k[0]!;
+          const K = kk * kk;
           y = b.one('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s)]);
           backward = (dy) => {
-            const cropped = Ho * kh !== Hh || Wo * kw !== Ww;
-            const xc = cropped ? b.slice(x.name, [0, 0], [Ho * kh, Wo * kw], [2, 3]) : x.name;
-            const x6 = b.reshape(xc, [N, C, Ho, kh, Wo, kw]);
-            const eq = b.one('Equal', [x6, b.reshape(y, [N, C, Ho, 1, Wo, 1])]);
-            const e = b.one('Cast', [eq], [iAttr('to', 1)]);
-            const scan = [iAttr('exclusive', 1), iAttr('reverse', ties === 'last' ? 1 : 0)];
-            const before = b.one('Add', [
-              b.one('CumSum', [e, b.intScalar(5)], scan),
-              b.one('CumSum', [b.reduceSum(e, [5], true), b.intScalar(3)], scan),
-            ]);
-            const first = b.one('And', [eq, b.one('Equal', [before, b.scalar(0)])]);
-            let dx = b.reshape(b.one('Where', [first, b.reshape(dy, [N, C, Ho, 1, Wo, 1]), b.scalar(0)]), [N, C, Ho * kh, Wo * kw]);
-            if (cropped) dx = b.one('Pad', [dx, b.ints([0, 0, 0, 0, 0, 0, Hh - Ho * kh, Ww - Wo * kw])], [sAttr('mode', 'constant')]);
+            const slices: string[] = [];
+            for (let i = 0; i < kk; i++) {
+              for (let j = 0; j < kk; j++) slices.push(b.one('Slice', [x.name, b.ints([i, j]), b.ints([i + (Ho - 1) * kk + 1, j + (Wo - 1) * kk + 1]), b.ints([2, 3]), b.ints(k)]));
+            }
+            const planes = b.reshape(b.one('Concat', slices, [iAttr('axis', 1)]), [N, K, C * Ho * Wo]);
+            const arg = b.one('ArgMax', [planes], [iAttr('axis', 1), iAttr('keepdims', 1), iAttr('select_last_index', ties === 'last' ? 1 : 0)]);
+            const range = b.constInts([1, K, 1], Array.from({ length: K }, (_, i) => i));
+            const routed = b.one('Where', [b.one('Equal', [arg, range]), b.reshape(dy, [N, 1, C * Ho * Wo]), b.scalar(0)]);
+            let dx = b.one('DepthToSpace', [b.reshape(routed, [N, K * C, Ho, Wo])], [iAttr('blocksize', kk), sAttr('mode', 'DCR')]);
+            if (Ho * kk !== Hh || Wo * kk !== Ww) dx = b.one('Pad', [dx, b.ints([0, 0, 0, 0, 0, 0, Hh - Ho * kk, Ww - Wo * kk])], [sAttr('mode', 'constant')]);
             return [dx];
           };
           break;
