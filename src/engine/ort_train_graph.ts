@@ -68,6 +68,8 @@ export interface TrainGraphOptions {
    * `maxPoolTies`). On the lab nets 'indices' measured as fast or faster (bench/train_ort_ab.ts).
    */
   maxPoolBackward?: 'indices' | 'argmax';
+  /** A stride-1 convolution's input gradient: 'convtranspose' (default) or 'conv' (flipped, transposed kernel). */
+  inputGradient?: 'convtranspose' | 'conv';
   /**
    * Which of tied maxima of a non-overlapping pool window gets the gradient (default: the rule
    * tfjs's MaxPoolGrad uses now: on wasm getMaxPoolGradTies(), 'last' unless changed; else 'first'). The
@@ -351,6 +353,12 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             addGrad(kernel, b.transpose(b.reshape(g, [O, kh, kw, I]), [1, 2, 3, 0])); // -> HWIO
           }
           if (!x.grad) return [undefined];
+          if (options.inputGradient === 'conv' && s[0] === 1 && s[1] === 1) {
+            // Stride 1: a Conv of dz with the kernel flipped and its in/out axes swapped.
+            const flipped = b.one('Slice', [Woihw, b.ints([-1, -1]), b.ints([-(2 ** 53), -(2 ** 53)]), b.ints([2, 3]), b.ints([-1, -1])]);
+            const pd = [kh - 1 - pads[0]!, kw - 1 - pads[1]!, kh - 1 - pads[2]!, kw - 1 - pads[3]!];
+            return [b.one('Conv', [dz, b.transpose(flipped, [1, 0, 2, 3])], [isAttr('kernel_shape', [kh, kw]), isAttr('pads', pd)])];
+          }
           const op = [(Hh + pads[0]! + pads[2]! - kh) % s[0]!, (Ww + pads[1]! + pads[3]! - kw) % s[1]!];
           const dx = b.one('ConvTranspose', [dz, Woihw], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op)]);
           return [dx];
