@@ -470,9 +470,10 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const xc = b.one('Sub', [x.name, mean]);
         const variance = b.reduceMean(b.one('Mul', [xc, xc]), axes, true);
         const invstd = b.one('Reciprocal', [b.one('Sqrt', [b.one('Add', [variance, b.scalar(eps)])])]);
-        const xhat = b.one('Mul', [xc, invstd]);
+        // y = xc * (gamma * invstd) + beta; xhat = xc * invstd is never materialised.
         const gammaB = gammaV ? b.reshape(weightInput(gammaV), bshape) : undefined;
-        let out = gammaB ? b.one('Mul', [xhat, gammaB]) : xhat;
+        const scale = gammaB ? b.one('Mul', [gammaB, invstd]) : invstd;
+        let out = b.one('Mul', [xc, scale]);
         if (betaV) out = b.one('Add', [out, b.reshape(weightInput(betaV), bshape)]);
         y = out;
         shape = x.shape;
@@ -482,16 +483,15 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         bnStats.push({ mean: sm, variance: sv, movingMean, movingVariance, momentum: Number(cfg.momentum ?? 0.99) });
         backward = (dy) => {
           const dbeta = b.reduceSum(dy, axes, false);
-          const dgamma = b.reduceSum(b.one('Mul', [dy, xhat]), axes, false);
+          const sumDyXc = b.reduceSum(b.one('Mul', [dy, xc]), axes, true); // sum(dy * xhat) = invstd * sum(dy * xc)
           if (betaV) addGrad(betaV, dbeta);
-          if (gammaV) addGrad(gammaV, dgamma);
+          if (gammaV) addGrad(gammaV, b.reshape(b.one('Mul', [sumDyXc, invstd]), [C]));
           if (!x.grad) return [undefined];
           // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+          //    = scale * (dy - mean(dy)) - xc * (scale * invstd^2 * mean(dy * xc))
           const mdb = b.one('Mul', [b.reshape(dbeta, bshape), b.scalar(1 / m)]);
-          const mdg = b.one('Mul', [b.reshape(dgamma, bshape), b.scalar(1 / m)]);
-          const inner = b.one('Sub', [b.one('Sub', [dy, mdb]), b.one('Mul', [xhat, mdg])]);
-          const scale = gammaB ? b.one('Mul', [gammaB, invstd]) : invstd;
-          return [b.one('Mul', [inner, scale])];
+          const coef = b.one('Mul', [b.one('Mul', [scale, b.one('Mul', [invstd, invstd])]), b.one('Mul', [sumDyXc, b.scalar(1 / m)])]);
+          return [b.one('Sub', [b.one('Mul', [b.one('Sub', [dy, mdb]), scale]), b.one('Mul', [xc, coef])])];
         };
         break;
       }
