@@ -87,6 +87,26 @@ export class OrtTrainer {
    * statistics are updated.
    */
   async step(x: Float32Array, y: Float32Array, n: number): Promise<OrtStepResult> {
+    const values = this.net.weights.map((v) => v.read().dataSync() as Float32Array);
+    const r = await this.stepWith(x, y, n, values);
+    const { graph } = this.sessions.get(n)!;
+    for (const s of graph.bnStats) {
+      for (const wi of [s.movingMean, s.movingVariance]) {
+        const v = this.net.weights[wi]!;
+        const t = tf.tensor(values[wi]!, v.shape as number[]);
+        v.write(t);
+        t.dispose();
+      }
+    }
+    return r;
+  }
+
+  /**
+   * As step, with the weights held by the caller: `values[i]` is net.weights[i]'s value (the
+   * BN moving statistics in it are updated in place, as tfjs-layers does); the net is not read
+   * or written (see OrtWeights).
+   */
+  async stepWith(x: Float32Array, y: Float32Array, n: number, values: Float32Array[]): Promise<OrtStepResult> {
     if (this.released) throw new Error('OrtTrainer used after dispose()');
     const { graph, session } = await this.sessionFor(n);
     const [H, W, C] = this.net.inputs[0]!.shape.slice(1) as [number, number, number];
@@ -98,34 +118,21 @@ export class OrtTrainer {
       x: f32(x.length === n * H * W * C ? x : x.subarray(0, n * H * W * C), [n, H, W, C]),
       y: f32(y, [n, K]),
     };
-    for (const w of graph.weightInputs) {
-      const v = all[w.weight]!;
-      feeds[w.name] = f32(v.read().dataSync() as Float32Array, v.shape as number[]);
-    }
+    for (const w of graph.weightInputs) feeds[w.name] = f32(values[w.weight]!, all[w.weight]!.shape as number[]);
     const out = await session.run(feeds);
     try {
       const loss = (out.loss!.data as Float32Array)[0]!;
       const pred = out.pred!.data as BigInt64Array;
       let correct = 0;
-      for (let i = 0; i < n; i++) {
-        const label = Number(pred[i]);
-        if (y[i * K + label] === 1) {
-          // argmax of a one-hot row is its 1
-          correct++;
-        }
-      }
+      for (let i = 0; i < n; i++) if (y[i * K + Number(pred[i])] === 1) correct++; // the argmax is the label's one-hot 1
       const grads = graph.gradOutputs.map((g) => Float32Array.from(out[g]!.data as Float32Array));
       for (const s of graph.bnStats) {
         // moving <- moving - (moving - batch) * (1 - momentum), as tfjs-layers' BatchNormalization
+        const decay = Math.fround(1 - s.momentum);
         for (const [wi, name] of [[s.movingMean, s.mean], [s.movingVariance, s.variance]] as const) {
-          const v = all[wi]!;
+          const cur = values[wi]!;
           const batch = out[name]!.data as Float32Array;
-          const next = tf.tidy(() => {
-            const cur = v.read();
-            return tf.sub(cur, tf.mul(tf.sub(cur, tf.tensor(batch, cur.shape)), 1 - s.momentum));
-          });
-          v.write(next);
-          next.dispose();
+          for (let c = 0; c < cur.length; c++) cur[c] = cur[c]! - Math.fround(Math.fround(cur[c]! - batch[c]!) * decay);
         }
       }
       return { grads, lossSum: loss * n, correct };
@@ -139,5 +146,61 @@ export class OrtTrainer {
     this.released = true;
     for (const s of this.sessions.values()) await s.session.release();
     this.sessions.clear();
+  }
+}
+
+/**
+ * Weights of a net held in Float32Arrays (net.weights order) with Adam on them, as
+ * tf.train.adam computes it (float32: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+ * w += -lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps), eps 1e-7): the ort engine's
+ * training loop without a tfjs round trip per step. `sync()` writes them to the net.
+ */
+export class OrtWeights {
+  readonly values: Float32Array[];
+  private readonly m: Float32Array[];
+  private readonly v: Float32Array[];
+  private readonly trainable: number[];
+  private accB1: number;
+  private accB2: number;
+
+  constructor(readonly net: tfl.LayersModel, readonly learningRate: number, readonly beta1 = 0.9, readonly beta2 = 0.999, readonly epsilon = 1e-7) {
+    this.values = net.weights.map((w) => Float32Array.from(w.read().dataSync() as Float32Array));
+    const set = new Set<unknown>(net.trainableWeights);
+    this.trainable = net.weights.map((w, i) => (set.has(w) ? i : -1)).filter((i) => i >= 0);
+    this.m = this.trainable.map((i) => new Float32Array(this.values[i]!.length));
+    this.v = this.trainable.map((i) => new Float32Array(this.values[i]!.length));
+    this.accB1 = Math.fround(beta1);
+    this.accB2 = Math.fround(beta2);
+  }
+
+  /** One Adam step; `grads` in net.trainableWeights order. */
+  adam(grads: Float32Array[]): void {
+    const f = Math.fround;
+    const b1 = f(this.beta1), b2 = f(this.beta2), lr = f(this.learningRate), eps = f(this.epsilon);
+    const c1 = f(1 - b1), c2 = f(1 - b2);
+    const oneMinusAcc1 = f(1 - this.accB1), oneMinusAcc2 = f(1 - this.accB2);
+    this.trainable.forEach((wi, k) => {
+      const w = this.values[wi]!, g = grads[k]!, m = this.m[k]!, v = this.v[k]!;
+      for (let j = 0; j < w.length; j++) {
+        const gj = g[j]!;
+        const mj = f(f(m[j]! * b1) + f(gj * c1));
+        const vj = f(f(v[j]! * b2) + f(f(gj * gj) * c2));
+        m[j] = mj;
+        v[j] = vj;
+        const mh = f(mj / oneMinusAcc1), vh = f(vj / oneMinusAcc2);
+        w[j] = f(f(f(mh / f(f(Math.sqrt(vh)) + eps)) * -lr) + w[j]!);
+      }
+    });
+    this.accB1 = f(this.accB1 * b1);
+    this.accB2 = f(this.accB2 * b2);
+  }
+
+  /** Write every value (weights and BN statistics) to the net. */
+  sync(): void {
+    this.net.weights.forEach((w, i) => {
+      const t = tf.tensor(this.values[i]!, w.shape as number[]);
+      w.write(t);
+      t.dispose();
+    });
   }
 }
