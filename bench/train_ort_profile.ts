@@ -56,4 +56,4 @@ console.log(`${arch}: ${ms.toFixed(1)} ms per session run (wall, ${runs} runs), 
 console.log('| op | ms per step | share |\n|:--|--:|--:|');
 for (const [op, us] of [...byOp].sort((a, b) => b[1] - a[1])) console.log(`| ${op} | ${per(us)} | ${((100 * us) / total).toFixed(1)}% |`);
 console.log('\nslowest nodes:');
-for (const [n, us] of [...byNode].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`  ${n}: ${per(us)} ms`);
+for (const [n, us] of [...byNode].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 15))) console.log(`  ${n}: ${per(us)} ms`);

@@ -68,6 +68,8 @@ export interface TrainGraphOptions {
    * `maxPoolTies`). On the lab nets 'indices' measured as fast or faster (bench/train_ort_ab.ts).
    */
   maxPoolBackward?: 'indices' | 'argmax';
+  /** Apply a ReLU's derivative on the output gradient of the MaxPool that alone reads it (default true; exact). */
+  fuseReluPool?: boolean;
   /** A stride-1 convolution's input gradient: 'convtranspose' (default) or 'conv' (flipped, transposed kernel). */
   inputGradient?: 'convtranspose' | 'conv';
   /**
@@ -261,10 +263,20 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
   let logits: string | undefined;
 
   /** ReLU forward, with its backward composed onto `next`. */
+  /**
+   * ReLU outputs whose only reader is a MaxPool: the pool applies the ReLU's derivative to its
+   * (smaller) output gradient instead, exactly: the positions a window's gradient goes to hold
+   * its maximum, so y > 0 there iff the pooled value is > 0; every other position gets zero.
+   */
+  const reluFusedIntoPool = new Map<string, { fused: boolean }>();
   const relu = (x: string): { y: string; back: (dy: string) => string } => {
     const y = b.one('Relu', [x]);
-    return { y, back: (dy) => b.one('Where', [b.one('Greater', [y, b.scalar(0)]), dy, b.scalar(0)]) };
+    const flag = { fused: false };
+    reluFusedIntoPool.set(y, flag);
+    return { y, back: (dy) => (flag.fused ? dy : b.one('Where', [b.one('Greater', [y, b.scalar(0)]), dy, b.scalar(0)])) };
   };
+  const readers = new Map<number, number>();
+  for (const l of net.layers) for (const t of l.inboundNodes[0]?.inputTensors ?? []) readers.set(t.id, (readers.get(t.id) ?? 0) + 1);
   const activation = (act: unknown, z: string, isOut: boolean): { y: string; back: (dy: string) => string } => {
     if (act === 'relu') return relu(z);
     if (act === 'softmax' && isOut) { logits = z; return { y: z, back: (dy) => dy }; }
@@ -393,6 +405,9 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         break;
       }
       case 'MaxPooling2D': {
+        const reluFlag = options.fuseReluPool === false || readers.get(inTs[0]!.id) !== 1 || net.outputs.some((o) => o.id === inTs[0]!.id) ? undefined : reluFusedIntoPool.get(x.name);
+        if (reluFlag) reluFlag.fused = true;
+        const reluMask = (dy: string, pooled: string) => (reluFlag ? b.one('Where', [b.one('Greater', [pooled, b.scalar(0)]), dy, b.scalar(0)]) : dy);
         const k = asPair(cfg.poolSize), s = asPair(cfg.strides ?? cfg.poolSize);
         const [, C, Hh, Ww] = x.shape as [number, number, number, number];
         const pads = cfg.padding === 'same' ? samePads([Hh, Ww], k, s) : [0, 0, 0, 0];
@@ -408,7 +423,9 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           const kk = k[0]!;
           const K = kk * kk;
           y = b.one('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s)]);
-          backward = (dy) => {
+          const pooled = y;
+          backward = (dy0) => {
+            const dy = reluMask(dy0, pooled);
             const slices: string[] = [];
             for (let i = 0; i < kk; i++) {
               for (let j = 0; j < kk; j++) slices.push(b.one('Slice', [x.name, b.ints([i, j]), b.ints([i + (Ho - 1) * kk + 1, j + (Wo - 1) * kk + 1]), b.ints([2, 3]), b.ints(k)]));
@@ -425,7 +442,8 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         }
         const [out, idx] = b.node('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads)], 2);
         y = out!;
-        backward = (dy) => {
+        backward = (dy0) => {
+          const dy = reluMask(dy0, out!);
           const zeros = b.one('ConstantOfShape', [b.ints([N * C * Hh * Ww])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]);
           const scattered = b.one('ScatterElements', [zeros, b.reshape(idx!, [-1]), b.reshape(dy, [-1])], [iAttr('axis', 0), sAttr('reduction', 'add')]);
           return [b.reshape(scattered, [N, C, Hh, Ww])];
