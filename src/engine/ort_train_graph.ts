@@ -68,6 +68,8 @@ export interface TrainGraphOptions {
    * `maxPoolTies`). On the lab nets 'indices' measured as fast or faster (bench/train_ort_ab.ts).
    */
   maxPoolBackward?: 'indices' | 'argmax';
+  /** Non-overlapping pools' Indices backward by MaxUnpool (default true) rather than ScatterElements. */
+  poolUnpool?: boolean;
   /** Apply a ReLU's derivative on the output gradient of the MaxPool that alone reads it (default true; exact). */
   fuseReluPool?: boolean;
   /** A stride-1 convolution's input gradient: 'convtranspose' (default) or 'conv' (flipped, transposed kernel). */
@@ -444,6 +446,10 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         y = out!;
         backward = (dy0) => {
           const dy = reluMask(dy0, out!);
+          if (k[0]! <= s[0]! && k[1]! <= s[1]! && options.poolUnpool !== false) {
+            // Windows do not overlap: every index is distinct, MaxUnpool puts dy there.
+            return [b.one('MaxUnpool', [dy, idx!, b.ints([N, C, Hh, Ww])], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads)])];
+          }
           const zeros = b.one('ConstantOfShape', [b.ints([N * C * Hh * Ww])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]);
           const scattered = b.one('ScatterElements', [zeros, b.reshape(idx!, [-1]), b.reshape(dy, [-1])], [iAttr('axis', 0), sAttr('reduction', 'add')]);
           return [b.reshape(scattered, [N, C, Hh, Ww])];
