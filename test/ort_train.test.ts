@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
-import { OrtTrainer, ortTrainObstacle } from '../src/engine/ort_train.js';
+import { OrtTrainer, nchwcBlockSize, ortTrainObstacle } from '../src/engine/ort_train.js';
 import { buildTrainGraph, type TrainGraphOptions } from '../src/engine/ort_train_graph.js';
 import { shardGradients } from '../src/models/parallel.js';
 import { buildArchitecture } from '../src/models/index.js';
@@ -63,6 +63,8 @@ const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
   ['vgg', (seed) => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed, filters: [4, 6], units: 8 } as never), 5],
   ['resnet', (seed) => buildArchitecture('resnet', { inputShape: SHAPE, numClasses: 5, seed, stemFilters: 4, blocks: [4, 6, 8] } as never), 5],
   ['odd (strided convs, overlapping same pool, Dense BN)', oddNet, 4],
+  ['resnet 16/32 channels (NCHWc convolutions where the CPU has them)', (seed) => buildArchitecture('resnet', { inputShape: SHAPE, numClasses: 5, seed, stemFilters: 16, blocks: [16, 32] } as never), 5],
+  ['vgg 16 channels, Dense without bias (NCHWc)', (seed) => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed, filters: [16], units: 8 } as never), 5],
 ];
 
 const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', one Gemm per slice, argmax pool backward', { filterGemmSplit: 0, maxPoolBackward: 'argmax' }], [', filter gradient by Conv, input gradient by Conv, ReLU not fused into pools, no MaxUnpool', { filterGradient: 'conv', inputGradient: 'conv', fuseReluPool: false, poolUnpool: false }]];
@@ -177,4 +179,17 @@ test('tied maxima in pool windows: the gradient goes where tfjs sends it (argmax
   } finally {
     setMaxPoolGradTies(saved);
   }
+});
+
+test('NCHWc convolutions: used for 16-channel convolutions when onnxruntime has them on this CPU, never for others', async (t) => {
+  const block = await nchwcBlockSize();
+  t.diagnostic(`onnxruntime NCHWc block on this CPU: ${block || 'none'}`);
+  assert.ok(block === 0 || block === 8 || block === 16, `block ${block}`);
+  const wide = buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 1, filters: [16], units: 8 } as never);
+  const narrow = buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 1, filters: [4], units: 8 } as never);
+  const has = (net: tfl.LayersModel, nchwcBlock: number) => Buffer.from(buildTrainGraph(net, 4, { nchwcBlock }).bytes).includes('com.microsoft.nchwc');
+  assert.equal(has(wide, 16), true);
+  assert.equal(has(wide, 8), true);
+  assert.equal(has(narrow, 16), false);
+  assert.equal(has(wide, 0), false);
 });

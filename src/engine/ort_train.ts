@@ -7,10 +7,13 @@
  * step stays with the caller (models/train.ts applies the gradients with the same tfjs
  * optimizer as the tfjs engine). onnxruntime-node is imported only when a trainer is created.
  */
-import { availableParallelism } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
+import { decodeModel, encodeModel, floatTensor, num, AT, type ModelProto } from '../io/onnx_proto.js';
 import { buildTrainGraph, ortTrainObstacle, type TrainGraph, type TrainGraphOptions } from './ort_train_graph.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -57,7 +60,8 @@ export class OrtTrainer {
     const threads = options.threads === undefined ? 1 : options.threads === 0 ? availableParallelism() : options.threads;
     if (!Number.isInteger(threads) || threads < 1) throw new GoodnetError(`ort threads must be a positive integer, got ${options.threads}`);
     const ort = await import('onnxruntime-node');
-    return new OrtTrainer(ort, net, threads, options.graph ?? {});
+    const graph = options.graph?.nchwcBlock === undefined ? { ...options.graph, nchwcBlock: await nchwcBlockSize() } : options.graph;
+    return new OrtTrainer(ort, net, threads, graph);
   }
 
   private async sessionFor(n: number): Promise<{ graph: TrainGraph; session: Session }> {
@@ -202,5 +206,48 @@ export class OrtWeights {
       w.write(t);
       t.dispose();
     });
+  }
+}
+
+let blockProbe: Promise<number> | undefined;
+
+/**
+ * The channel block of onnxruntime's NCHWc convolution kernels on this CPU (16 with AVX-512,
+ * 8 with AVX2), or 0 when it has none: asked of onnxruntime itself, once, by optimising a
+ * one-Conv graph with constant weights and reading the reordered filter's (padded) size.
+ */
+export function nchwcBlockSize(): Promise<number> {
+  blockProbe ??= probeNchwcBlock();
+  return blockProbe;
+}
+
+async function probeNchwcBlock(): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'goodnet-nchwc-'));
+  try {
+    const ort = await import('onnxruntime-node');
+    const dims = (d: number[]) => ({ dim: d.map((v) => ({ dimValue: v })) });
+    const model: ModelProto = {
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 17 }],
+      graph: {
+        name: 'probe',
+        node: [{ opType: 'Conv', name: 'conv', input: ['x', 'w'], output: ['y'], attribute: [{ name: 'kernel_shape', type: AT.INTS, ints: [3, 3] }] }],
+        initializer: [floatTensor('w', [8, 1, 3, 3], new Float32Array(72).fill(1))],
+        input: [{ name: 'x', type: { tensorType: { elemType: 1, shape: dims([1, 1, 8, 8]) } } }],
+        output: [{ name: 'y', type: { tensorType: { elemType: 1, shape: dims([1, 8, 6, 6]) } } }],
+      },
+    };
+    const file = join(dir, 'probe.onnx');
+    const session = await ort.InferenceSession.create(encodeModel(model), { graphOptimizationLevel: 'all', optimizedModelFilePath: file, intraOpNumThreads: 1, logSeverityLevel: 3 });
+    await session.release();
+    const m = decodeModel(readFileSync(file), file);
+    const conv = (m.graph?.node ?? []).find((n) => n.domain === 'com.microsoft.nchwc' && n.opType === 'Conv');
+    const w = conv && (m.graph?.initializer ?? []).find((t) => t.name === conv.input?.[1]);
+    const block = w?.dims?.[0] === undefined ? 0 : num(w.dims[0]);
+    return block >= 8 && block % 8 === 0 ? block : 0;
+  } catch {
+    return 0; // no NCHWc kernels (or no way to ask): plain convolutions
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -72,6 +72,13 @@ export interface TrainGraphOptions {
   poolUnpool?: boolean;
   /** Apply a ReLU's derivative on the output gradient of the MaxPool that alone reads it (default true; exact). */
   fuseReluPool?: boolean;
+  /**
+   * Channel block of onnxruntime's NCHWc convolutions on this CPU (16 with AVX-512, 8 with
+   * AVX2; see ort_train.ts nchwcBlockSize), or 0 (default) for plain Conv/ConvTranspose.
+   * Convolutions whose input and output channels are multiples of it run forward, and for
+   * stride 1 their input gradient, as NCHWc convolutions.
+   */
+  nchwcBlock?: number;
   /** A stride-1 convolution's input gradient: 'convtranspose' (default) or 'conv' (flipped, transposed kernel). */
   inputGradient?: 'convtranspose' | 'conv';
   /**
@@ -150,6 +157,29 @@ class Builder {
   readonly inits: TensorProto[] = [];
   private n = 0;
   private readonly consts = new Map<string, string>();
+  /** Whether a com.microsoft.nchwc op was used (its opset must be imported). */
+  usedNchwc = false;
+
+  /** One output of an op of onnxruntime's com.microsoft.nchwc domain (CPU, blocked channel layout). */
+  nchwc(op: string, inputs: string[], attrs: AttributeProto[] = []): string {
+    this.usedNchwc = true;
+    const out = `nchwc_${op}_${this.n}`;
+    this.nodes.push({ opType: op, domain: 'com.microsoft.nchwc', name: `nchwc_${op}_${this.n++}`, input: inputs, output: [out], attribute: attrs });
+    return out;
+  }
+
+  /**
+   * A Conv in onnxruntime's NCHWc form (MLAS's blocked direct kernels, what its own graph
+   * optimizer uses for constant weights): the OIHW filter reordered in the graph to
+   * OIHWBiBo (block `block`; O and I multiples of it), the input reordered in, the output out.
+   */
+  nchwcConv(x: string, woihw: string, bias: string | undefined, O: number, I: number, kh: number, kw: number, block: number, attrs: AttributeProto[]): string {
+    const w6 = this.reshape(woihw, [O / block, block, I / block, block, kh, kw]);
+    const wr = this.reshape(this.transpose(w6, [0, 2, 4, 5, 3, 1]), [O, I, kh, kw]);
+    const xr = this.nchwc('ReorderInput', [x]);
+    const yr = this.nchwc('Conv', bias ? [xr, wr, bias] : [xr, wr], attrs);
+    return this.nchwc('ReorderOutput', [yr], [iAttr('channels', O)]);
+  }
 
   node(op: string, inputs: string[], attrs: AttributeProto[] = [], outputs = 1, hint = op): string[] {
     const outs = Array.from({ length: outputs }, (_, i) => `${hint}_${this.n}${outputs > 1 ? `_${i}` : ''}`);
@@ -326,7 +356,9 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const ins = [x.name, Woihw];
         if (useBias) ins.push(weightInput(lw[1]!));
         const attrs = [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads)];
-        const z = b.one('Conv', ins, attrs);
+        const block = options.nchwcBlock ?? 0;
+        const blocked = block > 0 && I % block === 0 && O % block === 0;
+        const z = blocked ? b.nchwcConv(x.name, Woihw, useBias ? ins[2] : undefined, O, I, kh, kw, block, attrs) : b.one('Conv', ins, attrs);
         const a = activation(cfg.activation, z, isOut);
         y = a.y;
         shape = [N, O, Ho, Wo];
@@ -367,11 +399,13 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             addGrad(kernel, b.transpose(b.reshape(g, [O, kh, kw, I]), [1, 2, 3, 0])); // -> HWIO
           }
           if (!x.grad) return [undefined];
-          if (options.inputGradient === 'conv' && s[0] === 1 && s[1] === 1) {
-            // Stride 1: a Conv of dz with the kernel flipped and its in/out axes swapped.
-            const flipped = b.one('Slice', [Woihw, b.ints([-1, -1]), b.ints([-(2 ** 53), -(2 ** 53)]), b.ints([2, 3]), b.ints([-1, -1])]);
+          if ((options.inputGradient === 'conv' || blocked) && s[0] === 1 && s[1] === 1) {
+            // Stride 1: a Conv of dz with the kernel flipped and its in/out axes swapped (NCHWc
+            // when the forward conv is).
+            const flipped = b.transpose(b.one('Slice', [Woihw, b.ints([-1, -1]), b.ints([-(2 ** 53), -(2 ** 53)]), b.ints([2, 3]), b.ints([-1, -1])]), [1, 0, 2, 3]);
             const pd = [kh - 1 - pads[0]!, kw - 1 - pads[1]!, kh - 1 - pads[2]!, kw - 1 - pads[3]!];
-            return [b.one('Conv', [dz, b.transpose(flipped, [1, 0, 2, 3])], [isAttr('kernel_shape', [kh, kw]), isAttr('pads', pd)])];
+            const cattrs = [isAttr('kernel_shape', [kh, kw]), isAttr('pads', pd)];
+            return [blocked ? b.nchwcConv(dz, flipped, undefined, I, O, kh, kw, block, cattrs) : b.one('Conv', [dz, flipped], cattrs)];
           }
           const op = [(Hh + pads[0]! + pads[2]! - kh) % s[0]!, (Ww + pads[1]! + pads[3]! - kw) % s[1]!];
           const dx = b.one('ConvTranspose', [dz, Woihw], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op)]);
@@ -570,7 +604,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
   const fin = (name: string, shape: number[]) => ({ name, type: { tensorType: { elemType: 1, shape: dims(shape) } } });
   const model: ModelProto = {
     irVersion: 8,
-    opsetImport: [{ domain: '', version: OPSET }],
+    opsetImport: [{ domain: '', version: OPSET }, ...(b.usedNchwc ? [{ domain: 'com.microsoft.nchwc', version: 1 }] : [])],
     producerName: 'goodnet-train',
     producerVersion: '0.1.0',
     graph: {
