@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { initBackend } from '../src/engine/backend.js';
 import { buildTrainGraph } from '../src/engine/ort_train_graph.js';
+import { nchwcBlockSize } from '../src/engine/ort_train.js';
 import { buildArchitecture } from '../src/models/index.js';
 
 const arch = process.argv[2] ?? 'vgg';
@@ -18,7 +19,7 @@ const runs = Number(process.argv[3] ?? 20);
 const B = 64;
 await initBackend('wasm');
 const net = buildArchitecture(arch, { inputShape: [28, 28, 1], numClasses: 10, seed: 0 });
-const g = buildTrainGraph(net, B, { filterGradient: (process.argv[4] ?? 'gemm') as 'gemm' | 'conv' });
+const g = buildTrainGraph(net, B, { filterGradient: (process.argv[4] ?? 'gemm') as 'gemm' | 'conv', nchwcBlock: await nchwcBlockSize() });
 const prefix = join(tmpdir(), `goodnet-ortprof-${process.pid}`);
 const session = await ort.InferenceSession.create(g.bytes, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: prefix });
 const x = new Float32Array(B * 784).map((_, i) => ((i * 2654435761) >>> 24) / 255);
