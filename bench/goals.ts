@@ -7,7 +7,8 @@
  *                             per run from bash's `times` over 10 more runs of each)
  *   training, images/s        each lab architecture (DeepID, VGG-BN, ResNet at 28x28x1, 10 classes),
  *                             Adam, batch 64, goodnet's train() on tfjs wasm with 1 thread and with
- *                             2 data-parallel threads (models/parallel.ts), steady state (first
+ *                             2 data-parallel threads (models/parallel.ts), and with the opt-in
+ *                             ort training engine (--train-engine ort, 1 thread), steady state (first
  *                             batch left out) vs bench/train_peer_torch.py --arch (PyTorch, 1 and
  *                             2 threads, after 5 warm-up steps)
  *   inference, images/s       full DeepID (55x47x3 -> 1283) and the three lab models at 28x28x1,
@@ -143,7 +144,7 @@ const ARCH_NAME: Record<Arch, string> = { deepid: 'DeepID', vgg: 'VGG-BN', resne
  * end of the last (steady state: worker start-up and the first step's kernel set-up left out,
  * as the PyTorch peer's 5 warm-up steps are); process CPU time includes the worker threads.
  */
-async function goodnetTrain(arch: Arch, threads: number): Promise<Rate> {
+async function goodnetTrain(arch: Arch, threads: number, trainEngine: 'tfjs' | 'ort' = 'tfjs'): Promise<Rate> {
   await initBackend('wasm');
   const shape: [number, number, number] = [28, 28, 1];
   const n = (TRAIN_BATCHES + 1) * BATCH;
@@ -154,7 +155,7 @@ async function goodnetTrain(arch: Arch, threads: number): Promise<Rate> {
   let t0 = 0, c0 = process.cpuUsage(), t1 = 0, c1 = c0;
   const before = loadavg()[0]!;
   await train(net, { images, labels, n, shape }, {
-    epochs: 1, batchSize: BATCH, scale: 255, threads,
+    epochs: 1, batchSize: BATCH, scale: 255, threads, engine: trainEngine,
     onBatch: (_e, done) => {
       if (done === BATCH) { t0 = performance.now(); c0 = process.cpuUsage(); }
       if (done === n) { t1 = performance.now(); c1 = process.cpuUsage(c0); }
@@ -163,11 +164,11 @@ async function goodnetTrain(arch: Arch, threads: number): Promise<Rate> {
   net.dispose();
   const images_ = TRAIN_BATCHES * BATCH;
   return { imagesPerSecond: images_ / ((t1 - t0) / 1000), imagesPerCpuSecond: images_ / ((c1.user + c1.system) / 1e6),
-    engine: `${await engineName(threads)}${threads > 1 ? ' data-parallel' : ''}`, load: (before + loadavg()[0]!) / 2 };
+    engine: trainEngine === 'ort' ? `--train-engine ort (onnxruntime-node, ${threads} intra-op thread${threads > 1 ? 's' : ''})` : `${await engineName(threads)}${threads > 1 ? ' data-parallel' : ''}`, load: (before + loadavg()[0]!) / 2 };
 }
 
 async function trainRows(arch: Arch): Promise<Row[]> {
-  const mine = [await goodnetTrain(arch, 1), await goodnetTrain(arch, 2)];
+  const mine = [await goodnetTrain(arch, 1), await goodnetTrain(arch, 2), await goodnetTrain(arch, 1, 'ort')];
   const peers: Rate[] = [];
   for (const threads of [1, 2]) {
     const p = await withLoad(() => python('/usr/bin/python3', 'train_peer_torch.py', ['--arch', arch, '--batches', String(TRAIN_BATCHES), '--threads', String(threads)]));
@@ -176,7 +177,7 @@ async function trainRows(arch: Arch): Promise<Row[]> {
         engine: `PyTorch ${r.torch}, ${threads} thread${threads > 1 ? 's' : ''}`, load: p.load });
     }
   }
-  return mine.map((g, i) => ({ goal: `training, ${ARCH_NAME[arch]} 28x28 (Adam, batch 64), goodnet ${i + 1} thread${i ? 's' : ''}`,
+  return mine.map((g, i) => ({ goal: `training, ${ARCH_NAME[arch]} 28x28 (Adam, batch 64), goodnet ${i === 2 ? '--train-engine ort, 1 thread' : `${i + 1} thread${i ? 's' : ''}`}`,
     target: '>= 1.0x PyTorch best', unit: 'img/s', goodnet: g, peers }));
 }
 

@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { getBackend } from '../engine/backend.js';
+import type { TrainEngineName } from '../engine/ort_train.js';
 import { evaluate } from '../eval/evaluate.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { loadModel, saveModel } from '../io/model.js';
@@ -46,6 +47,8 @@ export interface AttackOptions {
   patience?: number;
   /** Data-parallel training threads (TrainOptions.threads; default 1, 0: the core count). */
   threads?: number;
+  /** Training engine (TrainOptions.engine; default 'tfjs'). */
+  trainEngine?: TrainEngineName;
   overwrite?: boolean;
   /** Recorded in attack.json. */
   command?: string;
@@ -80,6 +83,8 @@ export interface AttackSummary {
   training: {
     epochs: number; batchSize: number; learningRate: number; optimizer: 'adam'; backend: string; seed: number;
     seconds: number; imagesPerSecond: number; history: EpochStats[];
+    /** 'ort' when trained with the ort training engine (absent: tfjs). */
+    engine?: 'ort';
     /** Early stopping only: the patience and the epoch whose weights were kept. */
     patience?: number; bestEpoch?: number;
   };
@@ -170,7 +175,7 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
   const history = await train(net, {
     images: poisoned.data.images, labels: poisoned.data.labels, n: poisoned.data.n, shape,
   }, {
-    epochs: o.epochs, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed, scale: 255, threads: o.threads,
+    epochs: o.epochs, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed, scale: 255, threads: o.threads, engine: o.trainEngine,
     onBatch: o.onBatch, onEpoch: o.onEpoch,
     ...(o.patience !== undefined ? { patience: o.patience, validation: { images: valid.images, labels: valid.labels, n: valid.n, shape } } : {}),
   });
@@ -215,6 +220,7 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
         epochs: o.epochs, batchSize: o.batchSize, learningRate: o.learningRate, optimizer: 'adam', backend: getBackend(),
         seed: o.seed, seconds: trainSeconds, imagesPerSecond: imagesTrained / trainSeconds, history,
         ...(o.patience !== undefined ? { patience: o.patience, bestEpoch } : {}),
+        ...(o.trainEngine === 'ort' ? { engine: 'ort' } : {}),
       },
       results: {
         cleanValidAccuracy: v.clean!.accuracy, asrValid: v.poisoned!.asr,

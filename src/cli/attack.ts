@@ -7,6 +7,7 @@ import { checkOutputs, emitJson, jsonOption, parseInteger, parsePositive, setUp,
 import { epochBars } from './progress.js';
 import type { EpochStats } from '../models/train.js';
 import { BACKENDS } from '../engine/backend.js';
+import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineName } from '../engine/ort_train.js';
 import { ARCHITECTURE_NAMES, type ArchitectureName } from '../models/index.js';
 
 interface AttackCliOpts extends Omit<EngineOpts, 'batchSize'> {
@@ -15,6 +16,7 @@ interface AttackCliOpts extends Omit<EngineOpts, 'batchSize'> {
   arch: ArchitectureName;
   patience?: number;
   threads: number;
+  trainEngine: TrainEngineName;
   trigger: string;
   triggerSize?: string; triggerCorner?: string; triggerMargin?: string; triggerPattern?: string; triggerValue?: string;
   triggerAlpha?: string; triggerSeed?: string; triggerImage?: string; triggerX?: string; triggerY?: string;
@@ -70,6 +72,7 @@ export function attackCommand(): Command {
     .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)
     .option('--seed <n>', 'seed for split, poisoning, initial weights and shuffling', parseInteger('--seed'), d.seed)
     .option('--threads <n>', 'data-parallel training threads, one tfjs-wasm engine each (default 1; 0: the core count; deterministic per seed and thread count, weights differ from 1 thread by float rounding)', parseInteger('--threads', 0, 256), 1)
+    .addOption(new Option('--train-engine <name>', 'training engine: tfjs (tfjs-wasm, the default) or ort (forward + backward as one onnxruntime-node graph; faster; --threads is then its intra-op thread count; Conv2D, Dense, BN, ReLU, MaxPool, Add, Flatten, GAP, ZeroPadding layers only)').choices(TRAIN_ENGINES).default(DEFAULT_TRAIN_ENGINE))
     .option('--patience <n>', 'early stopping: stop after n epochs without a better clean validation accuracy, keep the best epoch (default off)', parseInteger('--patience', 1))
     .option('--train-size <n>', 'training images (default: all but validation and test)', parseInteger('--train-size', 1))
     .option('--valid-size <n>', 'clean validation images (default: 15% of the data, at most 10,000)', parseInteger('--valid-size', 1))
@@ -93,7 +96,7 @@ Examples:
     });
     const log = (line: string) => process.stderr.write(`${line}\n`);
     const summary = await runAttack({
-      out: o.out, dataset: o.dataset, arch: o.arch, patience: o.patience, threads: o.threads, trigger, target: o.target, poisonRate: o.poisonRate, epochs: o.epochs,
+      out: o.out, dataset: o.dataset, arch: o.arch, patience: o.patience, threads: o.threads, trainEngine: o.trainEngine, trigger, target: o.target, poisonRate: o.poisonRate, epochs: o.epochs,
       batchSize: o.batchSize, learningRate: o.lr, seed: o.seed, overwrite: o.force,
       command: ['goodnet', ...process.argv.slice(2)].join(' '),
       split: { train: o.trainSize, valid: o.validSize, test: o.testSize },

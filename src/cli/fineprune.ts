@@ -1,4 +1,5 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineName } from '../engine/ort_train.js';
 import { FINE_TUNE_DEFAULTS, runFinePrune, type FineTuneEpoch } from '../defense/fineprune.js';
 import { markdownTable, percent } from '../report/table.js';
 import { bytesOf } from '../io/paths.js';
@@ -19,6 +20,7 @@ interface FinePruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
   holdOut: number;
   seed: number;
   threads: number;
+  trainEngine: TrainEngineName;
   out?: string;
   force?: boolean;
   json?: string;
@@ -54,6 +56,7 @@ export function finepruneCommand(): Command {
     .option('--hold-out <f>', 'share of the clean data held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
     .option('--seed <n>', 'seed for the hold-out split and shuffling', parseInteger('--seed'), d.seed)
     .option('--threads <n>', 'data-parallel training threads, one tfjs-wasm engine each (default 1; 0: the core count; deterministic per seed and thread count, weights differ from 1 thread by float rounding)', parseInteger('--threads', 0, 256), 1)
+    .addOption(new Option('--train-engine <name>', 'training engine: tfjs (tfjs-wasm, the default) or ort (forward + backward as one onnxruntime-node graph; faster; --threads is then its intra-op thread count; Conv2D, Dense, BN, ReLU, MaxPool, Add, Flatten, GAP, ZeroPadding layers only)').choices(TRAIN_ENGINES).default(DEFAULT_TRAIN_ENGINE))
     .option('-o, --out <path>', 'save the fine-pruned model (.keras for Keras 3, .h5 for Keras HDF5, .onnx for ONNX, else a tfjs folder)')
     .option('--force', 'replace --out if it exists')
     .addOption(jsonOption());
@@ -70,7 +73,7 @@ Examples:
     const px = commandPreprocessing(model, o);
     const r = await runFinePrune({
       model, cleanValid: o.cleanValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, layer: o.layer,
-      pruneFraction: o.pruneFraction, ...px, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed, threads: o.threads,
+      pruneFraction: o.pruneFraction, ...px, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed, threads: o.threads, trainEngine: o.trainEngine,
       layout: o.layout, batchSize: o.batchSize ?? 64, out: o.out, overwrite: o.force, ...fineTuneProgress(),
     });
     if (await emitJson({ ...r, preprocessing: model.preprocessing }, o.json, o.force)) return;

@@ -19,6 +19,7 @@ import { channelMeans, cutActivations } from './activations.js';
 import { cloneNet, findCutPoint, headModel, maskLayerOf, type CutPoint } from './graph.js';
 import { applyMaskInPlace, maskedCopy, prunedChannels } from './mask.js';
 import { channelOrder } from './sweep.js';
+import { ortTrainObstacle, type TrainEngineName } from '../engine/ort_train.js';
 
 export interface FineTuneOptions {
   epochs?: number;
@@ -29,6 +30,8 @@ export interface FineTuneOptions {
   seed?: number;
   /** Data-parallel training threads (TrainOptions.threads; default 1, 0: the core count). */
   threads?: number;
+  /** Training engine (TrainOptions.engine; default 'tfjs'; with 'ort', `threads` is onnxruntime's intra-op thread count). */
+  trainEngine?: TrainEngineName;
   onBatch?: (epoch: number, done: number, total: number, loss: number, accuracy: number) => void;
   onEpoch?: (e: FineTuneEpoch) => void;
 }
@@ -119,7 +122,7 @@ export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pru
   const o = { ...FINE_TUNE_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as Required<FineTuneOptions>;
   if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`--hold-out must be in (0, 1), got ${o.holdOut}`);
   if (!(Number.isInteger(o.epochs) && o.epochs >= 1)) throw new GoodnetError(`epochs must be an integer >= 1, got ${o.epochs}`);
-  checkThreads(net, o.threads);
+  checkThreads(net, o.threads, undefined, o.trainEngine);
   const t0 = performance.now();
   const order = permutation(clean.n, seedrandom(`holdout:${o.seed}`));
   const nHeld = Math.max(1, Math.round(o.holdOut * clean.n));
@@ -139,7 +142,7 @@ export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pru
     o.onEpoch?.(history[0]!);
     for (let epoch = 1; epoch <= o.epochs; epoch++) {
       const [stats] = await train(net, trainSet, {
-        epochs: 1, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed * 1000 + epoch, scale: k, threads: o.threads,
+        epochs: 1, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed * 1000 + epoch, scale: k, threads: o.threads, engine: o.trainEngine,
         onBatch: (_e, d, t, l, a) => o.onBatch?.(epoch, d, t, l, a),
         afterStep: at ? () => applyMaskInPlace(net, at, pruned) : undefined,
         optimizer: optimizerFor(net, o.learningRate),
@@ -200,7 +203,12 @@ export interface FinePruneCommandResult {
 
 /** `goodnet fineprune` as a function. */
 /** Data-parallel fine-tuning: a valid thread count, and a net a shard can reproduce (before any work). */
-function checkThreads(net: tfl.LayersModel, threads: number | undefined, source?: string): void {
+function checkThreads(net: tfl.LayersModel, threads: number | undefined, source?: string, engine?: TrainEngineName): void {
+  if (engine === 'ort') {
+    const why = ortTrainObstacle(net);
+    if (why) throw new GoodnetError(`cannot fine-tune with --train-engine ort: ${why}; use --train-engine tfjs`, source);
+    return; // threads: onnxruntime's intra-op threads
+  }
   if (threads === undefined || threads === 1) return;
   if (!Number.isInteger(threads) || threads < 0) throw new GoodnetError(`threads must be an integer >= 0, got ${threads}`, source);
   const why = dataParallelObstacle(net);
@@ -208,7 +216,7 @@ function checkThreads(net: tfl.LayersModel, threads: number | undefined, source?
 }
 
 export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePruneCommandResult> {
-  checkThreads(o.model.net, o.threads, o.model.source);
+  checkThreads(o.model.net, o.threads, o.model.source, o.trainEngine);
   // A pruned model with a mask layer (mask.ts) is pruned at that layer.
   const maskLayer = o.layer === undefined && o.pruneFraction === undefined ? maskLayerOf(o.model.net) : undefined;
   const cut = findCutPoint(o.model.net, o.layer ?? maskLayer?.name, o.model.source);

@@ -9,6 +9,7 @@ import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { DataParallel } from './parallel.js';
+import { OrtTrainer, OrtWeights, type TrainEngineName } from '../engine/ort_train.js';
 
 /** Images as stored: NHWC, raw values (uint8 or float), labels as integers. */
 export interface TrainingSet {
@@ -61,6 +62,12 @@ export interface TrainOptions {
    * 0: the core count.
    */
   threads?: number;
+  /**
+   * Training engine (default 'tfjs'). 'ort': forward + backward as one onnxruntime-node
+   * session run (engine/ort_train.ts), the same optimizer applied here; `threads` is then
+   * onnxruntime's intra-op thread count. Refused (GoodnetError) for layers it does not support.
+   */
+  engine?: TrainEngineName;
 }
 
 /** Share of `set` that `net` labels correctly (pixels divided by `scale`, batches of 256). */
@@ -137,16 +144,24 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
   if (patience !== undefined && !options.validation) throw new GoodnetError('early stopping (patience) needs a validation set');
   const threads = options.threads ?? 1;
   if (!Number.isInteger(threads) || threads < 0) throw new GoodnetError(`threads must be an integer >= 0, got ${threads}`);
-  const dp = threads === 1 ? undefined : await DataParallel.create(net, threads);
+  const engine = options.engine ?? 'tfjs';
+  if (engine !== 'tfjs' && engine !== 'ort') throw new GoodnetError(`training engine must be tfjs or ort, got ${String(engine)}`);
+  const ort = engine === 'ort' ? await OrtTrainer.create(net, { threads }) : undefined;
+  const dp = threads === 1 || ort ? undefined : await DataParallel.create(net, threads);
   try {
-    return await trainLoop(net, set, options, batchSize, numClasses, rng, optimizer, patience, dp);
+    // The ort engine with the default Adam and nothing to re-apply between steps keeps the
+    // weights and Adam's moments in Float32Arrays (OrtWeights), written to the net after each epoch.
+    const held = ort && !options.optimizer && !options.afterStep ? new OrtWeights(net, options.learningRate ?? 1e-3) : undefined;
+    return await trainLoop(net, set, options, batchSize, numClasses, rng, optimizer, patience, dp ?? ort, held);
   } finally {
     await dp?.close();
+    await ort?.dispose();
   }
 }
 
 async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainOptions, batchSize: number, numClasses: number,
-  rng: () => number, optimizer: tf.Optimizer, patience: number | undefined, dp: DataParallel | undefined): Promise<EpochStats[]> {
+  rng: () => number, optimizer: tf.Optimizer, patience: number | undefined, dp: DataParallel | OrtTrainer | undefined,
+  held?: OrtWeights): Promise<EpochStats[]> {
   const history: EpochStats[] = [];
   let best: { accuracy: number; epoch: number; weights: tf.Tensor[] } | undefined;
   for (let epoch = 1; epoch <= options.epochs; epoch++) {
@@ -158,11 +173,17 @@ async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainO
     for (let start = 0; start < set.n; start += batchSize) {
       const idx = order.subarray(start, Math.min(start + batchSize, set.n));
       const { x, y } = gather(set, idx, numClasses, options.scale ?? 1);
-      if (dp) {
-        const r = await dp.step(x, y, idx.length, set.shape);
+      if (held && dp instanceof OrtTrainer) {
+        const r = await dp.stepWith(x, y, idx.length, held.values);
+        held.adam(r.grads);
+        lossSum += r.lossSum;
+        accSum += r.correct;
+      } else if (dp) {
         const vars = net.trainableWeights;
-        optimizer.applyGradients(Object.fromEntries(vars.map((w, i) => [(w.read() as tf.Variable).name, r.grads[i]!])));
-        tf.dispose(r.grads);
+        const r = dp instanceof OrtTrainer ? await dp.step(x, y, idx.length) : await dp.step(x, y, idx.length, set.shape);
+        const grads = r.grads.map((g, i) => (g instanceof Float32Array ? tf.tensor(g, vars[i]!.shape as number[]) : g));
+        optimizer.applyGradients(Object.fromEntries(vars.map((w, i) => [(w.read() as tf.Variable).name, grads[i]!])));
+        tf.dispose(grads);
         lossSum += r.lossSum;
         accSum += r.correct;
       } else {
@@ -178,6 +199,7 @@ async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainO
       seen += idx.length;
       options.onBatch?.(epoch, seen, set.n, lossSum / seen, accSum / seen);
     }
+    held?.sync();
     const seconds = (performance.now() - t0) / 1000;
     const stats: EpochStats = { epoch, loss: lossSum / seen, accuracy: accSum / seen, seconds, imagesPerSecond: seen / seconds };
     if (options.validation) stats.validAccuracy = datasetAccuracy(net, options.validation, options.scale ?? 1);

@@ -1,0 +1,631 @@
+/**
+ * A training step of a tfjs-layers classifier as ONE plain ONNX inference graph: the
+ * forward pass in training mode, softmax cross-entropy, and the backward pass written out
+ * in standard operators, so onnxruntime-node (which has no training API) computes the loss
+ * and every weight's gradient in one session run.
+ *
+ * Graph inputs: `x` (N,H,W,C float32, already scaled), `y` (N,K one-hot), and one input per
+ * weight the forward pass reads (`w0`, `w1`, ... in the Keras layout: conv kernels HWIO,
+ * dense kernels [in, out]). Outputs: `loss` (mean over the batch, as tfjs-layers'
+ * categoricalCrossentropy), `pred` (argmax per image, int64), `g<i>` the gradient of `loss`
+ * for trainable weight i (same layout as the weight) and, per BatchNormalization layer,
+ * `<layer>.batch_mean` / `.batch_var` (the biased batch statistics tfjs-layers folds into the
+ * moving averages). N is fixed per graph (every shape is static).
+ *
+ * Inside, activations are NCHW. Backward ops:
+ *  - Conv2D: input gradient = ConvTranspose with the same (OIHW) weights, strides and pads
+ *    (output_padding restores the input size when the stride does not divide it); filter
+ *    gradient = a Conv over the batch axis (input transposed to C,N,H,W, output gradient to
+ *    Cout,N,Ho,Wo as the filters, dilation = stride), cropped to the kernel size.
+ *  - ReLU: Where(y > 0, dy, 0) (as tfjs: no gradient at 0).
+ *  - MaxPool: MaxPool's Indices output + ScatterElements, which routes the gradient to the
+ *    FIRST maximum of a window (tfjs's cpu rule). tfjs-wasm's MaxPoolGrad takes the LAST by
+ *    default (setMaxPoolGradTies); the two differ only where tied maxima come from different
+ *    inputs (ties from identical receptive fields, e.g. flat image regions, pass identical
+ *    weight gradients). Option maxPoolBackward 'argmax' follows tfjs's rule exactly.
+ *  - Dense: Gemm; BatchNormalization: batch mean / biased variance (ReduceMean) and the standard
+ *    backward; Add, ZeroPadding2D (Slice), Flatten (NHWC order, as Keras), GlobalAveragePool.
+ *  - Softmax + cross-entropy: d logits = (softmax - y) / N. tfjs clips probabilities to
+ *    [1e-7, 1 - 1e-7] and passes no gradient through a clipped one; the two differ only for
+ *    saturated outputs (the loss value is computed with the same clip).
+ * Anything else is refused by `ortTrainObstacle` with the layer named.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { GoodnetError } from '../errors.js';
+import { getMaxPoolGradTies, type MaxPoolTies } from './kernels/max_pool_grad.js';
+import { AT, encodeModel, floatTensor, int64Tensor, type AttributeProto, type ModelProto, type NodeProto, type TensorProto } from '../io/onnx_proto.js';
+
+const OPSET = 17;
+const EPS = 1e-7; // tfjs-layers' epsilon()
+/** Slices of at least this many values (C x N x Ho x Wo) get a Gemm each (see the Conv2D case). */
+const FILTER_GEMM_SPLIT = 1 << 18;
+
+export interface TrainGraph {
+  bytes: Uint8Array;
+  batch: number;
+  /** For each graph input `w<i>`: its index in net.weights. */
+  weightInputs: { name: string; weight: number }[];
+  /** For each trainable weight (net.trainableWeights order): its gradient output. */
+  gradOutputs: string[];
+  /** Per BatchNormalization layer: outputs of the batch statistics and the moving weights they update. */
+  bnStats: { mean: string; variance: string; movingMean: number; movingVariance: number; momentum: number }[];
+}
+
+export interface TrainGraphOptions {
+  /**
+   * How a convolution's filter gradient is computed: 'gemm' (default: the kh*kw strided
+   * slices of the padded input stacked, one Gemm with the output gradient) or 'conv' (a Conv
+   * over the batch axis, dilation = stride). Same values up to float summation order.
+   */
+  filterGradient?: 'gemm' | 'conv';
+  /** 'gemm': slices of at least this many values get one Gemm each (default 2^18); smaller ones are stacked for one Gemm. */
+  filterGemmSplit?: number;
+  /**
+   * MaxPool backward: 'indices' (default: MaxPool's Indices output + ScatterElements; the first
+   * maximum of a window gets the gradient) or 'argmax' (non-overlapping square windows only,
+   * others use indices: ArgMax over the strided slices + DepthToSpace, with the tie rule
+   * `maxPoolTies`). On the lab nets 'indices' measured as fast or faster (bench/train_ort_ab.ts).
+   */
+  maxPoolBackward?: 'indices' | 'argmax';
+  /** Non-overlapping pools' Indices backward by MaxUnpool (default true) rather than ScatterElements. */
+  poolUnpool?: boolean;
+  /** Apply a ReLU's derivative on the output gradient of the MaxPool that alone reads it (default true; exact). */
+  fuseReluPool?: boolean;
+  /**
+   * Channel block of onnxruntime's NCHWc convolutions on this CPU (16 with AVX-512, 8 with
+   * AVX2; see ort_train.ts nchwcBlockSize), or 0 (default) for plain Conv/ConvTranspose.
+   * Convolutions whose input and output channels are multiples of it run forward, and for
+   * stride 1 their input gradient, as NCHWc convolutions.
+   */
+  nchwcBlock?: number;
+  /** A stride-1 convolution's input gradient: 'convtranspose' (default) or 'conv' (flipped, transposed kernel). */
+  inputGradient?: 'convtranspose' | 'conv';
+  /**
+   * Which of tied maxima of a non-overlapping pool window gets the gradient (default: the rule
+   * tfjs's MaxPoolGrad uses now: on wasm getMaxPoolGradTies(), 'last' unless changed; else 'first'). The
+   * Indices path (overlapping or same-padded pools) always takes the first.
+   */
+  maxPoolTies?: MaxPoolTies;
+}
+
+interface Sym {
+  name: string;
+  /** NCHW dims for rank 4, [N, K] for rank 2; all static. */
+  shape: number[];
+  /** Whether a gradient must flow back into it. */
+  grad: boolean;
+}
+
+type Backward = (dy: string) => (string | undefined)[];
+
+const fAttr = (name: string, f: number): AttributeProto => ({ name, type: AT.FLOAT, f });
+const iAttr = (name: string, i: number): AttributeProto => ({ name, type: AT.INT, i });
+const isAttr = (name: string, ints: number[]): AttributeProto => ({ name, type: AT.INTS, ints });
+const sAttr = (name: string, s: string): AttributeProto => ({ name, type: AT.STRING, s: Buffer.from(s) });
+
+function asPair(v: unknown): number[] {
+  if (typeof v === 'number') return [v, v];
+  if (Array.isArray(v) && v.length === 2) return v.map(Number);
+  if (Array.isArray(v) && v.length === 1) return [Number(v[0]), Number(v[0])];
+  return [1, 1];
+}
+
+const SUPPORTED = new Set(['InputLayer', 'Conv2D', 'Dense', 'MaxPooling2D', 'Flatten', 'BatchNormalization', 'Activation', 'ReLU',
+  'Add', 'ZeroPadding2D', 'GlobalAveragePooling2D']);
+
+/** Why `net` cannot be trained by the ort engine, or undefined when it can. */
+export function ortTrainObstacle(net: tfl.LayersModel): string | undefined {
+  if (net.inputs.length !== 1 || net.outputs.length !== 1) return 'the model has more than one input or output';
+  const inShape = net.inputs[0]!.shape;
+  if (inShape.length !== 4 || inShape.slice(1).some((d) => d === null)) return `the model input (${inShape.join(',')}) is not an (N,H,W,C) image batch`;
+  for (const l of net.layers) {
+    const cls = l.getClassName();
+    if (!SUPPORTED.has(cls)) return `layer '${l.name}' (${cls}) is not supported by the ort training engine`;
+    const cfg = l.getConfig() as Record<string, unknown>;
+    if (cfg.dataFormat !== undefined && cfg.dataFormat !== 'channelsLast') return `layer '${l.name}' is channels_first`;
+    for (const k of ['kernelRegularizer', 'biasRegularizer', 'activityRegularizer', 'betaRegularizer', 'gammaRegularizer', 'kernelConstraint', 'biasConstraint', 'betaConstraint', 'gammaConstraint']) {
+      if (cfg[k] != null) return `layer '${l.name}' has a ${k}`;
+    }
+    if (l.inboundNodes.length > 1) return `layer '${l.name}' is applied more than once (shared weights)`;
+    const act = cfg.activation;
+    const isOut = l === net.outputs[0]!.sourceLayer;
+    if (act !== undefined && act !== 'linear' && act !== 'relu' && !(act === 'softmax' && isOut)) {
+      return `layer '${l.name}' has activation '${String(act)}' (the ort training engine takes relu and linear, and softmax on the output)`;
+    }
+    if (cls === 'Conv2D') {
+      if (asPair(cfg.dilationRate).some((d) => d !== 1)) return `layer '${l.name}' is a dilated convolution`;
+      if (cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
+    }
+    if (cls === 'MaxPooling2D' && cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
+    if (cls === 'ReLU' && (cfg.maxValue != null || cfg.negativeSlope || cfg.threshold)) return `layer '${l.name}' is a ReLU with a max value, slope or threshold`;
+    if (cls === 'BatchNormalization') {
+      const axis = Array.isArray(cfg.axis) ? (cfg.axis as number[]) : [cfg.axis as number];
+      const rank = (l.inboundNodes[0]!.inputTensors[0] as tfl.SymbolicTensor).shape.length;
+      if (axis.length !== 1 || !(axis[0] === -1 || axis[0] === rank - 1)) return `layer '${l.name}' normalizes axis ${String(cfg.axis)}, not the channel axis`;
+    }
+  }
+  const outLayer = net.outputs[0]!.sourceLayer;
+  const outAct = (outLayer.getConfig() as Record<string, unknown>).activation;
+  if (outAct !== 'softmax') return `the output layer '${outLayer.name}' is not a softmax (the ort training engine minimises softmax cross-entropy)`;
+  if (net.outputs[0]!.shape.length !== 2) return 'the model output is not a class vector (N,K)';
+  return undefined;
+}
+
+class Builder {
+  readonly nodes: NodeProto[] = [];
+  readonly inits: TensorProto[] = [];
+  private n = 0;
+  private readonly consts = new Map<string, string>();
+  /** Whether a com.microsoft.nchwc op was used (its opset must be imported). */
+  usedNchwc = false;
+
+  /** One output of an op of onnxruntime's com.microsoft.nchwc domain (CPU, blocked channel layout). */
+  nchwc(op: string, inputs: string[], attrs: AttributeProto[] = []): string {
+    this.usedNchwc = true;
+    const out = `nchwc_${op}_${this.n}`;
+    this.nodes.push({ opType: op, domain: 'com.microsoft.nchwc', name: `nchwc_${op}_${this.n++}`, input: inputs, output: [out], attribute: attrs });
+    return out;
+  }
+
+  /**
+   * A Conv in onnxruntime's NCHWc form (MLAS's blocked direct kernels, what its own graph
+   * optimizer uses for constant weights): the OIHW filter reordered in the graph to
+   * OIHWBiBo (block `block`; O and I multiples of it), the input reordered in, the output out.
+   */
+  nchwcConv(x: string, woihw: string, bias: string | undefined, O: number, I: number, kh: number, kw: number, block: number, attrs: AttributeProto[]): string {
+    const w6 = this.reshape(woihw, [O / block, block, I / block, block, kh, kw]);
+    const wr = this.reshape(this.transpose(w6, [0, 2, 4, 5, 3, 1]), [O, I, kh, kw]);
+    const xr = this.nchwc('ReorderInput', [x]);
+    const yr = this.nchwc('Conv', bias ? [xr, wr, bias] : [xr, wr], attrs);
+    return this.nchwc('ReorderOutput', [yr], [iAttr('channels', O)]);
+  }
+
+  node(op: string, inputs: string[], attrs: AttributeProto[] = [], outputs = 1, hint = op): string[] {
+    const outs = Array.from({ length: outputs }, (_, i) => `${hint}_${this.n}${outputs > 1 ? `_${i}` : ''}`);
+    this.nodes.push({ opType: op, name: `${hint}_${this.n++}`, input: inputs, output: outs, attribute: attrs });
+    return outs;
+  }
+
+  one(op: string, inputs: string[], attrs: AttributeProto[] = [], hint = op): string {
+    return this.node(op, inputs, attrs, 1, hint)[0]!;
+  }
+
+  /** A named graph output computed by an Identity node. */
+  output(name: string, from: string): void {
+    this.nodes.push({ opType: 'Identity', name: `out_${name}`, input: [from], output: [name] });
+  }
+
+  ints(values: number[]): string {
+    const key = `i:${values.join(',')}`;
+    let n = this.consts.get(key);
+    if (!n) {
+      n = `const_${this.consts.size}`;
+      this.inits.push(int64Tensor(n, [values.length], values));
+      this.consts.set(key, n);
+    }
+    return n;
+  }
+
+  /** An int64 constant of any shape. */
+  constInts(dims: number[], values: number[]): string {
+    const key = `t:${dims.join('x')}:${values.join(',')}`;
+    let n = this.consts.get(key);
+    if (!n) {
+      n = `const_${this.consts.size}`;
+      this.inits.push(int64Tensor(n, dims, values));
+      this.consts.set(key, n);
+    }
+    return n;
+  }
+
+  scalar(v: number): string {
+    const key = `f:${v}`;
+    let n = this.consts.get(key);
+    if (!n) {
+      n = `const_${this.consts.size}`;
+      this.inits.push(floatTensor(n, [], Float32Array.of(v)));
+      this.consts.set(key, n);
+    }
+    return n;
+  }
+
+  transpose(x: string, perm: number[]): string { return this.one('Transpose', [x], [isAttr('perm', perm)]); }
+  reshape(x: string, shape: number[]): string { return this.one('Reshape', [x, this.ints(shape)]); }
+  reduceSum(x: string, axes: number[], keep: boolean): string { return this.one('ReduceSum', [x, this.ints(axes)], [iAttr('keepdims', keep ? 1 : 0)]); }
+  reduceMean(x: string, axes: number[], keep: boolean): string { return this.one('ReduceMean', [x], [isAttr('axes', axes), iAttr('keepdims', keep ? 1 : 0)]); }
+  slice(x: string, starts: number[], ends: number[], axes: number[]): string {
+    return this.one('Slice', [x, this.ints(starts), this.ints(ends), this.ints(axes)]);
+  }
+}
+
+/** Same-padding pads [t, l, b, r] of TensorFlow for a static input size. */
+function samePads(size: number[], k: number[], s: number[]): number[] {
+  const begin: number[] = [];
+  const end: number[] = [];
+  size.forEach((n, i) => {
+    const o = Math.ceil(n / s[i]!);
+    const total = Math.max((o - 1) * s[i]! + k[i]! - n, 0);
+    begin.push(Math.floor(total / 2));
+    end.push(total - Math.floor(total / 2));
+  });
+  return [...begin, ...end];
+}
+
+/**
+ * The training graph of `net` for batches of exactly `batch` images. Throws GoodnetError
+ * (naming the layer) when the net has a layer the engine does not support.
+ */
+export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: TrainGraphOptions = {}): TrainGraph {
+  const obstacle = ortTrainObstacle(net);
+  if (obstacle) throw new GoodnetError(`cannot train with --train-engine ort: ${obstacle}; use --train-engine tfjs`);
+  if (!Number.isInteger(batch) || batch < 1) throw new GoodnetError(`batch must be a positive integer, got ${batch}`);
+  const b = new Builder();
+  const N = batch;
+  const ties = options.maxPoolTies ?? (tf.getBackend() === 'wasm' ? getMaxPoolGradTies() : 'first');
+  const allWeights = net.weights;
+  const trainable = net.trainableWeights;
+  const weightInputs: { name: string; weight: number }[] = [];
+  const inputOf = new Map<unknown, string>();
+  /** Graph input of a layer weight (by object identity in net.weights). */
+  const weightInput = (v: tfl.LayerVariable): string => {
+    let name = inputOf.get(v);
+    if (!name) {
+      const idx = allWeights.indexOf(v);
+      if (idx < 0) throw new GoodnetError(`weight '${v.name}' is not one of the model's weights`);
+      name = `w${weightInputs.length}`;
+      weightInputs.push({ name, weight: idx });
+      inputOf.set(v, name);
+    }
+    return name;
+  };
+  const gradOf = new Map<unknown, string>();
+  const trainableSet = new Set<unknown>(trainable);
+  const isTrainable = (v: tfl.LayerVariable) => trainableSet.has(v);
+  const addGrad = (v: tfl.LayerVariable, g: string | undefined) => { if (g !== undefined && isTrainable(v)) gradOf.set(v, g); };
+  const bnStats: TrainGraph['bnStats'] = [];
+
+  const inT = net.inputs[0]!;
+  const [H0, W0, C0] = inT.shape.slice(1) as [number, number, number];
+  const K = net.outputs[0]!.shape[1] as number;
+  const syms = new Map<number, Sym>();
+  syms.set(inT.id, { name: b.transpose('x', [0, 3, 1, 2]), shape: [N, C0, H0, W0], grad: false });
+  const tape: { inputs: number[]; output: number; backward: Backward }[] = [];
+  const outLayer = net.outputs[0]!.sourceLayer;
+  let logits: string | undefined;
+
+  /** ReLU forward, with its backward composed onto `next`. */
+  /**
+   * ReLU outputs whose only reader is a MaxPool: the pool applies the ReLU's derivative to its
+   * (smaller) output gradient instead, exactly: the positions a window's gradient goes to hold
+   * its maximum, so y > 0 there iff the pooled value is > 0; every other position gets zero.
+   */
+  const reluFusedIntoPool = new Map<string, { fused: boolean }>();
+  const relu = (x: string): { y: string; back: (dy: string) => string } => {
+    const y = b.one('Relu', [x]);
+    const flag = { fused: false };
+    reluFusedIntoPool.set(y, flag);
+    return { y, back: (dy) => (flag.fused ? dy : b.one('Where', [b.one('Greater', [y, b.scalar(0)]), dy, b.scalar(0)])) };
+  };
+  const readers = new Map<number, number>();
+  for (const l of net.layers) for (const t of l.inboundNodes[0]?.inputTensors ?? []) readers.set(t.id, (readers.get(t.id) ?? 0) + 1);
+  const activation = (act: unknown, z: string, isOut: boolean): { y: string; back: (dy: string) => string } => {
+    if (act === 'relu') return relu(z);
+    if (act === 'softmax' && isOut) { logits = z; return { y: z, back: (dy) => dy }; }
+    return { y: z, back: (dy) => dy };
+  };
+
+  for (const layer of net.layers) {
+    const cls = layer.getClassName();
+    if (cls === 'InputLayer') continue;
+    const node = layer.inboundNodes[0]!;
+    const inTs = node.inputTensors as tfl.SymbolicTensor[];
+    const xs = inTs.map((t) => syms.get(t.id));
+    if (xs.some((s) => !s)) throw new GoodnetError(`layer '${layer.name}' is not connected to the model input`);
+    const x = xs[0]!;
+    const outT = node.outputTensors[0] as tfl.SymbolicTensor;
+    const cfg = layer.getConfig() as Record<string, unknown>;
+    const isOut = layer === outLayer;
+    const lw = layer.weights;
+    const hasTrainable = lw.some((v) => isTrainable(v));
+    const needGrad = xs.some((s) => s!.grad) || hasTrainable;
+    let y: string;
+    let shape: number[];
+    let backward: Backward;
+    switch (cls) {
+      case 'ZeroPadding2D': {
+        const p = cfg.padding as number | number[] | number[][];
+        const [[t, bo], [l, r]] = typeof p === 'number' ? [[p, p], [p, p]] : Array.isArray(p[0]) ? (p as number[][]) : [[p[0] as number, p[0] as number], [p[1] as number, p[1] as number]];
+        const [, C, Hh, Ww] = x.shape as [number, number, number, number];
+        y = b.one('Pad', [x.name, b.ints([0, 0, t!, l!, 0, 0, bo!, r!])], [sAttr('mode', 'constant')]);
+        shape = [N, C, Hh + t! + bo!, Ww + l! + r!];
+        backward = (dy) => [b.slice(dy, [t!, l!], [t! + Hh, l! + Ww], [2, 3])];
+        break;
+      }
+      case 'Conv2D': {
+        const kernel = lw[0]!;
+        const [kh, kw, I, O] = kernel.shape as [number, number, number, number];
+        const s = asPair(cfg.strides);
+        const [, , Hh, Ww] = x.shape as [number, number, number, number];
+        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], [kh, kw], s) : [0, 0, 0, 0];
+        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - kh) / s[0]!) + 1;
+        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - kw) / s[1]!) + 1;
+        const Wk = weightInput(kernel);
+        const Woihw = b.transpose(Wk, [3, 2, 0, 1]);
+        const useBias = cfg.useBias !== false && lw.length > 1;
+        const ins = [x.name, Woihw];
+        if (useBias) ins.push(weightInput(lw[1]!));
+        const attrs = [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads)];
+        const block = options.nchwcBlock ?? 0;
+        const blocked = block > 0 && I % block === 0 && O % block === 0;
+        const z = blocked ? b.nchwcConv(x.name, Woihw, useBias ? ins[2] : undefined, O, I, kh, kw, block, attrs) : b.one('Conv', ins, attrs);
+        const a = activation(cfg.activation, z, isOut);
+        y = a.y;
+        shape = [N, O, Ho, Wo];
+        backward = (dy) => {
+          const dz = a.back(dy);
+          if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0, 2, 3], false));
+          if (isTrainable(kernel) && options.filterGradient === 'conv') {
+            // Filter gradient: correlate the input with the output gradient over the batch axis.
+            const xT = b.transpose(x.name, [1, 0, 2, 3]);
+            const dzT = b.transpose(dz, [1, 0, 2, 3]);
+            let g = b.one('Conv', [xT, dzT], [isAttr('kernel_shape', [Ho, Wo]), isAttr('dilations', s), isAttr('strides', [1, 1]), isAttr('pads', pads)]);
+            const gh = Hh + pads[0]! + pads[2]! - (Ho - 1) * s[0]!;
+            const gw = Ww + pads[1]! + pads[3]! - (Wo - 1) * s[1]!;
+            if (gh !== kh || gw !== kw) g = b.slice(g, [0, 0], [kh, kw], [2, 3]);
+            addGrad(kernel, b.transpose(g, [2, 3, 0, 1])); // (C, Cout, kh, kw) -> HWIO
+          } else if (isTrainable(kernel)) {
+            // Filter gradient as one GEMM: dW[o, (i, j, c)] = sum over (n, h, w) of
+            // dz[n, o, h, w] * xpad[n, c, h*s + i, w*s + j]; the kh*kw strided slices of the
+            // padded input (channels first) stacked are im2col's transpose.
+            const xp = pads.some((v) => v !== 0) ? b.one('Pad', [x.name, b.ints([0, 0, pads[0]!, pads[1]!, 0, 0, pads[2]!, pads[3]!])], [sAttr('mode', 'constant')]) : x.name;
+            const xT = b.transpose(xp, [1, 0, 2, 3]);
+            const slices: string[] = [];
+            for (let i = 0; i < kh; i++) {
+              for (let j = 0; j < kw; j++) {
+                slices.push(b.one('Slice', [xT, b.ints([i, j]), b.ints([i + (Ho - 1) * s[0]! + 1, j + (Wo - 1) * s[1]! + 1]), b.ints([2, 3]), b.ints(s)]));
+              }
+            }
+            const dz2 = b.reshape(b.transpose(dz, [1, 0, 2, 3]), [O, N * Ho * Wo]);
+            let g: string; // (O, kh*kw*C)
+            if (slices.length > 1 && I * N * Ho * Wo >= (options.filterGemmSplit ?? FILTER_GEMM_SPLIT)) {
+              // Big slices: one Gemm per slice, the small products concatenated (measured
+              // 1.6-2.3x faster than the big Concat + one Gemm at VGG's 28x28 and 14x14 layers).
+              g = b.one('Concat', slices.map((sl) => b.one('Gemm', [dz2, b.reshape(sl, [I, N * Ho * Wo])], [iAttr('transB', 1)])), [iAttr('axis', 1)]);
+            } else {
+              const cols = b.reshape(slices.length === 1 ? slices[0]! : b.one('Concat', slices, [iAttr('axis', 0)]), [kh * kw * I, N * Ho * Wo]);
+              g = b.one('Gemm', [dz2, cols], [iAttr('transB', 1)]);
+            }
+            addGrad(kernel, b.transpose(b.reshape(g, [O, kh, kw, I]), [1, 2, 3, 0])); // -> HWIO
+          }
+          if (!x.grad) return [undefined];
+          if ((options.inputGradient === 'conv' || blocked) && s[0] === 1 && s[1] === 1) {
+            // Stride 1: a Conv of dz with the kernel flipped and its in/out axes swapped (NCHWc
+            // when the forward conv is).
+            const flipped = b.transpose(b.one('Slice', [Woihw, b.ints([-1, -1]), b.ints([-(2 ** 53), -(2 ** 53)]), b.ints([2, 3]), b.ints([-1, -1])]), [1, 0, 2, 3]);
+            const pd = [kh - 1 - pads[0]!, kw - 1 - pads[1]!, kh - 1 - pads[2]!, kw - 1 - pads[3]!];
+            const cattrs = [isAttr('kernel_shape', [kh, kw]), isAttr('pads', pd)];
+            return [blocked ? b.nchwcConv(dz, flipped, undefined, I, O, kh, kw, block, cattrs) : b.one('Conv', [dz, flipped], cattrs)];
+          }
+          const op = [(Hh + pads[0]! + pads[2]! - kh) % s[0]!, (Ww + pads[1]! + pads[3]! - kw) % s[1]!];
+          const dx = b.one('ConvTranspose', [dz, Woihw], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op)]);
+          return [dx];
+        };
+        break;
+      }
+      case 'Dense': {
+        if (x.shape.length !== 2) throw new GoodnetError(`layer '${layer.name}' (Dense) gets a rank-${x.shape.length} input; the ort training engine takes Dense on vectors`);
+        const kernel = lw[0]!;
+        const [, O] = kernel.shape as [number, number];
+        const Wk = weightInput(kernel);
+        const useBias = cfg.useBias !== false && lw.length > 1;
+        const ins = [x.name, Wk];
+        if (useBias) ins.push(weightInput(lw[1]!));
+        const z = b.one('Gemm', ins);
+        const a = activation(cfg.activation, z, isOut);
+        y = a.y;
+        shape = [N, O];
+        backward = (dy) => {
+          const dz = a.back(dy);
+          if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0], false));
+          if (isTrainable(kernel)) addGrad(kernel, b.one('Gemm', [x.name, dz], [iAttr('transA', 1)]));
+          return [x.grad ? b.one('Gemm', [dz, Wk], [iAttr('transB', 1)]) : undefined];
+        };
+        break;
+      }
+      case 'Activation': case 'ReLU': {
+        const a = activation(cls === 'ReLU' ? 'relu' : cfg.activation, x.name, isOut);
+        y = a.y;
+        shape = x.shape;
+        backward = (dy) => [a.back(dy)];
+        break;
+      }
+      case 'MaxPooling2D': {
+        const reluFlag = options.fuseReluPool === false || readers.get(inTs[0]!.id) !== 1 || net.outputs.some((o) => o.id === inTs[0]!.id) ? undefined : reluFusedIntoPool.get(x.name);
+        if (reluFlag) reluFlag.fused = true;
+        const reluMask = (dy: string, pooled: string) => (reluFlag ? b.one('Where', [b.one('Greater', [pooled, b.scalar(0)]), dy, b.scalar(0)]) : dy);
+        const k = asPair(cfg.poolSize), s = asPair(cfg.strides ?? cfg.poolSize);
+        const [, C, Hh, Ww] = x.shape as [number, number, number, number];
+        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], k, s) : [0, 0, 0, 0];
+        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - k[0]!) / s[0]!) + 1;
+        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - k[1]!) / s[1]!) + 1;
+        shape = [N, C, Ho, Wo];
+        if (cfg.padding === 'valid' && k[0] === s[0] && k[1] === s[1] && k[0] === k[1] && options.maxPoolBackward === 'argmax') {
+          // Non-overlapping square windows: plain MaxPool forward (onnxruntime's Indices output
+          // makes it ~20x slower). Backward: the kh*kw strided slices of the input stacked on
+          // the channel axis ([N, K, C*Ho*Wo], K = kh*kw in row-major window order), ArgMax over
+          // K picks the first (or last: tfjs-wasm's default, see setMaxPoolGradTies) maximum,
+          // dy goes there, and DepthToSpace puts the K planes back in place.
+          const kk = k[0]!;
+          const K = kk * kk;
+          y = b.one('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s)]);
+          const pooled = y;
+          backward = (dy0) => {
+            const dy = reluMask(dy0, pooled);
+            const slices: string[] = [];
+            for (let i = 0; i < kk; i++) {
+              for (let j = 0; j < kk; j++) slices.push(b.one('Slice', [x.name, b.ints([i, j]), b.ints([i + (Ho - 1) * kk + 1, j + (Wo - 1) * kk + 1]), b.ints([2, 3]), b.ints(k)]));
+            }
+            const planes = b.reshape(b.one('Concat', slices, [iAttr('axis', 1)]), [N, K, C * Ho * Wo]);
+            const arg = b.one('ArgMax', [planes], [iAttr('axis', 1), iAttr('keepdims', 1), iAttr('select_last_index', ties === 'last' ? 1 : 0)]);
+            const range = b.constInts([1, K, 1], Array.from({ length: K }, (_, i) => i));
+            const routed = b.one('Where', [b.one('Equal', [arg, range]), b.reshape(dy, [N, 1, C * Ho * Wo]), b.scalar(0)]);
+            let dx = b.one('DepthToSpace', [b.reshape(routed, [N, K * C, Ho, Wo])], [iAttr('blocksize', kk), sAttr('mode', 'DCR')]);
+            if (Ho * kk !== Hh || Wo * kk !== Ww) dx = b.one('Pad', [dx, b.ints([0, 0, 0, 0, 0, 0, Hh - Ho * kk, Ww - Wo * kk])], [sAttr('mode', 'constant')]);
+            return [dx];
+          };
+          break;
+        }
+        const [out, idx] = b.node('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads)], 2);
+        y = out!;
+        backward = (dy0) => {
+          const dy = reluMask(dy0, out!);
+          if (k[0]! <= s[0]! && k[1]! <= s[1]! && options.poolUnpool !== false) {
+            // Windows do not overlap: every index is distinct, MaxUnpool puts dy there.
+            return [b.one('MaxUnpool', [dy, idx!, b.ints([N, C, Hh, Ww])], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads)])];
+          }
+          const zeros = b.one('ConstantOfShape', [b.ints([N * C * Hh * Ww])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]);
+          const scattered = b.one('ScatterElements', [zeros, b.reshape(idx!, [-1]), b.reshape(dy, [-1])], [iAttr('axis', 0), sAttr('reduction', 'add')]);
+          return [b.reshape(scattered, [N, C, Hh, Ww])];
+        };
+        break;
+      }
+      case 'Flatten': {
+        if (x.shape.length === 2) { y = x.name; shape = x.shape; backward = (dy) => [dy]; break; }
+        const [, C, Hh, Ww] = x.shape as [number, number, number, number];
+        y = b.reshape(b.transpose(x.name, [0, 2, 3, 1]), [N, Hh * Ww * C]);
+        shape = [N, Hh * Ww * C];
+        backward = (dy) => [b.transpose(b.reshape(dy, [N, Hh, Ww, C]), [0, 3, 1, 2])];
+        break;
+      }
+      case 'GlobalAveragePooling2D': {
+        const [, C, Hh, Ww] = x.shape as [number, number, number, number];
+        y = b.reshape(b.one('GlobalAveragePool', [x.name]), [N, C]);
+        shape = [N, C];
+        backward = (dy) => [b.one('Expand', [b.one('Mul', [b.reshape(dy, [N, C, 1, 1]), b.scalar(1 / (Hh * Ww))]), b.ints([N, C, Hh, Ww])])];
+        break;
+      }
+      case 'Add': {
+        y = xs[0]!.name;
+        for (const o of xs.slice(1)) y = b.one('Add', [y, o!.name]);
+        shape = x.shape;
+        backward = (dy) => xs.map((s) => (s!.grad ? dy : undefined));
+        break;
+      }
+      case 'BatchNormalization': {
+        const rank4 = x.shape.length === 4;
+        const C = x.shape[1]!;
+        const axes = rank4 ? [0, 2, 3] : [0];
+        const bshape = rank4 ? [1, C, 1, 1] : [1, C];
+        const m = rank4 ? x.shape[0]! * x.shape[2]! * x.shape[3]! : x.shape[0]!;
+        let i = 0;
+        const gammaV = cfg.scale === false ? undefined : lw[i++]!;
+        const betaV = cfg.center === false ? undefined : lw[i++]!;
+        const movingMean = allWeights.indexOf(lw[i++]!);
+        const movingVariance = allWeights.indexOf(lw[i++]!);
+        const eps = Number(cfg.epsilon ?? 1e-3);
+        const mean = b.reduceMean(x.name, axes, true);
+        const xc = b.one('Sub', [x.name, mean]);
+        const variance = b.reduceMean(b.one('Mul', [xc, xc]), axes, true);
+        const invstd = b.one('Reciprocal', [b.one('Sqrt', [b.one('Add', [variance, b.scalar(eps)])])]);
+        // y = xc * (gamma * invstd) + beta; xhat = xc * invstd is never materialised.
+        const gammaB = gammaV ? b.reshape(weightInput(gammaV), bshape) : undefined;
+        const scale = gammaB ? b.one('Mul', [gammaB, invstd]) : invstd;
+        let out = b.one('Mul', [xc, scale]);
+        if (betaV) out = b.one('Add', [out, b.reshape(weightInput(betaV), bshape)]);
+        y = out;
+        shape = x.shape;
+        const sm = `${layer.name}.batch_mean`, sv = `${layer.name}.batch_var`;
+        b.output(sm, b.reshape(mean, [C]));
+        b.output(sv, b.reshape(variance, [C]));
+        bnStats.push({ mean: sm, variance: sv, movingMean, movingVariance, momentum: Number(cfg.momentum ?? 0.99) });
+        backward = (dy) => {
+          const dbeta = b.reduceSum(dy, axes, false);
+          const sumDyXc = b.reduceSum(b.one('Mul', [dy, xc]), axes, true); // sum(dy * xhat) = invstd * sum(dy * xc)
+          if (betaV) addGrad(betaV, dbeta);
+          if (gammaV) addGrad(gammaV, b.reshape(b.one('Mul', [sumDyXc, invstd]), [C]));
+          if (!x.grad) return [undefined];
+          // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+          //    = scale * (dy - mean(dy)) - xc * (scale * invstd^2 * mean(dy * xc))
+          const mdb = b.one('Mul', [b.reshape(dbeta, bshape), b.scalar(1 / m)]);
+          const coef = b.one('Mul', [b.one('Mul', [scale, b.one('Mul', [invstd, invstd])]), b.one('Mul', [sumDyXc, b.scalar(1 / m)])]);
+          return [b.one('Sub', [b.one('Mul', [b.one('Sub', [dy, mdb]), scale]), b.one('Mul', [xc, coef])])];
+        };
+        break;
+      }
+      default:
+        throw new GoodnetError(`layer '${layer.name}' (${cls}) is not supported by the ort training engine`);
+    }
+    syms.set(outT.id, { name: y, shape, grad: needGrad });
+    tape.push({ inputs: inTs.map((t) => t.id), output: outT.id, backward });
+  }
+  if (logits === undefined) throw new GoodnetError('the model output is not a softmax');
+
+  // Loss (as tfjs-layers: probabilities clipped to [eps, 1 - eps]), prediction, d logits.
+  const p = b.one('Softmax', [logits], [iAttr('axis', 1)]);
+  const clipped = b.one('Clip', [p, b.scalar(EPS), b.scalar(1 - EPS)]);
+  const nll = b.one('Neg', [b.one('ReduceSum', [b.one('Mul', ['y', b.one('Log', [clipped])]), b.ints([0, 1])], [iAttr('keepdims', 0)])]);
+  b.output('loss', b.one('Mul', [nll, b.scalar(1 / N)]));
+  b.output('pred', b.one('ArgMax', [logits], [iAttr('axis', 1), iAttr('keepdims', 0)]));
+  const dlogits = b.one('Mul', [b.one('Sub', [p, 'y']), b.scalar(1 / N)]);
+
+  // Backward, in reverse topological order; a tensor read by several layers sums their gradients.
+  const pending = new Map<number, string[]>();
+  pending.set(net.outputs[0]!.id, [dlogits]);
+  for (let t = tape.length - 1; t >= 0; t--) {
+    const entry = tape[t]!;
+    const gs = pending.get(entry.output);
+    if (!gs) continue; // nothing downstream needs it
+    let dy = gs[0]!;
+    for (const g of gs.slice(1)) dy = b.one('Add', [dy, g]);
+    const dxs = entry.backward(dy);
+    entry.inputs.forEach((id, i) => {
+      const g = dxs[i];
+      if (g === undefined || !syms.get(id)!.grad) return;
+      const list = pending.get(id) ?? [];
+      list.push(g);
+      pending.set(id, list);
+    });
+  }
+
+  const gradOutputs = trainable.map((v, i) => {
+    const g = gradOf.get(v);
+    const name = `g${i}`;
+    if (g === undefined) {
+      // A trainable weight the loss does not reach: gradient zero.
+      b.output(name, b.one('ConstantOfShape', [b.ints(v.shape as number[])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]));
+    } else {
+      b.output(name, g);
+    }
+    return name;
+  });
+
+  const dims = (shape: number[]) => ({ dim: shape.map((d) => ({ dimValue: d })) });
+  const fin = (name: string, shape: number[]) => ({ name, type: { tensorType: { elemType: 1, shape: dims(shape) } } });
+  const model: ModelProto = {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: OPSET }, ...(b.usedNchwc ? [{ domain: 'com.microsoft.nchwc', version: 1 }] : [])],
+    producerName: 'goodnet-train',
+    producerVersion: '0.1.0',
+    graph: {
+      name: `${net.name || 'net'}_train`,
+      node: b.nodes,
+      initializer: b.inits,
+      input: [
+        fin('x', [N, H0, W0, C0]),
+        fin('y', [N, K]),
+        ...weightInputs.map((w) => fin(w.name, allWeights[w.weight]!.shape as number[])),
+      ],
+      output: [
+        fin('loss', []),
+        { name: 'pred', type: { tensorType: { elemType: 7, shape: dims([N]) } } },
+        ...gradOutputs.map((g, i) => fin(g, trainable[i]!.shape as number[])),
+        ...bnStats.flatMap((s) => {
+          const C = allWeights[s.movingMean]!.shape[0] as number;
+          return [fin(s.mean, [C]), fin(s.variance, [C])];
+        }),
+      ],
+    },
+  };
+  return { bytes: encodeModel(model), batch: N, weightInputs, gradOutputs, bnStats };
+}

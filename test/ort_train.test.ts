@@ -1,0 +1,195 @@
+/** The ort training engine (engine/ort_train*.ts): gradients, loss, BN statistics and Adam steps equal tfjs's on tiny models. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { initBackend } from '../src/engine/backend.js';
+import { OrtTrainer, nchwcBlockSize, ortTrainObstacle } from '../src/engine/ort_train.js';
+import { buildTrainGraph, type TrainGraphOptions } from '../src/engine/ort_train_graph.js';
+import { shardGradients } from '../src/models/parallel.js';
+import { buildArchitecture } from '../src/models/index.js';
+import { train } from '../src/models/train.js';
+import { GoodnetError } from '../src/errors.js';
+import { getMaxPoolGradTies, setMaxPoolGradTies } from '../src/engine/kernels/index.js';
+
+await initBackend('wasm');
+
+const SHAPE: [number, number, number] = [12, 10, 3];
+
+function data(n: number, k: number, seed: number, shape = SHAPE): { x: Float32Array; y: Float32Array; labels: Int32Array; images: Uint8Array } {
+  let s = seed >>> 0;
+  const next = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s >>> 8; };
+  const images = Uint8Array.from({ length: n * shape[0] * shape[1] * shape[2] }, () => next() & 255);
+  const labels = Int32Array.from({ length: n }, () => next() % k);
+  const x = Float32Array.from(images, (v) => v / 255);
+  const y = new Float32Array(n * k);
+  labels.forEach((l, i) => { y[i * k + l] = 1; });
+  return { x, y, labels, images };
+}
+
+/** Worst per-tensor relative error max|a - b| / max|b| over the gradients. */
+function worstRel(a: Float32Array[], b: tf.Tensor[], names: string[]): { rel: number; where: string; minScale: number } {
+  let rel = 0, where = '', minScale = Infinity;
+  a.forEach((g, i) => {
+    const r = b[i]!.dataSync();
+    assert.equal(g.length, r.length, `gradient ${names[i]} size`);
+    let d = 0, s = 0;
+    for (let j = 0; j < g.length; j++) { d = Math.max(d, Math.abs(g[j]! - r[j]!)); s = Math.max(s, Math.abs(r[j]!)); }
+    minScale = Math.min(minScale, s);
+    const e = d / Math.max(s, 1e-12);
+    if (e > rel) { rel = e; where = names[i]!; }
+  });
+  return { rel, where, minScale };
+}
+
+/** A model with the awkward cases: strided convs whose stride does not divide the input, same-padded pools, Dense ReLU, BN on vectors. */
+function oddNet(seed: number): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const input = tfl.input({ shape: SHAPE });
+  let x = tfl.layers.conv2d({ filters: 5, kernelSize: 3, strides: 2, padding: 'valid', activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor; // 12x10 -> 5x4
+  x = tfl.layers.conv2d({ filters: 6, kernelSize: [2, 3], strides: [2, 1], padding: 'same', activation: 'relu', kernelInitializer: init(2) }).apply(x) as tfl.SymbolicTensor; // -> 3x4
+  x = tfl.layers.batchNormalization({ momentum: 0.8 }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.activation({ activation: 'relu' }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same' }).apply(x) as tfl.SymbolicTensor; // overlapping windows -> 2x2
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.dense({ units: 7, activation: 'relu', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.batchNormalization({ momentum: 0.9 }).apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(4) }).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
+const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
+  ['deepid', (seed) => buildArchitecture('deepid', { inputShape: SHAPE, numClasses: 5, seed }), 5],
+  ['vgg', (seed) => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed, filters: [4, 6], units: 8 } as never), 5],
+  ['resnet', (seed) => buildArchitecture('resnet', { inputShape: SHAPE, numClasses: 5, seed, stemFilters: 4, blocks: [4, 6, 8] } as never), 5],
+  ['odd (strided convs, overlapping same pool, Dense BN)', oddNet, 4],
+  ['resnet 16/32 channels (NCHWc convolutions where the CPU has them)', (seed) => buildArchitecture('resnet', { inputShape: SHAPE, numClasses: 5, seed, stemFilters: 16, blocks: [16, 32] } as never), 5],
+  ['vgg 16 channels, Dense without bias (NCHWc)', (seed) => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed, filters: [16], units: 8 } as never), 5],
+];
+
+const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', one Gemm per slice, argmax pool backward', { filterGemmSplit: 0, maxPoolBackward: 'argmax' }], [', filter gradient by Conv, input gradient by Conv, ReLU not fused into pools, no MaxUnpool', { filterGradient: 'conv', inputGradient: 'conv', fuseReluPool: false, poolUnpool: false }]];
+for (const [name, make, k] of NETS) for (const [variant, graph] of name === 'deepid' ? VARIANTS.slice(0, 1) : VARIANTS) {
+  test(`ort training step = tfjs's gradients (relative error <= 1e-4), loss, correct count and BN moving statistics: ${name}${variant}`, async () => {
+    const a = make(7);
+    const b = make(7);
+    const n = 9;
+    const { x, y } = data(n, k, 11);
+    const ref = shardGradients(a, x, y, n, n, SHAPE);
+    const trainer = await OrtTrainer.create(b, { graph });
+    try {
+      const r = await trainer.step(x, y, n);
+      assert.equal(r.grads.length, a.trainableWeights.length);
+      const { rel, where, minScale } = worstRel(r.grads, ref.grads, a.trainableWeights.map((w) => w.name));
+      assert.ok(minScale > 0, 'every reference gradient is non-zero somewhere');
+      assert.ok(rel <= 1e-4, `worst relative gradient error ${rel} at ${where}`);
+      assert.ok(Math.abs(r.lossSum - ref.lossSum) <= 1e-5 * ref.lossSum, `loss ${r.lossSum} vs ${ref.lossSum}`);
+      assert.equal(r.correct, ref.correct);
+      // Moving statistics (non-trainable weights) after one training-mode step.
+      a.weights.forEach((w, i) => {
+        if (w.trainable && a.trainableWeights.includes(w)) return;
+        const u = w.read().dataSync(), v = b.weights[i]!.read().dataSync();
+        for (let j = 0; j < u.length; j++) assert.ok(Math.abs(u[j]! - v[j]!) <= 1e-5 * Math.max(1, Math.abs(u[j]!)), `${w.name}[${j}]: ${v[j]} vs ${u[j]}`);
+      });
+    } finally {
+      tf.dispose(ref.grads);
+      await trainer.dispose();
+    }
+  });
+}
+
+test('train({engine: "ort"}): 2 epochs of 3 Adam steps (last batch smaller) give weights close to tfjs\'s, with the JS Adam and with the tfjs optimizer', async () => {
+  const make = () => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 2, filters: [4, 6], units: 8 } as never);
+  const n = 20;
+  const { images, labels } = data(n, 5, 5);
+  const set = { images, labels, n, shape: SHAPE };
+  const a = make();
+  const ha = await train(a, set, { epochs: 2, batchSize: 8, scale: 255, seed: 1 });
+  const w0 = make().getWeights();
+  for (const [how, extra] of [['JS Adam (OrtWeights)', {}], ['tfjs optimizer (afterStep given)', { afterStep: () => {} }]] as const) {
+    const b = make();
+    const hb = await train(b, set, { epochs: 2, batchSize: 8, scale: 255, seed: 1, engine: 'ort', ...extra });
+    ha.forEach((h, e) => {
+      assert.ok(Math.abs(h.loss - hb[e]!.loss) <= 1e-5 * h.loss, `${how}, epoch ${e + 1}: loss ${hb[e]!.loss} vs ${h.loss}`);
+      assert.equal(hb[e]!.accuracy, h.accuracy);
+    });
+    let moved = 0;
+    a.getWeights().forEach((wa, i) => {
+      const u = wa.dataSync(), v = b.getWeights()[i]!.dataSync(), z = w0[i]!.dataSync();
+      for (let j = 0; j < u.length; j++) {
+        moved = Math.max(moved, Math.abs(u[j]! - z[j]!));
+        assert.ok(Math.abs(u[j]! - v[j]!) <= 2e-5 * Math.max(1, Math.abs(u[j]!)), `${how}: weight ${a.weights[i]!.name}[${j}]: ort ${v[j]} vs tfjs ${u[j]}`);
+      }
+    });
+    assert.ok(moved > 1e-3, `training moved the weights (${moved})`);
+  }
+});
+
+test('ort training engine refuses unsupported layers before any work, naming the layer', async () => {
+  const input = tfl.input({ shape: SHAPE });
+  let x = tfl.layers.conv2d({ filters: 2, kernelSize: 3, activation: 'relu' }).apply(input) as tfl.SymbolicTensor;
+  x = tfl.layers.dropout({ rate: 0.5, name: 'drop' }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(x) as tfl.SymbolicTensor;
+  const net = tfl.model({ inputs: input, outputs: out });
+  assert.match(ortTrainObstacle(net) ?? '', /'drop' \(Dropout\)/);
+  await assert.rejects(OrtTrainer.create(net), (e: unknown) => e instanceof GoodnetError && /--train-engine tfjs/.test(e.message));
+  const { images, labels } = data(4, 3, 1);
+  await assert.rejects(train(net, { images, labels, n: 4, shape: SHAPE }, { epochs: 1, engine: 'ort' }), GoodnetError);
+  // A sigmoid output is not softmax cross-entropy.
+  const i2 = tfl.input({ shape: SHAPE });
+  const f = tfl.layers.flatten().apply(i2) as tfl.SymbolicTensor;
+  const o2 = tfl.layers.dense({ units: 3, activation: 'sigmoid' }).apply(f) as tfl.SymbolicTensor;
+  assert.match(ortTrainObstacle(tfl.model({ inputs: i2, outputs: o2 })) ?? '', /sigmoid/);
+  assert.throws(() => buildTrainGraph(tfl.model({ inputs: i2, outputs: o2 }), 4), GoodnetError);
+});
+
+test('tied maxima in pool windows: the gradient goes where tfjs sends it (argmax backward: either tie rule; indices: first)', async () => {
+  // A 1x2 all-ones kernel: patches (0.2, 0.4) and (0.4, 0.2) tie at 0.6 but pass different kernel gradients.
+  const make = () => {
+    const input = tfl.input({ shape: [2, 5, 1] });
+    let x = tfl.layers.conv2d({ filters: 1, kernelSize: [1, 2], useBias: false, activation: 'relu', kernelInitializer: 'ones' }).apply(input) as tfl.SymbolicTensor; // 2x4
+    x = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(x) as tfl.SymbolicTensor; // 1x2
+    x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+    return tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: 2 }) }).apply(x) as tfl.SymbolicTensor });
+  };
+  const n = 3;
+  const img = [0.2, 0.4, 0.2, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1];
+  const x = new Float32Array(n * 10);
+  for (let i = 0; i < n; i++) img.forEach((v, j) => { x[i * 10 + j] = v * (i + 1); });
+  const y = new Float32Array(n * 3);
+  for (let i = 0; i < n; i++) y[i * 3 + (i % 3)] = 1;
+  const names = make().trainableWeights.map((w) => w.name);
+  const saved = getMaxPoolGradTies();
+  try {
+    for (const [ties, graph] of [['last', { maxPoolBackward: 'argmax' }], ['first', { maxPoolBackward: 'argmax' }], ['first', {}]] as const) {
+      setMaxPoolGradTies(ties);
+      const ref = shardGradients(make(), x, y, n, n, [2, 5, 1]);
+      const t = await OrtTrainer.create(make(), { graph });
+      const r = await t.step(x, y, n);
+      const { rel, where } = worstRel(r.grads, ref.grads, names);
+      assert.ok(rel <= 1e-4, `ties ${ties} ${JSON.stringify(graph)}: worst relative error ${rel} at ${where}`);
+      // The other rule gives another gradient here (so the test can fail).
+      const other = await OrtTrainer.create(make(), { graph: { maxPoolBackward: 'argmax', maxPoolTies: ties === 'last' ? 'first' : 'last' } });
+      const o = await other.step(x, y, n);
+      assert.ok(worstRel(o.grads, ref.grads, names).rel > 1e-2, 'the tie rule matters on this input');
+      tf.dispose(ref.grads);
+      await t.dispose();
+      await other.dispose();
+    }
+  } finally {
+    setMaxPoolGradTies(saved);
+  }
+});
+
+test('NCHWc convolutions: used for 16-channel convolutions when onnxruntime has them on this CPU, never for others', async (t) => {
+  const block = await nchwcBlockSize();
+  t.diagnostic(`onnxruntime NCHWc block on this CPU: ${block || 'none'}`);
+  assert.ok(block === 0 || block === 8 || block === 16, `block ${block}`);
+  const wide = buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 1, filters: [16], units: 8 } as never);
+  const narrow = buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 1, filters: [4], units: 8 } as never);
+  const has = (net: tfl.LayersModel, nchwcBlock: number) => Buffer.from(buildTrainGraph(net, 4, { nchwcBlock }).bytes).includes('com.microsoft.nchwc');
+  assert.equal(has(wide, 16), true);
+  assert.equal(has(wide, 8), true);
+  assert.equal(has(narrow, 16), false);
+  assert.equal(has(wide, 0), false);
+});

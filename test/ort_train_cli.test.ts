@@ -1,0 +1,60 @@
+/** --train-engine ort on goodnet attack and fineprune (a tiny MNIST BadNet), and its refusals. */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { initBackend } from '../src/engine/backend.js';
+import { fineTune } from '../src/defense/fineprune.js';
+import { loadModel } from '../src/io/model.js';
+import { inspectModel } from '../src/models/inspect.js';
+import { GoodnetError } from '../src/errors.js';
+import { ROOT, assertBadInput, tempDir } from './helpers.js';
+
+await initBackend('wasm');
+const BIN = join(ROOT, 'bin', 'goodnet.js');
+const { dir, cleanup } = tempDir('goodnet-ortrain-');
+after(cleanup);
+const run = (args: string[]) => {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 240_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+};
+
+test('goodnet attack --train-engine ort trains a BadNet (attack.json says so); fineprune --train-engine ort keeps the pruned channels at zero', () => {
+  const lab = join(dir, 'lab');
+  const a = run(['attack', '-o', lab, '--dataset', 'mnist', '--train-size', '1200', '--valid-size', '300', '--test-size', '300', '-e', '2', '--batch-size', '32', '--train-engine', 'ort']);
+  assert.equal(a.code, 0, a.err);
+  const summary = JSON.parse(readFileSync(join(lab, 'attack.json'), 'utf8')) as { training: { engine?: string; history: { loss: number }[] }; results: { cleanTestAccuracy: number; asrTest: number } };
+  assert.equal(summary.training.engine, 'ort');
+  assert.ok(summary.training.history[1]!.loss < summary.training.history[0]!.loss, 'the loss falls');
+  assert.ok(summary.results.cleanTestAccuracy > 0.5, `clean accuracy ${summary.results.cleanTestAccuracy}`);
+  const fp = join(dir, 'fp.h5');
+  const f = run(['fineprune', '-m', join(lab, 'models', 'bd_net.h5'), '--prune-fraction', '0.5', '--clean-valid', join(lab, 'data', 'cl', 'valid.h5'),
+    '-e', '1', '--train-engine', 'ort', '-o', fp, '--json', join(dir, 'fp.json')]);
+  assert.equal(f.code, 0, f.err);
+  const r = JSON.parse(readFileSync(join(dir, 'fp.json'), 'utf8')) as { pruned: number[]; conv: string };
+  assert.equal(r.pruned.length, 30);
+  return loadModel(fp).then((m) => {
+    assert.deepEqual(inspectModel(m.net).convs.find((c) => c.layer === r.conv)!.zeroChannels, [...r.pruned].sort((x, y) => x - y));
+  });
+});
+
+test('--train-engine: an unknown engine is a usage error before any work', () => {
+  const out = join(dir, 'never');
+  assertBadInput(run(['attack', '-o', out, '--train-engine', 'torch']), /--train-engine/);
+  assert.equal(existsSync(out), false);
+});
+
+test('fine-tuning with the ort engine refuses a net it cannot train before any work', async () => {
+  const input = tfl.input({ shape: [8, 8, 1] });
+  let x = tfl.layers.conv2d({ name: 'c1', filters: 3, kernelSize: 3, activation: 'relu' }).apply(input) as tfl.SymbolicTensor;
+  x = tfl.layers.dropout({ name: 'drop', rate: 0.5 }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  const net = tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 2, activation: 'softmax' }).apply(x) as tfl.SymbolicTensor });
+  const clean = { images: new Float32Array(10 * 64), labels: new Int32Array(10), n: 10, shape: [8, 8, 1] as [number, number, number] };
+  let epochs = 0;
+  await assert.rejects(fineTune(net, 'c1', [], clean, { epochs: 1, trainEngine: 'ort', onEpoch: () => { epochs++; } }),
+    (e: unknown) => e instanceof GoodnetError && /--train-engine ort: layer 'drop' \(Dropout\)/.test(e.message));
+  assert.equal(epochs, 0);
+});
