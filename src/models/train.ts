@@ -61,6 +61,11 @@ export interface TrainOptions {
    * 0: the core count.
    */
   threads?: number;
+  /**
+   * Change each batch in place after it is gathered and scaled (NHWC, `n` images of `shape`),
+   * before the step: data augmentation (e.g. random shifts). Does not touch the shuffling.
+   */
+  augment?: (x: Float32Array, n: number, shape: [number, number, number]) => void;
 }
 
 /** Share of `set` that `net` labels correctly (pixels divided by `scale`, batches of 256). */
@@ -158,6 +163,7 @@ async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainO
     for (let start = 0; start < set.n; start += batchSize) {
       const idx = order.subarray(start, Math.min(start + batchSize, set.n));
       const { x, y } = gather(set, idx, numClasses, options.scale ?? 1);
+      options.augment?.(x, idx.length, set.shape);
       if (dp) {
         const r = await dp.step(x, y, idx.length, set.shape);
         const vars = net.trainableWeights;
