@@ -16,6 +16,7 @@ interface FstCliOpts extends DefenseCliOpts {
   holdOut: number;
   reinitLayers: number;
   threads: number;
+  bnMomentum: number;
 }
 
 function parseNonNegative(name: string) {
@@ -58,10 +59,11 @@ export function fstCommand(): Command {
       .option('--shift <px>', 'largest random shift, pixels', parseInteger('--shift', 0, 64), d.shift)
       .option('--hold-out <share>', 'share of the clean images held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
       .option('--reinit-layers <n>', 'levels of Dense layers re-initialised: 1 the head; 2 also the Dense layers feeding it; 0 none (plain fine-tuning, needs --alpha 0)', parseInteger('--reinit-layers', 0, 16), d.reinitLayers)
+      .option('--bn-momentum <x>', 'BatchNormalization momentum while tuning, Keras convention (0.9 = torch\'s 0.1, the original\'s)', parseNonNegative('--bn-momentum'), d.bnMomentum)
       .option('--threads <n>', 'data-parallel training threads (default 1; 0: the core count)', parseInteger('--threads', 0, 256), d.threads),
     options: (o) => ({
       epochs: o.epochs, learningRate: o.lr, momentum: o.momentum, alpha: o.alpha, batchSize: o.fstBatchSize, schedule: o.schedule, augment: o.augment,
-      shift: o.shift, holdOut: o.holdOut, reinitLayers: o.reinitLayers, threads: o.threads,
+      shift: o.shift, holdOut: o.holdOut, reinitLayers: o.reinitLayers, threads: o.threads, bnMomentum: o.bnMomentum,
     }),
   });
 }

@@ -67,11 +67,17 @@ export interface FstOptions {
   reinitLayers: number;
   /** Data-parallel training threads (TrainOptions.threads; 1: this thread; 0: the core count). */
   threads: number;
+  /**
+   * BatchNormalization momentum while tuning, Keras's convention (share of the old moving
+   * statistic kept per step): 0.9 is torch's default momentum 0.1, the original's. Keras's
+   * default 0.99 lags ten times longer behind weights that move. Restored afterwards.
+   */
+  bnMomentum: number;
 }
 
 /** The authors' settings (fine_tune/ft.py and its README's CIFAR-10 command), FST mode. */
 export const FST_DEFAULTS: FstOptions = {
-  epochs: 10, learningRate: 0.01, momentum: 0.9, alpha: 0.2, batchSize: 128, schedule: 'cosine', augment: 'shift', shift: 4, holdOut: 0.2, reinitLayers: 1, threads: 1,
+  epochs: 10, learningRate: 0.01, momentum: 0.9, alpha: 0.2, batchSize: 128, schedule: 'cosine', augment: 'shift', shift: 4, holdOut: 0.2, reinitLayers: 1, threads: 1, bnMomentum: 0.9,
 };
 
 export interface FstEpoch {
@@ -223,6 +229,7 @@ function checkOptions(o: FstOptions): void {
   if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`--hold-out must be in (0, 1), got ${o.holdOut}`);
   if (!['none', 'shift', 'shift-flip'].includes(o.augment)) throw new GoodnetError(`--augment must be none, shift or shift-flip, got '${o.augment}'`);
   if (!['cosine', 'constant'].includes(o.schedule)) throw new GoodnetError(`--schedule must be cosine or constant, got '${o.schedule}'`);
+  if (!(o.bnMomentum >= 0 && o.bnMomentum < 1)) throw new GoodnetError(`--bn-momentum must be in [0, 1), got ${o.bnMomentum}`);
   if (!(Number.isInteger(o.threads) && o.threads >= 0)) throw new GoodnetError(`--threads must be an integer >= 0, got ${o.threads}`);
 }
 
@@ -246,7 +253,10 @@ export async function runFst(input: DefenseInput, options: Partial<FstOptions> =
   const seed = input.seed ?? 0;
   const [held, trainSet] = splitSet(clean, o.holdOut, `fst-holdout:${seed}`);
   const net = await cloneNet(model.net);
+  const bns = net.layers.filter((l) => l.getClassName() === 'BatchNormalization') as unknown as { momentum: number }[];
+  const bnSaved = bns.map((l) => l.momentum);
   try {
+    for (const l of bns) l.momentum = o.bnMomentum;
     let max = 0;
     for (let i = 0; i < clean.images.length; i++) if (clean.images[i]! > max) max = clean.images[i]!;
     const first = firstKernelLayer(net);
@@ -297,6 +307,7 @@ export async function runFst(input: DefenseInput, options: Partial<FstOptions> =
       optimizer.dispose();
       w0?.dispose();
       if (k !== 1) scaleKernel(first!, 1 / k);
+      bns.forEach((l, i) => { l.momentum = bnSaved[i]!; });
     }
     return {
       defense: 'fst', repaired: net, cleanImages: clean.n, seconds: (performance.now() - t0) / 1000,
