@@ -17,6 +17,7 @@ interface FstCliOpts extends DefenseCliOpts {
   reinitLayers: number;
   threads: number;
   bnMomentum: number;
+  distill: number;
 }
 
 function parseNonNegative(name: string) {
@@ -60,10 +61,11 @@ export function fstCommand(): Command {
       .option('--hold-out <share>', 'share of the clean images held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
       .option('--reinit-layers <n>', 'levels of Dense layers re-initialised: 1 the head; 2 also the Dense layers feeding it; 0 none (plain fine-tuning, needs --alpha 0)', parseInteger('--reinit-layers', 0, 16), d.reinitLayers)
       .option('--bn-momentum <x>', 'BatchNormalization momentum while tuning, Keras convention (0.9 = torch\'s 0.1, the original\'s)', parseNonNegative('--bn-momentum'), d.bnMomentum)
+      .option('--distill <share>', 'not in FST: share of the BadNet\'s own output on each clean training image in the target (knowledge distillation; 0: FST as published)', parseNonNegative('--distill'), d.distill)
       .option('--threads <n>', 'data-parallel training threads (default 1; 0: the core count)', parseInteger('--threads', 0, 256), d.threads),
     options: (o) => ({
       epochs: o.epochs, learningRate: o.lr, momentum: o.momentum, alpha: o.alpha, batchSize: o.fstBatchSize, schedule: o.schedule, augment: o.augment,
-      shift: o.shift, holdOut: o.holdOut, reinitLayers: o.reinitLayers, threads: o.threads, bnMomentum: o.bnMomentum,
+      shift: o.shift, holdOut: o.holdOut, reinitLayers: o.reinitLayers, threads: o.threads, bnMomentum: o.bnMomentum, distill: o.distill,
     }),
   });
 }

@@ -73,11 +73,17 @@ export interface FstOptions {
    * default 0.99 lags ten times longer behind weights that move. Restored afterwards.
    */
   bnMomentum: number;
+  /**
+   * Not in FST: share of the BadNet's own softmax output on each (augmented) clean training
+   * image in the target, the rest the one-hot label (0: FST as published). Knowledge
+   * distillation from the model being repaired, on clean images only.
+   */
+  distill: number;
 }
 
 /** The authors' settings (fine_tune/ft.py and its README's CIFAR-10 command), FST mode. */
 export const FST_DEFAULTS: FstOptions = {
-  epochs: 10, learningRate: 0.01, momentum: 0.9, alpha: 0.2, batchSize: 128, schedule: 'cosine', augment: 'shift', shift: 4, holdOut: 0.2, reinitLayers: 1, threads: 1, bnMomentum: 0.9,
+  epochs: 10, learningRate: 0.01, momentum: 0.9, alpha: 0.2, batchSize: 128, schedule: 'cosine', augment: 'shift', shift: 4, holdOut: 0.2, reinitLayers: 1, threads: 1, bnMomentum: 0.9, distill: 0,
 };
 
 export interface FstEpoch {
@@ -229,6 +235,7 @@ function checkOptions(o: FstOptions): void {
   if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`--hold-out must be in (0, 1), got ${o.holdOut}`);
   if (!['none', 'shift', 'shift-flip'].includes(o.augment)) throw new GoodnetError(`--augment must be none, shift or shift-flip, got '${o.augment}'`);
   if (!['cosine', 'constant'].includes(o.schedule)) throw new GoodnetError(`--schedule must be cosine or constant, got '${o.schedule}'`);
+  if (!(o.distill >= 0 && o.distill <= 1)) throw new GoodnetError(`--distill must be in [0, 1], got ${o.distill}`);
   if (!(o.bnMomentum >= 0 && o.bnMomentum < 1)) throw new GoodnetError(`--bn-momentum must be in [0, 1), got ${o.bnMomentum}`);
   if (!(Number.isInteger(o.threads) && o.threads >= 0)) throw new GoodnetError(`--threads must be an integer >= 0, got ${o.threads}`);
 }
@@ -284,6 +291,10 @@ export async function runFst(input: DefenseInput, options: Partial<FstOptions> =
         const [stats] = await train(net, trainSet, {
           epochs: 1, batchSize: o.batchSize, seed: seed * 1000 + epoch, scale: k, threads: o.threads, optimizer,
           augment: o.augment === 'none' ? undefined : (x, n, shape) => augmentBatch(x, n, shape, o.shift, o.augment === 'shift-flip', augRng),
+          targets: o.distill === 0 ? undefined : (x, y, n, shape) => {
+            const p = tf.tidy(() => (model.net.predict(tf.mul(tf.tensor4d(x, [n, ...shape]), k)) as tf.Tensor).dataSync());
+            for (let i = 0; i < y.length; i++) y[i] = (1 - o.distill) * y[i]! + o.distill * p[i]!;
+          },
           afterStep: () => {
             step++;
             if (kernel && w0) fstHeadStep(kernel, w0, { lr, alpha: o.alpha, momentum: o.momentum, step, norm0 });

@@ -66,6 +66,8 @@ export interface TrainOptions {
    * before the step: data augmentation (e.g. random shifts). Does not touch the shuffling.
    */
   augment?: (x: Float32Array, n: number, shape: [number, number, number]) => void;
+  /** Change each batch's one-hot targets `y` in place (after `augment`), e.g. to a teacher's soft labels. */
+  targets?: (x: Float32Array, y: Float32Array, n: number, shape: [number, number, number]) => void;
 }
 
 /** Share of `set` that `net` labels correctly (pixels divided by `scale`, batches of 256). */
@@ -164,6 +166,7 @@ async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainO
       const idx = order.subarray(start, Math.min(start + batchSize, set.n));
       const { x, y } = gather(set, idx, numClasses, options.scale ?? 1);
       options.augment?.(x, idx.length, set.shape);
+      options.targets?.(x, y, idx.length, set.shape);
       if (dp) {
         const r = await dp.step(x, y, idx.length, set.shape);
         const vars = net.trainableWeights;
