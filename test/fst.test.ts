@@ -171,6 +171,7 @@ test('goodnet fst: bad input is one line, exit 2, nothing written', async () => 
     assertBadInput(await run([...base, '--augment', 'rotate']), /--augment must be one of none, shift, shift-flip/);
     assertBadInput(await run([...base, '--reinit-layers', '0']), /--reinit-layers 0 \(plain fine-tuning\) needs --alpha 0/);
     assertBadInput(await run([...base, '--momentum', '1']), /--momentum must be in \[0, 1\)/);
+    assertBadInput(await run([...base, '--distill', '2']), /--distill must be in \[0, 1\]/);
     assertBadInput(await run(['fst', '-m', `${dir}/nohead.h5`, '--clean-valid', `${dir}/clean.h5`, '-o', `${dir}/x.h5`]), /nohead\.h5: FST needs a Dense classifier head/);
     assertBadInput(await run([...base, '--clean-test', `${dir}/test.h5`]), /give --clean-test, --poisoned-test and --target together/);
     assert.ok(!existsSync(`${dir}/x.h5`));
