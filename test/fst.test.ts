@@ -13,7 +13,7 @@ import seedrandom from 'seedrandom';
 import { initBackend } from '../src/engine/backend.js';
 import { describeModel, loadModel, saveModel } from '../src/io/model.js';
 import { writeCsawData } from '../src/attack/csaw_layout.js';
-import { augmentBatch, cosineRate, denseHead, frobenius, FST_DEFAULTS, fstHeadStep, runFst } from '../src/defense/fst.js';
+import { augmentBatch, cosineRate, denseHead, frobenius, FST_DEFAULTS, fstHeadStep, runFst, samAscent, samUndo } from '../src/defense/fst.js';
 import { measure, registeredDefenses } from '../src/defense/interface.js';
 import { runDefense } from '../src/defense/run.js';
 import { QUICK_DEFENSE_OPTIONS } from '../src/defense/comparison.js';
@@ -138,6 +138,30 @@ test('FST augmentation: a shift moves the image and fills zeros; the cosine sche
   assert.ok(Math.abs(cosineRate(0.01, 6, 10) - 0.005) < 1e-12);
 });
 
+test('FST --sam: the ascent moves the weights by rho and raises the loss; the undo restores them', () => {
+  const net = tinyNet(4);
+  const before = net.getWeights().map((w) => w.dataSync().slice());
+  const n = 6;
+  const rng = seedrandom('sam');
+  const x = Float32Array.from({ length: n * H * H }, () => rng());
+  const y = new Float32Array(n * 3);
+  for (let i = 0; i < n; i++) y[i * 3 + (i % 3)] = 1;
+  const loss = () => tf.tidy(() => {
+    const p = net.predict(tf.tensor4d(x, [n, H, H, 1])) as tf.Tensor;
+    return -tf.mean(tf.sum(tf.mul(tf.tensor2d(y, [n, 3]), tf.log(p)), 1)).dataSync()[0]!;
+  });
+  const l0 = loss();
+  const shifts = samAscent(net, x, y, n, [H, H, 1], 0.05);
+  const norm = Math.sqrt(shifts.reduce((a, t) => a + tf.sum(tf.square(t)).dataSync()[0]!, 0));
+  assert.ok(Math.abs(norm - 0.05) < 1e-5, `shift norm ${norm}`);
+  assert.ok(loss() > l0, 'uphill');
+  samUndo(net, shifts);
+  net.getWeights().forEach((w, i) => {
+    const a = w.dataSync();
+    assert.ok(a.every((v, j) => Math.abs(v - before[i]![j]!) < 1e-6), `weight ${i} restored`);
+  });
+});
+
 test('FST is registered, has quick settings, and a lazy CLI entry', () => {
   assert.ok(registeredDefenses().some((d) => d.name === 'fst' && d.kind === 'repair'));
   assert.ok(QUICK_DEFENSE_OPTIONS.fst && (QUICK_DEFENSE_OPTIONS.fst.epochs as number) < FST_DEFAULTS.epochs);
@@ -172,6 +196,7 @@ test('goodnet fst: bad input is one line, exit 2, nothing written', async () => 
     assertBadInput(await run([...base, '--reinit-layers', '0']), /--reinit-layers 0 \(plain fine-tuning\) needs --alpha 0/);
     assertBadInput(await run([...base, '--momentum', '1']), /--momentum must be in \[0, 1\)/);
     assertBadInput(await run([...base, '--distill', '2']), /--distill must be in \[0, 1\]/);
+    assertBadInput(await run([...base, '--sam', '-0.5']), /--sam must be a number >= 0/);
     assertBadInput(await run(['fst', '-m', `${dir}/nohead.h5`, '--clean-valid', `${dir}/clean.h5`, '-o', `${dir}/x.h5`]), /nohead\.h5: FST needs a Dense classifier head/);
     assertBadInput(await run([...base, '--clean-test', `${dir}/test.h5`]), /give --clean-test, --poisoned-test and --target together/);
     assert.ok(!existsSync(`${dir}/x.h5`));

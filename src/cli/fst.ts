@@ -18,6 +18,7 @@ interface FstCliOpts extends DefenseCliOpts {
   threads: number;
   bnMomentum: number;
   distill: number;
+  sam: number;
 }
 
 function parseNonNegative(name: string) {
@@ -62,10 +63,11 @@ export function fstCommand(): Command {
       .option('--reinit-layers <n>', 'levels of Dense layers re-initialised: 1 the head; 2 also the Dense layers feeding it; 0 none (plain fine-tuning, needs --alpha 0)', parseInteger('--reinit-layers', 0, 16), d.reinitLayers)
       .option('--bn-momentum <x>', 'BatchNormalization momentum while tuning, Keras convention (0.9 = torch\'s 0.1, the original\'s)', parseNonNegative('--bn-momentum'), d.bnMomentum)
       .option('--distill <share>', 'not in FST: share of the BadNet\'s own output on each clean training image in the target (knowledge distillation; 0: FST as published)', parseNonNegative('--distill'), d.distill)
+      .option('--sam <rho>', 'not in FST: SAM fine-tuning as FT-SAM (Zhu et al. 2023), the weights moved by rho along the normalised gradient before each step (0: off)', parseNonNegative('--sam'), d.sam)
       .option('--threads <n>', 'data-parallel training threads (default 1; 0: the core count)', parseInteger('--threads', 0, 256), d.threads),
     options: (o) => ({
       epochs: o.epochs, learningRate: o.lr, momentum: o.momentum, alpha: o.alpha, batchSize: o.fstBatchSize, schedule: o.schedule, augment: o.augment,
-      shift: o.shift, holdOut: o.holdOut, reinitLayers: o.reinitLayers, threads: o.threads, bnMomentum: o.bnMomentum, distill: o.distill,
+      shift: o.shift, holdOut: o.holdOut, reinitLayers: o.reinitLayers, threads: o.threads, bnMomentum: o.bnMomentum, distill: o.distill, sam: o.sam,
     }),
   });
 }

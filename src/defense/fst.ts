@@ -79,11 +79,18 @@ export interface FstOptions {
    * distillation from the model being repaired, on clean images only.
    */
   distill: number;
+  /**
+   * Not in FST: SAM (Foret et al. 2021), as FT-SAM (Zhu et al., ICCV 2023) fine-tunes: before
+   * each step the weights move by rho x g / ||g|| (g: the batch's cross-entropy gradient, all
+   * trainable weights, one global norm), the step's gradient is taken there, and the move is
+   * undone before the update lands. 0: off.
+   */
+  sam: number;
 }
 
 /** The authors' settings (fine_tune/ft.py and its README's CIFAR-10 command), FST mode. */
 export const FST_DEFAULTS: FstOptions = {
-  epochs: 10, learningRate: 0.01, momentum: 0.9, alpha: 0.2, batchSize: 128, schedule: 'cosine', augment: 'shift', shift: 4, holdOut: 0.2, reinitLayers: 1, threads: 1, bnMomentum: 0.9, distill: 0,
+  epochs: 10, learningRate: 0.01, momentum: 0.9, alpha: 0.2, batchSize: 128, schedule: 'cosine', augment: 'shift', shift: 4, holdOut: 0.2, reinitLayers: 1, threads: 1, bnMomentum: 0.9, distill: 0, sam: 0,
 };
 
 export interface FstEpoch {
@@ -235,9 +242,52 @@ function checkOptions(o: FstOptions): void {
   if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`--hold-out must be in (0, 1), got ${o.holdOut}`);
   if (!['none', 'shift', 'shift-flip'].includes(o.augment)) throw new GoodnetError(`--augment must be none, shift or shift-flip, got '${o.augment}'`);
   if (!['cosine', 'constant'].includes(o.schedule)) throw new GoodnetError(`--schedule must be cosine or constant, got '${o.schedule}'`);
+  if (!(o.sam >= 0 && Number.isFinite(o.sam))) throw new GoodnetError(`--sam must be >= 0, got ${o.sam}`);
   if (!(o.distill >= 0 && o.distill <= 1)) throw new GoodnetError(`--distill must be in [0, 1], got ${o.distill}`);
   if (!(o.bnMomentum >= 0 && o.bnMomentum < 1)) throw new GoodnetError(`--bn-momentum must be in [0, 1), got ${o.bnMomentum}`);
   if (!(Number.isInteger(o.threads) && o.threads >= 0)) throw new GoodnetError(`--threads must be an integer >= 0, got ${o.threads}`);
+}
+
+function shiftBy(vars: tf.Variable[], shifts: tf.Tensor[], sign: 1 | -1): void {
+  vars.forEach((v, i) => {
+    const t = sign === 1 ? tf.add(v, shifts[i]!) : tf.sub(v, shifts[i]!);
+    v.assign(t);
+    t.dispose();
+  });
+}
+
+/**
+ * SAM's ascent: add rho x g / ||g|| to every trainable weight (g: the gradient of the batch's
+ * cross-entropy, BN on batch statistics) and return the shifts, for `samUndo`.
+ */
+export function samAscent(net: tfl.LayersModel, x: Float32Array, y: Float32Array, n: number, shape: [number, number, number], rho: number): tf.Tensor[] {
+  const vars = net.trainableWeights.map((w) => w.read() as unknown as tf.Variable);
+  const numClasses = y.length / n;
+  const xt = tf.tensor4d(x, [n, ...shape]);
+  const yt = tf.tensor2d(y, [n, numClasses]);
+  try {
+    const { grads } = tf.variableGrads(() => {
+      const p = net.apply(xt, { training: true }) as tf.Tensor;
+      return tf.neg(tf.mean(tf.sum(tf.mul(yt, tf.log(tf.clipByValue(p, 1e-7, 1))), 1))) as tf.Scalar;
+    }, vars);
+    const shifts = tf.tidy(() => {
+      const g = vars.map((v) => grads[v.name]!);
+      const norm = Math.sqrt(g.reduce((a, t) => a + tf.sum(tf.square(t)).dataSync()[0]!, 0));
+      return g.map((t) => tf.mul(t, rho / Math.max(norm, 1e-12)));
+    });
+    tf.dispose(Object.values(grads));
+    shiftBy(vars, shifts, 1);
+    return shifts;
+  } finally {
+    tf.dispose([xt, yt]);
+  }
+}
+
+/** Undo `samAscent` (after the optimizer's step) and free its shifts. */
+export function samUndo(net: tfl.LayersModel, shifts: tf.Tensor[]): void {
+  const vars = net.trainableWeights.map((w) => w.read() as unknown as tf.Variable);
+  shiftBy(vars, shifts, -1);
+  tf.dispose(shifts);
 }
 
 /** PyTorch's CosineAnnealingLR (eta_min 0) stepped once per epoch: the rate of epoch `e` (1-based) of `epochs`. */
@@ -284,6 +334,7 @@ export async function runFst(input: DefenseInput, options: Partial<FstOptions> =
     const history: FstEpoch[] = [];
     let best: { epoch: number; acc: number; weights: tf.Tensor[] } | undefined;
     let step = 0;
+    let samShift: tf.Tensor[] | undefined;
     try {
       for (let epoch = 1; epoch <= o.epochs; epoch++) {
         const lr = o.schedule === 'cosine' ? cosineRate(o.learningRate, epoch, o.epochs) : o.learningRate;
@@ -295,7 +346,12 @@ export async function runFst(input: DefenseInput, options: Partial<FstOptions> =
             const p = tf.tidy(() => (model.net.predict(tf.mul(tf.tensor4d(x, [n, ...shape]), k)) as tf.Tensor).dataSync());
             for (let i = 0; i < y.length; i++) y[i] = (1 - o.distill) * y[i]! + o.distill * p[i]!;
           },
+          beforeStep: o.sam === 0 ? undefined : (x, y, n, shape) => { samShift = samAscent(net, x, y, n, shape, o.sam); },
           afterStep: () => {
+            if (samShift) {
+              samUndo(net, samShift);
+              samShift = undefined;
+            }
             step++;
             if (kernel && w0) fstHeadStep(kernel, w0, { lr, alpha: o.alpha, momentum: o.momentum, step, norm0 });
           },

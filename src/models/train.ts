@@ -68,6 +68,12 @@ export interface TrainOptions {
   augment?: (x: Float32Array, n: number, shape: [number, number, number]) => void;
   /** Change each batch's one-hot targets `y` in place (after `augment`), e.g. to a teacher's soft labels. */
   targets?: (x: Float32Array, y: Float32Array, n: number, shape: [number, number, number]) => void;
+  /**
+   * Called with each final batch just before its step (e.g. SAM's ascent to the worst nearby
+   * weights, undone in `afterStep`: the optimizer's update is additive, so it lands on the
+   * weights as they were).
+   */
+  beforeStep?: (x: Float32Array, y: Float32Array, n: number, shape: [number, number, number]) => void;
 }
 
 /** Share of `set` that `net` labels correctly (pixels divided by `scale`, batches of 256). */
@@ -167,6 +173,7 @@ async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainO
       const { x, y } = gather(set, idx, numClasses, options.scale ?? 1);
       options.augment?.(x, idx.length, set.shape);
       options.targets?.(x, y, idx.length, set.shape);
+      options.beforeStep?.(x, y, idx.length, set.shape);
       if (dp) {
         const r = await dp.step(x, y, idx.length, set.shape);
         const vars = net.trainableWeights;
