@@ -70,6 +70,7 @@ export { runNeuralCleanse, reverseTriggers, anomalyIndices, flaggedLabels, NC_DE
 export { runAnp, anpMasks, anpPrune, ANP_DEFAULTS, type AnpOptions, type AnpDetails } from './defense/anp.js';
 export { runClp, clpPrune, channelLipschitz, CLP_DEFAULTS, type ClpOptions, type ClpDetails } from './defense/clp.js';
 export { runRnp, unlearn, recoverMasks, RNP_DEFAULTS, type RnpOptions, type RnpDetails } from './defense/rnp.js';
+export { runFst, denseHead, reinitDense, fstHeadStep, augmentBatch, cosineRate, FST_DEFAULTS, type FstOptions, type FstDetails, type FstEpoch, type FstAugment } from './defense/fst.js';
 export { runComparison, comparisonTable, BACKDOORBENCH_REFERENCE, QUICK_DEFENSE_OPTIONS, type CompareOptions, type CompareResult } from './defense/comparison.js';
 export { stripDefense, STRIP_DEFENSE_DEFAULTS, type StripDefenseOptions, type StripDefenseDetails } from './detect/strip_defense.js';
 export { comparisonScatter, defenseSections, readComparisonFolder, secondBadNetSection, type ComparisonFolder } from './report/defenses.js';

@@ -66,6 +66,7 @@ export const QUICK_DEFENSE_OPTIONS: Record<string, Record<string, unknown>> = {
   anp: { iterations: 60 },
   rnp: { recoverEpochs: 5 },
   strip: { limit: 1000, heldOut: 0.2 },
+  fst: { epochs: 5 },
 };
 
 

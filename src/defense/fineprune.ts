@@ -94,7 +94,7 @@ async function accuracyOn(net: tfl.LayersModel, set: TrainingSet, inputScale: nu
  * there, training on x/k with kernel*k is the same function, better conditioned for a model
  * that takes raw 0..255 pixels.
  */
-function firstKernelLayer(net: tfl.LayersModel): tfl.layers.Layer | undefined {
+export function firstKernelLayer(net: tfl.LayersModel): tfl.layers.Layer | undefined {
   for (const l of net.layers) {
     const cls = l.getClassName();
     if (cls === 'InputLayer' || cls === 'ZeroPadding2D') continue;
@@ -103,7 +103,7 @@ function firstKernelLayer(net: tfl.LayersModel): tfl.layers.Layer | undefined {
   return undefined;
 }
 
-function scaleKernel(layer: tfl.layers.Layer, k: number): void {
+export function scaleKernel(layer: tfl.layers.Layer, k: number): void {
   const [kernel, ...rest] = layer.getWeights();
   const scaled = tf.mul(kernel!, k);
   layer.setWeights([scaled, ...rest]);

@@ -68,6 +68,19 @@ export interface TrainOptions {
    * onnxruntime's intra-op thread count. Refused (GoodnetError) for layers it does not support.
    */
   engine?: TrainEngineName;
+  /**
+   * Change each batch in place after it is gathered and scaled (NHWC, `n` images of `shape`),
+   * before the step: data augmentation (e.g. random shifts). Does not touch the shuffling.
+   */
+  augment?: (x: Float32Array, n: number, shape: [number, number, number]) => void;
+  /** Change each batch's one-hot targets `y` in place (after `augment`), e.g. to a teacher's soft labels. */
+  targets?: (x: Float32Array, y: Float32Array, n: number, shape: [number, number, number]) => void;
+  /**
+   * Called with each final batch just before its step (e.g. SAM's ascent to the worst nearby
+   * weights, undone in `afterStep`: the optimizer's update is additive, so it lands on the
+   * weights as they were).
+   */
+  beforeStep?: (x: Float32Array, y: Float32Array, n: number, shape: [number, number, number]) => void;
 }
 
 /** Share of `set` that `net` labels correctly (pixels divided by `scale`, batches of 256). */
@@ -151,7 +164,7 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
   try {
     // The ort engine with the default Adam and nothing to re-apply between steps keeps the
     // weights and Adam's moments in Float32Arrays (OrtWeights), written to the net after each epoch.
-    const held = ort && !options.optimizer && !options.afterStep ? new OrtWeights(net, options.learningRate ?? 1e-3) : undefined;
+    const held = ort && !options.optimizer && !options.afterStep && !options.beforeStep ? new OrtWeights(net, options.learningRate ?? 1e-3) : undefined;
     return await trainLoop(net, set, options, batchSize, numClasses, rng, optimizer, patience, dp ?? ort, held);
   } finally {
     await dp?.close();
@@ -173,6 +186,9 @@ async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainO
     for (let start = 0; start < set.n; start += batchSize) {
       const idx = order.subarray(start, Math.min(start + batchSize, set.n));
       const { x, y } = gather(set, idx, numClasses, options.scale ?? 1);
+      options.augment?.(x, idx.length, set.shape);
+      options.targets?.(x, y, idx.length, set.shape);
+      options.beforeStep?.(x, y, idx.length, set.shape);
       if (held && dp instanceof OrtTrainer) {
         const r = await dp.stepWith(x, y, idx.length, held.values);
         held.adam(r.grads);
