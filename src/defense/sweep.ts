@@ -7,7 +7,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { accuracy, attackSuccessRate } from '../eval/metrics.js';
-import { tailLabels, tailLabelsMasked, type CutActivations } from './activations.js';
+import { tailLabels, tailLabelsMaskedFrom, type CutActivations } from './activations.js';
 import type { FastSweepOptions } from './fastsweep.js';
 import { matchTail } from './tailkinds.js';
 import type { PruneOrder, SweepStep, ThresholdPick, ThresholdRule } from './types.js';
@@ -36,6 +36,8 @@ export interface SweepStats {
   path: 'incremental' | 'tail-mask';
   /** The incremental path's tail kind (tailkinds.ts): 'deepid' or 'linear'. */
   kind?: string;
+  /** What ran the kind's kernel: 'tfjs' or 'ort' (onnxruntime-node, the linear kind). */
+  engine?: 'tfjs' | 'ort';
   /** Image-steps recomputed with the reference tail because their margin was too small. */
   recomputed: number;
   /** Incremental path: image-steps that ran the output layer (the others provably kept their label). */
@@ -72,26 +74,40 @@ export async function sweep(
   const fast = options.fast === false ? null : matchTail(tail, channels);
   if (fast) {
     const t0 = performance.now();
-    const { sets: shares, computed } = await fast.kind.run(fast.t, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {});
+    // The cut values read from the backend once, for the kernel and the recomputes.
+    const hosts = await Promise.all([clean, poisoned].map(async (a) => await a.values.data() as Float32Array));
+    const { sets: shares, computed, engine } = await fast.kind.run(fast.t, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {}, hosts);
     const t1 = performance.now();
-    // Ambiguous images of every step, recomputed exactly in a few batched calls per set.
-    let recomputed = 0;
+    // Ambiguous images of every step and both sets, recomputed exactly in a few batched calls.
     const sets = [clean, poisoned];
-    const labels = await Promise.all(shares.map(async (r, s) => {
+    const labels = shares.map((r) => r.labels);
+    const at: number[] = [];
+    const idx: number[] = [];
+    const from: number[] = [];
+    shares.forEach((r, s) => {
       const n = sets[s]!.labels.length;
-      const lab = r.labels;
-      const at: number[] = [];
-      const idx: number[] = [];
-      for (let k = 0; k <= last; k++) for (let i = 0; i < n; i++) if (r.ambiguous[k * n + i]) { at.push(k * n + i); idx.push(i); }
-      if (at.length > 0) {
-        const masks = new Float32Array(at.length * channels);
-        at.forEach((ki, j) => masks.set(maskFor(channels, order, Math.floor(ki / n)), j * channels));
-        const exact = await tailLabelsMasked(tail, sets[s]!, idx, masks);
-        at.forEach((ki, j) => { lab[ki] = exact[j]!; });
-        recomputed += at.length;
+      for (let q = 0; q < (last + 1) * n; q++) {
+        if (r.ambiguous[q]) {
+          at.push(q);
+          idx.push(q % n);
+          from.push(s);
+        }
       }
-      return lab;
-    }));
+    });
+    const recomputed = at.length;
+    if (recomputed > 0) {
+      const masks = new Float32Array(recomputed * channels);
+      const stepMasks = new Map<number, Float32Array>();
+      at.forEach((q, j) => {
+        const k = Math.floor(q / sets[from[j]!]!.labels.length);
+        if (!stepMasks.has(k)) stepMasks.set(k, maskFor(channels, order, k));
+        masks.set(stepMasks.get(k)!, j * channels);
+      });
+      const shape = clean.values.shape.slice(1);
+      const batch = Math.max(256, Math.min(4096, Math.floor(2 ** 22 / shape.reduce((p, q) => p * q, 1))));
+      const exact = await tailLabelsMaskedFrom(tail, shape, hosts, Uint8Array.from(from), idx, masks, batch);
+      at.forEach((q, j) => { labels[from[j]!]![q] = exact[j]!; });
+    }
     for (let k = 0; k <= last; k++) {
       await yieldToEventLoop(); // Ctrl-C between steps
       const n0 = clean.labels.length;
@@ -99,7 +115,7 @@ export async function sweep(
       record(k, labels[0]!.subarray(k * n0, (k + 1) * n0), labels[1]!.subarray(k * n1, (k + 1) * n1));
     }
     const seconds = { incremental: (t1 - t0) / 1000, recompute: (performance.now() - t1) / 1000 };
-    return { channelOrder: order, steps, stats: { path: 'incremental', kind: fast.kind.name, recomputed, outputRuns: computed, seconds } };
+    return { channelOrder: order, steps, stats: { path: 'incremental', kind: fast.kind.name, engine: engine ?? 'tfjs', recomputed, outputRuns: computed, seconds } };
   }
   for (let k = 0; k <= last; k++) {
     await yieldToEventLoop(); // Ctrl-C between steps

@@ -18,13 +18,16 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { CutActivations } from './activations.js';
 import { fastShares, FAST_TOL, matchDeepIdTail, splitShares, type DeepIdTail, type FastSweepOptions, type ShareResult } from './fastsweep.js';
+import { ortLinearShare } from './ortsweep.js';
+import { getBackend } from '../engine/backend.js';
 
 type Layer = tfl.layers.Layer;
 
 export interface TailKind<T> {
   name: string;
   match(tail: tfl.LayersModel, channels: number): T | null;
-  run(t: T, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions): Promise<{ sets: ShareResult[]; computed: number }>;
+  /** engine: what ran the kernel ('tfjs' or 'ort'; undefined: tfjs). */
+  run(t: T, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions, hosts?: Float32Array[]): Promise<{ sets: ShareResult[]; computed: number; engine?: 'tfjs' | 'ort' }>;
 }
 
 export const deepIdKind: TailKind<DeepIdTail> = {
@@ -33,7 +36,7 @@ export const deepIdKind: TailKind<DeepIdTail> = {
     const t = matchDeepIdTail(tail);
     return t && t.c === channels ? t : null;
   },
-  run: (t, sets, order, last, o) => fastShares(t, sets, order, last, o),
+  run: (t, sets, order, last, o, hosts) => fastShares(t, sets, order, last, o, hosts),
 };
 
 /** A linear-first tail: how P reaches the Dense, its weights, and the model from z to logits. */
@@ -159,18 +162,32 @@ export const linearKind: TailKind<LinearTail> = {
       out: rest === 'identity' ? undefined : outputDense(tail, dense),
     };
   },
-  run: async (t, sets, order, last, o) => {
-    // Both sets in one pass: one set of tfjs calls per step instead of one per set.
+  run: async (t, sets, order, last, o, hosts) => {
+    const vals = hosts ?? await Promise.all(sets.map(async (s) => await s.values.data() as Float32Array));
     const ns = sets.map((s) => s.values.shape[0]);
+    const tol = o.tol ?? FAST_TOL;
+    // onnxruntime where its graph covers the tail (one set at a time, no copy), except a pooled
+    // cut into the output layer: pooledShare's lazy JS path does no work at all for most
+    // image-steps (their label provably cannot change).
+    const lazy = !t.rest && t.via !== 'flatten';
+    if (!lazy && sweepEngine(o) === 'ort') {
+      const rs: ShareResult[] = [];
+      for (let s = 0; s < sets.length && rs.length === s; s++) {
+        const r = await ortLinearShare(t, t.via === 'gap' ? pooled(t, vals[s]!, ns[s]!) : vals[s]!, ns[s]!, order, last, tol, o.threads ?? 1);
+        if (r) rs.push(r);
+      }
+      if (rs.length === sets.length) return { sets: rs, computed: rs.reduce((a, r) => a + (r.computed ?? 0), 0), engine: 'ort' };
+    }
+    // Both sets in one pass: one set of tfjs calls per step instead of one per set.
     const per = t.via === 'direct' ? t.c : t.hw * t.c;
     const all = new Float32Array(ns.reduce((a, b) => a + b, 0) * per);
     let off = 0;
-    for (const s of sets) {
-      all.set(await s.values.data() as Float32Array, off);
-      off += s.values.size;
+    for (const v of vals) {
+      all.set(v, off);
+      off += v.length;
     }
-    const r = linearShare(t, all, all.length / per, order, last, o.tol ?? FAST_TOL);
-    return { sets: splitShares(r, ns, last), computed: r.computed ?? 0 };
+    const r = linearShare(t, all, all.length / per, order, last, tol);
+    return { sets: splitShares(r, ns, last), computed: r.computed ?? 0, engine: 'tfjs' };
   },
 };
 
@@ -347,6 +364,12 @@ function pooledShare(t: LinearTail, f: Float32Array, m: number, start: number, n
     }
   }
   return computed;
+}
+
+/** The engine of the linear kind's kernel: 'auto' is onnxruntime except on the cpu backend (the reference path). */
+function sweepEngine(o: FastSweepOptions): 'ort' | 'tfjs' {
+  const e = o.engine ?? 'auto';
+  return e === 'auto' ? (getBackend() === 'cpu' ? 'tfjs' : 'ort') : e;
 }
 
 /** The kinds sweep.ts tries, in order. */
