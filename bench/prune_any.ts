@@ -10,8 +10,8 @@
  * Rows: goodnet prune's sweep (runPrune, asc, as the CLI runs it; its CPU time from the same
  * sweep called again directly), goodnet's general
  * tail-mask path, and bench/peer_torch.py --cut-file (the cached cut activations goodnet
- * computed, masked per step, through the same tail: Dense layers in torch, 1 thread; wall and
- * CPU time of its loop).
+ * computed, masked per step, through the same tail: Dense layers in torch, 1 thread, OpenBLAS
+ * included; wall and CPU time of its loop).
  * Random weights and pixels: accuracies are meaningless, times are not. Checks that the
  * sweep equals the tail-mask path at every step. Options: --n N, --skip-torch, --skip-ref (no
  * tail-mask row and no equality check).
@@ -133,7 +133,10 @@ async function bench(name: string, net: tfl.LayersModel, dir: string): Promise<R
     });
     writeFileSync(join(cutFile, 'meta.json'), JSON.stringify(meta));
     const acts2 = denses.map((l) => (l.getConfig() as { activation: string }).activation).join(',');
-    const out = execFileSync('/usr/bin/python3', [join(ROOT, 'bench/peer_torch.py'), '--cut-file', cutFile, '--activations', acts2, '--order', s.channelOrder.join(','), '--threads', '1'], { encoding: 'utf8' });
+    // One thread: torch.set_num_threads(1) limits OpenMP, not the pool of Debian's OpenBLAS
+    // (pthreads build), which otherwise runs the matmuls on a second thread.
+    const oneThread = { OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1', MKL_NUM_THREADS: '1' };
+    const out = execFileSync('/usr/bin/python3', [join(ROOT, 'bench/peer_torch.py'), '--cut-file', cutFile, '--activations', acts2, '--order', s.channelOrder.join(','), '--threads', '1'], { encoding: 'utf8', env: { ...process.env, ...oneThread } });
     torch = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, unknown>;
     const tacc = torch.acc as number[][];
     if (!sameAgain) log(`${name}: the direct sweep differs from runPrune's`);
@@ -143,7 +146,7 @@ async function bench(name: string, net: tfl.LayersModel, dir: string): Promise<R
   tail.dispose();
   return {
     name, images: N, channels: cut.channels, steps: s.steps.length, cut: cut.pool, prunePoint: cut.conv,
-    goodnetSweep: s.seconds, goodnetSweepAgain: againWall, goodnetSweepCpu: sweepCpu, torchCpu: torch?.sweep_cpu_s, sweepParts: s.stats?.seconds, kind: s.stats?.kind ?? s.stats?.path, recomputed: s.stats?.recomputed, outputRuns: s.stats?.outputRuns, tailMask, torch: torch?.sweep_s, torchThreads: torch?.threads, equal,
+    goodnetSweep: s.seconds, goodnetSweepAgain: againWall, goodnetSweepCpu: sweepCpu, torchCpu: torch?.sweep_cpu_s, sweepParts: s.stats?.seconds, kind: s.stats?.kind ?? s.stats?.path, recomputed: s.stats?.recomputed, outputRuns: s.stats?.outputRuns, tailMask, torch: torch?.sweep_s, torchThreads: torch?.threads, torchOsThreads: torch?.os_threads, equal,
   };
 }
 

@@ -36,8 +36,8 @@ export interface SweepStats {
   path: 'incremental' | 'tail-mask';
   /** The incremental path's tail kind (tailkinds.ts): 'deepid' or 'linear'. */
   kind?: string;
-  /** What ran the kind's kernel: 'tfjs' or 'ort' (onnxruntime-node, the linear kind). */
-  engine?: 'tfjs' | 'ort';
+  /** What ran the kind's kernel: 'tfjs', 'ort' (onnxruntime-node) or 'js' (float64 in JS, the linear kind's pooled cut into the output layer). */
+  engine?: 'tfjs' | 'ort' | 'js';
   /** Image-steps recomputed with the reference tail because their margin was too small. */
   recomputed: number;
   /** Incremental path: image-steps that ran the output layer (the others provably kept their label). */
@@ -86,12 +86,11 @@ export async function sweep(
     const from: number[] = [];
     shares.forEach((r, s) => {
       const n = sets[s]!.labels.length;
-      for (let q = 0; q < (last + 1) * n; q++) {
-        if (r.ambiguous[q]) {
-          at.push(q);
-          idx.push(q % n);
-          from.push(s);
-        }
+      const amb = r.ambiguous.subarray(0, (last + 1) * n);
+      for (let q = amb.indexOf(1); q >= 0; q = amb.indexOf(1, q + 1)) {
+        at.push(q);
+        idx.push(q % n);
+        from.push(s);
       }
     });
     const recomputed = at.length;
@@ -108,8 +107,13 @@ export async function sweep(
       const exact = await tailLabelsMaskedFrom(tail, shape, hosts, Uint8Array.from(from), idx, masks, batch);
       at.forEach((q, j) => { labels[from[j]!]![q] = exact[j]!; });
     }
+    let yielded = -Infinity;
     for (let k = 0; k <= last; k++) {
-      await yieldToEventLoop(); // Ctrl-C between steps
+      // Ctrl-C between steps: the event loop turns at least every 20 ms.
+      if (performance.now() - yielded > 20) {
+        await yieldToEventLoop();
+        yielded = performance.now();
+      }
       const n0 = clean.labels.length;
       const n1 = poisoned.labels.length;
       record(k, labels[0]!.subarray(k * n0, (k + 1) * n0), labels[1]!.subarray(k * n1, (k + 1) * n1));
