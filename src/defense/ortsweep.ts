@@ -111,17 +111,16 @@ function loadOrt(): Promise<Ort | null> {
   return ortModule;
 }
 
-interface Compiled { ort: Ort; session: Session; chunk: number; threads: number }
-const sessions = new WeakMap<LinearTail, Promise<Compiled | null>>();
+interface Compiled { ort: Ort; session: Session; chunk: number }
+/** Sessions per tail and thread count; dropped with the tail (the session is freed when collected). */
+const sessions = new WeakMap<LinearTail, Map<number, Promise<Compiled | null>>>();
 
-/** The tail's session (cached per tail and thread count), or null when onnxruntime is unavailable or refuses it. */
+/** The tail's session, or null when onnxruntime is unavailable or refuses the graph. */
 function sessionFor(t: LinearTail, threads: number): Promise<Compiled | null> {
-  const cached = sessions.get(t);
-  if (cached) {
-    return cached.then((s) => (s === null || s.threads === threads ? s : compile(t, threads)));
-  }
-  const p = compile(t, threads);
-  sessions.set(t, p);
+  let byThreads = sessions.get(t);
+  if (!byThreads) sessions.set(t, byThreads = new Map());
+  let p = byThreads.get(threads);
+  if (!p) byThreads.set(threads, p = compile(t, threads));
   return p;
 }
 
@@ -133,7 +132,7 @@ async function compile(t: LinearTail, threads: number): Promise<Compiled | null>
     const session = await ort.InferenceSession.create(linearSweepGraph(t, chunk), {
       intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
     });
-    return { ort, session, chunk, threads };
+    return { ort, session, chunk };
   } catch {
     return null;
   }
