@@ -14,7 +14,7 @@
  * included; wall and CPU time of its loop).
  * Random weights and pixels: accuracies are meaningless, times are not. Checks that the
  * sweep equals the tail-mask path at every step. Options: --n N, --skip-torch, --skip-ref (no
- * tail-mask row and no equality check).
+ * tail-mask row and no equality check), --only mnist|resnet.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -155,7 +155,10 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'goodnet-bench-any-'));
   try {
     const load0 = loadavg();
-    const rows = [await bench('mnist', mnistNet(), dir), await bench('resnet', resNet(), dir)];
+    const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+    const rows = [];
+    // Both nets are built (same seeds whatever runs); --only NAME times one.
+    for (const [name, net] of [['mnist', mnistNet()], ['resnet', resNet()]] as const) if (!only || only === name) rows.push(await bench(name, net, dir));
     const load1 = loadavg();
     const fmt = (x: unknown) => (typeof x === 'number' ? x.toFixed(2) : '-');
     log('');

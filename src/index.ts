@@ -75,3 +75,5 @@ export { stripDefense, STRIP_DEFENSE_DEFAULTS, type StripDefenseOptions, type St
 export { comparisonScatter, defenseSections, readComparisonFolder, secondBadNetSection, type ComparisonFolder } from './report/defenses.js';
 export { channelUnits, zeroUnitChannels, type ChannelUnit } from './defense/channels.js';
 export { serveWeb, WEB_ROOT, CONTENT_SECURITY_POLICY, type ServeOptions, type RunningServer } from './web/server.js';
+export { prepareSweep } from './defense/sweep.js';
+export type { FastSweepOptions } from './defense/fastsweep.js';

@@ -11,7 +11,7 @@ import seedrandom from 'seedrandom';
 import { initBackend } from '../src/engine/backend.js';
 import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
 import { channelMeans, type CutActivations } from '../src/defense/activations.js';
-import { sweep } from '../src/defense/sweep.js';
+import { prepareSweep, sweep } from '../src/defense/sweep.js';
 import { linearKind, matchTail, type LinearTail } from '../src/defense/tailkinds.js';
 import { linearSweepGraph, ortLinearShare } from '../src/defense/ortsweep.js';
 import type { FastSweepOptions } from '../src/defense/fastsweep.js';
@@ -147,6 +147,28 @@ test('the onnxruntime sweep graph: its logits are the masked tail\'s at every st
     const want = tf.tidy(() => tf.argMax(tail.predict(tf.mul(a.values, tf.tensor1d(mask))) as tf.Tensor2D, 1).dataSync());
     for (let i = 0; i < 5; i++) if (!r.ambiguous[k * 5 + i]) assert.equal(r.labels[k * 5 + i], want[i], `step ${k} image ${i}`);
   }
+  a.values.dispose();
+  tail.dispose();
+});
+
+test('prepareSweep starts the engine ahead of the sweep without changing it, and never throws', async () => {
+  const net = tfl.sequential({ layers: [
+    tfl.layers.conv2d({ inputShape: [8, 8, 1], filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: glorot(22) }),
+    tfl.layers.maxPooling2d({ poolSize: 2 }), tfl.layers.flatten(),
+    tfl.layers.dense({ units: 6, activation: 'relu', kernelInitializer: glorot(23), biasInitializer: normal(24) }),
+    tfl.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: glorot(25), biasInitializer: normal(26) }),
+  ] });
+  const c = findCutPoint(net);
+  const tail = await tailModel(net, c);
+  prepareSweep(tail, c.channels);
+  prepareSweep(tail, c.channels, false);
+  prepareSweep(tail, c.channels + 1); // no kind matches: nothing to start
+  const a = cut(headModel(net, c), 60, [8, 8, 1], 3, 'prep');
+  const means = await channelMeans(a);
+  const got = await sweep(tail, a, a, means, { order: 'asc', target: 0 });
+  const ref = await sweep(tail, a, a, means, { order: 'asc', target: 0, fast: false });
+  assert.equal(got.stats.engine, 'ort');
+  got.steps.forEach((s, k) => assert.deepEqual(s, ref.steps[k]));
   a.values.dispose();
   tail.dispose();
 });

@@ -124,6 +124,11 @@ function sessionFor(t: LinearTail, threads: number): Promise<Compiled | null> {
   return p;
 }
 
+/** Load onnxruntime and create the tail's session now (in the background), so the sweep finds it ready. */
+export function prepareOrtSweep(t: LinearTail, threads = 1): void {
+  if (ortSweepable(t)) void sessionFor(t, threads);
+}
+
 async function compile(t: LinearTail, threads: number): Promise<Compiled | null> {
   const ort = await loadOrt();
   if (!ort) return null;

@@ -53,6 +53,17 @@ export function maskFor(channels: number, order: number[], k: number): Float32Ar
   return mask;
 }
 
+/**
+ * Start what the sweep of `tail` will need (its tail kind's engine: onnxruntime's session for
+ * the linear kind), so that it loads while the head runs over the data; never throws, and the
+ * sweep works the same without it.
+ */
+export function prepareSweep(tail: tfl.LayersModel, channels: number, fast?: boolean | FastSweepOptions): void {
+  if (fast === false) return;
+  const m = matchTail(tail, channels);
+  m?.kind.prepare?.(m.t, typeof fast === 'object' ? fast : {});
+}
+
 export async function sweep(
   tail: tfl.LayersModel,
   clean: CutActivations,

@@ -18,7 +18,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { CutActivations } from './activations.js';
 import { fastShares, FAST_TOL, matchDeepIdTail, splitShares, type DeepIdTail, type FastSweepOptions, type ShareResult } from './fastsweep.js';
-import { ortLinearShare } from './ortsweep.js';
+import { ortLinearShare, prepareOrtSweep } from './ortsweep.js';
 import { getBackend } from '../engine/backend.js';
 
 type Layer = tfl.layers.Layer;
@@ -26,6 +26,8 @@ type Layer = tfl.layers.Layer;
 export interface TailKind<T> {
   name: string;
   match(tail: tfl.LayersModel, channels: number): T | null;
+  /** Start the kernel's engine ahead of the sweep (optional; never throws). */
+  prepare?(t: T, o: FastSweepOptions): void;
   /** engine: what ran the kernel ('tfjs', 'ort', or 'js': plain JS; undefined: tfjs). */
   run(t: T, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions, hosts?: Float32Array[]): Promise<{ sets: ShareResult[]; computed: number; engine?: 'tfjs' | 'ort' | 'js' }>;
 }
@@ -161,6 +163,11 @@ export const linearKind: TailKind<LinearTail> = {
       kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(u), rest: rest === 'identity' ? null : rest,
       out: rest === 'identity' ? undefined : outputDense(tail, dense),
     };
+  },
+  prepare: (t, o) => {
+    if (t.rest || t.via === 'flatten') {
+      if (sweepEngine(o) === 'ort') prepareOrtSweep(t, o.threads ?? 1);
+    }
   },
   run: async (t, sets, order, last, o, hosts) => {
     const vals = hosts ?? await Promise.all(sets.map(async (s) => await s.values.data() as Float32Array));
