@@ -146,7 +146,7 @@ async function bench(name: string, net: tfl.LayersModel, dir: string): Promise<R
   tail.dispose();
   return {
     name, images: N, channels: cut.channels, steps: s.steps.length, cut: cut.pool, prunePoint: cut.conv,
-    goodnetSweep: s.seconds, goodnetSweepAgain: againWall, goodnetSweepCpu: sweepCpu, torchCpu: torch?.sweep_cpu_s, sweepParts: s.stats?.seconds, kind: s.stats?.kind ?? s.stats?.path, recomputed: s.stats?.recomputed, outputRuns: s.stats?.outputRuns, tailMask, torch: torch?.sweep_s, torchThreads: torch?.threads, torchOsThreads: torch?.os_threads, equal,
+    goodnetSweep: s.seconds, goodnetSweepAgain: againWall, goodnetSweepCpu: sweepCpu, torchCpu: torch?.sweep_cpu_s, sweepParts: s.stats?.seconds, kind: s.stats?.kind ?? s.stats?.path, engine: s.stats?.engine, recomputed: s.stats?.recomputed, outputRuns: s.stats?.outputRuns, tailMask, torch: torch?.sweep_s, torchThreads: torch?.threads, torchOsThreads: torch?.os_threads, equal,
   };
 }
 
@@ -168,7 +168,7 @@ async function main(): Promise<void> {
     log('|---|---|---:|---:|---|---:|---:|---:|---:|---|');
     const ratio = (a: unknown, b: unknown) => (typeof a === 'number' && typeof b === 'number' ? `${(a / b).toFixed(2)}x` : '-');
     for (const r of rows) {
-      log(`| ${r.name} | ${r.cut} (${r.prunePoint}) | ${r.steps} | ${fmt(r.goodnetSweep)} | ${r.kind} (${r.recomputed} recomputed) | ${fmt(r.tailMask)} | ${fmt(r.torch)} | ${ratio(r.goodnetSweep, r.torch)} | ` +
+      log(`| ${r.name} | ${r.cut} (${r.prunePoint}) | ${r.steps} | ${fmt(r.goodnetSweep)} | ${r.kind}${r.engine ? `, ${r.engine}` : ''} (${r.recomputed} recomputed) | ${fmt(r.tailMask)} | ${fmt(r.torch)} | ${ratio(r.goodnetSweep, r.torch)} | ` +
         `${fmt(r.goodnetSweepCpu)} / ${fmt(r.torchCpu)} = ${ratio(r.goodnetSweepCpu, r.torchCpu)} | ${r.equal === undefined ? '-' : r.equal ? 'yes' : 'NO'} |`);
     }
     writeFileSync(join(ROOT, 'bench/results_any.json'), `${JSON.stringify({ date: new Date().toISOString(), loadavg: { before: load0, after: load1 }, rows }, null, 2)}\n`);

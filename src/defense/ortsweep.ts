@@ -25,8 +25,17 @@ import { encodeModel, type ModelProto, type NodeProto, type TensorProto } from '
 type Ort = typeof import('onnxruntime-node');
 type Session = import('onnxruntime-node').InferenceSession;
 
-/** Images per session run (the graph's fixed batch; the last chunk is padded with zeros). */
+/** Most images per session run (the graph's fixed batch; the last chunk is padded with zeros). */
 export const ORT_SWEEP_CHUNK = 256;
+/** Largest Dense kernel (floats) the graph copies as an initializer; larger tails take the tfjs path. */
+export const ORT_SWEEP_MAX_KERNEL = 2 ** 24;
+
+/** Images per run: at most ORT_SWEEP_CHUNK, and about 2^24 floats in each (steps x images x width) tensor. */
+export function ortSweepChunk(t: LinearTail): number {
+  const pf = t.via === 'flatten' ? t.hw : 1;
+  const width = Math.max(t.u, pf, t.out?.classes ?? 0);
+  return Math.max(16, Math.min(ORT_SWEEP_CHUNK, Math.floor(2 ** 24 / ((t.c + 1) * width))));
+}
 
 /** Activations before the output Dense that the graph writes (tailkinds' LIPSCHITZ set). */
 const ACT_OPS: Record<string, string | null> = { linear: null, relu: 'Relu', tanh: 'Tanh', sigmoid: 'Sigmoid' };
@@ -34,6 +43,7 @@ const ACT_OPS: Record<string, string | null> = { linear: null, relu: 'Relu', tan
 /** True when the ORT graph covers this tail: z is the logits, or act -> output Dense follows. */
 export function ortSweepable(t: LinearTail): boolean {
   if (t.rest && !t.out) return false;
+  if (t.kernel.length > ORT_SWEEP_MAX_KERNEL) return false;
   return !t.out || t.out.act in ACT_OPS;
 }
 
@@ -132,7 +142,7 @@ export function prepareOrtSweep(t: LinearTail, threads = 1): void {
 async function compile(t: LinearTail, threads: number): Promise<Compiled | null> {
   const ort = await loadOrt();
   if (!ort) return null;
-  const chunk = ORT_SWEEP_CHUNK;
+  const chunk = ortSweepChunk(t);
   try {
     const session = await ort.InferenceSession.create(linearSweepGraph(t, chunk), {
       intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
