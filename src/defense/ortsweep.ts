@@ -156,7 +156,7 @@ async function compile(t: LinearTail, threads: number): Promise<Compiled | null>
 /**
  * linearShare (tailkinds.ts) on onnxruntime: labels and ambiguity flags of `n` images `x`
  * (NHWC at the cut for flatten, (n, C) per-channel values for gap/direct) at steps 0..last.
- * Null when onnxruntime is not available: use the tfjs path.
+ * Null when onnxruntime is not available or a run fails: use the tfjs path.
  */
 export async function ortLinearShare(t: LinearTail, x: Float32Array, n: number, order: number[], last: number, tol: number, threads = 1): Promise<ShareResult | null> {
   if (!ortSweepable(t)) return null;
@@ -181,7 +181,12 @@ export async function ortLinearShare(t: LinearTail, x: Float32Array, n: number, 
     return session.run({ X: new ort.Tensor('float32', xs, [chunk, per]), order: orderT });
   };
   for (let start = 0; start < n; start += chunk) {
-    const out = await run(start);
+    let out: Awaited<ReturnType<typeof run>>;
+    try {
+      out = await run(start);
+    } catch {
+      return null; // e.g. out of memory in onnxruntime: the tfjs path computes the same labels
+    }
     const v = out[outName]!.data as Float32Array;
     const m = Math.min(chunk, n - start);
     for (let k = 0; k <= last; k++) {
