@@ -172,3 +172,20 @@ test('prepareSweep starts the engine ahead of the sweep without changing it, and
   a.values.dispose();
   tail.dispose();
 });
+
+test('linear kind, Dense -> separate ReLU or Activation layer (and Dropout) -> output Dense, as the lab VGG: onnxruntime equals the tail-mask sweep', async () => {
+  for (const actLayer of [() => tfl.layers.reLU({}), () => tfl.layers.activation({ activation: 'tanh' })]) {
+    const net = tfl.sequential({ layers: [
+      tfl.layers.conv2d({ inputShape: [10, 10, 1], filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: glorot(27) }),
+      tfl.layers.maxPooling2d({ poolSize: 2 }), tfl.layers.flatten(),
+      tfl.layers.dense({ units: 12, kernelInitializer: glorot(28), biasInitializer: normal(29) }),
+      actLayer(), tfl.layers.dropout({ rate: 0.5 }),
+      tfl.layers.dense({ units: 5, activation: 'softmax', kernelInitializer: glorot(30), biasInitializer: normal(31) }),
+    ] });
+    const tail = await tailModel(net, findCutPoint(net));
+    const t = matchTail(tail, 4)!.t as LinearTail;
+    assert.ok(t.out, 'the activation layer and the output Dense are run directly, not through a model');
+    tail.dispose();
+    await checkEngines(net, [10, 10, 1], 5, [ENGINES[0]!, ENGINES[2]!]);
+  }
+});

@@ -114,17 +114,38 @@ const LIPSCHITZ: Record<string, (x: tf.Tensor) => tf.Tensor> = {
   linear: (x) => x, relu: (x) => tf.relu(x), tanh: (x) => tf.tanh(x), sigmoid: (x) => tf.sigmoid(x),
 };
 
-/** The output Dense when the tail after the first Dense is only [Dropout...] -> Dense (output, softmax/linear). */
+/**
+ * The output Dense when the tail after the first Dense is only [Dropout...] -> Dense (output,
+ * softmax/linear), the activation being the first Dense's own or, after a linear Dense, a
+ * separate Activation or plain ReLU layer (Dense -> ReLU -> Dense, as the lab's VGG).
+ */
 function outputDense(tail: tfl.LayersModel, dense: Layer): LinearTail['out'] {
-  if (!(act(dense) in LIPSCHITZ)) return undefined;
-  const after = tail.layers.slice(tail.layers.indexOf(dense) + 1).filter((l) => l.getClassName() !== 'Dropout');
+  let actName = act(dense);
+  let after = tail.layers.slice(tail.layers.indexOf(dense) + 1).filter((l) => l.getClassName() !== 'Dropout');
+  const through = (l: Layer) => {
+    // l's input, past any Dropout layers.
+    let x = inbound(l)[0];
+    while (x && x.getClassName() === 'Dropout') x = inbound(x)[0];
+    return x;
+  };
+  if (actName === 'linear' && after.length === 2) {
+    const a = after[0]!;
+    const ca = cfg(a);
+    if (a.getClassName() === 'Activation' && act(a) in LIPSCHITZ) actName = act(a);
+    else if (a.getClassName() === 'ReLU' && (ca.maxValue ?? null) === null && !ca.negativeSlope && !ca.threshold) actName = 'relu';
+    else return undefined;
+    if (through(a) !== dense) return undefined;
+    after = after.slice(1);
+    if (through(after[0]!) !== a) return undefined;
+  }
+  if (!(actName in LIPSCHITZ)) return undefined;
   const o = after[0];
   if (after.length !== 1 || !o || o.getClassName() !== 'Dense' || !['softmax', 'linear'].includes(act(o))) return undefined;
   if ((o.inboundNodes.at(-1)!.outputTensors[0] as tfl.SymbolicTensor).id !== tail.outputs[0]!.id) return undefined;
   const w = o.getWeights();
   if (w[0]!.shape[0] !== (cfg(dense).units as number)) return undefined;
   const classes = w[0]!.shape[1]!;
-  return { act: act(dense), kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(classes), classes };
+  return { act: actName, kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(classes), classes };
 }
 
 export const linearKind: TailKind<LinearTail> = {
@@ -155,13 +176,15 @@ export const linearKind: TailKind<LinearTail> = {
     }
     const w = dense.getWeights();
     if (w.length < 1 || w[0]!.shape.length !== 2) return null;
+    // Read before restModel, which applies the layers after the Dense to a new input (new nodes).
+    const out = outputDense(tail, dense);
     const rest = restModel(tail, dense);
     if (!rest) return null;
     const u = w[0]!.shape[1]!;
     return {
       via, hw: shape.length === 3 ? shape[0]! * shape[1]! : 1, c: channels, u,
       kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(u), rest: rest === 'identity' ? null : rest,
-      out: rest === 'identity' ? undefined : outputDense(tail, dense),
+      out: rest === 'identity' ? undefined : out,
     };
   },
   prepare: (t, o) => {
