@@ -285,8 +285,8 @@ export interface FastSweepOptions {
 
 export const FAST_TOL = 1e-3;
 
-/** Run sweepShare over clean + poisoned images, split over workers; returns per-set results. `hosts`: the sets' values already read from the backend. */
-export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions = {}, hosts?: Float32Array[]): Promise<{ sets: ShareResult[]; computed: number }> {
+/** Run sweepShare over clean + poisoned images, split over workers; returns per-set results. `host`: a set's values read from the backend (shared with the caller). */
+export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions = {}, host?: (set: number) => Promise<Float32Array>): Promise<{ sets: ShareResult[]; computed: number }> {
   const tol = o.tol ?? FAST_TOL;
   const skip = o.skip ?? true;
   const per = t.h * t.w * t.c;
@@ -295,7 +295,7 @@ export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: n
   const all = new Float32Array(total * per);
   let off = 0;
   for (const [i, s] of sets.entries()) {
-    all.set(hosts?.[i] ?? await s.values.data() as Float32Array, off);
+    all.set(await (host?.(i) ?? s.values.data()) as Float32Array, off);
     off += s.values.size;
   }
   const workers = Math.min(o.workers ?? availableParallelism(), Math.ceil(total / 512));

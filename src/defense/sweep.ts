@@ -85,9 +85,11 @@ export async function sweep(
   const fast = options.fast === false ? null : matchTail(tail, channels);
   if (fast) {
     const t0 = performance.now();
-    // The cut values read from the backend once, for the kernel and the recomputes.
-    const hosts = await Promise.all([clean, poisoned].map(async (a) => await a.values.data() as Float32Array));
-    const { sets: shares, computed, engine } = await fast.kind.run(fast.t, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {}, hosts);
+    // The cut values read from the backend at most once per set, when the kernel or the
+    // recomputes need them.
+    const reads: Promise<Float32Array>[] = [];
+    const host = (s: number) => (reads[s] ??= ([clean, poisoned][s]!.values.data() as Promise<Float32Array>));
+    const { sets: shares, computed, engine } = await fast.kind.run(fast.t, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {}, host);
     const t1 = performance.now();
     // Ambiguous images of every step and both sets, recomputed exactly in a few batched calls.
     const sets = [clean, poisoned];
@@ -115,6 +117,7 @@ export async function sweep(
       });
       const shape = clean.values.shape.slice(1);
       const batch = Math.max(256, Math.min(4096, Math.floor(2 ** 22 / shape.reduce((p, q) => p * q, 1))));
+      const hosts = await Promise.all([0, 1].map((s) => (from.includes(s) ? host(s) : new Float32Array(0))));
       const exact = await tailLabelsMaskedFrom(tail, shape, hosts, Uint8Array.from(from), idx, masks, batch);
       at.forEach((q, j) => { labels[from[j]!]![q] = exact[j]!; });
     }

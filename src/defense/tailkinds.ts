@@ -29,7 +29,7 @@ export interface TailKind<T> {
   /** Start the kernel's engine ahead of the sweep (optional; never throws). */
   prepare?(t: T, o: FastSweepOptions): void;
   /** engine: what ran the kernel ('tfjs', 'ort', or 'js': plain JS; undefined: tfjs). */
-  run(t: T, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions, hosts?: Float32Array[]): Promise<{ sets: ShareResult[]; computed: number; engine?: 'tfjs' | 'ort' | 'js' }>;
+  run(t: T, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions, host?: (set: number) => Promise<Float32Array>): Promise<{ sets: ShareResult[]; computed: number; engine?: 'tfjs' | 'ort' | 'js' }>;
 }
 
 export const deepIdKind: TailKind<DeepIdTail> = {
@@ -38,7 +38,7 @@ export const deepIdKind: TailKind<DeepIdTail> = {
     const t = matchDeepIdTail(tail);
     return t && t.c === channels ? t : null;
   },
-  run: (t, sets, order, last, o, hosts) => fastShares(t, sets, order, last, o, hosts),
+  run: (t, sets, order, last, o, host) => fastShares(t, sets, order, last, o, host),
 };
 
 /** A linear-first tail: how P reaches the Dense, its weights, and the model from z to logits. */
@@ -192,27 +192,37 @@ export const linearKind: TailKind<LinearTail> = {
       if (sweepEngine(o) === 'ort') prepareOrtSweep(t, o.threads ?? 1);
     }
   },
-  run: async (t, sets, order, last, o, hosts) => {
-    const vals = hosts ?? await Promise.all(sets.map(async (s) => await s.values.data() as Float32Array));
+  run: async (t, sets, order, last, o, host) => {
+    const read = (s: number) => host?.(s) ?? (sets[s]!.values.data() as Promise<Float32Array>);
     const ns = sets.map((s) => s.values.shape[0]);
     const tol = o.tol ?? FAST_TOL;
     // onnxruntime where its graph covers the tail (one set at a time, no copy), except a pooled
     // cut into the output layer: pooledShare's lazy JS path does no work at all for most
     // image-steps (their label provably cannot change).
     const lazy = !t.rest && t.via !== 'flatten';
+    // Per-channel values of a GAP cut: the mean over positions on the backend (the tail's own
+    // GlobalAveragePooling2D computes tf.mean over the same axes), not a JS loop over every value.
+    const perChannel = async (s: number) => {
+      if (t.via !== 'gap') return read(s);
+      const m = tf.tidy(() => tf.mean(sets[s]!.values, [1, 2]));
+      const v = await m.data() as Float32Array;
+      m.dispose();
+      return v;
+    };
     if (lazy) {
-      const rs = sets.map((_, s) => {
+      const rs: ShareResult[] = [];
+      for (let s = 0; s < sets.length; s++) {
         const n = ns[s]!;
         const r = { labels: new Int32Array((last + 1) * n), ambiguous: new Uint8Array((last + 1) * n), computed: 0 };
-        r.computed = pooledShare(t, pooled(t, vals[s]!, n), n, 0, n, order, last, tol, r.labels, r.ambiguous);
-        return r;
-      });
-      return { sets: rs, computed: rs.reduce((a, r) => a + r.computed, 0), engine: 'js' };
+        r.computed = pooledShare(t, await perChannel(s), n, 0, n, order, last, tol, r.labels, r.ambiguous);
+        rs.push(r);
+      }
+      return { sets: rs, computed: rs.reduce((a, r) => a + (r.computed ?? 0), 0), engine: 'js' };
     }
     if (sweepEngine(o) === 'ort') {
       const rs: ShareResult[] = [];
       for (let s = 0; s < sets.length && rs.length === s; s++) {
-        const r = await ortLinearShare(t, t.via === 'gap' ? pooled(t, vals[s]!, ns[s]!) : vals[s]!, ns[s]!, order, last, tol, o.threads ?? 1);
+        const r = await ortLinearShare(t, await perChannel(s), ns[s]!, order, last, tol, o.threads ?? 1);
         if (r) rs.push(r);
       }
       if (rs.length === sets.length) return { sets: rs, computed: rs.reduce((a, r) => a + (r.computed ?? 0), 0), engine: 'ort' };
@@ -221,7 +231,8 @@ export const linearKind: TailKind<LinearTail> = {
     const per = t.via === 'direct' ? t.c : t.hw * t.c;
     const all = new Float32Array(ns.reduce((a, b) => a + b, 0) * per);
     let off = 0;
-    for (const v of vals) {
+    for (let s = 0; s < sets.length; s++) {
+      const v = await read(s);
       all.set(v, off);
       off += v.length;
     }
