@@ -9,7 +9,11 @@
  *           layers to the output: the Dense pre-activation z is linear in P's channels, so
  *           pruning one more channel subtracts that channel's rows (x_c @ W_c) from z; the
  *           layers after z run in one batch per step on z only (cheap next to the Dense).
- *           Where they are an activation and the output Dense, they run as two tf ops.
+ *           Where they are an activation and the output Dense (or nothing: z is the logits),
+ *           every step of a chunk runs in one onnxruntime session run (ortsweep.ts; engine
+ *           'tfjs': the activation and output Dense as two tf ops per step). A pooled cut into
+ *           the output Dense is swept lazily in JS (pooledShare). `prepare` starts the
+ *           engine before the sweep.
  *
  * Exactness as in fastsweep.ts: the label comes from logits (a final softmax is dropped);
  * an image whose top-two margin is within tol * (1 + |top|) is flagged and recomputed.
