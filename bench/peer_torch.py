@@ -59,7 +59,8 @@ def cut_file_sweep():
             acc.append(r)
         t_sweep = time.perf_counter() - t0
         c_sweep = time.process_time() - c0
-    print(json.dumps({'torch': torch.__version__, 'threads': torch.get_num_threads(), 'sweep_s': t_sweep, 'sweep_cpu_s': c_sweep, 'steps': len(order), 'n': sets[0][0].shape[0], 'acc': acc}))
+    # OS threads of the process after the sweep (OpenBLAS's pool included), to show what "1 thread" was.
+    print(json.dumps({'torch': torch.__version__, 'threads': torch.get_num_threads(), 'os_threads': len(os.listdir('/proc/self/task')), 'sweep_s': t_sweep, 'sweep_cpu_s': c_sweep, 'steps': len(order), 'n': sets[0][0].shape[0], 'acc': acc}))
 
 if a.cut_file:
     cut_file_sweep()

@@ -10,11 +10,11 @@
  * Rows: goodnet prune's sweep (runPrune, asc, as the CLI runs it; its CPU time from the same
  * sweep called again directly), goodnet's general
  * tail-mask path, and bench/peer_torch.py --cut-file (the cached cut activations goodnet
- * computed, masked per step, through the same tail: Dense layers in torch, 1 thread; wall and
- * CPU time of its loop).
+ * computed, masked per step, through the same tail: Dense layers in torch, 1 thread, OpenBLAS
+ * included; wall and CPU time of its loop).
  * Random weights and pixels: accuracies are meaningless, times are not. Checks that the
  * sweep equals the tail-mask path at every step. Options: --n N, --skip-torch, --skip-ref (no
- * tail-mask row and no equality check).
+ * tail-mask row and no equality check), --only mnist|resnet.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -133,7 +133,10 @@ async function bench(name: string, net: tfl.LayersModel, dir: string): Promise<R
     });
     writeFileSync(join(cutFile, 'meta.json'), JSON.stringify(meta));
     const acts2 = denses.map((l) => (l.getConfig() as { activation: string }).activation).join(',');
-    const out = execFileSync('/usr/bin/python3', [join(ROOT, 'bench/peer_torch.py'), '--cut-file', cutFile, '--activations', acts2, '--order', s.channelOrder.join(','), '--threads', '1'], { encoding: 'utf8' });
+    // One thread: torch.set_num_threads(1) limits OpenMP, not the pool of Debian's OpenBLAS
+    // (pthreads build), which otherwise runs the matmuls on a second thread.
+    const oneThread = { OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1', MKL_NUM_THREADS: '1' };
+    const out = execFileSync('/usr/bin/python3', [join(ROOT, 'bench/peer_torch.py'), '--cut-file', cutFile, '--activations', acts2, '--order', s.channelOrder.join(','), '--threads', '1'], { encoding: 'utf8', env: { ...process.env, ...oneThread } });
     torch = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, unknown>;
     const tacc = torch.acc as number[][];
     if (!sameAgain) log(`${name}: the direct sweep differs from runPrune's`);
@@ -143,7 +146,7 @@ async function bench(name: string, net: tfl.LayersModel, dir: string): Promise<R
   tail.dispose();
   return {
     name, images: N, channels: cut.channels, steps: s.steps.length, cut: cut.pool, prunePoint: cut.conv,
-    goodnetSweep: s.seconds, goodnetSweepAgain: againWall, goodnetSweepCpu: sweepCpu, torchCpu: torch?.sweep_cpu_s, sweepParts: s.stats?.seconds, kind: s.stats?.kind ?? s.stats?.path, recomputed: s.stats?.recomputed, outputRuns: s.stats?.outputRuns, tailMask, torch: torch?.sweep_s, torchThreads: torch?.threads, equal,
+    goodnetSweep: s.seconds, goodnetSweepAgain: againWall, goodnetSweepCpu: sweepCpu, torchCpu: torch?.sweep_cpu_s, sweepParts: s.stats?.seconds, kind: s.stats?.kind ?? s.stats?.path, engine: s.stats?.engine, recomputed: s.stats?.recomputed, outputRuns: s.stats?.outputRuns, tailMask, torch: torch?.sweep_s, torchThreads: torch?.threads, torchOsThreads: torch?.os_threads, equal,
   };
 }
 
@@ -152,7 +155,10 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'goodnet-bench-any-'));
   try {
     const load0 = loadavg();
-    const rows = [await bench('mnist', mnistNet(), dir), await bench('resnet', resNet(), dir)];
+    const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+    const rows = [];
+    // Both nets are built (same seeds whatever runs); --only NAME times one.
+    for (const [name, net] of [['mnist', mnistNet()], ['resnet', resNet()]] as const) if (!only || only === name) rows.push(await bench(name, net, dir));
     const load1 = loadavg();
     const fmt = (x: unknown) => (typeof x === 'number' ? x.toFixed(2) : '-');
     log('');
@@ -162,7 +168,7 @@ async function main(): Promise<void> {
     log('|---|---|---:|---:|---|---:|---:|---:|---:|---|');
     const ratio = (a: unknown, b: unknown) => (typeof a === 'number' && typeof b === 'number' ? `${(a / b).toFixed(2)}x` : '-');
     for (const r of rows) {
-      log(`| ${r.name} | ${r.cut} (${r.prunePoint}) | ${r.steps} | ${fmt(r.goodnetSweep)} | ${r.kind} (${r.recomputed} recomputed) | ${fmt(r.tailMask)} | ${fmt(r.torch)} | ${ratio(r.goodnetSweep, r.torch)} | ` +
+      log(`| ${r.name} | ${r.cut} (${r.prunePoint}) | ${r.steps} | ${fmt(r.goodnetSweep)} | ${r.kind}${r.engine ? `, ${r.engine}` : ''} (${r.recomputed} recomputed) | ${fmt(r.tailMask)} | ${fmt(r.torch)} | ${ratio(r.goodnetSweep, r.torch)} | ` +
         `${fmt(r.goodnetSweepCpu)} / ${fmt(r.torchCpu)} = ${ratio(r.goodnetSweepCpu, r.torchCpu)} | ${r.equal === undefined ? '-' : r.equal ? 'yes' : 'NO'} |`);
     }
     writeFileSync(join(ROOT, 'bench/results_any.json'), `${JSON.stringify({ date: new Date().toISOString(), loadavg: { before: load0, after: load1 }, rows }, null, 2)}\n`);

@@ -78,3 +78,5 @@ export { channelUnits, zeroUnitChannels, type ChannelUnit } from './defense/chan
 export { serveWeb, WEB_ROOT, CONTENT_SECURITY_POLICY, type ServeOptions, type RunningServer } from './web/server.js';
 export { OrtTrainer, TRAIN_ENGINES, DEFAULT_TRAIN_ENGINE, type TrainEngineName, type OrtTrainerOptions, type OrtStepResult } from './engine/ort_train.js';
 export { buildTrainGraph, ortTrainObstacle, type TrainGraph, type TrainGraphOptions } from './engine/ort_train_graph.js';
+export { prepareSweep } from './defense/sweep.js';
+export type { FastSweepOptions } from './defense/fastsweep.js';

@@ -63,21 +63,33 @@ export async function tailLabelsAt(tail: tfl.LayersModel, a: CutActivations, mas
  * tailLabelsAt with one mask per image: image indices[j] masked by row j of `masks`
  * (indices.length x C), so the recomputes of every step run in a few batched calls. The
  * rows are gathered and masked in JS (tf.gather on wasm is slow): x * 1 and x * 0 are the
- * same floats as tf.mul's, so each image's tail input is tailLabelsAt's.
+ * same floats as tf.mul's, so each image's tail input is tailLabelsAt's. `host`: the values
+ * already read from the backend (a.values.data()), when the caller has them.
  */
-export async function tailLabelsMasked(tail: tfl.LayersModel, a: CutActivations, indices: number[], masks: Float32Array, batchSize = 2048): Promise<Int32Array> {
+export async function tailLabelsMasked(tail: tfl.LayersModel, a: CutActivations, indices: number[], masks: Float32Array, batchSize = 2048, host?: Float32Array): Promise<Int32Array> {
+  const values = host ?? await a.values.data() as Float32Array;
+  return tailLabelsMaskedFrom(tail, a.values.shape.slice(1), [values], new Uint8Array(indices.length), indices, masks, batchSize);
+}
+
+/**
+ * tailLabelsMasked over rows of several sets with the same cut shape (`shape`, one image):
+ * row j is image indices[j] of hosts[from[j]] (values read from the backend), masked by row j
+ * of `masks`; one predict per batchSize rows, whatever set they come from.
+ */
+export async function tailLabelsMaskedFrom(tail: tfl.LayersModel, shape: number[], hosts: Float32Array[], from: Uint8Array, indices: number[], masks: Float32Array, batchSize = 2048): Promise<Int32Array> {
   const out = new Int32Array(indices.length);
-  const shape = a.values.shape.slice(1);
   const c = shape.at(-1)!;
   const per = shape.reduce((p, q) => p * q, 1);
-  const values = await a.values.data() as Float32Array;
   for (let start = 0; start < indices.length; start += batchSize) {
     const size = Math.min(batchSize, indices.length - start);
     const x = new Float32Array(size * per);
     for (let j = 0; j < size; j++) {
+      const values = hosts[from[start + j]!]!;
       const src = indices[start + j]! * per;
       const mr = (start + j) * c;
-      for (let q = 0, o = j * per; q < per; q++, o++) x[o] = values[src + q]! * masks[mr + (q % c)]!;
+      for (let p = 0, o = j * per; p < per; p += c) {
+        for (let ch = 0; ch < c; ch++, o++) x[o] = values[src + p + ch]! * masks[mr + ch]!;
+      }
     }
     const idx = tf.tidy(() => tf.argMax(tail.predict(tf.tensor(x, [size, ...shape]), { batchSize: size }) as tf.Tensor2D, 1));
     out.set(await idx.data() as Int32Array, start);

@@ -274,12 +274,19 @@ export interface FastSweepOptions {
   skip?: boolean;
   /** Relative top-two margin below which an image is recomputed with the reference path. */
   tol?: number;
+  /**
+   * The linear kind's engine (tailkinds.ts, ortsweep.ts): 'ort' (onnxruntime-node, falling
+   * back to tfjs where it cannot be loaded), 'tfjs', or 'auto' (default: ort except on the cpu backend).
+   */
+  engine?: 'auto' | 'ort' | 'tfjs';
+  /** onnxruntime intra-op threads for the linear kind (default 1). */
+  threads?: number;
 }
 
 export const FAST_TOL = 1e-3;
 
-/** Run sweepShare over clean + poisoned images, split over workers; returns per-set results. */
-export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions = {}): Promise<{ sets: ShareResult[]; computed: number }> {
+/** Run sweepShare over clean + poisoned images, split over workers; returns per-set results. `host`: a set's values read from the backend (shared with the caller). */
+export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions = {}, host?: (set: number) => Promise<Float32Array>): Promise<{ sets: ShareResult[]; computed: number }> {
   const tol = o.tol ?? FAST_TOL;
   const skip = o.skip ?? true;
   const per = t.h * t.w * t.c;
@@ -287,8 +294,8 @@ export async function fastShares(t: DeepIdTail, sets: CutActivations[], order: n
   const total = ns.reduce((a, b) => a + b, 0);
   const all = new Float32Array(total * per);
   let off = 0;
-  for (const s of sets) {
-    all.set(await s.values.data() as Float32Array, off);
+  for (const [i, s] of sets.entries()) {
+    all.set(await (host?.(i) ?? s.values.data()) as Float32Array, off);
     off += s.values.size;
   }
   const workers = Math.min(o.workers ?? availableParallelism(), Math.ceil(total / 512));

@@ -25,7 +25,7 @@ import { channelMeans, cutActivations, tailLabels, type CutActivations } from '.
 import { goodnetMetrics } from './goodnet.js';
 import { findCutPoint, headModel, tailModel } from './graph.js';
 import { maskedCopy } from './mask.js';
-import { maskFor, pickThresholds, sweep } from './sweep.js';
+import { maskFor, pickThresholds, prepareSweep, sweep } from './sweep.js';
 import type { SavedModelPaths, ActivationProfile, FinePruneRow, GoodNetRow, PruneOrder, SweepResult, SweepStep, ThresholdRule } from './types.js';
 import { FINE_TUNE_DEFAULTS, fineTune, readAll, type FineTuneOptions } from './fineprune.js';
 import { evaluate } from '../eval/evaluate.js';
@@ -220,6 +220,7 @@ export async function computePrune(o: PruneComputeOptions): Promise<PruneResult>
   }
   const head = headModel(model.net, cut);
   const tail = await tailModel(model.net, cut);
+  prepareSweep(tail, cut.channels); // the sweep's engine loads while the head runs
   const timings: Record<string, number> = {};
   // Absolute paths, so `goodnet report` finds the inputs from anywhere.
   const inputs: InputRecord[] = [{ role: 'model', path: resolve(model.source), sha256: await sha256(model.source) }];

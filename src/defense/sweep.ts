@@ -7,7 +7,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { accuracy, attackSuccessRate } from '../eval/metrics.js';
-import { tailLabels, tailLabelsMasked, type CutActivations } from './activations.js';
+import { tailLabels, tailLabelsMaskedFrom, type CutActivations } from './activations.js';
 import type { FastSweepOptions } from './fastsweep.js';
 import { matchTail } from './tailkinds.js';
 import type { PruneOrder, SweepStep, ThresholdPick, ThresholdRule } from './types.js';
@@ -36,6 +36,8 @@ export interface SweepStats {
   path: 'incremental' | 'tail-mask';
   /** The incremental path's tail kind (tailkinds.ts): 'deepid' or 'linear'. */
   kind?: string;
+  /** What ran the kind's kernel: 'tfjs', 'ort' (onnxruntime-node) or 'js' (float64 in JS, the linear kind's pooled cut into the output layer). */
+  engine?: 'tfjs' | 'ort' | 'js';
   /** Image-steps recomputed with the reference tail because their margin was too small. */
   recomputed: number;
   /** Incremental path: image-steps that ran the output layer (the others provably kept their label). */
@@ -49,6 +51,17 @@ export function maskFor(channels: number, order: number[], k: number): Float32Ar
   const mask = new Float32Array(channels).fill(1);
   for (let i = 0; i < k; i++) mask[order[i]!] = 0;
   return mask;
+}
+
+/**
+ * Start what the sweep of `tail` will need (its tail kind's engine: onnxruntime's session for
+ * the linear kind), so that it loads while the head runs over the data; never throws, and the
+ * sweep works the same without it.
+ */
+export function prepareSweep(tail: tfl.LayersModel, channels: number, fast?: boolean | FastSweepOptions): void {
+  if (fast === false) return;
+  const m = matchTail(tail, channels);
+  m?.kind.prepare?.(m.t, typeof fast === 'object' ? fast : {});
 }
 
 export async function sweep(
@@ -72,34 +85,55 @@ export async function sweep(
   const fast = options.fast === false ? null : matchTail(tail, channels);
   if (fast) {
     const t0 = performance.now();
-    const { sets: shares, computed } = await fast.kind.run(fast.t, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {});
+    // The cut values read from the backend at most once per set, when the kernel or the
+    // recomputes need them.
+    const reads: Promise<Float32Array>[] = [];
+    const host = (s: number) => (reads[s] ??= ([clean, poisoned][s]!.values.data() as Promise<Float32Array>));
+    const { sets: shares, computed, engine } = await fast.kind.run(fast.t, [clean, poisoned], order, last, typeof options.fast === 'object' ? options.fast : {}, host);
     const t1 = performance.now();
-    // Ambiguous images of every step, recomputed exactly in a few batched calls per set.
-    let recomputed = 0;
+    // Ambiguous images of every step and both sets, recomputed exactly in a few batched calls.
     const sets = [clean, poisoned];
-    const labels = await Promise.all(shares.map(async (r, s) => {
+    const labels = shares.map((r) => r.labels);
+    const at: number[] = [];
+    const idx: number[] = [];
+    const from: number[] = [];
+    shares.forEach((r, s) => {
       const n = sets[s]!.labels.length;
-      const lab = r.labels;
-      const at: number[] = [];
-      const idx: number[] = [];
-      for (let k = 0; k <= last; k++) for (let i = 0; i < n; i++) if (r.ambiguous[k * n + i]) { at.push(k * n + i); idx.push(i); }
-      if (at.length > 0) {
-        const masks = new Float32Array(at.length * channels);
-        at.forEach((ki, j) => masks.set(maskFor(channels, order, Math.floor(ki / n)), j * channels));
-        const exact = await tailLabelsMasked(tail, sets[s]!, idx, masks);
-        at.forEach((ki, j) => { lab[ki] = exact[j]!; });
-        recomputed += at.length;
+      const amb = r.ambiguous.subarray(0, (last + 1) * n);
+      for (let q = amb.indexOf(1); q >= 0; q = amb.indexOf(1, q + 1)) {
+        at.push(q);
+        idx.push(q % n);
+        from.push(s);
       }
-      return lab;
-    }));
+    });
+    const recomputed = at.length;
+    if (recomputed > 0) {
+      const masks = new Float32Array(recomputed * channels);
+      const stepMasks = new Map<number, Float32Array>();
+      at.forEach((q, j) => {
+        const k = Math.floor(q / sets[from[j]!]!.labels.length);
+        if (!stepMasks.has(k)) stepMasks.set(k, maskFor(channels, order, k));
+        masks.set(stepMasks.get(k)!, j * channels);
+      });
+      const shape = clean.values.shape.slice(1);
+      const batch = Math.max(256, Math.min(4096, Math.floor(2 ** 22 / shape.reduce((p, q) => p * q, 1))));
+      const hosts = await Promise.all([0, 1].map((s) => (from.includes(s) ? host(s) : new Float32Array(0))));
+      const exact = await tailLabelsMaskedFrom(tail, shape, hosts, Uint8Array.from(from), idx, masks, batch);
+      at.forEach((q, j) => { labels[from[j]!]![q] = exact[j]!; });
+    }
+    let yielded = -Infinity;
     for (let k = 0; k <= last; k++) {
-      await yieldToEventLoop(); // Ctrl-C between steps
+      // Ctrl-C between steps: the event loop turns at least every 20 ms.
+      if (performance.now() - yielded > 20) {
+        await yieldToEventLoop();
+        yielded = performance.now();
+      }
       const n0 = clean.labels.length;
       const n1 = poisoned.labels.length;
       record(k, labels[0]!.subarray(k * n0, (k + 1) * n0), labels[1]!.subarray(k * n1, (k + 1) * n1));
     }
     const seconds = { incremental: (t1 - t0) / 1000, recompute: (performance.now() - t1) / 1000 };
-    return { channelOrder: order, steps, stats: { path: 'incremental', kind: fast.kind.name, recomputed, outputRuns: computed, seconds } };
+    return { channelOrder: order, steps, stats: { path: 'incremental', kind: fast.kind.name, engine: engine ?? 'tfjs', recomputed, outputRuns: computed, seconds } };
   }
   for (let k = 0; k <= last; k++) {
     await yieldToEventLoop(); // Ctrl-C between steps

@@ -9,7 +9,11 @@
  *           layers to the output: the Dense pre-activation z is linear in P's channels, so
  *           pruning one more channel subtracts that channel's rows (x_c @ W_c) from z; the
  *           layers after z run in one batch per step on z only (cheap next to the Dense).
- *           Where they are an activation and the output Dense, they run as two tf ops.
+ *           Where they are an activation and the output Dense (or nothing: z is the logits),
+ *           every step of a chunk runs in one onnxruntime session run (ortsweep.ts; engine
+ *           'tfjs': the activation and output Dense as two tf ops per step). A pooled cut into
+ *           the output Dense is swept lazily in JS (pooledShare). `prepare` starts the
+ *           engine before the sweep.
  *
  * Exactness as in fastsweep.ts: the label comes from logits (a final softmax is dropped);
  * an image whose top-two margin is within tol * (1 + |top|) is flagged and recomputed.
@@ -18,13 +22,18 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { CutActivations } from './activations.js';
 import { fastShares, FAST_TOL, matchDeepIdTail, splitShares, type DeepIdTail, type FastSweepOptions, type ShareResult } from './fastsweep.js';
+import { ortLinearShare, prepareOrtSweep } from './ortsweep.js';
+import { getBackend } from '../engine/backend.js';
 
 type Layer = tfl.layers.Layer;
 
 export interface TailKind<T> {
   name: string;
   match(tail: tfl.LayersModel, channels: number): T | null;
-  run(t: T, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions): Promise<{ sets: ShareResult[]; computed: number }>;
+  /** Start the kernel's engine ahead of the sweep (optional; never throws). */
+  prepare?(t: T, o: FastSweepOptions): void;
+  /** engine: what ran the kernel ('tfjs', 'ort', or 'js': plain JS; undefined: tfjs). */
+  run(t: T, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions, host?: (set: number) => Promise<Float32Array>): Promise<{ sets: ShareResult[]; computed: number; engine?: 'tfjs' | 'ort' | 'js' }>;
 }
 
 export const deepIdKind: TailKind<DeepIdTail> = {
@@ -33,7 +42,7 @@ export const deepIdKind: TailKind<DeepIdTail> = {
     const t = matchDeepIdTail(tail);
     return t && t.c === channels ? t : null;
   },
-  run: (t, sets, order, last, o) => fastShares(t, sets, order, last, o),
+  run: (t, sets, order, last, o, host) => fastShares(t, sets, order, last, o, host),
 };
 
 /** A linear-first tail: how P reaches the Dense, its weights, and the model from z to logits. */
@@ -109,17 +118,38 @@ const LIPSCHITZ: Record<string, (x: tf.Tensor) => tf.Tensor> = {
   linear: (x) => x, relu: (x) => tf.relu(x), tanh: (x) => tf.tanh(x), sigmoid: (x) => tf.sigmoid(x),
 };
 
-/** The output Dense when the tail after the first Dense is only [Dropout...] -> Dense (output, softmax/linear). */
+/**
+ * The output Dense when the tail after the first Dense is only [Dropout...] -> Dense (output,
+ * softmax/linear), the activation being the first Dense's own or, after a linear Dense, a
+ * separate Activation or plain ReLU layer (Dense -> ReLU -> Dense, as the lab's VGG).
+ */
 function outputDense(tail: tfl.LayersModel, dense: Layer): LinearTail['out'] {
-  if (!(act(dense) in LIPSCHITZ)) return undefined;
-  const after = tail.layers.slice(tail.layers.indexOf(dense) + 1).filter((l) => l.getClassName() !== 'Dropout');
+  let actName = act(dense);
+  let after = tail.layers.slice(tail.layers.indexOf(dense) + 1).filter((l) => l.getClassName() !== 'Dropout');
+  const through = (l: Layer) => {
+    // l's input, past any Dropout layers.
+    let x = inbound(l)[0];
+    while (x && x.getClassName() === 'Dropout') x = inbound(x)[0];
+    return x;
+  };
+  if (actName === 'linear' && after.length === 2) {
+    const a = after[0]!;
+    const ca = cfg(a);
+    if (a.getClassName() === 'Activation' && act(a) in LIPSCHITZ) actName = act(a);
+    else if (a.getClassName() === 'ReLU' && (ca.maxValue ?? null) === null && !ca.negativeSlope && !ca.threshold) actName = 'relu';
+    else return undefined;
+    if (through(a) !== dense) return undefined;
+    after = after.slice(1);
+    if (through(after[0]!) !== a) return undefined;
+  }
+  if (!(actName in LIPSCHITZ)) return undefined;
   const o = after[0];
   if (after.length !== 1 || !o || o.getClassName() !== 'Dense' || !['softmax', 'linear'].includes(act(o))) return undefined;
   if ((o.inboundNodes.at(-1)!.outputTensors[0] as tfl.SymbolicTensor).id !== tail.outputs[0]!.id) return undefined;
   const w = o.getWeights();
   if (w[0]!.shape[0] !== (cfg(dense).units as number)) return undefined;
   const classes = w[0]!.shape[1]!;
-  return { act: act(dense), kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(classes), classes };
+  return { act: actName, kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(classes), classes };
 }
 
 export const linearKind: TailKind<LinearTail> = {
@@ -150,27 +180,68 @@ export const linearKind: TailKind<LinearTail> = {
     }
     const w = dense.getWeights();
     if (w.length < 1 || w[0]!.shape.length !== 2) return null;
+    // Read before restModel, which applies the layers after the Dense to a new input (new nodes).
+    const out = outputDense(tail, dense);
     const rest = restModel(tail, dense);
     if (!rest) return null;
     const u = w[0]!.shape[1]!;
     return {
       via, hw: shape.length === 3 ? shape[0]! * shape[1]! : 1, c: channels, u,
       kernel: w[0]!.dataSync() as Float32Array, bias: w[1] ? w[1].dataSync() as Float32Array : new Float32Array(u), rest: rest === 'identity' ? null : rest,
-      out: rest === 'identity' ? undefined : outputDense(tail, dense),
+      out: rest === 'identity' ? undefined : out,
     };
   },
-  run: async (t, sets, order, last, o) => {
-    // Both sets in one pass: one set of tfjs calls per step instead of one per set.
+  prepare: (t, o) => {
+    if (t.rest || t.via === 'flatten') {
+      if (sweepEngine(o) === 'ort') prepareOrtSweep(t, o.threads ?? 1);
+    }
+  },
+  run: async (t, sets, order, last, o, host) => {
+    const read = (s: number) => host?.(s) ?? (sets[s]!.values.data() as Promise<Float32Array>);
     const ns = sets.map((s) => s.values.shape[0]);
+    const tol = o.tol ?? FAST_TOL;
+    // onnxruntime where its graph covers the tail (one set at a time, no copy), except a pooled
+    // cut into the output layer: pooledShare's lazy JS path does no work at all for most
+    // image-steps (their label provably cannot change).
+    const lazy = !t.rest && t.via !== 'flatten';
+    // Per-channel values of a GAP cut: the mean over positions on the backend (the tail's own
+    // GlobalAveragePooling2D computes tf.mean over the same axes), not a JS loop over every value.
+    const perChannel = async (s: number) => {
+      if (t.via !== 'gap') return read(s);
+      const m = tf.tidy(() => tf.mean(sets[s]!.values, [1, 2]));
+      const v = await m.data() as Float32Array;
+      m.dispose();
+      return v;
+    };
+    if (lazy) {
+      const rs: ShareResult[] = [];
+      for (let s = 0; s < sets.length; s++) {
+        const n = ns[s]!;
+        const r = { labels: new Int32Array((last + 1) * n), ambiguous: new Uint8Array((last + 1) * n), computed: 0 };
+        r.computed = pooledShare(t, await perChannel(s), n, 0, n, order, last, tol, r.labels, r.ambiguous);
+        rs.push(r);
+      }
+      return { sets: rs, computed: rs.reduce((a, r) => a + (r.computed ?? 0), 0), engine: 'js' };
+    }
+    if (sweepEngine(o) === 'ort') {
+      const rs: ShareResult[] = [];
+      for (let s = 0; s < sets.length && rs.length === s; s++) {
+        const r = await ortLinearShare(t, await perChannel(s), ns[s]!, order, last, tol, o.threads ?? 1);
+        if (r) rs.push(r);
+      }
+      if (rs.length === sets.length) return { sets: rs, computed: rs.reduce((a, r) => a + (r.computed ?? 0), 0), engine: 'ort' };
+    }
+    // Both sets in one pass: one set of tfjs calls per step instead of one per set.
     const per = t.via === 'direct' ? t.c : t.hw * t.c;
     const all = new Float32Array(ns.reduce((a, b) => a + b, 0) * per);
     let off = 0;
-    for (const s of sets) {
-      all.set(await s.values.data() as Float32Array, off);
-      off += s.values.size;
+    for (let s = 0; s < sets.length; s++) {
+      const v = await read(s);
+      all.set(v, off);
+      off += v.length;
     }
-    const r = linearShare(t, all, all.length / per, order, last, o.tol ?? FAST_TOL);
-    return { sets: splitShares(r, ns, last), computed: r.computed ?? 0 };
+    const r = linearShare(t, all, all.length / per, order, last, tol);
+    return { sets: splitShares(r, ns, last), computed: r.computed ?? 0, engine: 'tfjs' };
   },
 };
 
@@ -286,67 +357,130 @@ function topInto(v: Float32Array | Float64Array, r: number, classes: number, tol
 
 /**
  * linearShare for GAP/direct cuts into the output Dense, in JS (float64): z = f @ W + b. Lazily:
- * pruning channel ch moves the difference of two logits a, b by f_ch (W[ch, b] - W[ch, a]), at
- * most |f_ch| (max_a W[ch, a] - min_a W[ch, a]); an image whose last top-two margin exceeds the
- * summed moves (with the tol rule's headroom) keeps its label without touching z; otherwise its
- * z catches up on the channels pruned since and its logits are read again.
+ * pruning channel ch moves every logit j by -f_ch W[ch, j], so the margin of the last top label
+ * a over any other label b falls by f_ch (W[ch, a] - W[ch, b]), at most f_ch (W[ch, a] -
+ * min_b W[ch, b]) for f_ch >= 0 and |f_ch| (max_b W[ch, b] - W[ch, a]) otherwise, and |top|
+ * grows by at most |f_ch| max_b |W[ch, b]|. An image whose last margin exceeds the summed falls
+ * with the tol rule's headroom (tol * (1 + |top| + growth)) keeps its label, not ambiguous,
+ * without touching z; otherwise its z catches up on the channels pruned since and its logits are
+ * read again. Non-finite weights or values: every image-step is flagged (recomputed exactly).
  */
 function pooledShare(t: LinearTail, f: Float32Array, m: number, start: number, n: number, order: number[], last: number, tol: number, labels: Int32Array, ambiguous: Uint8Array): number {
   const { c, u } = t;
   const W = t.kernel;
-  const spread = new Float64Array(c);
+  const finite = (v: Float32Array, len: number) => {
+    for (let i = 0; i < len; i++) if (!Number.isFinite(v[i]!)) return false;
+    return true;
+  };
+  if (!finite(W, c * u) || !finite(t.bias, u) || !finite(f, m * c)) {
+    for (let k = 0; k <= last; k++) ambiguous.fill(1, k * n + start, k * n + start + m);
+    return 0;
+  }
+  // Per channel and top label a: the largest fall of a's margin per unit of f_ch (>= 0, < 0),
+  // and the largest |W[ch, :]|; 1.001 covers the rounding of the sums.
+  const decPos = new Float64Array(c * u);
+  const decNeg = new Float64Array(c * u);
+  const wAbs = new Float64Array(c);
   for (let ch = 0; ch < c; ch++) {
     let lo = Infinity;
     let hi = -Infinity;
     for (let j = 0; j < u; j++) { lo = Math.min(lo, W[ch * u + j]!); hi = Math.max(hi, W[ch * u + j]!); }
-    spread[ch] = (hi - lo) * 1.001;
-  }
-  const z = new Float64Array(m * u);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < u; j++) {
-      let s = t.bias[j]!;
-      for (let ch = 0; ch < c; ch++) s += f[i * c + ch]! * W[ch * u + j]!;
-      z[i * u + j] = s;
+    for (let a = 0; a < u; a++) {
+      decPos[ch * u + a] = (W[ch * u + a]! - lo) * 1.001;
+      decNeg[ch * u + a] = (hi - W[ch * u + a]!) * 1.001;
     }
+    wAbs[ch] = Math.max(hi, -lo) * 1.001;
   }
-  const synced = new Int32Array(m);
-  const lab = new Int32Array(m);
-  const lastMargin = new Float64Array(m);
-  const lastTop = new Float64Array(m);
-  const acc = new Float64Array(m);
+  // Image by image through every step: the image's state stays in locals and its values in
+  // one cache line or two; only the label writes are strided. One call per image (optimised
+  // after a few calls; a long loop would run in the interpreter until on-stack replacement).
+  const z = new Float64Array(u);
+  const ord = Int32Array.from(order);
+  // W by unit (u, c), so step 0's sums run in a register.
+  const wt = new Float64Array(u * c);
+  for (let ch = 0; ch < c; ch++) for (let j = 0; j < u; j++) wt[j * c + ch] = W[ch * u + j]!;
+  const s: LazyState = { c, u, W, wt, bias: t.bias, ord, last, tol, decPos, decNeg, wAbs, z, labels, ambiguous };
   let computed = 0;
+  for (let i = 0; i < m; i++) computed += lazyImage(s, f, i * c, start + i, n);
+  return computed;
+}
+
+interface LazyState {
+  c: number; u: number; W: Float32Array; wt: Float64Array; bias: Float32Array; ord: Int32Array; last: number; tol: number;
+  decPos: Float64Array; decNeg: Float64Array; wAbs: Float64Array; z: Float64Array; labels: Int32Array; ambiguous: Uint8Array;
+}
+
+/** pooledShare for one image (values f[fr..fr+c), output column col of n); returns how many steps read its logits. */
+function lazyImage(s: LazyState, f: Float32Array, fr: number, col: number, n: number): number {
+  const { c, u, W, wt, ord, last, tol, decPos, decNeg, wAbs, z, labels, ambiguous } = s;
+  for (let j = 0; j < u; j++) {
+    let sum = s.bias[j]!;
+    const w = j * c;
+    for (let ch = 0; ch < c; ch++) sum += f[fr + ch]! * wt[w + ch]!;
+    z[j] = sum;
+  }
+  let computed = 0;
+  let synced = 0;
+  let lab = 0;
+  let second = 0;
+  let gap2 = -Infinity;
+  let gap3 = -Infinity;
+  let top = 0;
+  let fall = 0;
+  let grow = 0;
   for (let k = 0; k <= last; k++) {
-    const ch = k > 0 ? order[k - 1]! : -1;
-    const o = k * n + start;
-    for (let i = 0; i < m; i++) {
-      if (k > 0) {
-        acc[i]! += Math.abs(f[i * c + ch]!) * spread[ch]!;
-        if (lastMargin[i]! - acc[i]! > tol * (1 + lastTop[i]! + acc[i]!)) {
-          labels[o + i] = lab[i]!;
-          continue; // ambiguous stays 0
-        }
-        const r = i * u;
-        for (let q = synced[i]!; q < k; q++) {
-          const cq = order[q]!;
-          const fv = f[i * c + cq]!;
-          if (fv === 0) continue;
-          for (let j = 0; j < u; j++) z[r + j] -= fv * W[cq * u + j]!;
-        }
-        synced[i] = k;
+    const o = k * n + col;
+    if (k > 0) {
+      const ch = ord[k - 1]!;
+      const fv = f[fr + ch]!;
+      const w = ch * u;
+      // The gap to the runner-up exactly; to the others, at least the third's gap less the falls.
+      gap2 -= fv * (W[w + lab]! - W[w + second]!);
+      fall += fv >= 0 ? fv * decPos[w + lab]! : -fv * decNeg[w + lab]!;
+      grow += Math.abs(fv) * wAbs[ch]!;
+      const need = tol * (1 + top + grow);
+      if (gap2 > need && gap3 - fall > need) {
+        labels[o] = lab;
+        continue; // ambiguous stays 0
       }
-      topInto(z, i * u, u, tol, labels, ambiguous, o + i);
-      computed++;
-      const b1 = labels[o + i]!;
-      let v2 = -Infinity;
-      for (let j = 0; j < u; j++) if (j !== b1 && z[i * u + j]! > v2) v2 = z[i * u + j]!;
-      const v1 = z[i * u + b1]!;
-      lab[i] = b1;
-      lastMargin[i] = ambiguous[o + i] ? -Infinity : v1 - v2;
-      lastTop[i] = Math.abs(v1);
-      acc[i] = 0;
+      for (let q = synced; q < k; q++) {
+        const cq = ord[q]!;
+        const v = f[fr + cq]!;
+        const wq = cq * u;
+        for (let j = 0; j < u; j++) z[j] -= v * W[wq + j]!;
+      }
+      synced = k;
     }
+    // Top three (first index wins ties, as argMax).
+    let v1 = -Infinity;
+    let v2 = -Infinity;
+    let v3 = -Infinity;
+    let b1 = 0;
+    let b2 = 0;
+    let nan = false;
+    for (let j = 0; j < u; j++) {
+      const y = z[j]!;
+      if (y > v1) { v3 = v2; v2 = v1; b2 = b1; v1 = y; b1 = j; } else if (y > v2) { v3 = v2; v2 = y; b2 = j; } else if (y > v3) v3 = y; else if (y !== y) nan = true;
+    }
+    const ok = !nan && v1 - v2 > tol * (1 + Math.abs(v1));
+    labels[o] = b1;
+    ambiguous[o] = ok ? 0 : 1;
+    lab = b1;
+    second = b2;
+    gap2 = ok ? v1 - v2 : -Infinity;
+    gap3 = ok ? v1 - v3 : -Infinity;
+    top = Math.abs(v1);
+    fall = 0;
+    grow = 0;
+    computed++;
   }
   return computed;
+}
+
+/** The engine of the linear kind's kernel: 'auto' is onnxruntime except on the cpu backend (the reference path). */
+function sweepEngine(o: FastSweepOptions): 'ort' | 'tfjs' {
+  const e = o.engine ?? 'auto';
+  return e === 'auto' ? (getBackend() === 'cpu' ? 'tfjs' : 'ort') : e;
 }
 
 /** The kinds sweep.ts tries, in order. */
