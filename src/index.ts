@@ -75,3 +75,4 @@ export { stripDefense, STRIP_DEFENSE_DEFAULTS, type StripDefenseOptions, type St
 export { comparisonScatter, defenseSections, readComparisonFolder, secondBadNetSection, type ComparisonFolder } from './report/defenses.js';
 export { channelUnits, zeroUnitChannels, type ChannelUnit } from './defense/channels.js';
 export { serveWeb, WEB_ROOT, CONTENT_SECURITY_POLICY, type ServeOptions, type RunningServer } from './web/server.js';
+export { runTriggerUnlearning, unlearningSet, UNLEARN_DEFAULTS, type UnlearnOptions, type UnlearnDetails, type UnlearnRound } from './defense/unlearn.js';

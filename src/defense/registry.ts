@@ -9,5 +9,6 @@ import './anp.js';
 import './clp.js';
 import './rnp.js';
 import '../detect/strip_defense.js';
+import './unlearn.js';
 
 export { registeredDefenses, getDefense, registerDefense } from './interface.js';
