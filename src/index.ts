@@ -76,3 +76,4 @@ export { comparisonScatter, defenseSections, readComparisonFolder, secondBadNetS
 export { channelUnits, zeroUnitChannels, type ChannelUnit } from './defense/channels.js';
 export { serveWeb, WEB_ROOT, CONTENT_SECURITY_POLICY, type ServeOptions, type RunningServer } from './web/server.js';
 export { runTriggerUnlearning, unlearningSet, UNLEARN_DEFAULTS, type UnlearnOptions, type UnlearnDetails, type UnlearnRound } from './defense/unlearn.js';
+export { runSau, sharedPgd, SAU_DEFAULTS, type SauOptions, type SauDetails } from './defense/sau.js';

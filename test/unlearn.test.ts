@@ -1,5 +1,5 @@
 /**
- * Trigger unlearning (src/defense/unlearn.ts) on tiny models built here: the unlearning set
+ * Trigger unlearning (src/defense/unlearn.ts) and SAU (src/defense/sau.ts) on tiny models built here: the unlearning set
  * is the clean data with a share stamped and every label kept (nothing poisoned enters it),
  * the defense lowers a tiny trained BadNet's ASR from clean data only, its saved model
  * evaluates as reported, it is registered, and its CLI refuses bad input in one line.
@@ -17,6 +17,10 @@ import { measure, registeredDefenses } from '../src/defense/interface.js';
 import { runDefense } from '../src/defense/run.js';
 import { runTriggerUnlearning, unlearningSet, UNLEARN_DEFAULTS } from '../src/defense/unlearn.js';
 import { train, type TrainingSet } from '../src/models/train.js';
+import * as tf from '@tensorflow/tfjs-core';
+import { sharedPgd, SAU_DEFAULTS } from '../src/defense/sau.js';
+import { crossEntropyLogits, forwardLogits } from '../src/defense/channels.js';
+import { cloneNet } from '../src/defense/graph.js';
 import { main } from '../src/cli/main.js';
 import '../src/defense/registry.js';
 import { assertBadInput, tempDir } from './helpers.js';
@@ -153,5 +157,37 @@ test('CLI: goodnet unlearn refuses bad input in one line, exit 2, writing nothin
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--labels', 'some']), /--labels/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--rounds', '0']), /--rounds/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--clean-test', f('test.h5')]), /together/);
+  assertBadInput(await run(['sau', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--eps', '-1']), /--eps/);
+  assertBadInput(await run(['sau', '-m', m, '--clean-valid', f('missing.h5'), '-o', f('x.h5')]), /missing\.h5: file or folder not found/);
   assert.ok(!existsSync(f('x.h5')));
+});
+
+test('SAU\'s shared PGD stays within its L_inf bound and raises the model\'s loss', async () => {
+  const { x: raw, y } = images(32, 'pgd', false);
+  const x = tf.tensor4d(Float32Array.from(raw, (v) => v / 255), [32, H, H, 1]);
+  const labels = tf.tensor1d(y, 'int32');
+  const ref = await cloneNet(badnet.net);
+  const eps = 0.2;
+  const { pert, shared } = sharedPgd(badnet.net, ref, x, labels, 4, { ...SAU_DEFAULTS, eps, stepSize: eps });
+  const maxAbs = tf.max(tf.abs(pert)).dataSync()[0]!;
+  assert.ok(maxAbs <= eps + 1e-6 && maxAbs > 0, `max |perturbation| ${maxAbs}`);
+  const loss = (t: tf.Tensor4D) => tf.tidy(() => crossEntropyLogits(forwardLogits(badnet.net, t), labels, 4).dataSync()[0]!);
+  const xp = tf.add(x, pert) as tf.Tensor4D;
+  assert.ok(loss(xp) > loss(x), `loss ${loss(x)} -> ${loss(xp)}`);
+  assert.ok(shared >= 0 && shared <= 32);
+  tf.dispose([x, labels, pert, xp]);
+  ref.dispose();
+});
+
+test('SAU on the contract: registered, its saved model evaluates as reported, the kept epoch respects the clean criterion', async () => {
+  assert.ok(registeredDefenses().some((x) => x.name === 'sau'));
+  const out = f('sau.h5');
+  const { result } = await runDefense({ defense: 'sau', model: badnet, cleanValid: f('clean.h5'), seed: 1, out, options: { epochs: 3, batchSize: 32, learningRate: 1e-2, maxDrop: 5 }, ...MEASURE() });
+  const d = result.details as { baseline: number; bestEpoch: number; epochs: { cleanAccuracy: number; sharedRate: number }[] };
+  assert.equal(d.epochs.length, 4);
+  assert.ok(d.epochs[d.bestEpoch]!.cleanAccuracy >= d.baseline - 0.05 - 1e-9);
+  assert.ok(d.epochs.every((e) => e.sharedRate >= d.epochs[d.bestEpoch]!.sharedRate || e.cleanAccuracy < d.baseline - 0.05 - 1e-9));
+  const saved = await loadModel(out);
+  assert.deepEqual(await measure(saved, saved.net, MEASURE()), result.after);
+  console.log(`SAU on the tiny BadNet: ASR ${result.before!.asr} -> ${result.after!.asr}, accuracy ${result.before!.accuracy} -> ${result.after!.accuracy}`);
 });

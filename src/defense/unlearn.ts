@@ -107,7 +107,7 @@ function stampedAccuracy(net: tfl.LayersModel, held: TrainingSet, triggers: { ma
  * that takes raw 0..255 pixels: training on x/k with kernel*k is the same function, better
  * conditioned for Adam (as fineprune.ts's fineTune does).
  */
-function firstKernel(net: tfl.LayersModel): tfl.layers.Layer | undefined {
+export function firstKernel(net: tfl.LayersModel): tfl.layers.Layer | undefined {
   for (const l of net.layers) {
     const cls = l.getClassName();
     if (cls === 'InputLayer' || cls === 'ZeroPadding2D') continue;
@@ -115,7 +115,7 @@ function firstKernel(net: tfl.LayersModel): tfl.layers.Layer | undefined {
   }
   return undefined;
 }
-function scaleKernel(layer: tfl.layers.Layer, k: number): void {
+export function scaleKernel(layer: tfl.layers.Layer, k: number): void {
   const [kernel, ...rest] = layer.getWeights();
   const scaled = tf.mul(kernel!, k);
   layer.setWeights([scaled, ...rest]);
@@ -147,12 +147,12 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
   let hi = -Infinity;
   for (const v of clean.images) { if (v < lo) lo = v; if (v > hi) hi = v; }
   const k = hi > 16 ? 255 : 1;
-  const first = firstKernel(model.net);
+  const net = await cloneNet(model.net);
+  const first = firstKernel(net);
   const scale = first ? k : 1;
   const ncOptions: Partial<NcOptions> = {
     maxEpochs: o.reverseEpochs, stepsPerEpoch: o.reverseStepsPerEpoch, batchSize: o.reverseBatchSize, attackSuccess: o.attackSuccess,
   };
-  const net = await cloneNet(model.net);
   try {
     const baseline = datasetAccuracy(net, held, 1);
     input.log?.(`trigger unlearning: ${rest.n} clean images to reverse and train on, ${held.n} held out (original model: ${pct(baseline)} on them)`);
