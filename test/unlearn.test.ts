@@ -179,7 +179,7 @@ test('SAU\'s shared PGD stays within its L_inf bound and raises the model\'s los
   ref.dispose();
 });
 
-test('SAU on the contract: registered, its saved model evaluates as reported, the kept epoch respects the clean criterion', async () => {
+test('SAU lowers the tiny BadNet\'s ASR on the contract: registered, its saved model evaluates as reported, the kept epoch respects the clean criterion', async () => {
   assert.ok(registeredDefenses().some((x) => x.name === 'sau'));
   const out = f('sau.h5');
   const { result } = await runDefense({ defense: 'sau', model: badnet, cleanValid: f('clean.h5'), seed: 1, out, options: { epochs: 3, batchSize: 32, learningRate: 1e-2, maxDrop: 5 }, ...MEASURE() });
@@ -189,5 +189,6 @@ test('SAU on the contract: registered, its saved model evaluates as reported, th
   assert.ok(d.epochs.every((e) => e.sharedRate >= d.epochs[d.bestEpoch]!.sharedRate || e.cleanAccuracy < d.baseline - 0.05 - 1e-9));
   const saved = await loadModel(out);
   assert.deepEqual(await measure(saved, saved.net, MEASURE()), result.after);
-  console.log(`SAU on the tiny BadNet: ASR ${result.before!.asr} -> ${result.after!.asr}, accuracy ${result.before!.accuracy} -> ${result.after!.accuracy}`);
+  assert.ok(result.after!.asr < result.before!.asr / 2, `ASR ${result.before!.asr} -> ${result.after!.asr}`);
+  assert.ok(result.after!.accuracy > result.before!.accuracy - 0.1, `accuracy ${result.before!.accuracy} -> ${result.after!.accuracy}`);
 });
