@@ -78,7 +78,7 @@ before(async () => {
 });
 after(cleanup);
 
-test('the unlearning set is the clean set with a share stamped: every label kept, the rest unchanged', () => {
+test('the unlearning set is every clean image plus stamped copies of a share, each with its true label', () => {
   const n = 50;
   const per = H * H;
   const images = Float32Array.from({ length: n * per }, (_, i) => (i * 7) % 255);
@@ -90,20 +90,21 @@ test('the unlearning set is the clean set with a share stamped: every label kept
   const pattern = new Float32Array(per).fill(1000); // a value no clean pixel has
   const { set, stamped } = unlearningSet(clean, [{ mask, pattern }], 0.4, 's');
   assert.equal(stamped, 20);
-  assert.deepEqual(Array.from(set.labels), Array.from(labels)); // true labels, never the trigger's label
-  assert.equal(set.n, n);
-  let changed = 0;
-  for (let i = 0; i < n; i++) {
-    const last = set.images[i * per + per - 1]!;
-    if (last === 1000) {
-      changed++;
-      assert.equal(set.images[i * per]!, 0.5 * images[i * per]! + 500);
-      for (let p = 1; p < per - 1; p++) assert.equal(set.images[i * per + p], images[i * per + p]);
-    } else {
-      for (let p = 0; p < per; p++) assert.equal(set.images[i * per + p], images[i * per + p]);
-    }
+  assert.equal(set.n, n + 20);
+  // The clean images first, unchanged, with their labels.
+  assert.deepEqual(Array.from(set.images.subarray(0, n * per)), Array.from(images));
+  assert.deepEqual(Array.from(set.labels).slice(0, n), Array.from(labels));
+  // Each stamped copy is one clean image with the trigger applied, and keeps that image's label.
+  const used = new Set<number>();
+  for (let r = n; r < n + 20; r++) {
+    const x = set.images.subarray(r * per, (r + 1) * per);
+    assert.equal(x[per - 1], 1000);
+    const src = [...Array(n).keys()].find((i) => !used.has(i) && x[0] === 0.5 * images[i * per]! + 500
+      && Array.from({ length: per - 2 }, (_, p) => p + 1).every((p) => x[p] === images[i * per + p]));
+    assert.ok(src !== undefined, `stamped copy ${r} comes from a clean image`);
+    used.add(src);
+    assert.equal(set.labels[r], labels[src], 'true label, never the trigger\'s');
   }
-  assert.equal(changed, 20);
   assert.equal(images[per - 1], (per - 1) * 7 % 255, 'the clean set itself is not modified');
 });
 
@@ -116,8 +117,12 @@ test('trigger unlearning lowers a tiny trained BadNet\'s ASR from clean data onl
   assert.ok(d.rounds.length >= 1);
   const r1 = d.rounds[0]!;
   assert.equal(r1.labels.length, 4);
-  // Every label that reached the threshold is stamped in round 1 (no detection).
-  assert.deepEqual(r1.labels.filter((l) => l.stamped).map((l) => l.label), r1.labels.filter((l) => l.reached).map((l) => l.label));
+  // Round 1 stamps every label below the median norm that reached the threshold (no detection, no anomaly index).
+  const sorted = r1.labels.map((l) => l.norm).sort((a, b) => a - b);
+  const med = (sorted[1]! + sorted[2]!) / 2;
+  assert.equal(d.median, med);
+  assert.deepEqual(r1.labels.filter((l) => l.stamped).map((l) => l.label), r1.labels.filter((l) => l.reached && l.norm < med).map((l) => l.label));
+  assert.ok(r1.triggers >= 1);
   assert.equal(d.heldOut, 80);
   // The kept epoch respects the clean criterion on the held-out images.
   for (const r of d.rounds) assert.ok(r.epochs[r.bestEpoch]!.cleanAccuracy >= d.baseline - SMALL.maxDrop / 100 - 1e-9);
@@ -133,7 +138,7 @@ test('trigger unlearning lowers a tiny trained BadNet\'s ASR from clean data onl
 test('trigger unlearning is registered, after the defenses before it, and checks its options', async () => {
   const names = registeredDefenses().map((x) => x.name);
   assert.ok(names.includes('unlearn') && names.indexOf('unlearn') > names.indexOf('nc'), names.join(','));
-  assert.equal(UNLEARN_DEFAULTS.labels, 'all');
+  assert.equal(UNLEARN_DEFAULTS.labels, 'below-median');
   await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { share: 1.5 }), /share must be in \(0, 1\]/);
   await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { rounds: 0 }), /rounds must be an integer >= 1/);
 });

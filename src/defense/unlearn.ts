@@ -28,7 +28,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
-import { datasetAccuracy, train, type TrainingSet } from '../models/train.js';
+import seedrandom from 'seedrandom';
+import { datasetAccuracy, permutation, train, type TrainingSet } from '../models/train.js';
 import { cloneNet } from './graph.js';
 import {
   loadCleanData, registerDefense, repairRow, repairedSentence, splitSet, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
@@ -59,7 +60,7 @@ export interface UnlearnOptions {
 }
 
 export const UNLEARN_DEFAULTS: UnlearnOptions = {
-  labels: 'all', rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 1,
+  labels: 'below-median', rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 1,
   reverseEpochs: 30, reverseStepsPerEpoch: NC_DEFAULTS.stepsPerEpoch, reverseBatchSize: NC_DEFAULTS.batchSize, attackSuccess: NC_DEFAULTS.attackSuccess,
 };
 
@@ -92,9 +93,25 @@ export interface UnlearnDetails {
   settings: UnlearnOptions;
 }
 
-/** What the fine-tuning trains on: the training part with `share` of it stamped, labels unchanged. */
+/**
+ * What the fine-tuning trains on: every training image as it is, plus stamped copies of
+ * `share` of them (seeded; the triggers in turn), each with its image's true label. The
+ * clean images all stay, so the clean signal is not thinned by the stamping.
+ */
 export function unlearningSet(train: TrainingSet, triggers: { mask: Float32Array; pattern: Float32Array }[], share: number, seed: string): { set: TrainingSet; stamped: number } {
-  return stampWith(train, triggers, share, seed);
+  const { set: stampedAll, stamped } = stampWith(train, triggers, share, seed);
+  const per = train.shape[0] * train.shape[1] * train.shape[2];
+  const order = permutation(train.n, seedrandom(`nc-unlearn:${seed}`)).subarray(0, stamped);
+  const n = train.n + stamped;
+  const images = new Float32Array(n * per);
+  const labels = new Int32Array(n);
+  images.set(train.images);
+  for (let i = 0; i < train.n; i++) labels[i] = train.labels[i]!;
+  order.forEach((i, r) => {
+    images.set(stampedAll.images.subarray(i * per, (i + 1) * per), (train.n + r) * per);
+    labels[train.n + r] = train.labels[i]!;
+  });
+  return { set: { images, labels, n, shape: train.shape }, stamped };
 }
 
 /** Held-out images stamped with the triggers in turn, scored against their true labels. */
@@ -181,7 +198,7 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
       }
       for (const l of chosen) stampList.push({ mask: rev.triggers.masks.get(l.label)!, pattern: rev.triggers.patterns.get(l.label)! });
       const { set, stamped } = unlearningSet(rest, stampList, o.share, `${seed}:${round}`);
-      input.log?.(`round ${round}: fine-tuning ${o.epochs} epochs on ${rest.n} clean images, ${stamped} stamped with ${stampList.length} reversed trigger(s) (true labels)`);
+      input.log?.(`round ${round}: fine-tuning ${o.epochs} epochs on ${rest.n} clean images and stamped copies of ${stamped} of them, with ${stampList.length} reversed trigger(s) (true labels)`);
       const t1 = performance.now();
       if (scale !== 1) scaleKernel(first!, scale);
       let best: { epoch: number; stamped: number; clean: number; weights: tf.Tensor[] };
