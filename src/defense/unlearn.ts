@@ -60,7 +60,7 @@ export interface UnlearnOptions {
 }
 
 export const UNLEARN_DEFAULTS: UnlearnOptions = {
-  labels: 'below-median', rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 1,
+  labels: 'below-median', rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
   reverseEpochs: 30, reverseStepsPerEpoch: NC_DEFAULTS.stepsPerEpoch, reverseBatchSize: NC_DEFAULTS.batchSize, attackSuccess: NC_DEFAULTS.attackSuccess,
 };
 
