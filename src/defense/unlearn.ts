@@ -10,14 +10,16 @@
  *  1. The clean data are split once: `holdOut` (20%) is held out and never trained on or
  *     reversed on; the rest reverses triggers and trains.
  *  2. Round 1: reverse a trigger for every label (`reverseTriggers`, the Neural Cleanse
- *     optimisation, `maxEpochs` 30 by default); stamp the triggers that reached the attack
- *     success threshold (`labels: 'all'`) or only those below the median norm
- *     (`'below-median'`) on `share` of the training images, in turn, true labels kept.
- *  3. Fine-tune (Adam, `epochs` epochs); after each epoch measure, on the held-out images,
- *     clean accuracy and "stamped accuracy": the held-out images stamped with the round's
- *     triggers in turn, scored against their *true* labels. Keep the epoch with the highest
- *     stamped accuracy whose clean accuracy is within `maxDrop` points of the original
- *     model's (epoch 0, no change, always qualifies).
+ *     optimisation, `reverseEpochs` 30 by default); take the triggers that reached the attack
+ *     success threshold with a norm below the median (`labels: 'below-median'`, the default:
+ *     large "triggers" are the labels' own shapes, and unlearning them costs clean accuracy)
+ *     or all of them (`'all'`). Add stamped copies of `share` of the training images (the
+ *     triggers in turn, true labels kept) to the training images, which all stay.
+ *  3. Fine-tune (Adam, lr 1e-4, `epochs` epochs); after each epoch measure, on the held-out
+ *     images, clean accuracy and "stamped accuracy": the held-out images stamped with the
+ *     round's triggers in turn, scored against their *true* labels. Keep the epoch with the
+ *     highest stamped accuracy whose clean accuracy is within `maxDrop` (2) points of the
+ *     original model's (epoch 0, no change, always qualifies).
  *  4. Round r > 1: reverse every label again on the unlearned model, starting from the last
  *     triggers. A label whose new trigger still reaches the threshold with a norm below the
  *     first round's median norm "still works"; those triggers join the stamped ones and the
