@@ -58,7 +58,7 @@ export interface SauOptions {
 
 export const SAU_DEFAULTS: SauOptions = {
   eps: 0.2, stepSize: 0.2, steps: 5, beta1: 0.01, beta2: 1, lmd1: 1, lmd2: 0, lmd3: 1,
-  epochs: 10, batchSize: 128, learningRate: 1e-4, holdOut: 0.2, maxDrop: 1,
+  epochs: 10, batchSize: 128, learningRate: 1e-4, holdOut: 0.2, maxDrop: 2,
 };
 
 export interface SauEpoch { epoch: number; loss: number; cleanAccuracy: number; sharedRate: number; seconds: number }
