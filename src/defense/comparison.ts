@@ -66,8 +66,8 @@ export const QUICK_DEFENSE_OPTIONS: Record<string, Record<string, unknown>> = {
   anp: { iterations: 60 },
   rnp: { recoverEpochs: 5 },
   strip: { limit: 1000, heldOut: 0.2 },
-  unlearn: { rounds: 1, reverseEpochs: 10 },
-  sau: { epochs: 3 },
+  unlearn: { rounds: 1, reverseEpochs: 10, epochs: 3 },
+  sau: { epochs: 2 },
 };
 
 
