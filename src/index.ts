@@ -80,3 +80,5 @@ export { OrtTrainer, TRAIN_ENGINES, DEFAULT_TRAIN_ENGINE, type TrainEngineName, 
 export { buildTrainGraph, ortTrainObstacle, type TrainGraph, type TrainGraphOptions } from './engine/ort_train_graph.js';
 export { prepareSweep } from './defense/sweep.js';
 export type { FastSweepOptions } from './defense/fastsweep.js';
+export { runTriggerUnlearning, unlearningSet, UNLEARN_DEFAULTS, type UnlearnOptions, type UnlearnDetails, type UnlearnRound } from './defense/unlearn.js';
+export { runSau, sharedPgd, SAU_DEFAULTS, type SauOptions, type SauDetails } from './defense/sau.js';

@@ -53,6 +53,8 @@ const QUICK: Record<string, Record<string, unknown>> = {
   anp: { iterations: 2 },
   strip: { n: 4, limit: 30, heldOut: 0.5 },
   'fake-test': { note: 'given' },
+  unlearn: { rounds: 1, reverseEpochs: 1, reverseStepsPerEpoch: 1, epochs: 1 },
+  sau: { epochs: 1, steps: 1 },
 };
 
 before(async () => {

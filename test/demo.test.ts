@@ -23,6 +23,8 @@ const QUICK: Record<string, Record<string, unknown>> = {
   nc: { maxEpochs: 2, stepsPerEpoch: 2, unlearnEpochs: 1 },
   anp: { iterations: 4 },
   strip: { n: 8, limit: 100, heldOut: 0.5 },
+  unlearn: { rounds: 1, reverseEpochs: 2, reverseStepsPerEpoch: 2, epochs: 1 },
+  sau: { epochs: 1, steps: 2 },
 };
 const demo = runDemo({
   out, dataset: 'mnist', epochs: 2, attack: { split: { train: 1500, valid: 300, test: 300 } },

@@ -10,5 +10,7 @@ import './clp.js';
 import './rnp.js';
 import '../detect/strip_defense.js';
 import './fst.js';
+import './unlearn.js';
+import './sau.js';
 
 export { registeredDefenses, getDefense, registerDefense } from './interface.js';

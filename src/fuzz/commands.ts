@@ -192,7 +192,7 @@ const TARGETS: Target[] = ['fresh', 'fresh', 'fresh', 'existing', 'input-file', 
 /** One random case. `light`: only the quick subcommands (for the CI slice). */
 export function generateCase(rng: Rng, id: number, light = false): CommandCase {
   const cmds = light ? ['eval', 'eval', 'predict', 'inspect', 'goodnet', 'prune', 'strip', 'clp']
-    : ['eval', 'predict', 'inspect', 'goodnet', 'prune', 'strip', 'fineprune', 'report', 'clp', 'anp', 'rnp', 'nc', 'compare', 'fst'];
+    : ['eval', 'predict', 'inspect', 'goodnet', 'prune', 'strip', 'fineprune', 'report', 'clp', 'anp', 'rnp', 'nc', 'compare', 'fst', 'unlearn', 'sau'];
   const cmd = pick(rng, cmds);
   const force = rng() < 0.3;
   const groups: string[][] = [];
@@ -277,13 +277,17 @@ export function generateCase(rng: Rng, id: number, light = false): CommandCase {
     case 'anp':
     case 'rnp':
     case 'fst':
-    case 'nc': {
+    case 'nc':
+    case 'unlearn':
+    case 'sau': {
       // The defense contract: -m, --clean-valid, -o (required for clp/anp), measuring sets optional.
       groups.push(['-m', model()], ['--clean-valid', IN('clean.h5')]);
       if (cmd === 'anp') groups.push(['--iterations', '2'], ['--anp-batch-size', '4']);
       if (cmd === 'rnp') groups.push(['--unlearn-epochs', '1'], ['--recover-epochs', '1'], ['--rnp-batch-size', '4']);
       if (cmd === 'fst') groups.push(['-e', '1'], ['--fst-batch-size', '4']);
       if (cmd === 'nc') groups.push(['--max-epochs', '2'], ['--steps-per-epoch', '1'], ['--labels', '0,1,2']);
+      if (cmd === 'sau') groups.push(['--epochs', '1'], ['--pgd-steps', '1'], ['--sau-batch-size', '8']);
+      if (cmd === 'unlearn') groups.push(['--reverse-epochs', '2'], ['--steps-per-epoch', '1'], ['--epochs', '1'], ['--rounds', '1']);
       if (rng() < 0.4) groups.push(['--clean-test', IN('clean.h5')], ['--poisoned-test', IN('bd.h5')], ['-t', '1']);
       if (cmd !== 'nc' || rng() < 0.5) {
         const target = pick(rng, TARGETS);

@@ -1,0 +1,53 @@
+import '../defense/registry.js'; // registration order = the comparison's order
+import { Option, type Command } from 'commander';
+import { UNLEARN_DEFAULTS } from '../defense/unlearn.js';
+import { parseInteger, parsePositive } from './common.js';
+import { defenseCommand, type DefenseCliOpts } from './defense_cli.js';
+
+interface UnlearnCliOpts extends DefenseCliOpts {
+  labels: 'all' | 'below-median';
+  rounds: number;
+  share: number;
+  epochs: number;
+  lr: number;
+  unlearnBatchSize: number;
+  holdOut: number;
+  maxDrop: number;
+  reverseEpochs: number;
+  stepsPerEpoch: number;
+}
+
+export function unlearnCommand(): Command {
+  const d = UNLEARN_DEFAULTS;
+  return defenseCommand<UnlearnCliOpts>('unlearn', {
+    description:
+      'Trigger unlearning without detection. Neural Cleanse\'s optimisation reverses a trigger (mask + pattern) for every ' +
+      'label on the clean data; no anomaly index decides anything. The triggers that reach 99% attack success (--labels all) ' +
+      'or only those below the median norm (--labels below-median) are stamped on --share of the clean images, true labels ' +
+      'kept, and the model is fine-tuned (Adam) for --epochs epochs. A held-out share of the clean images (--hold-out, never ' +
+      'trained or reversed on) chooses the epoch: the highest accuracy of held-out images stamped with the triggers (scored ' +
+      'against their true labels) among the epochs whose clean held-out accuracy is within --max-drop points of the original ' +
+      'model\'s. Then every label is reversed again on the unlearned model; while some label\'s new trigger still reaches 99% ' +
+      'with a norm below the first round\'s median, those triggers join the stamped ones and another round runs (--rounds).',
+    examples:
+      '  goodnet unlearn -m lab/models/bd_net.h5 --clean-valid lab/data/cl/valid.h5 --clean-images 2500 -o unlearned.h5\n' +
+      '  goodnet unlearn -m lab/models/bd_net.h5 --clean-valid lab/data/cl/valid.h5 --clean-images 2500 -o unlearned.h5 \\\n' +
+      '      --clean-test lab/data/cl/test.h5 --poisoned-test lab/data/bd/bd_test.h5 -t 0 --json unlearn.json',
+    outRequired: true,
+    configure: (cmd) => cmd
+      .addOption(new Option('--labels <which>', 'round 1 stamps the reversed triggers of all labels or only those below the median norm').choices(['all', 'below-median']).default(d.labels))
+      .option('--rounds <n>', 'at most this many reversal + unlearning rounds', parseInteger('--rounds', 1), d.rounds)
+      .option('--share <f>', 'share of the clean training images stamped with a reversed trigger (true labels kept)', parsePositive('--share'), d.share)
+      .option('--epochs <n>', 'fine-tuning epochs per round (the best by the held-out criterion is kept)', parseInteger('--epochs', 1), d.epochs)
+      .option('--lr <x>', 'fine-tuning Adam learning rate', parsePositive('--lr'), d.learningRate)
+      .option('--unlearn-batch-size <n>', 'fine-tuning batch size', parseInteger('--unlearn-batch-size', 1), d.batchSize)
+      .option('--hold-out <share>', 'share of the clean images held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
+      .option('--max-drop <points>', 'held-out clean accuracy may fall at most this many points below the original\'s', parsePositive('--max-drop'), d.maxDrop)
+      .option('--reverse-epochs <n>', 'trigger reversal epochs per label per round', parseInteger('--reverse-epochs', 1), d.reverseEpochs)
+      .option('--steps-per-epoch <n>', 'trigger reversal optimisation steps per epoch', parseInteger('--steps-per-epoch', 1), d.reverseStepsPerEpoch),
+    options: (o) => ({
+      labels: o.labels, rounds: o.rounds, share: o.share, epochs: o.epochs, learningRate: o.lr, batchSize: o.unlearnBatchSize,
+      holdOut: o.holdOut, maxDrop: o.maxDrop, reverseEpochs: o.reverseEpochs, reverseStepsPerEpoch: o.stepsPerEpoch,
+    }),
+  });
+}

@@ -1,0 +1,277 @@
+/**
+ * Trigger unlearning without detection: Neural Cleanse's reversal for *every* label, then
+ * fine-tuning on the clean data with those reversed triggers stamped on a share of it (true
+ * labels kept), in rounds. No anomaly index decides anything, so it does not matter that
+ * Neural Cleanse does not flag the target on the lab's 10-class models (index 1.27-1.40):
+ * a clean model's natural "triggers" are unlearned too, at little cost to clean accuracy,
+ * and the backdoor's is among them. (BTI-DBF's unlearning and Neural Cleanse's mitigation do
+ * the same with one, detected, trigger.)
+ *
+ *  1. The clean data are split once: `holdOut` (20%) is held out and never trained on or
+ *     reversed on; the rest reverses triggers and trains.
+ *  2. Round 1: reverse a trigger for every label (`reverseTriggers`, the Neural Cleanse
+ *     optimisation, `reverseEpochs` 30 by default); take the triggers that reached the attack
+ *     success threshold with a norm below the median (`labels: 'below-median'`, the default:
+ *     large "triggers" are the labels' own shapes, and unlearning them costs clean accuracy)
+ *     or all of them (`'all'`). Add stamped copies of `share` of the training images (the
+ *     triggers in turn, true labels kept) to the training images, which all stay.
+ *  3. Fine-tune (Adam, lr 1e-4, `epochs` epochs); after each epoch measure, on the held-out
+ *     images, clean accuracy and "stamped accuracy": the held-out images stamped with the
+ *     round's triggers in turn, scored against their *true* labels. Keep the epoch with the
+ *     highest stamped accuracy whose clean accuracy is within `maxDrop` (2) points of the
+ *     original model's (epoch 0, no change, always qualifies).
+ *  4. Round r > 1: reverse every label again on the unlearned model, starting from the last
+ *     triggers. A label whose new trigger still reaches the threshold with a norm below the
+ *     first round's median norm "still works"; those triggers join the stamped ones and the
+ *     round's fine-tuning runs. When none still works, or after `rounds` rounds, stop.
+ *
+ * Only clean data and triggers reversed from clean data choose anything; nothing poisoned.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { GoodnetError } from '../errors.js';
+import seedrandom from 'seedrandom';
+import { datasetAccuracy, permutation, train, type TrainingSet } from '../models/train.js';
+import { cloneNet } from './graph.js';
+import {
+  loadCleanData, registerDefense, repairRow, repairedSentence, splitSet, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
+} from './interface.js';
+import { NC_DEFAULTS, anomalyIndices, reverseTriggers, stampWith, type NcOptions, type NcTriggers } from './nc.js';
+import { percent as pct } from '../io/table.js';
+
+export interface UnlearnOptions {
+  /** Round 1 stamps the triggers of every label that reached the threshold, or only those below the median norm. */
+  labels: 'all' | 'below-median';
+  /** At most this many reversal + unlearning rounds. */
+  rounds: number;
+  /** Share of the training images stamped with a reversed trigger (true labels kept). */
+  share: number;
+  /** Fine-tuning epochs per round (the best by the held-out criterion is kept). */
+  epochs: number;
+  learningRate: number;
+  batchSize: number;
+  /** Share of the clean images held out to choose the epoch (never trained or reversed on). */
+  holdOut: number;
+  /** Held-out clean accuracy may fall at most this many points below the original model's. */
+  maxDrop: number;
+  /** Trigger reversal (Neural Cleanse's optimisation): epochs per label and the other settings. */
+  reverseEpochs: number;
+  reverseStepsPerEpoch: number;
+  reverseBatchSize: number;
+  attackSuccess: number;
+}
+
+export const UNLEARN_DEFAULTS: UnlearnOptions = {
+  labels: 'below-median', rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
+  reverseEpochs: 30, reverseStepsPerEpoch: NC_DEFAULTS.stepsPerEpoch, reverseBatchSize: NC_DEFAULTS.batchSize, attackSuccess: NC_DEFAULTS.attackSuccess,
+};
+
+export interface UnlearnEpoch { epoch: number; loss: number; cleanAccuracy: number; stampedAccuracy: number }
+
+export interface UnlearnRound {
+  round: number;
+  /** Every label's reversed trigger in this round: mask L1 norm, whether it reached the threshold, whether it was stamped. */
+  labels: { label: number; norm: number; reached: boolean; stamped: boolean }[];
+  /** Triggers stamped in this round (this round's plus the earlier rounds'). */
+  triggers: number;
+  stampedImages: number;
+  epochs: UnlearnEpoch[];
+  bestEpoch: number;
+  reverseSeconds: number;
+  seconds: number;
+}
+
+export interface UnlearnDetails {
+  /** Held-out clean accuracy of the original model. */
+  baseline: number;
+  heldOut: number;
+  /** The first round's median mask norm ("still works" below it in later rounds). */
+  median: number;
+  rounds: UnlearnRound[];
+  /** Why the rounds stopped. */
+  stopped: 'rounds' | 'no trigger works' | 'none reached';
+  /** The reversal that found no trigger to stamp (when that stopped the rounds). */
+  lastReversal?: UnlearnRound['labels'];
+  settings: UnlearnOptions;
+}
+
+/**
+ * What the fine-tuning trains on: every training image as it is, plus stamped copies of
+ * `share` of them (seeded; the triggers in turn), each with its image's true label. The
+ * clean images all stay, so the clean signal is not thinned by the stamping.
+ */
+export function unlearningSet(train: TrainingSet, triggers: { mask: Float32Array; pattern: Float32Array }[], share: number, seed: string): { set: TrainingSet; stamped: number } {
+  const { set: stampedAll, stamped } = stampWith(train, triggers, share, seed);
+  const per = train.shape[0] * train.shape[1] * train.shape[2];
+  const order = permutation(train.n, seedrandom(`nc-unlearn:${seed}`)).subarray(0, stamped);
+  const n = train.n + stamped;
+  const images = new Float32Array(n * per);
+  const labels = new Int32Array(n);
+  images.set(train.images);
+  for (let i = 0; i < train.n; i++) labels[i] = train.labels[i]!;
+  order.forEach((i, r) => {
+    images.set(stampedAll.images.subarray(i * per, (i + 1) * per), (train.n + r) * per);
+    labels[train.n + r] = train.labels[i]!;
+  });
+  return { set: { images, labels, n, shape: train.shape }, stamped };
+}
+
+/** Held-out images stamped with the triggers in turn, scored against their true labels. */
+function stampedAccuracy(net: tfl.LayersModel, held: TrainingSet, triggers: { mask: Float32Array; pattern: Float32Array }[], scale: number): number {
+  return datasetAccuracy(net, stampWith(held, triggers, 1, 'held-out').set, scale);
+}
+
+/**
+ * The first weighted layer when only scale-free layers precede it, scaled by k for a model
+ * that takes raw 0..255 pixels: training on x/k with kernel*k is the same function, better
+ * conditioned for Adam (as fineprune.ts's fineTune does).
+ */
+export function firstKernel(net: tfl.LayersModel): tfl.layers.Layer | undefined {
+  for (const l of net.layers) {
+    const cls = l.getClassName();
+    if (cls === 'InputLayer' || cls === 'ZeroPadding2D') continue;
+    return cls === 'Conv2D' || cls === 'Dense' ? l : undefined;
+  }
+  return undefined;
+}
+export function scaleKernel(layer: tfl.layers.Layer, k: number): void {
+  const [kernel, ...rest] = layer.getWeights();
+  const scaled = tf.mul(kernel!, k);
+  layer.setWeights([scaled, ...rest]);
+  scaled.dispose();
+}
+
+function checkOptions(o: UnlearnOptions): void {
+  const ints = { rounds: o.rounds, epochs: o.epochs, batchSize: o.batchSize, reverseEpochs: o.reverseEpochs, reverseStepsPerEpoch: o.reverseStepsPerEpoch, reverseBatchSize: o.reverseBatchSize };
+  for (const [k, v] of Object.entries(ints)) if (!(Number.isInteger(v) && v >= 1)) throw new GoodnetError(`unlearning ${k} must be an integer >= 1, got ${v}`);
+  if (!(o.share > 0 && o.share <= 1)) throw new GoodnetError(`unlearning share must be in (0, 1], got ${o.share}`);
+  if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`unlearning hold-out must be in (0, 1), got ${o.holdOut}`);
+  if (!(o.learningRate > 0)) throw new GoodnetError(`unlearning learning rate must be > 0, got ${o.learningRate}`);
+  if (!(o.maxDrop >= 0)) throw new GoodnetError(`unlearning max drop must be >= 0 points, got ${o.maxDrop}`);
+  if (!(o.attackSuccess > 0 && o.attackSuccess <= 1)) throw new GoodnetError(`attack success threshold must be in (0, 1], got ${o.attackSuccess}`);
+  if (o.labels !== 'all' && o.labels !== 'below-median') throw new GoodnetError(`unlearning labels must be 'all' or 'below-median', got '${String(o.labels)}'`);
+}
+
+/** Trigger unlearning on a model and clean data: the repaired model and every round's record. */
+export async function runTriggerUnlearning(input: DefenseInput, options: Partial<UnlearnOptions> = {}): Promise<DefenseRun<UnlearnDetails>> {
+  const o: UnlearnOptions = { ...UNLEARN_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+  checkOptions(o);
+  const t0 = performance.now();
+  const clean = await loadCleanData(input);
+  if (clean.n < 10) throw new GoodnetError(`${clean.n} clean images are too few to reverse triggers and hold some out`, input.cleanValid);
+  const { model } = input;
+  const seed = input.seed ?? 0;
+  const [held, rest] = splitSet(clean, o.holdOut, `unlearn-holdout:${seed}`);
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of clean.images) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  const k = hi > 16 ? 255 : 1;
+  const net = await cloneNet(model.net);
+  const first = firstKernel(net);
+  const scale = first ? k : 1;
+  const ncOptions: Partial<NcOptions> = {
+    maxEpochs: o.reverseEpochs, stepsPerEpoch: o.reverseStepsPerEpoch, batchSize: o.reverseBatchSize, attackSuccess: o.attackSuccess,
+  };
+  try {
+    const baseline = datasetAccuracy(net, held, 1);
+    input.log?.(`trigger unlearning: ${rest.n} clean images to reverse and train on, ${held.n} held out (original model: ${pct(baseline)} on them)`);
+    const rounds: UnlearnRound[] = [];
+    const stampList: { mask: Float32Array; pattern: Float32Array }[] = [];
+    let last: NcTriggers | undefined;
+    let median = NaN;
+    let stopped: UnlearnDetails['stopped'] = 'rounds';
+    let unstamped: UnlearnRound['labels'] | undefined;
+    for (let round = 1; round <= o.rounds; round++) {
+      const rev = await reverseTriggers(net, rest, model.numClasses, ncOptions, {
+        seed: seed + round - 1, init: last, onEpoch: (e, max, active) => input.onProgress?.(`round ${round}: reversing`, e, max, `${active} labels active`),
+      });
+      input.onProgress?.(`round ${round}: reversing`, o.reverseEpochs, o.reverseEpochs);
+      last = rev.triggers;
+      const norms = rev.labels.map((l) => l.norm);
+      if (round === 1) median = anomalyIndices(norms).median;
+      const chosen = rev.labels.filter((l) => l.reached && (round === 1 ? o.labels === 'all' || l.norm < median : l.norm < median));
+      const entryLabels = rev.labels.map((l) => ({ label: l.label, norm: l.norm, reached: l.reached, stamped: chosen.includes(l) }));
+      input.log?.(`round ${round}: reversed in ${rev.seconds.toFixed(0)} s; ${entryLabels.map((l) => `${l.label}: ${l.norm.toFixed(1)}${l.reached ? '' : ' (not reached)'}`).join(', ')}`);
+      if (chosen.length === 0) {
+        unstamped = entryLabels;
+        stopped = round === 1 ? 'none reached' : 'no trigger works';
+        input.log?.(round === 1 ? 'no reversed trigger reached the attack success threshold: model unchanged' : `no label's trigger is below the first round's median norm ${median.toFixed(1)} any more: stop`);
+        break;
+      }
+      for (const l of chosen) stampList.push({ mask: rev.triggers.masks.get(l.label)!, pattern: rev.triggers.patterns.get(l.label)! });
+      const { set, stamped } = unlearningSet(rest, stampList, o.share, `${seed}:${round}`);
+      input.log?.(`round ${round}: fine-tuning ${o.epochs} epochs on ${rest.n} clean images and stamped copies of ${stamped} of them, with ${stampList.length} reversed trigger(s) (true labels)`);
+      const t1 = performance.now();
+      if (scale !== 1) scaleKernel(first!, scale);
+      let best: { epoch: number; stamped: number; clean: number; weights: tf.Tensor[] };
+      const epochs: UnlearnEpoch[] = [];
+      try {
+        const e0 = { epoch: 0, loss: NaN, cleanAccuracy: datasetAccuracy(net, held, scale), stampedAccuracy: stampedAccuracy(net, held, stampList, scale) };
+        epochs.push(e0);
+        best = { epoch: 0, stamped: e0.stampedAccuracy, clean: e0.cleanAccuracy, weights: net.getWeights().map((w) => w.clone()) };
+        const optimizer = tf.train.adam(o.learningRate);
+        try {
+          for (let epoch = 1; epoch <= o.epochs; epoch++) {
+            const [stats] = await train(net, set, {
+              epochs: 1, batchSize: o.batchSize, seed: seed * 1000 + round * 100 + epoch, scale, optimizer,
+              onBatch: (_e, d, t) => input.onProgress?.(`round ${round}: unlearning epoch ${epoch}/${o.epochs}`, d, t),
+            });
+            const e = { epoch, loss: stats!.loss, cleanAccuracy: datasetAccuracy(net, held, scale), stampedAccuracy: stampedAccuracy(net, held, stampList, scale) };
+            epochs.push(e);
+            const ok = e.cleanAccuracy >= baseline - o.maxDrop / 100 - 1e-9;
+            if (ok && (e.stampedAccuracy > best.stamped || (e.stampedAccuracy === best.stamped && e.cleanAccuracy > best.clean))) {
+              tf.dispose(best.weights);
+              best = { epoch, stamped: e.stampedAccuracy, clean: e.cleanAccuracy, weights: net.getWeights().map((w) => w.clone()) };
+            }
+          }
+        } finally {
+          optimizer.dispose();
+        }
+        net.setWeights(best.weights);
+        tf.dispose(best.weights);
+      } finally {
+        if (scale !== 1) scaleKernel(first!, 1 / scale);
+      }
+      const seconds = (performance.now() - t1) / 1000;
+      input.log?.(`round ${round}: kept epoch ${best.epoch} (held out: clean ${pct(best.clean)}, stamped ${pct(best.stamped)}); ` +
+        `per epoch clean/stamped ${epochs.map((e) => `${(100 * e.cleanAccuracy).toFixed(1)}/${(100 * e.stampedAccuracy).toFixed(1)}`).join(' ')}`);
+      rounds.push({ round, labels: entryLabels, triggers: stampList.length, stampedImages: stamped, epochs, bestEpoch: best.epoch, reverseSeconds: rev.seconds, seconds: rev.seconds + seconds });
+    }
+    const details: UnlearnDetails = { baseline, heldOut: held.n, median, rounds, stopped, ...(unstamped ? { lastReversal: unstamped } : {}), settings: o };
+    return { defense: 'unlearn', repaired: net, cleanImages: clean.n, seconds: (performance.now() - t0) / 1000, details };
+  } catch (err) {
+    net.dispose();
+    throw err;
+  }
+}
+
+export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = registerDefense<UnlearnOptions, UnlearnDetails>({
+  name: 'unlearn',
+  title: 'Trigger unlearning (every label)',
+  summary: 'reverses a trigger for every label (no detection) and unlearns them all on clean data, in rounds while a small trigger still works',
+  kind: 'repair',
+  defaults: UNLEARN_DEFAULTS,
+  run: runTriggerUnlearning,
+  rows: (run, m) => repairRow(`trigger unlearning (${run.details.rounds.length} round(s), ${run.details.rounds.at(-1)?.triggers ?? 0} triggers)`, run, m,
+    run.details.rounds.length === 0 ? 'no trigger reached: model unchanged' : undefined),
+  section: (run, m): ReportSection => {
+    const d = run.details;
+    return {
+      title: 'Trigger unlearning',
+      text: [
+        `Reversed a trigger for every label with Neural Cleanse's optimisation (${d.settings.reverseEpochs} epochs) on ${run.cleanImages - d.heldOut} clean images, ` +
+          `no detection, and fine-tuned with them stamped on ${Math.round(100 * d.settings.share)}% of those images (true labels kept); ${d.heldOut} clean images held out ` +
+          `choose the epoch (highest stamped accuracy with clean accuracy within ${d.settings.maxDrop} points of the original's ${pct(d.baseline)}). ` +
+          `${d.rounds.length} round(s); stopped: ${d.stopped}. First round's median mask norm ${d.median.toFixed(1)}.`,
+        ...repairedSentence(m),
+      ],
+      tables: [{
+        headers: ['round', 'norms (label: norm, * stamped)', 'triggers', 'kept epoch', 'held-out clean', 'held-out stamped', 'time'],
+        rows: d.rounds.map((r) => {
+          const e = r.epochs[r.bestEpoch]!;
+          return [r.round, r.labels.map((l) => `${l.label}: ${l.norm.toFixed(1)}${l.stamped ? '*' : ''}`).join(', '), r.triggers, r.bestEpoch, pct(e.cleanAccuracy), pct(e.stampedAccuracy), `${r.seconds.toFixed(0)} s`];
+        }),
+      }],
+    };
+  },
+});
