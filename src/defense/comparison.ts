@@ -68,7 +68,7 @@ export const QUICK_DEFENSE_OPTIONS: Record<string, Record<string, unknown>> = {
   strip: { limit: 1000, heldOut: 0.2 },
   fst: { epochs: 5 },
   unlearn: { rounds: 1, reverseEpochs: 10, epochs: 3 },
-  sau: { epochs: 2 },
+  sau: { epochs: 1 },
 };
 
 
