@@ -27,7 +27,7 @@ import { cloneNet } from '../src/defense/graph.js';
 import type { TrainingSet } from '../src/models/train.js';
 import { main } from '../src/cli/main.js';
 import '../src/defense/registry.js';
-import { assertBadInput, tempDir } from './helpers.js';
+import { assertBadInput, tempDir, trainTinyBadNet } from './helpers.js';
 
 await initBackend('wasm');
 const { dir, cleanup } = tempDir('goodnet-defenses-');
@@ -129,21 +129,9 @@ test('Neural Cleanse flags nothing on the same network without its backdoor path
 
 test('Neural Cleanse unlearning lowers the ASR of a tiny trained BadNet (clean data only)', async () => {
   // A small conv net trained here on clean images plus 10% with the white 3x3 zone relabelled 0.
-  const { train } = await import('../src/models/train.js');
   const clean = images(400, 'train-clean', false);
   const bad = images(60, 'train-bad', true);
-  const n = 460;
-  const x = new Uint8Array(n * H * H);
-  x.set(clean.x);
-  x.set(bad.x, 400 * H * H);
-  const y = Int32Array.from([...clean.y, ...Array<number>(60).fill(TARGET)]);
-  const input = tfl.input({ shape: [H, H, 1] });
-  const c1 = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({ seed: 3 }) }).apply(input) as tfl.SymbolicTensor;
-  const p1 = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(c1) as tfl.SymbolicTensor;
-  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: 4 }) })
-    .apply(tfl.layers.flatten().apply(p1)) as tfl.SymbolicTensor;
-  const net = tfl.model({ inputs: input, outputs: out });
-  await train(net, { images: x, labels: y, n, shape: [H, H, 1] }, { epochs: 15, batchSize: 32, learningRate: 1e-2, seed: 5, scale: 255 });
+  const net = await trainTinyBadNet(clean, { x: bad.x, n: 60 }, H, TARGET);
   const bd = describeModel(net, 'tiny-badnet', 'tfjs');
   const before = await measure(bd, net, MEASURE());
   assert.ok(before.accuracy > 0.9 && before.asr > 0.9, `the tiny BadNet: accuracy ${before.accuracy}, ASR ${before.asr}`);

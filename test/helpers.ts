@@ -50,3 +50,28 @@ export function assertBadInput(r: { code: number | null; err: string }, re: RegE
   assert.match(lines[0]!, re);
   assert.doesNotMatch(r.err, /\n\s+at /);
 }
+
+/**
+ * The defenses' tiny BadNet: conv(4, 3x3, relu) -> maxpool -> dense(4, softmax) on HxH grey
+ * images, trained 15 epochs (seeded) on `clean` plus `bad` relabelled `target`.
+ */
+export async function trainTinyBadNet(
+  clean: { x: Uint8Array; y: Int32Array | number[] }, bad: { x: Uint8Array; n: number }, h: number, target: number,
+): Promise<tfl.LayersModel> {
+  const tflr = await import('@tensorflow/tfjs-layers');
+  const { train } = await import('../src/models/train.js');
+  const nClean = clean.y.length;
+  const n = nClean + bad.n;
+  const x = new Uint8Array(n * h * h);
+  x.set(clean.x);
+  x.set(bad.x, nClean * h * h);
+  const y = Int32Array.from([...clean.y, ...Array<number>(bad.n).fill(target)]);
+  const input = tflr.input({ shape: [h, h, 1] });
+  const c1 = tflr.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: tflr.initializers.glorotUniform({ seed: 3 }) }).apply(input) as tfl.SymbolicTensor;
+  const p1 = tflr.layers.maxPooling2d({ poolSize: 2 }).apply(c1) as tfl.SymbolicTensor;
+  const out = tflr.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: tflr.initializers.glorotUniform({ seed: 4 }) })
+    .apply(tflr.layers.flatten().apply(p1)) as tfl.SymbolicTensor;
+  const net = tflr.model({ inputs: input, outputs: out });
+  await train(net, { images: x, labels: y, n, shape: [h, h, 1] }, { epochs: 15, batchSize: 32, learningRate: 1e-2, seed: 5, scale: 255 });
+  return net;
+}

@@ -23,7 +23,7 @@ import { crossEntropyLogits, forwardLogits } from '../src/defense/channels.js';
 import { cloneNet } from '../src/defense/graph.js';
 import { main } from '../src/cli/main.js';
 import '../src/defense/registry.js';
-import { assertBadInput, tempDir } from './helpers.js';
+import { assertBadInput, tempDir, trainTinyBadNet } from './helpers.js';
 
 await initBackend('wasm');
 const { dir, cleanup } = tempDir('goodnet-unlearn-');
@@ -62,19 +62,7 @@ before(async () => {
   // A small conv net trained on clean images plus 60 with the white 3x3 zone relabelled 0.
   const clean = images(400, 'train-clean', false);
   const bad = images(60, 'train-bad', true);
-  const n = 460;
-  const x = new Uint8Array(n * H * H);
-  x.set(clean.x);
-  x.set(bad.x, 400 * H * H);
-  const y = Int32Array.from([...clean.y, ...Array<number>(60).fill(TARGET)]);
-  const input = tfl.input({ shape: [H, H, 1] });
-  const c1 = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({ seed: 3 }) }).apply(input) as tfl.SymbolicTensor;
-  const p1 = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(c1) as tfl.SymbolicTensor;
-  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: 4 }) })
-    .apply(tfl.layers.flatten().apply(p1)) as tfl.SymbolicTensor;
-  const net = tfl.model({ inputs: input, outputs: out });
-  await train(net, { images: x, labels: y, n, shape: [H, H, 1] }, { epochs: 15, batchSize: 32, learningRate: 1e-2, seed: 5, scale: 255 });
-  badnet = describeModel(net, 'tiny-badnet', 'tfjs');
+  badnet = describeModel(await trainTinyBadNet(clean, { x: bad.x, n: 60 }, H, TARGET), 'tiny-badnet', 'tfjs');
 });
 after(cleanup);
 

@@ -35,7 +35,7 @@ import { cloneNet } from './graph.js';
 import {
   loadCleanData, registerDefense, repairRow, repairedSentence, splitSet, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
 } from './interface.js';
-import { firstKernel, scaleKernel } from './unlearn.js';
+import { firstKernelLayer, scaleKernel } from './fineprune.js';
 import { percent as pct } from '../io/table.js';
 
 export interface SauOptions {
@@ -201,7 +201,7 @@ export async function runSau(input: DefenseInput, options: Partial<SauOptions> =
   let hi = -Infinity;
   for (const v of clean.images) { if (v < lo) lo = v; if (v > hi) hi = v; }
   if (!(hi > lo)) throw new GoodnetError('the clean images are all one value', input.cleanValid);
-  const first = firstKernel(model.net);
+  const first = firstKernelLayer(model.net);
   const scale = first && hi > 16 ? 255 : 1;
   const eps = (o.eps * (hi - lo)) / scale;
   const step = (o.stepSize * (hi - lo)) / scale;
@@ -209,7 +209,7 @@ export async function runSau(input: DefenseInput, options: Partial<SauOptions> =
   const ref = await cloneNet(model.net);
   const nc = model.numClasses;
   try {
-    if (scale !== 1) { scaleKernel(firstKernel(net)!, scale); scaleKernel(firstKernel(ref)!, scale); }
+    if (scale !== 1) { scaleKernel(firstKernelLayer(net)!, scale); scaleKernel(firstKernelLayer(ref)!, scale); }
     const baseline = datasetAccuracy(net, held, scale);
     const e0: SauEpoch = { epoch: 0, loss: NaN, cleanAccuracy: baseline, sharedRate: sharedRate(net, ref, held, scale, nc, o, eps, step), seconds: 0 };
     input.log?.(`SAU: ${rest.n} clean images to unlearn on, ${held.n} held out (original: clean ${pct(baseline)}, shared adversarial ${pct(e0.sharedRate)}); L_inf bound ${(eps * scale).toPrecision(3)} pixels`);
@@ -274,7 +274,7 @@ export async function runSau(input: DefenseInput, options: Partial<SauOptions> =
     }
     net.setWeights(best.weights);
     tf.dispose(best.weights);
-    if (scale !== 1) scaleKernel(firstKernel(net)!, 1 / scale);
+    if (scale !== 1) scaleKernel(firstKernelLayer(net)!, 1 / scale);
     input.log?.(`SAU: kept epoch ${best.epoch} (held out: clean ${pct(best.clean)}, shared adversarial ${pct(best.rate)})`);
     return {
       defense: 'sau', repaired: net, cleanImages: clean.n, seconds: (performance.now() - t0) / 1000,

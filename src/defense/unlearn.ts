@@ -27,6 +27,7 @@
  *
  * Only clean data and triggers reversed from clean data choose anything; nothing poisoned.
  */
+import { firstKernelLayer, scaleKernel } from './fineprune.js';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
@@ -121,26 +122,6 @@ function stampedAccuracy(net: tfl.LayersModel, held: TrainingSet, triggers: { ma
   return datasetAccuracy(net, stampWith(held, triggers, 1, 'held-out').set, scale);
 }
 
-/**
- * The first weighted layer when only scale-free layers precede it, scaled by k for a model
- * that takes raw 0..255 pixels: training on x/k with kernel*k is the same function, better
- * conditioned for Adam (as fineprune.ts's fineTune does).
- */
-export function firstKernel(net: tfl.LayersModel): tfl.layers.Layer | undefined {
-  for (const l of net.layers) {
-    const cls = l.getClassName();
-    if (cls === 'InputLayer' || cls === 'ZeroPadding2D') continue;
-    return cls === 'Conv2D' || cls === 'Dense' ? l : undefined;
-  }
-  return undefined;
-}
-export function scaleKernel(layer: tfl.layers.Layer, k: number): void {
-  const [kernel, ...rest] = layer.getWeights();
-  const scaled = tf.mul(kernel!, k);
-  layer.setWeights([scaled, ...rest]);
-  scaled.dispose();
-}
-
 function checkOptions(o: UnlearnOptions): void {
   const ints = { rounds: o.rounds, epochs: o.epochs, batchSize: o.batchSize, reverseEpochs: o.reverseEpochs, reverseStepsPerEpoch: o.reverseStepsPerEpoch, reverseBatchSize: o.reverseBatchSize };
   for (const [k, v] of Object.entries(ints)) if (!(Number.isInteger(v) && v >= 1)) throw new GoodnetError(`unlearning ${k} must be an integer >= 1, got ${v}`);
@@ -167,7 +148,7 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
   for (const v of clean.images) { if (v < lo) lo = v; if (v > hi) hi = v; }
   const k = hi > 16 ? 255 : 1;
   const net = await cloneNet(model.net);
-  const first = firstKernel(net);
+  const first = firstKernelLayer(net);
   const scale = first ? k : 1;
   const ncOptions: Partial<NcOptions> = {
     maxEpochs: o.reverseEpochs, stepsPerEpoch: o.reverseStepsPerEpoch, batchSize: o.reverseBatchSize, attackSuccess: o.attackSuccess,
