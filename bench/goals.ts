@@ -8,7 +8,7 @@
  *   training, images/s        each lab architecture (DeepID, VGG-BN, ResNet at 28x28x1, 10 classes),
  *                             Adam, batch 64, goodnet's train() on tfjs wasm with 1 thread and with
  *                             2 data-parallel threads (models/parallel.ts), and with the opt-in
- *                             ort training engine (--train-engine ort, 1 thread), steady state (first
+ *                             ort training engine (--train-engine ort, 1 and 2 threads), steady state (first
  *                             batch left out) vs bench/train_peer_torch.py --arch (PyTorch, 1 and
  *                             2 threads, after 5 warm-up steps)
  *   inference, images/s       full DeepID (55x47x3 -> 1283) and the three lab models at 28x28x1,
@@ -168,7 +168,7 @@ async function goodnetTrain(arch: Arch, threads: number, trainEngine: 'tfjs' | '
 }
 
 async function trainRows(arch: Arch): Promise<Row[]> {
-  const mine = [await goodnetTrain(arch, 1), await goodnetTrain(arch, 2), await goodnetTrain(arch, 1, 'ort')];
+  const mine = [await goodnetTrain(arch, 1), await goodnetTrain(arch, 2), await goodnetTrain(arch, 1, 'ort'), await goodnetTrain(arch, 2, 'ort')];
   const peers: Rate[] = [];
   for (const threads of [1, 2]) {
     const p = await withLoad(() => python('/usr/bin/python3', 'train_peer_torch.py', ['--arch', arch, '--batches', String(TRAIN_BATCHES), '--threads', String(threads)]));
@@ -177,7 +177,7 @@ async function trainRows(arch: Arch): Promise<Row[]> {
         engine: `PyTorch ${r.torch}, ${threads} thread${threads > 1 ? 's' : ''}`, load: p.load });
     }
   }
-  return mine.map((g, i) => ({ goal: `training, ${ARCH_NAME[arch]} 28x28 (Adam, batch 64), goodnet ${i === 2 ? '--train-engine ort, 1 thread' : `${i + 1} thread${i ? 's' : ''}`}`,
+  return mine.map((g, i) => ({ goal: `training, ${ARCH_NAME[arch]} 28x28 (Adam, batch 64), goodnet ${i >= 2 ? `--train-engine ort, ${i - 1} thread${i > 2 ? 's' : ''}` : `${i + 1} thread${i ? 's' : ''}`}`,
     target: '>= 1.0x PyTorch best', unit: 'img/s', goodnet: g, peers }));
 }
 
