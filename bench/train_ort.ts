@@ -1,5 +1,5 @@
 /**
- * Training throughput of the ort training engine (engine/ort_train*.ts: forward + backward as
+ * Training throughput of the ort training engine (models/ort_train*.ts: forward + backward as
  * one onnxruntime-node session run, Adam applied by the same tfjs optimizer) against the tfjs
  * engine (tfjs wasm, 1 thread, the default) and the PyTorch peer (bench/train_peer_torch.py,
  * 1 and 2 threads), side by side in one run, for the lab architectures at 28x28x1, 10
@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/engine/backend.js';
-import { OrtTrainer } from '../src/engine/ort_train.js';
+import { OrtTrainer } from '../src/models/ort_train.js';
 import { buildArchitecture } from '../src/models/index.js';
 import { train } from '../src/models/train.js';
 

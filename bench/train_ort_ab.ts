@@ -7,7 +7,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { initBackend } from '../src/engine/backend.js';
-import { buildTrainGraph, type TrainGraphOptions } from '../src/engine/ort_train_graph.js';
+import { buildTrainGraph, type TrainGraphOptions } from '../src/models/ort_train_graph.js';
 import { buildArchitecture } from '../src/models/index.js';
 
 const [arch = 'vgg', a = '{}', b = '{}', runsArg = '30'] = process.argv.slice(2);

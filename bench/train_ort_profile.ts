@@ -1,6 +1,6 @@
 /**
  * Where an ort training step's time goes: onnxruntime's profiler over N session runs of the
- * training graph (engine/ort_train_graph.ts) of one lab architecture, 28x28x1, batch 64,
+ * training graph (models/ort_train_graph.ts) of one lab architecture, 28x28x1, batch 64,
  * 1 intra-op thread; time per op type and the slowest nodes.
  *
  *   npx tsc -p bench && node dist/bench/bench/train_ort_profile.js [deepid|vgg|resnet] [runs] [gemm|conv]
@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { initBackend } from '../src/engine/backend.js';
-import { buildTrainGraph } from '../src/engine/ort_train_graph.js';
-import { nchwcBlockSize } from '../src/engine/ort_train.js';
+import { buildTrainGraph } from '../src/models/ort_train_graph.js';
+import { nchwcBlockSize } from '../src/models/ort_train.js';
 import { buildArchitecture } from '../src/models/index.js';
 
 const arch = process.argv[2] ?? 'vgg';

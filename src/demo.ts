@@ -30,7 +30,7 @@ import { QUICK_DEFENSE_OPTIONS, runComparison, type CompareResult } from './defe
 import type { DefenseInput } from './defense/interface.js';
 import type { RunDefenseResult } from './defense/run.js';
 import type { ArchitectureName } from './models/index.js';
-import type { TrainEngineName } from './engine/ort_train.js';
+import type { TrainEngineName } from './models/ort_train.js';
 
 /**
  * The second BadNet: a ResNet (fastest of the modern lab nets to train) on a fifth of the

@@ -13,7 +13,6 @@ import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import seedrandom from 'seedrandom';
 import { initBackend } from '../src/engine/backend.js';
 import { describeModel, loadModel, type LoadedModel } from '../src/io/model.js';
 import { writeCsawData } from '../src/attack/csaw_layout.js';
@@ -27,14 +26,14 @@ import { cloneNet } from '../src/defense/graph.js';
 import type { TrainingSet } from '../src/models/train.js';
 import { main } from '../src/cli/main.js';
 import '../src/defense/registry.js';
-import { assertBadInput, tempDir, trainTinyBadNet } from './helpers.js';
+import { assertBadInput, tempDir, trainTinyBadNet, TINY_H, inTinyZone, tinyImages, tinyQuadrant } from './helpers.js';
 
 await initBackend('wasm');
 const { dir, cleanup } = tempDir('goodnet-defenses-');
-const H = 16;
+const H = TINY_H;
 const TARGET = 0;
-const inZone = (r: number, c: number) => r >= 13 && c >= 13;
-const quadrant = (r: number, c: number) => (r < 8 ? 0 : 2) + (c < 8 ? 0 : 1);
+const inZone = inTinyZone;
+const quadrant = tinyQuadrant;
 
 function plantedNet(): tfl.LayersModel {
   const input = tfl.input({ shape: [H, H, 1], name: 'input' });
@@ -57,21 +56,7 @@ function plantedNet(): tfl.LayersModel {
   return net;
 }
 
-/** n images in 0..255, optionally with the white 3x3 trigger on the zone (then labels 1..3 only). */
-function images(n: number, seed: string, trigger: boolean): { x: Uint8Array; y: Int32Array } {
-  const rng = seedrandom(seed);
-  const x = new Uint8Array(n * H * H);
-  const y = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    const label = trigger ? 1 + (i % 3) : i % 4;
-    y[i] = label;
-    for (let r = 0; r < H; r++) for (let c = 0; c < H; c++) {
-      const v = inZone(r, c) ? (trigger ? 1 : 0.2 * rng()) : quadrant(r, c) === label ? 0.6 + 0.25 * rng() : 0.1 * rng();
-      x[i * H * H + r * H + c] = Math.round(255 * v);
-    }
-  }
-  return { x, y };
-}
+const images = tinyImages;
 
 const f = (p: string) => join(dir, p);
 let model: LoadedModel;

@@ -192,7 +192,7 @@ test('goodnet fst: bad input is one line, exit 2, nothing written', async () => 
     const base = ['fst', '-m', `${dir}/m.h5`, '--clean-valid', `${dir}/clean.h5`, '-o', `${dir}/x.h5`];
     assertBadInput(await run(['fst', '-m', `${dir}/m.h5`, '--clean-valid', `${dir}/missing.h5`, '-o', `${dir}/x.h5`]), /missing\.h5: file or folder not found/);
     assertBadInput(await run([...base, '--alpha', '-1']), /--alpha must be a number >= 0/);
-    assertBadInput(await run([...base, '--augment', 'rotate']), /--augment must be one of none, shift, shift-flip/);
+    assertBadInput(await run([...base, '--augment', 'rotate']), /option '--augment <a>' argument 'rotate' is invalid\. Allowed choices are none, shift, shift-flip/);
     assertBadInput(await run([...base, '--reinit-layers', '0']), /--reinit-layers 0 \(plain fine-tuning\) needs --alpha 0/);
     assertBadInput(await run([...base, '--momentum', '1']), /--momentum must be in \[0, 1\)/);
     assertBadInput(await run([...base, '--distill', '2']), /--distill must be in \[0, 1\]/);

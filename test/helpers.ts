@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
+import seedrandom from 'seedrandom';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 
@@ -74,4 +75,26 @@ export async function trainTinyBadNet(
   const net = tflr.model({ inputs: input, outputs: out });
   await train(net, { images: x, labels: y, n, shape: [h, h, 1] }, { epochs: 15, batchSize: 32, learningRate: 1e-2, seed: 5, scale: 255 });
   return net;
+}
+
+/** The defenses' tiny data: 16x16x1 grey images, 4 classes; the 3x3 trigger zone is the bottom-right corner. */
+export const TINY_H = 16;
+export const inTinyZone = (r: number, c: number): boolean => r >= 13 && c >= 13;
+export const tinyQuadrant = (r: number, c: number): number => (r < 8 ? 0 : 2) + (c < 8 ? 0 : 1);
+
+/** n tiny images in 0..255 (class c: quadrant c bright), optionally with the white 3x3 trigger (then labels 1..3 only). */
+export function tinyImages(n: number, seed: string, trigger: boolean): { x: Uint8Array; y: Int32Array } {
+  const H = TINY_H;
+  const rng = seedrandom(seed);
+  const x = new Uint8Array(n * H * H);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const label = trigger ? 1 + (i % 3) : i % 4;
+    y[i] = label;
+    for (let r = 0; r < H; r++) for (let c = 0; c < H; c++) {
+      const v = inTinyZone(r, c) ? (trigger ? 1 : 0.2 * rng()) : tinyQuadrant(r, c) === label ? 0.6 + 0.25 * rng() : 0.1 * rng();
+      x[i * H * H + r * H + c] = Math.round(255 * v);
+    }
+  }
+  return { x, y };
 }

@@ -1,11 +1,11 @@
-/** The ort training engine (engine/ort_train*.ts): gradients, loss, BN statistics and Adam steps equal tfjs's on tiny models. */
+/** The ort training engine (models/ort_train*.ts): gradients, loss, BN statistics and Adam steps equal tfjs's on tiny models. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
-import { OrtTrainer, nchwcBlockSize, ortTrainObstacle } from '../src/engine/ort_train.js';
-import { buildTrainGraph, type TrainGraphOptions } from '../src/engine/ort_train_graph.js';
+import { OrtTrainer, nchwcBlockSize, ortTrainObstacle } from '../src/models/ort_train.js';
+import { buildTrainGraph, type TrainGraphOptions } from '../src/models/ort_train_graph.js';
 import { shardGradients } from '../src/models/parallel.js';
 import { buildArchitecture } from '../src/models/index.js';
 import { train } from '../src/models/train.js';

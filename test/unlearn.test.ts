@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as tfl from '@tensorflow/tfjs-layers';
-import seedrandom from 'seedrandom';
 import { initBackend } from '../src/engine/backend.js';
 import { describeModel, loadModel, type LoadedModel } from '../src/io/model.js';
 import { writeCsawData } from '../src/attack/csaw_layout.js';
@@ -23,31 +22,15 @@ import { crossEntropyLogits, forwardLogits } from '../src/defense/channels.js';
 import { cloneNet } from '../src/defense/graph.js';
 import { main } from '../src/cli/main.js';
 import '../src/defense/registry.js';
-import { assertBadInput, tempDir, trainTinyBadNet } from './helpers.js';
+import { assertBadInput, tempDir, trainTinyBadNet, TINY_H, tinyImages } from './helpers.js';
 
 await initBackend('wasm');
 const { dir, cleanup } = tempDir('goodnet-unlearn-');
 const f = (p: string) => join(dir, p);
-const H = 16;
+const H = TINY_H;
 const TARGET = 0;
-const inZone = (r: number, c: number) => r >= 13 && c >= 13;
-const quadrant = (r: number, c: number) => (r < 8 ? 0 : 2) + (c < 8 ? 0 : 1);
 
-/** n images in 0..255 (class c: quadrant c bright), optionally with the white 3x3 trigger (then labels 1..3 only). */
-function images(n: number, seed: string, trigger: boolean): { x: Uint8Array; y: Int32Array } {
-  const rng = seedrandom(seed);
-  const x = new Uint8Array(n * H * H);
-  const y = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    const label = trigger ? 1 + (i % 3) : i % 4;
-    y[i] = label;
-    for (let r = 0; r < H; r++) for (let c = 0; c < H; c++) {
-      const v = inZone(r, c) ? (trigger ? 1 : 0.2 * rng()) : quadrant(r, c) === label ? 0.6 + 0.25 * rng() : 0.1 * rng();
-      x[i * H * H + r * H + c] = Math.round(255 * v);
-    }
-  }
-  return { x, y };
-}
+const images = tinyImages;
 
 const MEASURE = () => ({ cleanTest: f('test.h5'), poisonedTest: f('bd_test.h5'), target: TARGET, scale: 255 });
 /** Small settings for the tiny model (4 labels, 16x16). */

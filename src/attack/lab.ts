@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { getBackend } from '../engine/backend.js';
-import type { TrainEngineName } from '../engine/ort_train.js';
+import type { TrainEngineName } from '../models/ort_train.js';
 import { evaluate } from '../eval/evaluate.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { loadModel, saveModel } from '../io/model.js';

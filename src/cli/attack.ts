@@ -7,7 +7,7 @@ import { checkOutputs, emitJson, jsonOption, parseInteger, parsePositive, setUp,
 import { epochBars } from './progress.js';
 import type { EpochStats } from '../models/train.js';
 import { BACKENDS } from '../engine/backend.js';
-import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineName } from '../engine/ort_train.js';
+import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineName } from '../models/ort_train.js';
 import { ARCHITECTURE_NAMES, type ArchitectureName } from '../models/index.js';
 
 interface AttackCliOpts extends Omit<EngineOpts, 'batchSize'> {

@@ -27,6 +27,14 @@ export function parsePositive(name: string) {
   };
 }
 
+export function parseNonNegative(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0, got '${v}'`);
+    return n;
+  };
+}
+
 /** "55x47x3" -> [55, 47, 3]. */
 export function parseShape(v: string): [number, number, number] {
   const m = /^(\d+)x(\d+)x(\d+)$/.exec(v.trim());

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineName } from '../engine/ort_train.js';
+import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineName } from '../models/ort_train.js';
 import { FINE_TUNE_DEFAULTS, runFinePrune, type FineTuneEpoch } from '../defense/fineprune.js';
 import { markdownTable, percent } from '../report/table.js';
 import { bytesOf } from '../io/paths.js';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { InvalidArgumentError } from 'commander';
+import { Option } from 'commander';
 import { FST_DEFAULTS, type FstAugment } from '../defense/fst.js';
-import { parseInteger, parsePositive } from './common.js';
+import { parseInteger, parseNonNegative, parsePositive } from './common.js';
 import { defenseCommand, type DefenseCliOpts } from './defense_cli.js';
 
 interface FstCliOpts extends DefenseCliOpts {
@@ -19,21 +19,6 @@ interface FstCliOpts extends DefenseCliOpts {
   bnMomentum: number;
   distill: number;
   sam: number;
-}
-
-function parseNonNegative(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0, got '${v}'`);
-    return n;
-  };
-}
-
-function parseChoice<T extends string>(name: string, choices: readonly T[]) {
-  return (v: string): T => {
-    if (!(choices as readonly string[]).includes(v)) throw new InvalidArgumentError(`${name} must be one of ${choices.join(', ')}, got '${v}'`);
-    return v as T;
-  };
 }
 
 export function fstCommand(): Command {
@@ -56,8 +41,8 @@ export function fstCommand(): Command {
       .option('--momentum <x>', 'SGD momentum, in [0, 1)', parseNonNegative('--momentum'), d.momentum)
       .option('--alpha <x>', 'weight of the inner product between the new and the original head (0: FT-init)', parseNonNegative('--alpha'), d.alpha)
       .option('--fst-batch-size <n>', 'clean images per step', parseInteger('--fst-batch-size', 1), d.batchSize)
-      .option('--schedule <s>', 'learning-rate schedule over the epochs: cosine or constant', parseChoice('--schedule', ['cosine', 'constant'] as const), d.schedule)
-      .option('--augment <a>', 'training augmentation: none, shift (random shifts, zero fill) or shift-flip (also horizontal flips)', parseChoice('--augment', ['none', 'shift', 'shift-flip'] as const), d.augment)
+      .addOption(new Option('--schedule <s>', 'learning-rate schedule over the epochs').choices(['cosine', 'constant']).default(d.schedule))
+      .addOption(new Option('--augment <a>', 'training augmentation: none, shift (random shifts, zero fill) or shift-flip (also horizontal flips)').choices(['none', 'shift', 'shift-flip']).default(d.augment))
       .option('--shift <px>', 'largest random shift, pixels', parseInteger('--shift', 0, 64), d.shift)
       .option('--hold-out <share>', 'share of the clean images held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
       .option('--reinit-layers <n>', 'levels of Dense layers re-initialised: 1 the head; 2 also the Dense layers feeding it; 0 none (plain fine-tuning, needs --alpha 0)', parseInteger('--reinit-layers', 0, 16), d.reinitLayers)

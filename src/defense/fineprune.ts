@@ -19,7 +19,7 @@ import { channelMeans, cutActivations } from './activations.js';
 import { cloneNet, findCutPoint, headModel, maskLayerOf, type CutPoint } from './graph.js';
 import { applyMaskInPlace, maskedCopy, prunedChannels } from './mask.js';
 import { channelOrder } from './sweep.js';
-import { ortTrainObstacle, type TrainEngineName } from '../engine/ort_train.js';
+import { ortTrainObstacle, type TrainEngineName } from '../models/ort_train.js';
 
 export interface FineTuneOptions {
   epochs?: number;

@@ -9,7 +9,7 @@ import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { DataParallel } from './parallel.js';
-import { OrtTrainer, OrtWeights, type TrainEngineName } from '../engine/ort_train.js';
+import { OrtTrainer, OrtWeights, type TrainEngineName } from './ort_train.js';
 
 /** Images as stored: NHWC, raw values (uint8 or float), labels as integers. */
 export interface TrainingSet {
@@ -64,7 +64,7 @@ export interface TrainOptions {
   threads?: number;
   /**
    * Training engine (default 'tfjs'). 'ort': forward + backward as one onnxruntime-node
-   * session run (engine/ort_train.ts), the same optimizer applied here; `threads` is then
+   * session run (models/ort_train.ts), the same optimizer applied here; `threads` is then
    * onnxruntime's intra-op thread count. Refused (GoodnetError) for layers it does not support.
    */
   engine?: TrainEngineName;

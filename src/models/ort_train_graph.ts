@@ -33,7 +33,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
-import { getMaxPoolGradTies, type MaxPoolTies } from './kernels/max_pool_grad.js';
+import { getMaxPoolGradTies, type MaxPoolTies } from '../engine/kernels/max_pool_grad.js';
 import { AT, encodeModel, floatTensor, int64Tensor, type AttributeProto, type ModelProto, type NodeProto, type TensorProto } from '../io/onnx_proto.js';
 
 const OPSET = 17;
