@@ -12,7 +12,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { channelMeans, type CutActivations } from '../src/defense/activations.js';
 import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
-import { sweep } from '../src/defense/sweep.js';
+import { prepareSweep, sweep } from '../src/defense/sweep.js';
 import type { FastSweepOptions } from '../src/defense/fastsweep.js';
 
 const arg = (name: string, dflt: string) => {
@@ -93,6 +93,7 @@ async function main(): Promise<void> {
     const cut = findCutPoint(net);
     const head = headModel(net, cut);
     const tail = await tailModel(net, cut);
+    prepareSweep(tail, cut.channels, FAST); // as runPrune: the engine or helper starts while the head runs
     const [clean, poisoned] = await acts(name, head, [...shape]);
     const means = await channelMeans(clean!);
     const refFile = join(CACHE, `${name}-${N}`, 'ref.json');

@@ -268,7 +268,10 @@ export async function sweepShare(t: DeepIdTail, x: Float32Array, n: number, orde
 }
 
 export interface FastSweepOptions {
-  /** Worker threads (default: available cores; 0 runs in this thread). */
+  /**
+   * Threads for the sweep (default: available cores; 0 or 1 runs in this thread): the deepid
+   * kind's worker count; the linear kind's lazy JS kernel uses this thread and at most one helper.
+   */
   workers?: number;
   /** Skip the output layer for images whose label provably cannot have changed (default true). */
   skip?: boolean;
