@@ -6,6 +6,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import seedrandom from 'seedrandom';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -80,4 +81,20 @@ test('a GAP -> output Dense sweep with the helper worker started by prepareSweep
   }
   tf.dispose([clean.values, poisoned.values]);
   tail.dispose();
+});
+
+test('the helper worker never keeps a process alive: idle, and after a job', () => {
+  const lib = new URL('../src/defense/lazy_pool.js', import.meta.url).href;
+  const code = `import { startLazyWorker, lazyShares } from '${lib}';
+startLazyWorker();
+if (process.argv[1] === 'job') {
+  const t = { c: 2, u: 3, kernel: new Float32Array([1, 0, -1, 0.5, 2, 0]), bias: new Float32Array(3) };
+  const r = await lazyShares(t, [new Float32Array(2 * 5000).fill(1)], [5000], [1], 1, 1e-3);
+  console.log(r[0].labels.length);
+}`;
+  for (const mode of ['idle', 'job']) {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', code, mode], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, `${mode}: ${r.stderr} (signal ${r.signal})`);
+    if (mode === 'job') assert.equal(r.stdout.trim(), '10000');
+  }
 });

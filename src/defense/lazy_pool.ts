@@ -35,7 +35,6 @@ export function startLazyWorker(): void {
   try {
     // No inherited node flags: `node -e` code, --input-type or heap flags would break the worker.
     const w = new Worker(new URL('./lazy_worker.js', import.meta.url), { execArgv: [] });
-    w.unref(); // an idle helper never keeps the process alive
     w.on('message', (r: Reply) => {
       const done = pending.get(r.id);
       pending.delete(r.id);
@@ -43,6 +42,7 @@ export function startLazyWorker(): void {
     });
     w.on('error', drop);
     w.on('exit', drop);
+    w.unref(); // after the listeners (adding one refs it again): an idle helper never keeps the process alive
     worker = w;
   } catch {
     broken = true;
