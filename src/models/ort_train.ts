@@ -181,20 +181,11 @@ export class OrtWeights {
   adam(grads: Float32Array[]): void {
     const f = Math.fround;
     const b1 = f(this.beta1), b2 = f(this.beta2), lr = f(this.learningRate), eps = f(this.epsilon);
-    const c1 = f(1 - b1), c2 = f(1 - b2);
+    const c1 = f(1 - b1), c2 = f(1 - b2), negLr = f(-lr);
     const oneMinusAcc1 = f(1 - this.accB1), oneMinusAcc2 = f(1 - this.accB2);
-    this.trainable.forEach((wi, k) => {
-      const w = this.values[wi]!, g = grads[k]!, m = this.m[k]!, v = this.v[k]!;
-      for (let j = 0; j < w.length; j++) {
-        const gj = g[j]!;
-        const mj = f(f(m[j]! * b1) + f(gj * c1));
-        const vj = f(f(v[j]! * b2) + f(f(gj * gj) * c2));
-        m[j] = mj;
-        v[j] = vj;
-        const mh = f(mj / oneMinusAcc1), vh = f(vj / oneMinusAcc2);
-        w[j] = f(f(f(mh / f(f(Math.sqrt(vh)) + eps)) * -lr) + w[j]!);
-      }
-    });
+    for (let k = 0; k < this.trainable.length; k++) {
+      adamLoop(this.values[this.trainable[k]!]!, grads[k]!, this.m[k]!, this.v[k]!, b1, b2, c1, c2, negLr, eps, oneMinusAcc1, oneMinusAcc2);
+    }
     this.accB1 = f(this.accB1 * b1);
     this.accB2 = f(this.accB2 * b2);
   }
@@ -206,6 +197,26 @@ export class OrtWeights {
       w.write(t);
       t.dispose();
     });
+  }
+}
+
+/**
+ * Adam on one weight in float32 arithmetic (every operation rounded, as tf.train.adam): a
+ * plain function with only typed arrays and numbers, so V8 keeps one monomorphic loop
+ * (VGG's 218,586 weights: 1.4-1.9 ms per step, 2.0 ms with the loop inside a forEach closure).
+ */
+function adamLoop(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, b1: number, b2: number, c1: number, c2: number,
+  negLr: number, eps: number, oneMinusAcc1: number, oneMinusAcc2: number): void {
+  const f = Math.fround;
+  const n = w.length;
+  for (let j = 0; j < n; j++) {
+    const gj = g[j]!;
+    const mj = f(f(m[j]! * b1) + f(gj * c1));
+    const vj = f(f(v[j]! * b2) + f(f(gj * gj) * c2));
+    m[j] = mj;
+    v[j] = vj;
+    const mh = f(mj / oneMinusAcc1), vh = f(vj / oneMinusAcc2);
+    w[j] = f(f(f(mh / f(f(Math.sqrt(vh)) + eps)) * negLr) + w[j]!);
   }
 }
 

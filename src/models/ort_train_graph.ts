@@ -462,11 +462,9 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           const pooled = y;
           backward = (dy0) => {
             const dy = reluMask(dy0, pooled);
-            const slices: string[] = [];
-            for (let i = 0; i < kk; i++) {
-              for (let j = 0; j < kk; j++) slices.push(b.one('Slice', [x.name, b.ints([i, j]), b.ints([i + (Ho - 1) * kk + 1, j + (Wo - 1) * kk + 1]), b.ints([2, 3]), b.ints(k)]));
-            }
-            const planes = b.reshape(b.one('Concat', slices, [iAttr('axis', 1)]), [N, K, C * Ho * Wo]);
+            // SpaceToDepth (DCR) puts window position (i, j) of channel c at depth (i*kk + j)*C + c.
+            const crop = Ho * kk !== Hh || Wo * kk !== Ww ? b.slice(x.name, [0, 0], [Ho * kk, Wo * kk], [2, 3]) : x.name;
+            const planes = b.reshape(b.one('SpaceToDepth', [crop], [iAttr('blocksize', kk)]), [N, K, C * Ho * Wo]);
             const arg = b.one('ArgMax', [planes], [iAttr('axis', 1), iAttr('keepdims', 1), iAttr('select_last_index', ties === 'last' ? 1 : 0)]);
             const range = b.constInts([1, K, 1], Array.from({ length: K }, (_, i) => i));
             const routed = b.one('Where', [b.one('Equal', [arg, range]), b.reshape(dy, [N, 1, C * Ho * Wo]), b.scalar(0)]);
