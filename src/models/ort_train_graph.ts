@@ -48,6 +48,8 @@ export interface TrainGraph {
   weightInputs: { name: string; weight: number }[];
   /** For each trainable weight (net.trainableWeights order): its gradient output. */
   gradOutputs: string[];
+  /** With options.adam: the length of the flat trainable-weight vector (else 0). */
+  flatSize: number;
   /** Per BatchNormalization layer: outputs of the batch statistics and the moving weights they update. */
   bnStats: { mean: string; variance: string; movingMean: number; movingVariance: number; momentum: number }[];
 }
@@ -79,6 +81,16 @@ export interface TrainGraphOptions {
    * stride 1 their input gradient, as NCHWc convolutions.
    */
   nchwcBlock?: number;
+  /**
+   * Adam in the graph (OrtTrainer.stepAdam): the trainable weights come in as one flat input
+   * `wflat` (net.trainableWeights order, each flattened), Adam's moments as `mflat` / `vflat`
+   * and the bias corrections 1 - beta1^t, 1 - beta2^t as `adam_a1` / `adam_a2` ([1]); the
+   * graph outputs the updated `w_next`, `m_next`, `v_next` (tf.train.adam's float32 arithmetic,
+   * operation by operation as OrtWeights.adam) instead of the gradients.
+   */
+  adam?: { learningRate: number; beta1: number; beta2: number; epsilon: number };
+  /** ReLU backward: 'sign' (default, dy * Sign(y)) or 'where' (Where(y > 0, dy, 0)); the same values. */
+  reluBackward?: 'cast' | 'sign' | 'where';
   /** A stride-1 convolution's input gradient: 'convtranspose' (default) or 'conv' (flipped, transposed kernel). */
   inputGradient?: 'convtranspose' | 'conv';
   /**
@@ -268,8 +280,22 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
   const weightInputs: { name: string; weight: number }[] = [];
   const inputOf = new Map<unknown, string>();
   /** Graph input of a layer weight (by object identity in net.weights). */
+  const flatOffset = new Map<unknown, number>();
+  let flatSize = 0;
+  if (options.adam) {
+    for (const v of trainable) {
+      flatOffset.set(v, flatSize);
+      flatSize += (v.shape as number[]).reduce((p, q) => p * q, 1);
+    }
+  }
   const weightInput = (v: tfl.LayerVariable): string => {
     let name = inputOf.get(v);
+    const off = flatOffset.get(v);
+    if (!name && off !== undefined) {
+      const shape = v.shape as number[];
+      name = b.reshape(b.slice('wflat', [off], [off + shape.reduce((p, q) => p * q, 1)], [0]), shape);
+      inputOf.set(v, name);
+    }
     if (!name) {
       const idx = allWeights.indexOf(v);
       if (idx < 0) throw new GoodnetError(`weight '${v.name}' is not one of the model's weights`);
@@ -301,11 +327,19 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
    * its maximum, so y > 0 there iff the pooled value is > 0; every other position gets zero.
    */
   const reluFusedIntoPool = new Map<string, { fused: boolean }>();
+  /**
+   * dy where the ReLU output y is > 0, else 0. 'sign' (default): dy * Sign(y) (y >= 0, so the
+   * sign is exactly 1 or 0); 'where': Where(y > 0, dy, 0), onnxruntime's slower broadcasting Where.
+   */
+  const reluGrad = (dy: string, y: string): string =>
+    options.reluBackward === 'where' ? b.one('Where', [b.one('Greater', [y, b.scalar(0)]), dy, b.scalar(0)])
+      : options.reluBackward === 'sign' ? b.one('Mul', [dy, b.one('Sign', [y])])
+        : b.one('Mul', [dy, b.one('Cast', [b.one('Greater', [y, b.scalar(0)])], [iAttr('to', 1)])]);
   const relu = (x: string): { y: string; back: (dy: string) => string } => {
     const y = b.one('Relu', [x]);
     const flag = { fused: false };
     reluFusedIntoPool.set(y, flag);
-    return { y, back: (dy) => (flag.fused ? dy : b.one('Where', [b.one('Greater', [y, b.scalar(0)]), dy, b.scalar(0)])) };
+    return { y, back: (dy) => (flag.fused ? dy : reluGrad(dy, y)) };
   };
   const readers = new Map<number, number>();
   for (const l of net.layers) for (const t of l.inboundNodes[0]?.inputTensors ?? []) readers.set(t.id, (readers.get(t.id) ?? 0) + 1);
@@ -443,7 +477,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
       case 'MaxPooling2D': {
         const reluFlag = options.fuseReluPool === false || readers.get(inTs[0]!.id) !== 1 || net.outputs.some((o) => o.id === inTs[0]!.id) ? undefined : reluFusedIntoPool.get(x.name);
         if (reluFlag) reluFlag.fused = true;
-        const reluMask = (dy: string, pooled: string) => (reluFlag ? b.one('Where', [b.one('Greater', [pooled, b.scalar(0)]), dy, b.scalar(0)]) : dy);
+        const reluMask = (dy: string, pooled: string) => (reluFlag ? reluGrad(dy, pooled) : dy);
         const k = asPair(cfg.poolSize), s = asPair(cfg.strides ?? cfg.poolSize);
         const [, C, Hh, Ww] = x.shape as [number, number, number, number];
         const pads = cfg.padding === 'same' ? samePads([Hh, Ww], k, s) : [0, 0, 0, 0];
@@ -586,17 +620,31 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
     });
   }
 
-  const gradOutputs = trainable.map((v, i) => {
-    const g = gradOf.get(v);
+  // A trainable weight the loss does not reach: gradient zero.
+  const gradOrZero = (v: tfl.LayerVariable): string =>
+    gradOf.get(v) ?? b.one('ConstantOfShape', [b.ints(v.shape as number[])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]);
+  const adam = options.adam;
+  const gradOutputs = adam ? [] : trainable.map((v, i) => {
     const name = `g${i}`;
-    if (g === undefined) {
-      // A trainable weight the loss does not reach: gradient zero.
-      b.output(name, b.one('ConstantOfShape', [b.ints(v.shape as number[])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]));
-    } else {
-      b.output(name, g);
-    }
+    b.output(name, gradOrZero(v));
     return name;
   });
+  if (adam) {
+    // Adam on the flat vectors, each operation rounded to float32 as OrtWeights.adam does:
+    // m = b1 m + c1 g; v = b2 v + c2 g^2; w = ((m / a1) / (sqrt(v / a2) + eps)) * -lr + w.
+    const f = Math.fround;
+    const b1 = f(adam.beta1), b2 = f(adam.beta2);
+    const gflat = trainable.length === 1 ? b.reshape(gradOrZero(trainable[0]!), [flatSize])
+      : b.one('Concat', trainable.map((v) => b.reshape(gradOrZero(v), [-1])), [iAttr('axis', 0)]);
+    const m = b.one('Add', [b.one('Mul', ['mflat', b.scalar(b1)]), b.one('Mul', [gflat, b.scalar(f(1 - b1))])]);
+    const v = b.one('Add', [b.one('Mul', ['vflat', b.scalar(b2)]), b.one('Mul', [b.one('Mul', [gflat, gflat]), b.scalar(f(1 - b2))])]);
+    const mh = b.one('Div', [m, 'adam_a1']);
+    const vh = b.one('Div', [v, 'adam_a2']);
+    const step = b.one('Mul', [b.one('Div', [mh, b.one('Add', [b.one('Sqrt', [vh]), b.scalar(f(adam.epsilon))])]), b.scalar(f(-f(adam.learningRate)))]);
+    b.output('w_next', b.one('Add', [step, 'wflat']));
+    b.output('m_next', m);
+    b.output('v_next', v);
+  }
 
   const dims = (shape: number[]) => ({ dim: shape.map((d) => ({ dimValue: d })) });
   const fin = (name: string, shape: number[]) => ({ name, type: { tensorType: { elemType: 1, shape: dims(shape) } } });
@@ -613,11 +661,13 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         fin('x', [N, H0, W0, C0]),
         fin('y', [N, K]),
         ...weightInputs.map((w) => fin(w.name, allWeights[w.weight]!.shape as number[])),
+        ...(adam ? [fin('wflat', [flatSize]), fin('mflat', [flatSize]), fin('vflat', [flatSize]), fin('adam_a1', [1]), fin('adam_a2', [1])] : []),
       ],
       output: [
         fin('loss', []),
         { name: 'pred', type: { tensorType: { elemType: 7, shape: dims([N]) } } },
         ...gradOutputs.map((g, i) => fin(g, trainable[i]!.shape as number[])),
+        ...(adam ? [fin('w_next', [flatSize]), fin('m_next', [flatSize]), fin('v_next', [flatSize])] : []),
         ...bnStats.flatMap((s) => {
           const C = allWeights[s.movingMean]!.shape[0] as number;
           return [fin(s.mean, [C]), fin(s.variance, [C])];
@@ -625,5 +675,5 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
       ],
     },
   };
-  return { bytes: encodeModel(model), batch: N, weightInputs, gradOutputs, bnStats };
+  return { bytes: encodeModel(model), batch: N, weightInputs, gradOutputs, flatSize, bnStats };
 }
