@@ -89,6 +89,11 @@ export interface TrainGraphOptions {
    * operation by operation as OrtWeights.adam) instead of the gradients.
    */
   adam?: { learningRate: number; beta1: number; beta2: number; epsilon: number };
+  /**
+   * BatchNormalization's forward as onnxruntime's BatchNormalization op in training mode (the
+   * output and the batch statistics in one op; default true) or as ReduceMean/Sub/Mul/Add (false).
+   */
+  batchNormOp?: boolean;
   /** ReLU backward: 'sign' (default, dy * Sign(y)) or 'where' (Where(y > 0, dy, 0)); the same values. */
   reluBackward?: 'cast' | 'sign' | 'where';
   /** A stride-1 convolution's input gradient: 'convtranspose' (default) or 'conv' (flipped, transposed kernel). */
@@ -226,6 +231,18 @@ class Builder {
     if (!n) {
       n = `const_${this.consts.size}`;
       this.inits.push(int64Tensor(n, dims, values));
+      this.consts.set(key, n);
+    }
+    return n;
+  }
+
+  /** A float constant of any shape. */
+  constFloats(dims: number[], values: Float32Array): string {
+    const key = `ft:${dims.join('x')}:${values.join(',')}`;
+    let n = this.consts.get(key);
+    if (!n) {
+      n = `const_${this.consts.size}`;
+      this.inits.push(floatTensor(n, dims, values));
       this.consts.set(key, n);
     }
     return n;
@@ -556,15 +573,39 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const movingMean = allWeights.indexOf(lw[i++]!);
         const movingVariance = allWeights.indexOf(lw[i++]!);
         const eps = Number(cfg.epsilon ?? 1e-3);
-        const mean = b.reduceMean(x.name, axes, true);
-        const xc = b.one('Sub', [x.name, mean]);
-        const variance = b.reduceMean(b.one('Mul', [xc, xc]), axes, true);
+        let mean: string, variance: string, xc: string, out: string;
+        const gammaB = gammaV ? b.reshape(weightInput(gammaV), bshape) : undefined;
+        if (options.batchNormOp !== false) {
+          // onnxruntime's BatchNormalization in training mode: the output and the biased batch
+          // statistics in one op (momentum 0: its "running" outputs are the batch mean and
+          // variance). The backward's xc = x - mean is computed there.
+          // The running-statistics inputs get values of their own per layer (momentum 0 ignores
+          // them): with equal constants in every layer the statistics came out mixed between
+          // layers once onnxruntime optimised the graph (level basic and above; constant sharing
+          // plus in-place outputs, presumably), never with optimisation disabled.
+          const k = bnStats.length + 1.5;
+          const [bnY, bnMean, bnVar] = b.node('BatchNormalization', [x.name,
+            gammaV ? weightInput(gammaV) : b.constFloats([C], new Float32Array(C).fill(1)),
+            betaV ? weightInput(betaV) : b.constFloats([C], new Float32Array(C)),
+            b.constFloats([C], new Float32Array(C).fill(-k)), b.constFloats([C], new Float32Array(C).fill(k))],
+            [iAttr('training_mode', 1), fAttr('momentum', 0), fAttr('epsilon', eps)], 3);
+          out = bnY!;
+          mean = b.reshape(bnMean!, bshape);
+          variance = b.reshape(bnVar!, bshape);
+          xc = '';
+        } else {
+          mean = b.reduceMean(x.name, axes, true);
+          xc = b.one('Sub', [x.name, mean]);
+          variance = b.reduceMean(b.one('Mul', [xc, xc]), axes, true);
+          out = '';
+        }
         const invstd = b.one('Reciprocal', [b.one('Sqrt', [b.one('Add', [variance, b.scalar(eps)])])]);
         // y = xc * (gamma * invstd) + beta; xhat = xc * invstd is never materialised.
-        const gammaB = gammaV ? b.reshape(weightInput(gammaV), bshape) : undefined;
         const scale = gammaB ? b.one('Mul', [gammaB, invstd]) : invstd;
-        let out = b.one('Mul', [xc, scale]);
-        if (betaV) out = b.one('Add', [out, b.reshape(weightInput(betaV), bshape)]);
+        if (!out) {
+          out = b.one('Mul', [xc, scale]);
+          if (betaV) out = b.one('Add', [out, b.reshape(weightInput(betaV), bshape)]);
+        }
         y = out;
         shape = x.shape;
         const sm = `${layer.name}.batch_mean`, sv = `${layer.name}.batch_var`;
@@ -572,6 +613,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         b.output(sv, b.reshape(variance, [C]));
         bnStats.push({ mean: sm, variance: sv, movingMean, movingVariance, momentum: Number(cfg.momentum ?? 0.99) });
         backward = (dy) => {
+          if (!xc) xc = b.one('Sub', [x.name, mean]);
           const dbeta = b.reduceSum(dy, axes, false);
           const sumDyXc = b.reduceSum(b.one('Mul', [dy, xc]), axes, true); // sum(dy * xhat) = invstd * sum(dy * xc)
           if (betaV) addGrad(betaV, dbeta);
