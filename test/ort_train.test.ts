@@ -67,7 +67,7 @@ const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
   ['vgg 16 channels, Dense without bias (NCHWc)', (seed) => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed, filters: [16], units: 8 } as never), 5],
 ];
 
-const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', one Gemm per slice, argmax pool backward', { filterGemmSplit: 0, maxPoolBackward: 'argmax' }], [', filter gradient by Conv, input gradient by Conv, ReLU not fused into pools, no MaxUnpool, BN by ReduceMean/Sub/Mul, ReLU backward by Where', { filterGradient: 'conv', inputGradient: 'conv', fuseReluPool: false, poolUnpool: false, batchNormOp: false, reluBackward: 'where' }]];
+const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', one Gemm per slice, argmax pool backward, BN backward with xc', { filterGemmSplit: 0, maxPoolBackward: 'argmax', batchNormBackward: 'plain' }], [', filter gradient by Conv, input gradient by Conv, ReLU not fused into pools, no MaxUnpool, BN by ReduceMean/Sub/Mul, ReLU backward by Where', { filterGradient: 'conv', inputGradient: 'conv', fuseReluPool: false, poolUnpool: false, batchNormOp: false, reluBackward: 'where' }]];
 for (const [name, make, k] of NETS) for (const [variant, graph] of name === 'deepid' ? VARIANTS.slice(0, 1) : VARIANTS) {
   test(`ort training step = tfjs's gradients (relative error <= 1e-4), loss, correct count and BN moving statistics: ${name}${variant}`, async () => {
     const a = make(7);
