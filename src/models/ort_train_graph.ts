@@ -579,17 +579,52 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const movingMean = allWeights.indexOf(lw[i++]!);
         const movingVariance = allWeights.indexOf(lw[i++]!);
         const eps = Number(cfg.epsilon ?? 1e-3);
+        const sm = `${layer.name}.batch_mean`, sv = `${layer.name}.batch_var`;
+        bnStats.push({ mean: sm, variance: sv, movingMean, movingVariance, momentum: Number(cfg.momentum ?? 0.99) });
+        if (options.batchNormOp !== false && options.batchNormBackward !== 'plain') {
+          // The default: onnxruntime's BatchNormalization in training mode computes the output
+          // and the biased batch statistics in one op (momentum 0: its "running" outputs are the
+          // batch mean and variance, written straight to the graph outputs); every per-channel
+          // quantity stays a [C] vector (no Reshape nodes). The running-statistics inputs get
+          // values of their own per layer (momentum 0 ignores them): with equal constants in
+          // every layer the statistics came out mixed between layers once onnxruntime optimised
+          // the graph (level basic and above; constant sharing plus in-place outputs,
+          // presumably), never with optimisation disabled.
+          const k = bnStats.length + 0.5;
+          const gammaC = gammaV ? weightInput(gammaV) : undefined;
+          const bnY = `${layer.name}_bn_y`;
+          b.nodes.push({ opType: 'BatchNormalization', name: `${layer.name}_bn`, output: [bnY, sm, sv],
+            input: [x.name, gammaC ?? b.constFloats([C], new Float32Array(C).fill(1)), betaV ? weightInput(betaV) : b.constFloats([C], new Float32Array(C)),
+              b.constFloats([C], new Float32Array(C).fill(-k)), b.constFloats([C], new Float32Array(C).fill(k))],
+            attribute: [iAttr('training_mode', 1), fAttr('momentum', 0), fAttr('epsilon', eps)] });
+          const invstd = b.one('Reciprocal', [b.one('Sqrt', [b.one('Add', [sv, b.scalar(eps)])])]);
+          const scale = gammaC ? b.one('Mul', [gammaC, invstd]) : invstd;
+          y = bnY;
+          shape = x.shape;
+          backward = (dy) => {
+            const dbeta = b.reduceSum(dy, axes, false);
+            // sum(dy * xc) = sum(dy * x) - mean * sum(dy); sum(dy * xhat) = invstd * sum(dy * xc)
+            const sumDyXc = b.one('Sub', [b.reduceSum(b.one('Mul', [dy, x.name]), axes, false), b.one('Mul', [sm, dbeta])]);
+            if (betaV) addGrad(betaV, dbeta);
+            if (gammaV) addGrad(gammaV, b.one('Mul', [sumDyXc, invstd]));
+            if (!x.grad) return [undefined];
+            // dx = scale * (dy - mean(dy)) - (x - mean) * (scale * invstd^2 * mean(dy * xc)): the
+            // two per-channel affine terms one pass each, as inference BatchNormalization ops
+            // (variance 1, epsilon 0).
+            const mdb = b.one('Mul', [dbeta, b.scalar(1 / m)]);
+            const coef = b.one('Mul', [b.one('Mul', [scale, b.one('Mul', [invstd, invstd])]), b.one('Mul', [sumDyXc, b.scalar(1 / m)])]);
+            const zerosC = b.constFloats([C], new Float32Array(C));
+            const onesC = b.constFloats([C], new Float32Array(C).fill(1));
+            const affine = (a: string, scaleC: string, meanC: string) => b.one('BatchNormalization', [a, scaleC, zerosC, meanC, onesC], [fAttr('epsilon', 0)]);
+            return [b.one('Sub', [affine(dy, scale, mdb), affine(x.name, coef, sm)])];
+          };
+          break;
+        }
         let mean: string, variance: string, xc: string, out: string;
         const gammaB = gammaV ? b.reshape(weightInput(gammaV), bshape) : undefined;
         if (options.batchNormOp !== false) {
-          // onnxruntime's BatchNormalization in training mode: the output and the biased batch
-          // statistics in one op (momentum 0: its "running" outputs are the batch mean and
-          // variance). The backward's xc = x - mean is computed there.
-          // The running-statistics inputs get values of their own per layer (momentum 0 ignores
-          // them): with equal constants in every layer the statistics came out mixed between
-          // layers once onnxruntime optimised the graph (level basic and above; constant sharing
-          // plus in-place outputs, presumably), never with optimisation disabled.
-          const k = bnStats.length + 1.5;
+          // As above, with the backward's xc = x - mean computed there (batchNormBackward 'plain').
+          const k = bnStats.length + 0.5;
           const [bnY, bnMean, bnVar] = b.node('BatchNormalization', [x.name,
             gammaV ? weightInput(gammaV) : b.constFloats([C], new Float32Array(C).fill(1)),
             betaV ? weightInput(betaV) : b.constFloats([C], new Float32Array(C)),
@@ -614,17 +649,12 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         }
         y = out;
         shape = x.shape;
-        const sm = `${layer.name}.batch_mean`, sv = `${layer.name}.batch_var`;
         b.output(sm, b.reshape(mean, [C]));
         b.output(sv, b.reshape(variance, [C]));
-        bnStats.push({ mean: sm, variance: sv, movingMean, movingVariance, momentum: Number(cfg.momentum ?? 0.99) });
         backward = (dy) => {
-          const fewer = options.batchNormBackward !== 'plain' && !xc;
-          if (!xc && !fewer) xc = b.one('Sub', [x.name, mean]);
+          if (!xc) xc = b.one('Sub', [x.name, mean]);
           const dbeta = b.reduceSum(dy, axes, false);
-          // sum(dy * xhat) = invstd * sum(dy * xc); sum(dy * xc) = sum(dy * x) - mean * sum(dy)
-          const sumDyXc = fewer ? b.one('Sub', [b.reduceSum(b.one('Mul', [dy, x.name]), axes, true), b.one('Mul', [mean, b.reshape(dbeta, bshape)])])
-            : b.reduceSum(b.one('Mul', [dy, xc]), axes, true);
+          const sumDyXc = b.reduceSum(b.one('Mul', [dy, xc]), axes, true); // sum(dy * xhat) = invstd * sum(dy * xc)
           if (betaV) addGrad(betaV, dbeta);
           if (gammaV) addGrad(gammaV, b.reshape(b.one('Mul', [sumDyXc, invstd]), [C]));
           if (!x.grad) return [undefined];
@@ -632,14 +662,6 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           //    = scale * (dy - mean(dy)) - xc * (scale * invstd^2 * mean(dy * xc))
           const mdb = b.one('Mul', [b.reshape(dbeta, bshape), b.scalar(1 / m)]);
           const coef = b.one('Mul', [b.one('Mul', [scale, b.one('Mul', [invstd, invstd])]), b.one('Mul', [sumDyXc, b.scalar(1 / m)])]);
-          if (fewer) {
-            // (dy - mean(dy)) * scale and (x - mean) * coef, each one pass: onnxruntime's
-            // inference BatchNormalization with variance 1 and epsilon 0.
-            const zerosC = b.constFloats([C], new Float32Array(C));
-            const onesC = b.constFloats([C], new Float32Array(C).fill(1));
-            const affine = (a: string, scaleC: string, meanC: string) => b.one('BatchNormalization', [a, b.reshape(scaleC, [C]), zerosC, b.reshape(meanC, [C]), onesC], [fAttr('epsilon', 0)]);
-            return [b.one('Sub', [affine(dy, scale, mdb), affine(x.name, coef, mean)])];
-          }
           return [b.one('Sub', [b.one('Mul', [b.one('Sub', [dy, mdb]), scale]), b.one('Mul', [xc, coef])])];
         };
         break;
