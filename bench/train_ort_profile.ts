@@ -3,14 +3,14 @@
  * training graph (models/ort_train_graph.ts) of one lab architecture, 28x28x1, batch 64,
  * 1 intra-op thread; time per op type and the slowest nodes.
  *
- *   npx tsc -p bench && node dist/bench/bench/train_ort_profile.js [deepid|vgg|resnet] [runs] [gemm|conv]
+ *   [THREADS=2] [TOP=15] npx tsc -p bench && node dist/bench/bench/train_ort_profile.js [deepid|vgg|resnet] [runs] [gemm|conv|'{TrainGraphOptions JSON}']
  */
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { initBackend } from '../src/engine/backend.js';
-import { buildTrainGraph } from '../src/models/ort_train_graph.js';
+import { buildTrainGraph, type TrainGraphOptions } from '../src/models/ort_train_graph.js';
 import { nchwcBlockSize } from '../src/models/ort_train.js';
 import { buildArchitecture } from '../src/models/index.js';
 
@@ -19,9 +19,10 @@ const runs = Number(process.argv[3] ?? 20);
 const B = 64;
 await initBackend('wasm');
 const net = buildArchitecture(arch, { inputShape: [28, 28, 1], numClasses: 10, seed: 0 });
-const g = buildTrainGraph(net, B, { filterGradient: (process.argv[4] ?? 'gemm') as 'gemm' | 'conv', nchwcBlock: await nchwcBlockSize() });
+const opt4 = process.argv[4] ?? 'gemm';
+const g = buildTrainGraph(net, B, { nchwcBlock: await nchwcBlockSize(), ...(opt4.startsWith('{') ? (JSON.parse(opt4) as TrainGraphOptions) : { filterGradient: opt4 as 'gemm' | 'conv' }) });
 const prefix = join(tmpdir(), `goodnet-ortprof-${process.pid}`);
-const session = await ort.InferenceSession.create(g.bytes, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: prefix });
+const session = await ort.InferenceSession.create(g.bytes, { intraOpNumThreads: Number(process.env.THREADS ?? 1), interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: prefix });
 const x = new Float32Array(B * 784).map((_, i) => ((i * 2654435761) >>> 24) / 255);
 const y = new Float32Array(B * 10);
 for (let i = 0; i < B; i++) y[i * 10 + (i % 10)] = 1;

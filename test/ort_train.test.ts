@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
-import { OrtTrainer, nchwcBlockSize, ortTrainObstacle } from '../src/models/ort_train.js';
+import { OrtTrainer, OrtWeights, nchwcBlockSize, ortTrainObstacle } from '../src/models/ort_train.js';
 import { buildTrainGraph, type TrainGraphOptions } from '../src/models/ort_train_graph.js';
 import { shardGradients } from '../src/models/parallel.js';
 import { buildArchitecture } from '../src/models/index.js';
@@ -67,7 +67,7 @@ const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
   ['vgg 16 channels, Dense without bias (NCHWc)', (seed) => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed, filters: [16], units: 8 } as never), 5],
 ];
 
-const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', one Gemm per slice, argmax pool backward', { filterGemmSplit: 0, maxPoolBackward: 'argmax' }], [', filter gradient by Conv, input gradient by Conv, ReLU not fused into pools, no MaxUnpool', { filterGradient: 'conv', inputGradient: 'conv', fuseReluPool: false, poolUnpool: false }]];
+const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', one Gemm per slice, argmax pool backward, BN backward with xc', { filterGemmSplit: 0, maxPoolBackward: 'argmax', batchNormBackward: 'plain' }], [', filter gradient by Conv, input gradient by Conv, ReLU not fused into pools, no MaxUnpool, BN by ReduceMean/Sub/Mul, ReLU backward by Where', { filterGradient: 'conv', inputGradient: 'conv', fuseReluPool: false, poolUnpool: false, batchNormOp: false, reluBackward: 'where' }]];
 for (const [name, make, k] of NETS) for (const [variant, graph] of name === 'deepid' ? VARIANTS.slice(0, 1) : VARIANTS) {
   test(`ort training step = tfjs's gradients (relative error <= 1e-4), loss, correct count and BN moving statistics: ${name}${variant}`, async () => {
     const a = make(7);
@@ -121,6 +121,43 @@ test('train({engine: "ort"}): 2 epochs of 3 Adam steps (last batch smaller) give
       }
     });
     assert.ok(moved > 1e-3, `training moved the weights (${moved})`);
+  }
+});
+
+test('Adam inside the graph (stepAdam) = session gradients + OrtWeights.adam in JS: same weights, moments and BN statistics after 3 steps (last batch smaller)', async () => {
+  for (const arch of ['vgg', 'resnet'] as const) {
+    const opts = arch === 'vgg' ? { filters: [4, 6], units: 8 } : { stemFilters: 4, blocks: [4, 6] };
+    const net = buildArchitecture(arch, { inputShape: SHAPE, numClasses: 5, seed: 3, ...opts } as never);
+    const js = new OrtWeights(net, 0.01);
+    const graph = new OrtWeights(net, 0.01);
+    const trainer = await OrtTrainer.create(net);
+    try {
+      for (const [n, seed] of [[8, 1], [8, 2], [5, 3]] as const) {
+        const { x, y } = data(n, 5, seed);
+        const a = await trainer.stepWith(x, y, n, js.values);
+        js.adam(a.grads);
+        const b = await trainer.stepAdam(x, y, n, graph);
+        assert.equal(b.grads.length, 0);
+        assert.ok(Math.abs(a.lossSum - b.lossSum) <= 1e-6 * a.lossSum, `${arch}: loss ${b.lossSum} vs ${a.lossSum}`);
+        assert.equal(b.correct, a.correct);
+      }
+      let moved = 0;
+      js.values.forEach((u, i) => {
+        const v = graph.values[i]!;
+        const w0 = net.weights[i]!.read().dataSync();
+        for (let j = 0; j < u.length; j++) {
+          moved = Math.max(moved, Math.abs(u[j]! - w0[j]!));
+          assert.ok(Math.abs(u[j]! - v[j]!) <= 1e-6 * Math.max(1, Math.abs(u[j]!)), `${arch}: ${net.weights[i]!.name}[${j}]: graph ${v[j]} vs JS ${u[j]}`);
+        }
+      });
+      for (const [p, q] of [[js.flatM, graph.flatM], [js.flatV, graph.flatV]] as const) {
+        for (let j = 0; j < p.length; j++) assert.ok(Math.abs(p[j]! - q[j]!) <= 1e-6 * Math.max(1e-3, Math.abs(p[j]!)), `${arch}: moment [${j}]: ${q[j]} vs ${p[j]}`);
+      }
+      assert.ok(moved > 1e-3, `${arch}: the steps moved the weights (${moved})`);
+    } finally {
+      await trainer.dispose();
+      net.dispose();
+    }
   }
 });
 

@@ -10,21 +10,24 @@
  * categoricalCrossentropy), `pred` (argmax per image, int64), `g<i>` the gradient of `loss`
  * for trainable weight i (same layout as the weight) and, per BatchNormalization layer,
  * `<layer>.batch_mean` / `.batch_var` (the biased batch statistics tfjs-layers folds into the
- * moving averages). N is fixed per graph (every shape is static).
+ * moving averages). With option `adam` the trainable weights come in as one flat vector with
+ * Adam's moments and the graph returns them updated instead of the gradients. N is fixed per
+ * graph (every shape is static).
  *
  * Inside, activations are NCHW. Backward ops:
  *  - Conv2D: input gradient = ConvTranspose with the same (OIHW) weights, strides and pads
  *    (output_padding restores the input size when the stride does not divide it); filter
  *    gradient = a Conv over the batch axis (input transposed to C,N,H,W, output gradient to
  *    Cout,N,Ho,Wo as the filters, dilation = stride), cropped to the kernel size.
- *  - ReLU: Where(y > 0, dy, 0) (as tfjs: no gradient at 0).
+ *  - ReLU: dy * Cast(y > 0) (as tfjs: no gradient at 0).
  *  - MaxPool: MaxPool's Indices output + ScatterElements, which routes the gradient to the
  *    FIRST maximum of a window (tfjs's cpu rule). tfjs-wasm's MaxPoolGrad takes the LAST by
  *    default (setMaxPoolGradTies); the two differ only where tied maxima come from different
  *    inputs (ties from identical receptive fields, e.g. flat image regions, pass identical
  *    weight gradients). Option maxPoolBackward 'argmax' follows tfjs's rule exactly.
- *  - Dense: Gemm; BatchNormalization: batch mean / biased variance (ReduceMean) and the standard
- *    backward; Add, ZeroPadding2D (Slice), Flatten (NHWC order, as Keras), GlobalAveragePool.
+ *  - Dense: Gemm; BatchNormalization: onnxruntime's BatchNormalization in training mode (output,
+ *    batch mean and biased variance in one op) and the standard backward in 4 full-size passes;
+ *    Add, ZeroPadding2D (Slice), Flatten (NHWC order, as Keras), GlobalAveragePool.
  *  - Softmax + cross-entropy: d logits = (softmax - y) / N. tfjs clips probabilities to
  *    [1e-7, 1 - 1e-7] and passes no gradient through a clipped one; the two differ only for
  *    saturated outputs (the loss value is computed with the same clip).
@@ -39,7 +42,7 @@ import { AT, encodeModel, floatTensor, int64Tensor, type AttributeProto, type Mo
 const OPSET = 17;
 const EPS = 1e-7; // tfjs-layers' epsilon()
 /** Slices of at least this many values (C x N x Ho x Wo) get a Gemm each (see the Conv2D case). */
-const FILTER_GEMM_SPLIT = 1 << 18;
+const FILTER_GEMM_SPLIT = 1 << 16; // 2^18 before: 2^16 measured 9-10% less per ResNet step (its 14x14 16-channel convs), 1% per VGG step (train_ort_ab.js)
 
 export interface TrainGraph {
   bytes: Uint8Array;
@@ -48,6 +51,8 @@ export interface TrainGraph {
   weightInputs: { name: string; weight: number }[];
   /** For each trainable weight (net.trainableWeights order): its gradient output. */
   gradOutputs: string[];
+  /** With options.adam: the length of the flat trainable-weight vector (else 0). */
+  flatSize: number;
   /** Per BatchNormalization layer: outputs of the batch statistics and the moving weights they update. */
   bnStats: { mean: string; variance: string; movingMean: number; movingVariance: number; momentum: number }[];
 }
@@ -59,7 +64,7 @@ export interface TrainGraphOptions {
    * over the batch axis, dilation = stride). Same values up to float summation order.
    */
   filterGradient?: 'gemm' | 'conv';
-  /** 'gemm': slices of at least this many values get one Gemm each (default 2^18); smaller ones are stacked for one Gemm. */
+  /** 'gemm': slices of at least this many values get one Gemm each (default 2^16); smaller ones are stacked for one Gemm. */
   filterGemmSplit?: number;
   /**
    * MaxPool backward: 'indices' (default: MaxPool's Indices output + ScatterElements; the first
@@ -79,6 +84,30 @@ export interface TrainGraphOptions {
    * stride 1 their input gradient, as NCHWc convolutions.
    */
   nchwcBlock?: number;
+  /**
+   * Adam in the graph (OrtTrainer.stepAdam): the trainable weights come in as one flat input
+   * `wflat` (net.trainableWeights order, each flattened), Adam's moments as `mflat` / `vflat`
+   * and the bias corrections 1 - beta1^t, 1 - beta2^t as `adam_a1` / `adam_a2` ([1]); the
+   * graph outputs the updated `w_next`, `m_next`, `v_next` (tf.train.adam's float32 arithmetic,
+   * operation by operation as OrtWeights.adam) instead of the gradients.
+   */
+  adam?: { learningRate: number; beta1: number; beta2: number; epsilon: number };
+  /**
+   * BatchNormalization's forward as onnxruntime's BatchNormalization op in training mode (the
+   * output and the batch statistics in one op; default true) or as ReduceMean/Sub/Mul/Add (false).
+   */
+  batchNormOp?: boolean;
+  /**
+   * BatchNormalization's backward with batchNormOp: 'fewer' (default: sum(dy * xc) as
+   * sum(dy * x) - mean * sum(dy), and the two per-channel affine terms of dx as inference
+   * BatchNormalization ops, 4 full-size passes instead of 6) or 'plain' (xc materialised).
+   */
+  batchNormBackward?: 'fewer' | 'plain';
+  /**
+   * ReLU backward: 'cast' (default, dy * Cast(y > 0): 0.4 ms per VGG step against 1.0 ms for
+   * Where in onnxruntime's profile) or 'where' (Where(y > 0, dy, 0)); the same values.
+   */
+  reluBackward?: 'cast' | 'where';
   /** A stride-1 convolution's input gradient: 'convtranspose' (default) or 'conv' (flipped, transposed kernel). */
   inputGradient?: 'convtranspose' | 'conv';
   /**
@@ -219,6 +248,18 @@ class Builder {
     return n;
   }
 
+  /** A float constant of any shape. */
+  constFloats(dims: number[], values: Float32Array): string {
+    const key = `ft:${dims.join('x')}:${values.join(',')}`;
+    let n = this.consts.get(key);
+    if (!n) {
+      n = `const_${this.consts.size}`;
+      this.inits.push(floatTensor(n, dims, values));
+      this.consts.set(key, n);
+    }
+    return n;
+  }
+
   scalar(v: number): string {
     const key = `f:${v}`;
     let n = this.consts.get(key);
@@ -268,8 +309,22 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
   const weightInputs: { name: string; weight: number }[] = [];
   const inputOf = new Map<unknown, string>();
   /** Graph input of a layer weight (by object identity in net.weights). */
+  const flatOffset = new Map<unknown, number>();
+  let flatSize = 0;
+  if (options.adam) {
+    for (const v of trainable) {
+      flatOffset.set(v, flatSize);
+      flatSize += (v.shape as number[]).reduce((p, q) => p * q, 1);
+    }
+  }
   const weightInput = (v: tfl.LayerVariable): string => {
     let name = inputOf.get(v);
+    const off = flatOffset.get(v);
+    if (!name && off !== undefined) {
+      const shape = v.shape as number[];
+      name = b.reshape(b.slice('wflat', [off], [off + shape.reduce((p, q) => p * q, 1)], [0]), shape);
+      inputOf.set(v, name);
+    }
     if (!name) {
       const idx = allWeights.indexOf(v);
       if (idx < 0) throw new GoodnetError(`weight '${v.name}' is not one of the model's weights`);
@@ -301,11 +356,15 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
    * its maximum, so y > 0 there iff the pooled value is > 0; every other position gets zero.
    */
   const reluFusedIntoPool = new Map<string, { fused: boolean }>();
+  /** dy where the ReLU output y is > 0, else 0 (option reluBackward). */
+  const reluGrad = (dy: string, y: string): string =>
+    options.reluBackward === 'where' ? b.one('Where', [b.one('Greater', [y, b.scalar(0)]), dy, b.scalar(0)])
+      : b.one('Mul', [dy, b.one('Cast', [b.one('Greater', [y, b.scalar(0)])], [iAttr('to', 1)])]);
   const relu = (x: string): { y: string; back: (dy: string) => string } => {
     const y = b.one('Relu', [x]);
     const flag = { fused: false };
     reluFusedIntoPool.set(y, flag);
-    return { y, back: (dy) => (flag.fused ? dy : b.one('Where', [b.one('Greater', [y, b.scalar(0)]), dy, b.scalar(0)])) };
+    return { y, back: (dy) => (flag.fused ? dy : reluGrad(dy, y)) };
   };
   const readers = new Map<number, number>();
   for (const l of net.layers) for (const t of l.inboundNodes[0]?.inputTensors ?? []) readers.set(t.id, (readers.get(t.id) ?? 0) + 1);
@@ -443,7 +502,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
       case 'MaxPooling2D': {
         const reluFlag = options.fuseReluPool === false || readers.get(inTs[0]!.id) !== 1 || net.outputs.some((o) => o.id === inTs[0]!.id) ? undefined : reluFusedIntoPool.get(x.name);
         if (reluFlag) reluFlag.fused = true;
-        const reluMask = (dy: string, pooled: string) => (reluFlag ? b.one('Where', [b.one('Greater', [pooled, b.scalar(0)]), dy, b.scalar(0)]) : dy);
+        const reluMask = (dy: string, pooled: string) => (reluFlag ? reluGrad(dy, pooled) : dy);
         const k = asPair(cfg.poolSize), s = asPair(cfg.strides ?? cfg.poolSize);
         const [, C, Hh, Ww] = x.shape as [number, number, number, number];
         const pads = cfg.padding === 'same' ? samePads([Hh, Ww], k, s) : [0, 0, 0, 0];
@@ -462,11 +521,9 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           const pooled = y;
           backward = (dy0) => {
             const dy = reluMask(dy0, pooled);
-            const slices: string[] = [];
-            for (let i = 0; i < kk; i++) {
-              for (let j = 0; j < kk; j++) slices.push(b.one('Slice', [x.name, b.ints([i, j]), b.ints([i + (Ho - 1) * kk + 1, j + (Wo - 1) * kk + 1]), b.ints([2, 3]), b.ints(k)]));
-            }
-            const planes = b.reshape(b.one('Concat', slices, [iAttr('axis', 1)]), [N, K, C * Ho * Wo]);
+            // SpaceToDepth (DCR) puts window position (i, j) of channel c at depth (i*kk + j)*C + c.
+            const crop = Ho * kk !== Hh || Wo * kk !== Ww ? b.slice(x.name, [0, 0], [Ho * kk, Wo * kk], [2, 3]) : x.name;
+            const planes = b.reshape(b.one('SpaceToDepth', [crop], [iAttr('blocksize', kk)]), [N, K, C * Ho * Wo]);
             const arg = b.one('ArgMax', [planes], [iAttr('axis', 1), iAttr('keepdims', 1), iAttr('select_last_index', ties === 'last' ? 1 : 0)]);
             const range = b.constInts([1, K, 1], Array.from({ length: K }, (_, i) => i));
             const routed = b.one('Where', [b.one('Equal', [arg, range]), b.reshape(dy, [N, 1, C * Ho * Wo]), b.scalar(0)]);
@@ -524,22 +581,80 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const movingMean = allWeights.indexOf(lw[i++]!);
         const movingVariance = allWeights.indexOf(lw[i++]!);
         const eps = Number(cfg.epsilon ?? 1e-3);
-        const mean = b.reduceMean(x.name, axes, true);
-        const xc = b.one('Sub', [x.name, mean]);
-        const variance = b.reduceMean(b.one('Mul', [xc, xc]), axes, true);
+        const sm = `${layer.name}.batch_mean`, sv = `${layer.name}.batch_var`;
+        bnStats.push({ mean: sm, variance: sv, movingMean, movingVariance, momentum: Number(cfg.momentum ?? 0.99) });
+        if (options.batchNormOp !== false && options.batchNormBackward !== 'plain') {
+          // The default: onnxruntime's BatchNormalization in training mode computes the output
+          // and the biased batch statistics in one op (momentum 0: its "running" outputs are the
+          // batch mean and variance, written straight to the graph outputs); every per-channel
+          // quantity stays a [C] vector (no Reshape nodes). The running-statistics inputs get
+          // values of their own per layer (momentum 0 ignores them): with equal constants in
+          // every layer the statistics came out mixed between layers once onnxruntime optimised
+          // the graph (level basic and above; constant sharing plus in-place outputs,
+          // presumably), never with optimisation disabled.
+          const k = bnStats.length + 0.5;
+          const gammaC = gammaV ? weightInput(gammaV) : undefined;
+          const bnY = `${layer.name}_bn_y`;
+          b.nodes.push({ opType: 'BatchNormalization', name: `${layer.name}_bn`, output: [bnY, sm, sv],
+            input: [x.name, gammaC ?? b.constFloats([C], new Float32Array(C).fill(1)), betaV ? weightInput(betaV) : b.constFloats([C], new Float32Array(C)),
+              b.constFloats([C], new Float32Array(C).fill(-k)), b.constFloats([C], new Float32Array(C).fill(k))],
+            attribute: [iAttr('training_mode', 1), fAttr('momentum', 0), fAttr('epsilon', eps)] });
+          const invstd = b.one('Reciprocal', [b.one('Sqrt', [b.one('Add', [sv, b.scalar(eps)])])]);
+          const scale = gammaC ? b.one('Mul', [gammaC, invstd]) : invstd;
+          y = bnY;
+          shape = x.shape;
+          backward = (dy) => {
+            const dbeta = b.reduceSum(dy, axes, false);
+            // sum(dy * xc) = sum(dy * x) - mean * sum(dy); sum(dy * xhat) = invstd * sum(dy * xc)
+            const sumDyXc = b.one('Sub', [b.reduceSum(b.one('Mul', [dy, x.name]), axes, false), b.one('Mul', [sm, dbeta])]);
+            if (betaV) addGrad(betaV, dbeta);
+            if (gammaV) addGrad(gammaV, b.one('Mul', [sumDyXc, invstd]));
+            if (!x.grad) return [undefined];
+            // dx = scale * (dy - mean(dy)) - (x - mean) * (scale * invstd^2 * mean(dy * xc)): the
+            // two per-channel affine terms one pass each, as inference BatchNormalization ops
+            // (variance 1, epsilon 0).
+            const mdb = b.one('Mul', [dbeta, b.scalar(1 / m)]);
+            const coef = b.one('Mul', [b.one('Mul', [scale, b.one('Mul', [invstd, invstd])]), b.one('Mul', [sumDyXc, b.scalar(1 / m)])]);
+            const zerosC = b.constFloats([C], new Float32Array(C));
+            const onesC = b.constFloats([C], new Float32Array(C).fill(1));
+            const affine = (a: string, scaleC: string, meanC: string) => b.one('BatchNormalization', [a, scaleC, zerosC, meanC, onesC], [fAttr('epsilon', 0)]);
+            return [b.one('Sub', [affine(dy, scale, mdb), affine(x.name, coef, sm)])];
+          };
+          break;
+        }
+        let mean: string, variance: string, xc: string, out: string;
+        const gammaB = gammaV ? b.reshape(weightInput(gammaV), bshape) : undefined;
+        if (options.batchNormOp !== false) {
+          // As above, with the backward's xc = x - mean computed there (batchNormBackward 'plain').
+          const k = bnStats.length + 0.5;
+          const [bnY, bnMean, bnVar] = b.node('BatchNormalization', [x.name,
+            gammaV ? weightInput(gammaV) : b.constFloats([C], new Float32Array(C).fill(1)),
+            betaV ? weightInput(betaV) : b.constFloats([C], new Float32Array(C)),
+            b.constFloats([C], new Float32Array(C).fill(-k)), b.constFloats([C], new Float32Array(C).fill(k))],
+            [iAttr('training_mode', 1), fAttr('momentum', 0), fAttr('epsilon', eps)], 3);
+          out = bnY!;
+          mean = b.reshape(bnMean!, bshape);
+          variance = b.reshape(bnVar!, bshape);
+          xc = '';
+        } else {
+          mean = b.reduceMean(x.name, axes, true);
+          xc = b.one('Sub', [x.name, mean]);
+          variance = b.reduceMean(b.one('Mul', [xc, xc]), axes, true);
+          out = '';
+        }
         const invstd = b.one('Reciprocal', [b.one('Sqrt', [b.one('Add', [variance, b.scalar(eps)])])]);
         // y = xc * (gamma * invstd) + beta; xhat = xc * invstd is never materialised.
-        const gammaB = gammaV ? b.reshape(weightInput(gammaV), bshape) : undefined;
         const scale = gammaB ? b.one('Mul', [gammaB, invstd]) : invstd;
-        let out = b.one('Mul', [xc, scale]);
-        if (betaV) out = b.one('Add', [out, b.reshape(weightInput(betaV), bshape)]);
+        if (!out) {
+          out = b.one('Mul', [xc, scale]);
+          if (betaV) out = b.one('Add', [out, b.reshape(weightInput(betaV), bshape)]);
+        }
         y = out;
         shape = x.shape;
-        const sm = `${layer.name}.batch_mean`, sv = `${layer.name}.batch_var`;
         b.output(sm, b.reshape(mean, [C]));
         b.output(sv, b.reshape(variance, [C]));
-        bnStats.push({ mean: sm, variance: sv, movingMean, movingVariance, momentum: Number(cfg.momentum ?? 0.99) });
         backward = (dy) => {
+          if (!xc) xc = b.one('Sub', [x.name, mean]);
           const dbeta = b.reduceSum(dy, axes, false);
           const sumDyXc = b.reduceSum(b.one('Mul', [dy, xc]), axes, true); // sum(dy * xhat) = invstd * sum(dy * xc)
           if (betaV) addGrad(betaV, dbeta);
@@ -588,17 +703,31 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
     });
   }
 
-  const gradOutputs = trainable.map((v, i) => {
-    const g = gradOf.get(v);
+  // A trainable weight the loss does not reach: gradient zero.
+  const gradOrZero = (v: tfl.LayerVariable): string =>
+    gradOf.get(v) ?? b.one('ConstantOfShape', [b.ints(v.shape as number[])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]);
+  const adam = options.adam;
+  const gradOutputs = adam ? [] : trainable.map((v, i) => {
     const name = `g${i}`;
-    if (g === undefined) {
-      // A trainable weight the loss does not reach: gradient zero.
-      b.output(name, b.one('ConstantOfShape', [b.ints(v.shape as number[])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]));
-    } else {
-      b.output(name, g);
-    }
+    b.output(name, gradOrZero(v));
     return name;
   });
+  if (adam) {
+    // Adam on the flat vectors, each operation rounded to float32 as OrtWeights.adam does:
+    // m = b1 m + c1 g; v = b2 v + c2 g^2; w = ((m / a1) / (sqrt(v / a2) + eps)) * -lr + w.
+    const f = Math.fround;
+    const b1 = f(adam.beta1), b2 = f(adam.beta2);
+    const gflat = trainable.length === 1 ? b.reshape(gradOrZero(trainable[0]!), [flatSize])
+      : b.one('Concat', trainable.map((v) => b.reshape(gradOrZero(v), [-1])), [iAttr('axis', 0)]);
+    const m = b.one('Add', [b.one('Mul', ['mflat', b.scalar(b1)]), b.one('Mul', [gflat, b.scalar(f(1 - b1))])]);
+    const v = b.one('Add', [b.one('Mul', ['vflat', b.scalar(b2)]), b.one('Mul', [b.one('Mul', [gflat, gflat]), b.scalar(f(1 - b2))])]);
+    const mh = b.one('Div', [m, 'adam_a1']);
+    const vh = b.one('Div', [v, 'adam_a2']);
+    const step = b.one('Mul', [b.one('Div', [mh, b.one('Add', [b.one('Sqrt', [vh]), b.scalar(f(adam.epsilon))])]), b.scalar(f(-f(adam.learningRate)))]);
+    b.output('w_next', b.one('Add', [step, 'wflat']));
+    b.output('m_next', m);
+    b.output('v_next', v);
+  }
 
   const dims = (shape: number[]) => ({ dim: shape.map((d) => ({ dimValue: d })) });
   const fin = (name: string, shape: number[]) => ({ name, type: { tensorType: { elemType: 1, shape: dims(shape) } } });
@@ -615,11 +744,13 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         fin('x', [N, H0, W0, C0]),
         fin('y', [N, K]),
         ...weightInputs.map((w) => fin(w.name, allWeights[w.weight]!.shape as number[])),
+        ...(adam ? [fin('wflat', [flatSize]), fin('mflat', [flatSize]), fin('vflat', [flatSize]), fin('adam_a1', [1]), fin('adam_a2', [1])] : []),
       ],
       output: [
         fin('loss', []),
         { name: 'pred', type: { tensorType: { elemType: 7, shape: dims([N]) } } },
         ...gradOutputs.map((g, i) => fin(g, trainable[i]!.shape as number[])),
+        ...(adam ? [fin('w_next', [flatSize]), fin('m_next', [flatSize]), fin('v_next', [flatSize])] : []),
         ...bnStats.flatMap((s) => {
           const C = allWeights[s.movingMean]!.shape[0] as number;
           return [fin(s.mean, [C]), fin(s.variance, [C])];
@@ -627,5 +758,5 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
       ],
     },
   };
-  return { bytes: encodeModel(model), batch: N, weightInputs, gradOutputs, bnStats };
+  return { bytes: encodeModel(model), batch: N, weightInputs, gradOutputs, flatSize, bnStats };
 }

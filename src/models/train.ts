@@ -164,7 +164,7 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
   try {
     // The ort engine with the default Adam and nothing to re-apply between steps keeps the
     // weights and Adam's moments in Float32Arrays (OrtWeights), written to the net after each epoch.
-    const held = ort && !options.optimizer && !options.afterStep && !options.beforeStep ? new OrtWeights(net, options.learningRate ?? 1e-3) : undefined;
+    const held = ort && !options.optimizer && !options.afterStep && !options.beforeStep && net.trainableWeights.length > 0 ? new OrtWeights(net, options.learningRate ?? 1e-3) : undefined;
     return await trainLoop(net, set, options, batchSize, numClasses, rng, optimizer, patience, dp ?? ort, held);
   } finally {
     await dp?.close();
@@ -190,8 +190,7 @@ async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainO
       options.targets?.(x, y, idx.length, set.shape);
       options.beforeStep?.(x, y, idx.length, set.shape);
       if (held && dp instanceof OrtTrainer) {
-        const r = await dp.stepWith(x, y, idx.length, held.values);
-        held.adam(r.grads);
+        const r = await dp.stepAdam(x, y, idx.length, held); // Adam inside the session run
         lossSum += r.lossSum;
         accSum += r.correct;
       } else if (dp) {
