@@ -66,7 +66,7 @@ export {
   type Defense, type DefenseInput, type DefenseRun, type DefenseRow, type Verdict, type ReportSection, type Measurement, type MeasureOptions,
 } from './defense/interface.js';
 export { runDefense, type RunDefenseOptions, type RunDefenseResult } from './defense/run.js';
-export { runNeuralCleanse, reverseTriggers, anomalyIndices, flaggedLabels, NC_DEFAULTS, type NcOptions, type NcDetails } from './defense/nc.js';
+export { runNeuralCleanse, reverseTriggers, anomalyIndices, indexBelow, flaggedLabels, NC_DEFAULTS, ANOMALY_SCALES, type AnomalyScale, type NcOptions, type NcDetails } from './defense/nc.js';
 export { runAnp, anpMasks, anpPrune, ANP_DEFAULTS, type AnpOptions, type AnpDetails } from './defense/anp.js';
 export { runClp, clpPrune, channelLipschitz, CLP_DEFAULTS, type ClpOptions, type ClpDetails } from './defense/clp.js';
 export { runRnp, unlearn, recoverMasks, RNP_DEFAULTS, type RnpOptions, type RnpDetails } from './defense/rnp.js';

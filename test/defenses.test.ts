@@ -16,7 +16,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { describeModel, loadModel, type LoadedModel } from '../src/io/model.js';
 import { writeCsawData } from '../src/attack/csaw_layout.js';
-import { anomalyIndices, flaggedLabels, reverseTriggers } from '../src/defense/nc.js';
+import { anomalyIndices, flaggedLabels, indexBelow, reverseTriggers } from '../src/defense/nc.js';
 import { channelLipschitz, clpPrune, spectralNorm, largestEigenvalue } from '../src/defense/clp.js';
 import { anpMasks } from '../src/defense/anp.js';
 import { channelUnits, forwardScaled, zeroUnitChannels } from '../src/defense/channels.js';
@@ -83,7 +83,31 @@ test('MAD anomaly index: 1.4826 x median absolute deviation; only low outliers a
   assert.equal(a.median, 21);
   assert.ok(Math.abs(a.mad - 1.4826) < 1e-12); // deviations 11, 1, 0, 1, 19 -> median 1
   assert.ok(Math.abs(a.index[0]! - 11 / 1.4826) < 1e-9);
-  assert.deepEqual(flaggedLabels([0, 1, 2, 3, 4], [10, 20, 21, 22, 40]), [0]); // 40 is an outlier above the median: not flagged
+  assert.deepEqual(flaggedLabels([0, 1, 2, 3, 4], [10, 20, 21, 22, 40], 2, 'norm'), [0]); // 40 is an outlier above the median: not flagged
+});
+
+test('the anomaly index on log norms flags a 3x smaller mask among widely spread ones, where the index on the norms cannot', () => {
+  // Mask norms measured by `goodnet nc` on the lab's DeepID BadNet (target 0) and on the same
+  // net trained without poisoning (README, "Neural Cleanse on the lab models").
+  const badnet = [17.2, 60.2, 42.9, 67.2, 61.6, 32.5, 53.5, 95.0, 28.8, 91.9];
+  const clean = [81.2, 50.2, 55.9, 65.9, 67.1, 88.8, 68.4, 120.1, 52.8, 101.8];
+  const labels = badnet.map((_, i) => i);
+  const lin = anomalyIndices(badnet, 'norm');
+  // Below the median the index on the norms is at most median / mad (norm >= 0): here under 2.
+  assert.ok(lin.median / lin.mad < 2.05, `bound ${lin.median / lin.mad}`);
+  assert.deepEqual(flaggedLabels(labels, badnet, 2, 'norm'), []);
+  const log = anomalyIndices(badnet, 'log');
+  assert.ok(Math.abs(log.median - Math.sqrt(53.5 * 60.2)) < 1e-9, 'log scale: the median is the geometric mean of the middle two');
+  assert.ok(log.index[0]! > 2 && log.index.every((v, i) => i === 0 || v < 2), `log indices ${log.index.map((v) => v.toFixed(2)).join(', ')}`);
+  assert.deepEqual(flaggedLabels(labels, badnet), [0]);
+  assert.deepEqual(flaggedLabels(labels, badnet, 2, 'log'), [0]);
+  assert.deepEqual(flaggedLabels(labels, clean), []);
+  // The lab's ResNet BadNet (target 0; Bag, label 8, nearly as small: 13.2).
+  assert.deepEqual(flaggedLabels(labels, [10.0, 47.1, 25.6, 51.8, 45.9, 62.8, 24.3, 64.2, 13.2, 84.5]), [0]);
+  // indexBelow: the same index for a value of the scan itself, signed (above the median: negative).
+  assert.ok(Math.abs(indexBelow(17.2, log, 'log') - log.index[0]!) < 1e-9);
+  assert.ok(indexBelow(95, log, 'log') < 0);
+  assert.ok(Math.abs(indexBelow(17.2, lin, 'norm') - lin.index[0]!) < 1e-9);
 });
 
 test('Neural Cleanse flags the planted 3x3 trigger\'s label, and the reversed mask sits on the trigger', async () => {

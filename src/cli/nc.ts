@@ -1,7 +1,7 @@
 import '../defense/registry.js'; // registration order = the comparison's order
-import { InvalidArgumentError, type Command } from 'commander';
-import type { NcDetails } from '../defense/nc.js';
-import { NC_DEFAULTS } from '../defense/nc.js';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import type { AnomalyScale, NcDetails } from '../defense/nc.js';
+import { ANOMALY_SCALES, NC_DEFAULTS } from '../defense/nc.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
@@ -19,6 +19,7 @@ interface NcCliOpts extends DefenseCliOpts {
   initCost: number;
   patience: number;
   anomalyThreshold: number;
+  anomalyScale: AnomalyScale;
   unlearnShare: number;
   unlearnEpochs: number;
   unlearnLr: number;
@@ -55,7 +56,9 @@ export function ncCommand(): Command {
       'tanh and a pattern) that sends clean images to that label: cross-entropy to the label + cost x L1(mask), Adam, the ' +
       'original\'s adaptive cost (x1.5 / x1.5^-1.5 after --patience epochs above / below 99% attack success) and early ' +
       'stopping. All labels are optimised together in one batch. A label whose mask norm is below the median with anomaly ' +
-      'index |norm - median| / (1.4826 x MAD) above 2 is flagged: the model is backdoored towards it.\n\n' +
+      'index |v - median| / (1.4826 x MAD) above 2 is flagged: the model is backdoored towards it; v is the log of the norm ' +
+      '(--anomaly-scale log, the default: the spread measured in ratios) or the norm itself (norm, the original\'s, which ' +
+      'can never flag a label when the labels\' norms spread as widely as their median). The JSON gives both indices.\n\n' +
       'With -o, the model is repaired by unlearning: fine-tuning on the clean data with the reversed trigger of each ' +
       'flagged label stamped on a share of it (true labels kept), the epoch chosen on a held-out part of that data; after ' +
       'each round the flagged labels\' triggers are reversed again on the unlearned model and, while one is still anomalous ' +
@@ -75,6 +78,7 @@ export function ncCommand(): Command {
       .option('--init-cost <x>', 'initial weight of the mask L1 norm', parsePositive('--init-cost'), d.initCost)
       .option('--patience <n>', 'epochs before the cost moves (early stopping: twice this)', parseInteger('--patience', 1), d.patience)
       .option('--anomaly-threshold <x>', 'flag labels below the median with an anomaly index above this', parsePositive('--anomaly-threshold'), d.anomalyThreshold)
+      .addOption(new Option('--anomaly-scale <scale>', 'the anomaly index on the log of the mask norms or on the norms (the original\'s)').choices(ANOMALY_SCALES).default(d.anomalyScale))
       .option('--unlearn-share <f>', 'share of the clean images stamped with the reversed trigger when unlearning', parsePositive('--unlearn-share'), d.unlearnShare)
       .option('--unlearn-epochs <n>', 'unlearning epochs (the best on held-out data is kept)', parseInteger('--unlearn-epochs', 1), d.unlearnEpochs)
       .option('--unlearn-lr <x>', 'unlearning Adam learning rate', parsePositive('--unlearn-lr'), d.unlearnLearningRate)
@@ -84,10 +88,10 @@ export function ncCommand(): Command {
     write: async (o, section) => { if (o.triggers) await writeTriggers(o.triggers, section, o.force); },
     options: (o) => ({
       labels: o.labels?.split(',').map(Number), batchSize: o.ncBatchSize, stepsPerEpoch: o.stepsPerEpoch, maxEpochs: o.maxEpochs,
-      learningRate: o.lr, initCost: o.initCost, patience: o.patience, anomalyThreshold: o.anomalyThreshold,
+      learningRate: o.lr, initCost: o.initCost, patience: o.patience, anomalyThreshold: o.anomalyThreshold, anomalyScale: o.anomalyScale,
       unlearnShare: o.unlearnShare, unlearnEpochs: o.unlearnEpochs, unlearnLearningRate: o.unlearnLr, unlearnRounds: o.unlearnRounds, unlearn: o.out !== undefined,
     }),
-    json: (r) => ({ labels: (r.details as NcDetails).labels.map((l) => ({ label: l.label, norm: l.norm, anomalyIndex: l.anomalyIndex })) }),
+    json: (r) => ({ anomalyScale: (r.details as NcDetails).anomalyScale, labels: (r.details as NcDetails).labels.map((l) => ({ label: l.label, norm: l.norm, anomalyIndex: l.anomalyIndex, anomalyIndexNorm: l.anomalyIndexNorm })) }),
     print: (r) => {
       const f = r.verdict!.flagged;
       console.log(`\nverdict: ${f.length ? `backdoored, towards label${f.length > 1 ? 's' : ''} ${f.join(', ')}` : 'no backdoor found'}`);

@@ -7,8 +7,15 @@
  * with Adam and the original's adaptive cost (x1.5 after `patience` epochs at or above the
  * attack success threshold, /1.5^1.5 after `patience` epochs below) and early stopping (no
  * new best norm for 2 x patience epochs once the cost has moved both ways). A label whose
- * best mask norm lies below the median with anomaly index |norm - median| / (1.4826 MAD)
- * above 2 is flagged as a backdoor target.
+ * best mask norm lies below the median with anomaly index |v - median(v)| / (1.4826 MAD(v))
+ * above 2 is flagged as a backdoor target, v = ln(norm) by default (`anomalyScale: 'log'`)
+ * or the norm itself as in the original (`'norm'`). Why the log: the index of a norm n below
+ * the median can never exceed median / (1.4826 MAD) (n >= 0), and where the labels' minimal
+ * triggers spread widely that bound is itself near 2 (the lab's 10-class Fashion-MNIST
+ * BadNets: 2.00 and 1.62), so the original cannot flag even a trigger of norm 0. Mask norms
+ * are a scale quantity (a label twice as easy to reach), and on the log scale the spread
+ * is measured in ratios: the target's 3-5x smaller mask stands out, a clean model's labels
+ * within 2.4x of each other do not.
  *
  * All labels are optimised together: one batch of clean images is stamped with every
  * active label's trigger and run as one big batch; each label has its own variables,
@@ -85,6 +92,8 @@ export interface NcOptions {
   attackSuccess: number;
   /** Anomaly index above which a below-median label is flagged. */
   anomalyThreshold: number;
+  /** Scale of the anomaly index: 'log' (ln of the norms, default) or 'norm' (the original's). */
+  anomalyScale: AnomalyScale;
   /** Unlearning: share of the clean images stamped with a reversed trigger (true labels kept). */
   unlearnShare: number;
   unlearnEpochs: number;
@@ -105,7 +114,7 @@ export interface NcOptions {
 
 export const NC_DEFAULTS: NcOptions = {
   batchSize: 32, stepsPerEpoch: 8, maxEpochs: 100, learningRate: 0.1, initCost: 1e-3, costUp: 1.5, costDown: 1.5 ** 1.5,
-  patience: 5, attackSuccess: 0.99, anomalyThreshold: 2, unlearnShare: 0.2, unlearnEpochs: 5, unlearnLearningRate: 1e-3,
+  patience: 5, attackSuccess: 0.99, anomalyThreshold: 2, anomalyScale: 'log', unlearnShare: 0.2, unlearnEpochs: 5, unlearnLearningRate: 1e-3,
   holdOut: 0.2, unlearn: true, unlearnRounds: 3, costFromZero: true,
 };
 
@@ -114,7 +123,10 @@ export interface NcLabel {
   label: number;
   /** L1 norm of the best mask (the last mask when the attack success threshold was never reached). */
   norm: number;
+  /** Anomaly index on the run's scale (`anomalyScale`). */
   anomalyIndex: number;
+  /** Anomaly index on the norms themselves (the original's), whatever the scale. */
+  anomalyIndexNorm: number;
   /** Whether a mask reached the attack success threshold. */
   reached: boolean;
   /** Attack success of the kept mask on the last epoch it was measured. */
@@ -126,8 +138,11 @@ export interface NcLabel {
 export interface NcDetails {
   labels: NcLabel[];
   flagged: number[];
+  /** Median mask norm (log scale: exp of the median of the logs). */
   median: number;
+  /** 1.4826 x MAD on the run's scale (log scale: in natural-log units). */
   mad: number;
+  anomalyScale: AnomalyScale;
   /** Seconds of the reverse engineering, and per analysed label (all labels ran together). */
   reverseSeconds: number;
   secondsPerLabel: number;
@@ -159,17 +174,32 @@ function median(xs: number[]): number {
   return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
 }
 
-/** Anomaly index of each value: |x - median| / (1.4826 x median absolute deviation). */
-export function anomalyIndices(norms: number[]): { index: number[]; median: number; mad: number } {
-  const m = median(norms);
-  const mad = 1.4826 * median(norms.map((x) => Math.abs(x - m)));
-  const index = norms.map((x) => (mad > 0 ? Math.abs(x - m) / mad : x === m ? 0 : Infinity));
-  return { index, median: m, mad };
+export type AnomalyScale = 'log' | 'norm';
+export const ANOMALY_SCALES: readonly AnomalyScale[] = ['log', 'norm'];
+
+/**
+ * Anomaly index of each norm: |v - median(v)| / (1.4826 x median absolute deviation of v),
+ * v = the norms (`'norm'`, the original's, and the default here) or their natural logs
+ * (`'log'`). `median` is a norm on either scale (log: exp of the median log); `mad` is on the
+ * scale's units.
+ */
+export function anomalyIndices(norms: number[], scale: AnomalyScale = 'norm'): { index: number[]; median: number; mad: number } {
+  const v = scale === 'log' ? norms.map((x) => Math.log(x)) : norms;
+  const m = median(v);
+  const mad = 1.4826 * median(v.map((x) => Math.abs(x - m)));
+  const index = v.map((x) => (mad > 0 ? Math.abs(x - m) / mad : x === m ? 0 : Infinity));
+  return { index, median: scale === 'log' ? Math.exp(m) : m, mad };
 }
 
-/** Labels below the median whose anomaly index exceeds `threshold`. */
-export function flaggedLabels(labels: number[], norms: number[], threshold = 2): number[] {
-  const { index, median: m } = anomalyIndices(norms);
+/** How far `norm` lies below a first scan's median, in that scan's MAD units (negative above it). */
+export function indexBelow(norm: number, ref: { median: number; mad: number }, scale: AnomalyScale): number {
+  if (!(ref.mad > 0)) return 0;
+  return scale === 'log' ? (Math.log(ref.median) - Math.log(norm)) / ref.mad : (ref.median - norm) / ref.mad;
+}
+
+/** Labels below the median whose anomaly index exceeds `threshold` (scale as runNeuralCleanse's default: log). */
+export function flaggedLabels(labels: number[], norms: number[], threshold = 2, scale: AnomalyScale = 'log'): number[] {
+  const { index, median: m } = anomalyIndices(norms, scale);
   return labels.filter((_, i) => norms[i]! < m && index[i]! > threshold);
 }
 
@@ -350,10 +380,12 @@ export async function reverseTriggers(
       patterns.set(s.label, pattern);
       let norm = 0;
       for (const v of mask) norm += v;
-      out.push({ label: s.label, norm, anomalyIndex: NaN, reached: s.bestMask !== undefined, attackSuccess: s.lastAcc, epochs: s.epochs, finalCost: s.cost });
+      out.push({ label: s.label, norm, anomalyIndex: NaN, anomalyIndexNorm: NaN, reached: s.bestMask !== undefined, attackSuccess: s.lastAcc, epochs: s.epochs, finalCost: s.cost });
     }
-    const { index } = anomalyIndices(out.map((l) => l.norm));
-    out.forEach((l, i) => { l.anomalyIndex = index[i]!; });
+    const norms = out.map((l) => l.norm);
+    const { index } = anomalyIndices(norms, o.anomalyScale ?? 'log');
+    const { index: raw } = anomalyIndices(norms, 'norm');
+    out.forEach((l, i) => { l.anomalyIndex = index[i]!; l.anomalyIndexNorm = raw[i]!; });
     return { labels: out, triggers: { shape: [h, w, c], masks, patterns, pixelRange: [lo, hi] }, seconds: (performance.now() - t0) / 1000 };
   } finally {
     for (const s of states) tf.dispose([s.mask, s.pattern]);
@@ -409,11 +441,13 @@ export async function runNeuralCleanse(input: DefenseInput, options: Partial<NcO
     seed: input.seed, onEpoch: (e, max, active) => input.onProgress?.('reverse', e, max, `${active} labels active`),
   });
   input.onProgress?.('reverse', o.maxEpochs, o.maxEpochs);
-  const { median: med, mad } = anomalyIndices(rev.labels.map((l) => l.norm));
+  if (!ANOMALY_SCALES.includes(o.anomalyScale)) throw new GoodnetError(`anomaly scale must be ${ANOMALY_SCALES.join(' or ')}, got ${String(o.anomalyScale)}`);
+  const first = anomalyIndices(rev.labels.map((l) => l.norm), o.anomalyScale);
+  const { median: med, mad } = first;
   const flagged = rev.labels.filter((l) => l.norm < med && l.anomalyIndex > o.anomalyThreshold).map((l) => l.label);
   input.log?.(`Neural Cleanse: ${rev.seconds.toFixed(0)} s (${(rev.seconds / rev.labels.length).toFixed(1)} s per label); flagged: ${flagged.length ? flagged.join(', ') : 'none'}`);
   const details: NcDetails = {
-    labels: rev.labels, flagged, median: med, mad, reverseSeconds: rev.seconds, secondsPerLabel: rev.seconds / rev.labels.length,
+    labels: rev.labels, flagged, median: med, mad, anomalyScale: o.anomalyScale, reverseSeconds: rev.seconds, secondsPerLabel: rev.seconds / rev.labels.length,
     settings: o, pixelRange: rev.triggers.pixelRange,
   };
   let repaired: tfl.LayersModel | undefined;
@@ -441,7 +475,7 @@ export async function runNeuralCleanse(input: DefenseInput, options: Partial<NcO
           const again = await reverseTriggers(repaired, clean, model.numClasses, { ...o, labels: flagged }, {
             seed, init: current, onEpoch: (e, max) => input.onProgress?.(`re-reverse after round ${round}`, e, max),
           });
-          entry.again = again.labels.map((l) => ({ label: l.label, norm: l.norm, reached: l.reached, anomalyIndex: mad > 0 ? (med - l.norm) / mad : 0 }));
+          entry.again = again.labels.map((l) => ({ label: l.label, norm: l.norm, reached: l.reached, anomalyIndex: indexBelow(l.norm, first, o.anomalyScale) }));
           entry.seconds += (performance.now() - t1) / 1000;
           const still = entry.again.filter((l) => l.reached && l.anomalyIndex > o.anomalyThreshold);
           input.log?.(`  reversed again: ${entry.again.map((l) => `label ${l.label} norm ${l.norm.toFixed(1)}${l.reached ? '' : ' (never reached)'} index ${l.anomalyIndex.toFixed(2)}`).join('; ')}`);
@@ -469,7 +503,7 @@ export async function runNeuralCleanse(input: DefenseInput, options: Partial<NcO
 export const neuralCleanse: Defense<NcOptions, NcDetails> = registerDefense<NcOptions, NcDetails>({
   name: 'nc',
   title: 'Neural Cleanse',
-  summary: 'reverse-engineers a minimal trigger per label, flags outlier labels (MAD anomaly index > 2), unlearns the reversed trigger',
+  summary: 'reverse-engineers a minimal trigger per label, flags outlier labels (MAD anomaly index of the log norms > 2), unlearns the reversed trigger',
   kind: 'repair',
   defaults: NC_DEFAULTS,
   run: runNeuralCleanse,
@@ -485,14 +519,15 @@ export const neuralCleanse: Defense<NcOptions, NcDetails> = registerDefense<NcOp
       text: [
         `Reversed a trigger for each of ${d.labels.length} labels on ${run.cleanImages} clean images in ${d.reverseSeconds.toFixed(0)} s ` +
           `(${d.secondsPerLabel.toFixed(1)} s per label, all labels in one batched optimisation). Median mask L1 norm ${d.median.toFixed(1)}, ` +
-          `MAD x 1.4826 = ${d.mad.toFixed(1)}. Flagged (below the median, anomaly index > ${d.settings.anomalyThreshold}): ` +
+          (d.anomalyScale === 'norm' ? `MAD x 1.4826 = ${d.mad.toFixed(1)}` : `MAD of the log norms x 1.4826 = ${d.mad.toFixed(2)} (a factor of ${Math.exp(d.mad).toFixed(2)})`) +
+          `. Flagged (below the median, anomaly index > ${d.settings.anomalyThreshold}): ` +
           `${d.flagged.length ? d.flagged.join(', ') : 'none'}.`,
         ...(d.unlearning ? [`Unlearning: ${d.unlearning.rounds.length} round(s); in the last, ${d.unlearning.stamped} clean images stamped with ${d.unlearning.rounds[d.unlearning.rounds.length - 1]!.triggers} reversed trigger(s) (true labels), kept epoch ${d.unlearning.bestEpoch} by held-out accuracy.`] : []),
         ...repairedSentence(m),
       ],
       tables: [{
-        headers: ['label', 'mask L1 norm', 'anomaly index', 'reached', 'flagged'],
-        rows: d.labels.map((l) => [l.label, l.norm.toFixed(1), l.anomalyIndex.toFixed(2), l.reached ? 'yes' : 'no', d.flagged.includes(l.label) ? 'yes' : '']),
+        headers: ['label', 'mask L1 norm', d.anomalyScale === 'norm' ? 'anomaly index' : 'anomaly index (log norms)', 'index on the norms (original)', 'reached', 'flagged'],
+        rows: d.labels.map((l) => [l.label, l.norm.toFixed(1), l.anomalyIndex.toFixed(2), (l.anomalyIndexNorm ?? l.anomalyIndex).toFixed(2), l.reached ? 'yes' : 'no', d.flagged.includes(l.label) ? 'yes' : '']),
       }],
       images: t ? d.labels.map((l) => {
         const mask = t.masks.get(l.label)!;
