@@ -39,6 +39,7 @@ import {
 } from './interface.js';
 import { NC_DEFAULTS, anomalyIndices, reverseTriggers, stampWith, type NcOptions, type NcTriggers } from './nc.js';
 import { percent as pct } from '../io/table.js';
+import { pruneExcited, type ExcitedPruneRecord, type Trigger } from './excited.js';
 
 export interface UnlearnOptions {
   /** Round 1 stamps the triggers of every label that reached the threshold, or only those below the median norm. */
@@ -60,11 +61,19 @@ export interface UnlearnOptions {
   reverseStepsPerEpoch: number;
   reverseBatchSize: number;
   attackSuccess: number;
+  /**
+   * After the rounds, prune the prune point's channels that the stamped triggers excite
+   * (excited.ts), ranked on the original model's activations or the unlearned one's; 'none': no pruning.
+   */
+  pruneRank: 'none' | 'original' | 'unlearned';
+  /** The pruning's held-out clean budget: points below the unlearned model's held-out accuracy. */
+  pruneDrop: number;
 }
 
 export const UNLEARN_DEFAULTS: UnlearnOptions = {
   labels: 'below-median', rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
   reverseEpochs: 30, reverseStepsPerEpoch: NC_DEFAULTS.stepsPerEpoch, reverseBatchSize: NC_DEFAULTS.batchSize, attackSuccess: NC_DEFAULTS.attackSuccess,
+  pruneRank: 'original', pruneDrop: 1,
 };
 
 export interface UnlearnEpoch { epoch: number; loss: number; cleanAccuracy: number; stampedAccuracy: number }
@@ -93,7 +102,14 @@ export interface UnlearnDetails {
   stopped: 'rounds' | 'no trigger works' | 'none reached';
   /** The reversal that found no trigger to stamp (when that stopped the rounds). */
   lastReversal?: UnlearnRound['labels'];
+  /** The excited-channel pruning after the rounds (absent when off or when nothing was stamped). */
+  pruning?: ExcitedPruneRecord;
   settings: UnlearnOptions;
+}
+
+/** For experiments (bench/unlearn_labs.ts): called with the unlearned model before the pruning step. */
+export interface UnlearnHooks {
+  onUnlearned?: (net: tfl.LayersModel, held: TrainingSet, triggers: Trigger[]) => Promise<void>;
 }
 
 /**
@@ -130,11 +146,13 @@ function checkOptions(o: UnlearnOptions): void {
   if (!(o.learningRate > 0)) throw new GoodnetError(`unlearning learning rate must be > 0, got ${o.learningRate}`);
   if (!(o.maxDrop >= 0)) throw new GoodnetError(`unlearning max drop must be >= 0 points, got ${o.maxDrop}`);
   if (!(o.attackSuccess > 0 && o.attackSuccess <= 1)) throw new GoodnetError(`attack success threshold must be in (0, 1], got ${o.attackSuccess}`);
+  if (!['none', 'original', 'unlearned'].includes(o.pruneRank)) throw new GoodnetError(`unlearning prune rank must be 'none', 'original' or 'unlearned', got '${String(o.pruneRank)}'`);
+  if (!(o.pruneDrop >= 0)) throw new GoodnetError(`unlearning prune drop must be >= 0 points, got ${o.pruneDrop}`);
   if (o.labels !== 'all' && o.labels !== 'below-median') throw new GoodnetError(`unlearning labels must be 'all' or 'below-median', got '${String(o.labels)}'`);
 }
 
 /** Trigger unlearning on a model and clean data: the repaired model and every round's record. */
-export async function runTriggerUnlearning(input: DefenseInput, options: Partial<UnlearnOptions> = {}): Promise<DefenseRun<UnlearnDetails>> {
+export async function runTriggerUnlearning(input: DefenseInput, options: Partial<UnlearnOptions> = {}, hooks: UnlearnHooks = {}): Promise<DefenseRun<UnlearnDetails>> {
   const o: UnlearnOptions = { ...UNLEARN_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
   checkOptions(o);
   const t0 = performance.now();
@@ -147,7 +165,7 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
   let hi = -Infinity;
   for (const v of clean.images) { if (v < lo) lo = v; if (v > hi) hi = v; }
   const k = hi > 16 ? 255 : 1;
-  const net = await cloneNet(model.net);
+  let net = await cloneNet(model.net);
   const first = firstKernelLayer(net);
   const scale = first ? k : 1;
   const ncOptions: Partial<NcOptions> = {
@@ -218,7 +236,21 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
         `per epoch clean/stamped ${epochs.map((e) => `${(100 * e.cleanAccuracy).toFixed(1)}/${(100 * e.stampedAccuracy).toFixed(1)}`).join(' ')}`);
       rounds.push({ round, labels: entryLabels, triggers: stampList.length, stampedImages: stamped, epochs, bestEpoch: best.epoch, reverseSeconds: rev.seconds, seconds: rev.seconds + seconds });
     }
-    const details: UnlearnDetails = { baseline, heldOut: held.n, median, rounds, stopped, ...(unstamped ? { lastReversal: unstamped } : {}), settings: o };
+    await hooks.onUnlearned?.(net, held, stampList);
+    let pruning: ExcitedPruneRecord | undefined;
+    if (o.pruneRank !== 'none' && stampList.length > 0) {
+      const p = await pruneExcited(net, held, stampList, { maxDrop: o.pruneDrop }, o.pruneRank === 'original' ? model.net : net);
+      net.dispose();
+      net = p.net;
+      pruning = p.record;
+      const s = pruning.steps;
+      input.log?.(`pruning at '${pruning.layer}': ${pruning.order.length} of ${pruning.channels} channels excited by the ${stampList.length} trigger(s) (ranked on the ${o.pruneRank} model); ` +
+        `pruned ${pruning.pruned.length} within ${o.pruneDrop} point(s) of held-out clean accuracy: clean ${pct(s[0]!.cleanAccuracy)} -> ${pct(s[pruning.pruned.length]!.cleanAccuracy)}, ` +
+        `stamped ${pct(s[0]!.stampedAccuracy)} -> ${pct(s[pruning.pruned.length]!.stampedAccuracy)}`);
+    }
+    const details: UnlearnDetails = {
+      baseline, heldOut: held.n, median, rounds, stopped, ...(unstamped ? { lastReversal: unstamped } : {}), ...(pruning ? { pruning } : {}), settings: o,
+    };
     return { defense: 'unlearn', repaired: net, cleanImages: clean.n, seconds: (performance.now() - t0) / 1000, details };
   } catch (err) {
     net.dispose();
