@@ -97,6 +97,13 @@ test('trigger unlearning lowers a tiny trained BadNet\'s ASR from clean data onl
   assert.equal(d.heldOut, 80);
   // The kept epoch respects the clean criterion on the held-out images.
   for (const r of d.rounds) assert.ok(r.epochs[r.bestEpoch]!.cleanAccuracy >= d.baseline - SMALL.maxDrop / 100 - 1e-9);
+  // The pruning after the rounds: channels the stamped triggers excite, within its held-out budget of the unlearned model's accuracy.
+  const p = d.pruning!;
+  assert.ok(p, 'the default prunes after the rounds');
+  const k = p.pruned.length;
+  assert.deepEqual(p.pruned, p.order.slice(0, k));
+  assert.ok(p.steps[k]!.cleanAccuracy >= p.baseline - UNLEARN_DEFAULTS.pruneDrop / 100 - 1e-9);
+  if (k < p.order.length) assert.ok(p.steps[k + 1]!.cleanAccuracy < p.baseline - UNLEARN_DEFAULTS.pruneDrop / 100 - 1e-9);
   const after = result.after!;
   assert.ok(after.asr < before.asr / 2, `ASR ${before.asr} -> ${after.asr}`);
   assert.ok(after.accuracy > before.accuracy - 0.1, `accuracy ${before.accuracy} -> ${after.accuracy}`);
@@ -132,6 +139,8 @@ test('CLI: goodnet unlearn refuses bad input in one line, exit 2, writing nothin
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5')]), /-o, --out/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--labels', 'some']), /--labels/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--rounds', '0']), /--rounds/);
+  assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--prune-drop', '-1']), /--prune-drop/);
+  assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--prune-rank', 'both']), /--prune-rank/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--clean-test', f('test.h5')]), /together/);
   assertBadInput(await run(['sau', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--eps', '-1']), /--eps/);
   assertBadInput(await run(['sau', '-m', m, '--clean-valid', f('missing.h5'), '-o', f('x.h5')]), /missing\.h5: file or folder not found/);

@@ -258,6 +258,13 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
   }
 }
 
+function excitedSentence(p: ExcitedPruneRecord, rank: string): string {
+  const k = p.pruned.length;
+  return `Then pruned ${k} of the ${p.order.length} channels of '${p.layer}' (${p.channels} channels) that the stamped triggers excite ` +
+    `(ranked on the ${rank} model), within ${p.settings.maxDrop} point(s) of the unlearned model's held-out clean accuracy: ` +
+    `held-out clean ${pct(p.steps[0]!.cleanAccuracy)} -> ${pct(p.steps[k]!.cleanAccuracy)}, stamped ${pct(p.steps[0]!.stampedAccuracy)} -> ${pct(p.steps[k]!.stampedAccuracy)}.`;
+}
+
 export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = registerDefense<UnlearnOptions, UnlearnDetails>({
   name: 'unlearn',
   title: 'Trigger unlearning (every label)',
@@ -265,7 +272,8 @@ export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = regist
   kind: 'repair',
   defaults: UNLEARN_DEFAULTS,
   run: runTriggerUnlearning,
-  rows: (run, m) => repairRow(`trigger unlearning (${run.details.rounds.length} round(s), ${run.details.rounds.at(-1)?.triggers ?? 0} triggers)`, run, m,
+  rows: (run, m) => repairRow(`trigger unlearning (${run.details.rounds.length} round(s), ${run.details.rounds.at(-1)?.triggers ?? 0} triggers` +
+    `${run.details.pruning ? `, ${run.details.pruning.pruned.length} channels pruned` : ''})`, run, m,
     run.details.rounds.length === 0 ? 'no trigger reached: model unchanged' : undefined),
   section: (run, m): ReportSection => {
     const d = run.details;
@@ -276,6 +284,7 @@ export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = regist
           `no detection, and fine-tuned with them stamped on ${Math.round(100 * d.settings.share)}% of those images (true labels kept); ${d.heldOut} clean images held out ` +
           `choose the epoch (highest stamped accuracy with clean accuracy within ${d.settings.maxDrop} points of the original's ${pct(d.baseline)}). ` +
           `${d.rounds.length} round(s); stopped: ${d.stopped}. First round's median mask norm ${d.median.toFixed(1)}.`,
+        ...(d.pruning ? [excitedSentence(d.pruning, d.settings.pruneRank)] : []),
         ...repairedSentence(m),
       ],
       tables: [{
