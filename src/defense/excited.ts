@@ -50,6 +50,8 @@ export interface ExcitedPruneRecord {
   /** Pruned channels (a prefix of `order`). */
   pruned: number[];
   baseline: number;
+  /** Wall-clock seconds of the whole step (ranking, the held-out steps, the pruned copy). */
+  seconds: number;
   settings: ExcitedPruneOptions;
 }
 
@@ -107,6 +109,7 @@ export async function pruneExcited(
   if (!(o.maxDrop >= 0)) throw new GoodnetError(`excited-channel pruning max drop must be >= 0 points, got ${o.maxDrop}`);
   if (!(o.maxShare > 0 && o.maxShare <= 1)) throw new GoodnetError(`excited-channel pruning share must be in (0, 1], got ${o.maxShare}`);
   if (triggers.length === 0) throw new GoodnetError('no triggers to rank channels by');
+  const t0 = performance.now();
   const cut = findCutPoint(net);
   const scores = excitationScores(rankNet, cut, held, triggers);
   const order = [...scores.keys()].filter((c) => scores[c]! > 0).sort((a, b) => scores[b]! - scores[a]! || a - b)
@@ -137,7 +140,7 @@ export async function pruneExcited(
     const out = await maskedCopy(net, cut, pruned);
     return {
       net: out,
-      record: { layer: cut.conv, channels: cut.channels, order, scores: order.map((c) => scores[c]!), steps, pruned, baseline: e0.clean, settings: o },
+      record: { layer: cut.conv, channels: cut.channels, order, scores: order.map((c) => scores[c]!), steps, pruned, baseline: e0.clean, seconds: (performance.now() - t0) / 1000, settings: o },
     };
   } finally {
     clean.values.dispose();

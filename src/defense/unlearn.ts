@@ -246,7 +246,7 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
       const s = pruning.steps;
       input.log?.(`pruning at '${pruning.layer}': ${pruning.order.length} of ${pruning.channels} channels excited by the ${stampList.length} trigger(s) (ranked on the ${o.pruneRank} model); ` +
         `pruned ${pruning.pruned.length} within ${o.pruneDrop} point(s) of held-out clean accuracy: clean ${pct(s[0]!.cleanAccuracy)} -> ${pct(s[pruning.pruned.length]!.cleanAccuracy)}, ` +
-        `stamped ${pct(s[0]!.stampedAccuracy)} -> ${pct(s[pruning.pruned.length]!.stampedAccuracy)}`);
+        `stamped ${pct(s[0]!.stampedAccuracy)} -> ${pct(s[pruning.pruned.length]!.stampedAccuracy)} (${pruning.seconds.toFixed(1)} s)`);
     }
     const details: UnlearnDetails = {
       baseline, heldOut: held.n, median, rounds, stopped, ...(unstamped ? { lastReversal: unstamped } : {}), ...(pruning ? { pruning } : {}), settings: o,
