@@ -8,7 +8,7 @@
  * ... --clean-images 2500` runs it), its model saved as OUT_DIR/<lab>-unlearn.h5, measured on
  * data/cl/test.h5 and data/bd/bd_test.h5 (target 0); and, from the unlearned model before
  * pruning, the variants (no pruning; ranked on the original / the unlearned model; held-out
- * budgets 0.5, 1 and 2 points), measured the same way. The test sets only measure: nothing
+ * budgets 0.5, 1 and 2 points; RANKS=original for the first only), measured the same way. The test sets only measure: nothing
  * here chooses on them. One JSON line per result on stdout, the log on stderr.
  */
 import { basename, join } from 'node:path';
@@ -44,7 +44,7 @@ for (const lab of labs) {
     onUnlearned: async (net, held, triggers) => {
       const u = await measure(model, net, m);
       row({ lab: name, variant: 'unlearned, no pruning', accuracy: pct(u.accuracy), asr: pct(u.asr), triggers: triggers.length });
-      for (const rank of ['original', 'unlearned'] as const) {
+      for (const rank of (process.env.RANKS ?? 'original,unlearned').split(',') as ('original' | 'unlearned')[]) {
         for (const maxDrop of [0.5, 1, 2]) {
           const p = await pruneExcited(net, held, triggers, { maxDrop }, rank === 'original' ? model.net : net);
           const a = await measure(model, p.net, m);
