@@ -13,7 +13,7 @@
  */
 import { basename, join } from 'node:path';
 import { loadavg } from 'node:os';
-import { mkdirSync, appendFileSync } from 'node:fs';
+import { mkdirSync, appendFileSync, writeFileSync } from 'node:fs';
 import { initBackend } from '../src/engine/backend.js';
 import { loadModel, saveModel } from '../src/io/model.js';
 import '../src/models/index.js';
@@ -42,6 +42,9 @@ for (const lab of labs) {
   const loadStart = load();
   const run = await runTriggerUnlearning({ model, cleanValid: join(lab, 'data/cl/valid.h5'), cleanImages: 2500, log: (l) => console.error(`${name}: ${l}`) }, {}, {
     onUnlearned: async (net, held, triggers) => {
+      // Kept for later looks at the pruning step (scratch only): the unlearned model and the stamped triggers.
+      await saveModel({ ...model, net }, join(out, `${name}-unlearned-only.h5`), { overwrite: true });
+      writeFileSync(join(out, `${name}-triggers.json`), JSON.stringify(triggers.map((t) => ({ mask: Array.from(t.mask), pattern: Array.from(t.pattern) }))));
       const u = await measure(model, net, m);
       row({ lab: name, variant: 'unlearned, no pruning', accuracy: pct(u.accuracy), asr: pct(u.asr), triggers: triggers.length });
       for (const rank of (process.env.RANKS ?? 'original,unlearned').split(',') as ('original' | 'unlearned')[]) {
@@ -53,7 +56,7 @@ for (const lab of labs) {
           const k = p.record.pruned.length;
           row({
             lab: name, variant: `prune rank ${rank}, drop ${maxDrop}`, accuracy: pct(a.accuracy), asr: pct(a.asr), pruned: k, excited: p.record.order.length,
-            channels: p.record.channels, heldClean: [pct(s[0]!.cleanAccuracy), pct(s[k]!.cleanAccuracy)], heldStamped: [pct(s[0]!.stampedAccuracy), pct(s[k]!.stampedAccuracy)],
+            channels: p.record.channels, heldCurve: s.map((x) => pct(x.cleanAccuracy)), heldClean: [pct(s[0]!.cleanAccuracy), pct(s[k]!.cleanAccuracy)], heldStamped: [pct(s[0]!.stampedAccuracy), pct(s[k]!.stampedAccuracy)],
           });
         }
       }
@@ -66,7 +69,7 @@ for (const lab of labs) {
   row({
     lab: name, variant: 'default', accuracy: pct(after.accuracy), asr: pct(after.asr), drop: Number((100 * (before.accuracy - after.accuracy)).toFixed(2)),
     seconds: Math.round(run.seconds), load: `${loadStart} -> ${load()}`, rounds: d.rounds.length, stopped: d.stopped, triggers: d.rounds.at(-1)?.triggers,
-    label0: d.rounds.map((r) => Number(r.labels[0]!.norm.toFixed(1))), pruned: d.pruning?.pruned.length, saved: file,
+    label0: d.rounds.map((r) => Number(r.labels[0]!.norm.toFixed(1))), pruned: d.pruning?.pruned.length, baseline: pct(d.baseline), saved: file,
   });
   run.repaired!.dispose();
   model.net.dispose();
