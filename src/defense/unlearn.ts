@@ -24,6 +24,12 @@
  *     triggers. A label whose new trigger still reaches the threshold with a norm below the
  *     first round's median norm "still works"; those triggers join the stamped ones and the
  *     round's fine-tuning runs. When none still works, or after `rounds` rounds, stop.
+ *  5. Prune what the stamped triggers still excite (excited.ts, Neural Cleanse's own neuron
+ *     pruning): the prune point's channels ranked by how much the triggers raise their mean
+ *     activation on the held-out images (read from the original model, `pruneRank`), pruned
+ *     most excited first while the held-out clean accuracy stays within `pruneDrop` points of
+ *     the unlearned model's. The reversed masks miss part of the real trigger, so unlearning
+ *     alone leaves a few percent of it working; the channels it excited are what carry it.
  *
  * Only clean data and triggers reversed from clean data choose anything; nothing poisoned.
  */
