@@ -6,7 +6,8 @@
  *   node dist/bench/bench/excited_rules.js OUT_DIR RULES LAB_DIR...
  *
  * RULES: comma-separated; rN: within N points of the unlearned model's held-out accuracy;
- * tN: within N points of the original model's (the whole defense's budget).
+ * tN: within N points of the original model's (the whole defense's budget); a trailing L
+ * (r1L): keep the largest step within the budget instead of stopping at the first beyond it.
  * The held-out images are the ones `goodnet unlearn` holds out (seed 0, 2,500 clean images).
  */
 import { basename, join } from 'node:path';
@@ -34,9 +35,10 @@ for (const lab of labs) {
   const start = datasetAccuracy(unlearned.net, held, 1);
   const m = { cleanTest: join(lab, 'data/cl/test.h5'), poisonedTest: join(lab, 'data/bd/bd_test.h5'), target: 0 };
   for (const rule of rules.split(',')) {
-    const n = Number(rule.slice(1));
+    const largest = rule.endsWith('L');
+    const n = Number(rule.slice(1, largest ? -1 : undefined));
     const maxDrop = rule.startsWith('t') ? Math.max(0, 100 * (start - (baseline - n / 100))) : n;
-    const p = await pruneExcited(unlearned.net, held, triggers, { maxDrop }, model.net);
+    const p = await pruneExcited(unlearned.net, held, triggers, { maxDrop, stop: largest ? 'largest' : 'first' }, model.net);
     const a = await measure(model, p.net, m);
     p.net.dispose();
     const k = p.record.pruned.length;

@@ -66,6 +66,15 @@ test('pruning stops at the first step beyond its held-out clean budget, and the 
     assert.equal(datasetAccuracy(net, stampWith(held, [trigger], 1, 'held-out').set, 1), s[k]!.stampedAccuracy);
     net.dispose();
   }
+  // 'largest': every step tried, the most channels within the budget kept.
+  for (const maxDrop of [0, 5]) {
+    const { net, record } = await pruneExcited(badnet, held, [trigger], { maxDrop, maxShare: 1, stop: 'largest' });
+    const within = record.steps.filter((x) => x.cleanAccuracy >= record.baseline - maxDrop / 100 - 1e-9).map((x) => x.pruned);
+    assert.equal(record.steps.length, record.order.length + 1);
+    assert.equal(record.pruned.length, Math.max(...within));
+    assert.equal(datasetAccuracy(net, held, 1), record.steps[record.pruned.length]!.cleanAccuracy);
+    net.dispose();
+  }
   assert.ok(sameWeights(badnet, copy), 'the model given is not changed');
   copy.dispose();
 });
@@ -77,4 +86,5 @@ test('pruning the channels the real trigger excites raises the stamped images\' 
   net.dispose();
   await assert.rejects(pruneExcited(badnet, held, [], {}), /no triggers/);
   await assert.rejects(pruneExcited(badnet, held, [trigger], { maxShare: 0 }), /share must be in/);
+  await assert.rejects(pruneExcited(badnet, held, [trigger], { stop: 'all' as never }), /stop must be/);
 });

@@ -8,7 +8,9 @@
  *     are read from `rankNet` (the model the triggers were reversed on, or the repaired one).
  *  2. Channels with a positive score, highest first (at most `maxShare` of them), are pruned
  *     one more at a time while the held-out clean accuracy of `net` with them zeroed stays
- *     within `maxDrop` points of `net`'s own: the first step that falls below stops it.
+ *     within `maxDrop` points of `net`'s own: the first step that falls below stops it
+ *     (`stop: 'first'`), or every step is tried and the largest within the budget is kept
+ *     (`'largest'`).
  *     The held-out accuracy of the stamped images (against their true labels) is recorded at
  *     every step; it decides nothing.
  *  3. The result is a copy of `net` with those channels zeroed (mask.ts, as `goodnet prune`
@@ -32,9 +34,14 @@ export interface ExcitedPruneOptions {
   maxDrop: number;
   /** Prune at most this share of the prune point's channels. */
   maxShare: number;
+  /**
+   * 'first': stop at the first step below the budget; 'largest': try every step (up to
+   * `maxShare`) and keep the most channels whose held-out accuracy is within the budget.
+   */
+  stop: 'first' | 'largest';
 }
 
-export const EXCITED_PRUNE_DEFAULTS: ExcitedPruneOptions = { maxDrop: 1, maxShare: 0.5 };
+export const EXCITED_PRUNE_DEFAULTS: ExcitedPruneOptions = { maxDrop: 1, maxShare: 0.5, stop: 'first' };
 
 export interface ExcitedPruneStep { pruned: number; channel: number; cleanAccuracy: number; stampedAccuracy: number }
 
@@ -108,6 +115,7 @@ export async function pruneExcited(
   const o: ExcitedPruneOptions = { ...EXCITED_PRUNE_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
   if (!(o.maxDrop >= 0)) throw new GoodnetError(`excited-channel pruning max drop must be >= 0 points, got ${o.maxDrop}`);
   if (!(o.maxShare > 0 && o.maxShare <= 1)) throw new GoodnetError(`excited-channel pruning share must be in (0, 1], got ${o.maxShare}`);
+  if (o.stop !== 'first' && o.stop !== 'largest') throw new GoodnetError(`excited-channel pruning stop must be 'first' or 'largest', got '${String(o.stop)}'`);
   if (triggers.length === 0) throw new GoodnetError('no triggers to rank channels by');
   const t0 = performance.now();
   const cut = findCutPoint(net);
@@ -133,8 +141,11 @@ export async function pruneExcited(
     for (let j = 1; j <= order.length; j++) {
       const e = await evalAt(j);
       steps.push({ pruned: j, channel: order[j - 1]!, cleanAccuracy: e.clean, stampedAccuracy: e.stamped });
-      if (e.clean < e0.clean - o.maxDrop / 100 - 1e-9) break;
-      k = j;
+      if (e.clean < e0.clean - o.maxDrop / 100 - 1e-9) {
+        if (o.stop === 'first') break;
+      } else {
+        k = j;
+      }
     }
     const pruned = order.slice(0, k);
     const out = await maskedCopy(net, cut, pruned);
