@@ -37,7 +37,9 @@ for (const lab of labs) {
   for (const rule of rules.split(',')) {
     const largest = rule.endsWith('L');
     const n = Number(rule.slice(1, largest ? -1 : undefined));
-    const maxDrop = rule.startsWith('t') ? Math.max(0, 100 * (start - (baseline - n / 100))) : n;
+    // cN: within N of the unlearned model and within 2 of the original (goodnet unlearn's rule).
+    const maxDrop = rule.startsWith('t') ? Math.max(0, 100 * (start - (baseline - n / 100)))
+      : rule.startsWith('c') ? Math.max(0, Math.min(n, 100 * (start - baseline) + 2)) : n;
     const p = await pruneExcited(unlearned.net, held, triggers, { maxDrop, stop: largest ? 'largest' : 'first' }, model.net);
     const a = await measure(model, p.net, m);
     p.net.dispose();

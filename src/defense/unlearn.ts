@@ -72,7 +72,10 @@ export interface UnlearnOptions {
    * (excited.ts), ranked on the original model's activations or the unlearned one's; 'none': no pruning.
    */
   pruneRank: 'none' | 'original' | 'unlearned';
-  /** The pruning's held-out clean budget: points below the unlearned model's held-out accuracy. */
+  /**
+   * The pruning's held-out clean budget: points below the unlearned model's held-out accuracy,
+   * and never below `maxDrop` points under the original's (the budget the epochs obey too).
+   */
   pruneDrop: number;
 }
 
@@ -245,13 +248,16 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
     await hooks.onUnlearned?.(net, held, stampList);
     let pruning: ExcitedPruneRecord | undefined;
     if (o.pruneRank !== 'none' && stampList.length > 0) {
-      const p = await pruneExcited(net, held, stampList, { maxDrop: o.pruneDrop }, o.pruneRank === 'original' ? model.net : net);
+      // Within pruneDrop of the unlearned model, and the whole defense within maxDrop of the original (as the epochs).
+      const unlearned = datasetAccuracy(net, held, 1);
+      const budget = Math.max(0, Math.min(o.pruneDrop, 100 * (unlearned - baseline) + o.maxDrop));
+      const p = await pruneExcited(net, held, stampList, { maxDrop: budget }, o.pruneRank === 'original' ? model.net : net);
       net.dispose();
       net = p.net;
       pruning = p.record;
       const s = pruning.steps;
       input.log?.(`pruning at '${pruning.layer}': ${pruning.order.length} of ${pruning.channels} channels excited by the ${stampList.length} trigger(s) (ranked on the ${o.pruneRank} model); ` +
-        `pruned ${pruning.pruned.length} within ${o.pruneDrop} point(s) of held-out clean accuracy: clean ${pct(s[0]!.cleanAccuracy)} -> ${pct(s[pruning.pruned.length]!.cleanAccuracy)}, ` +
+        `pruned ${pruning.pruned.length} within ${budget.toFixed(1)} point(s) of its held-out clean accuracy: clean ${pct(s[0]!.cleanAccuracy)} -> ${pct(s[pruning.pruned.length]!.cleanAccuracy)}, ` +
         `stamped ${pct(s[0]!.stampedAccuracy)} -> ${pct(s[pruning.pruned.length]!.stampedAccuracy)} (${pruning.seconds.toFixed(1)} s)`);
     }
     const details: UnlearnDetails = {
