@@ -3,7 +3,7 @@
  * kept (OUT_DIR/<lab>-unlearned-only.h5 and <lab>-triggers.json), each measured on the test
  * sets (measuring only):
  *
- *   node dist/bench/bench/excited_rules.js OUT_DIR RULES LAB_DIR...
+ *   node dist/bench/bench/excited_rules.js OUT_DIR RULES LAB_DIR[:i,j]...
  *
  * RULES: comma-separated; rN: within N points of the unlearned model's held-out accuracy;
  * tN: within N points of the original model's (the whole defense's budget); a trailing L
@@ -23,12 +23,15 @@ await initBackend('wasm');
 const [out, rules, ...labs] = process.argv.slice(2);
 if (!out || !rules || labs.length === 0) throw new Error('usage: excited_rules.js OUT_DIR RULES LAB_DIR...');
 const pct = (x: number) => Number((x * 100).toFixed(2));
-for (const lab of labs) {
+for (const arg of labs) {
+  // LAB_DIR[:i,j]: rank with the kept triggers i, j only (their order in <lab>-triggers.json).
+  const [lab, pick] = arg.split(':') as [string, string | undefined];
   const name = basename(lab);
   const model = await loadModel(join(lab, 'models/bd_net.h5'));
   const unlearned = await loadModel(join(out, `${name}-unlearned-only.h5`));
   const triggers = (JSON.parse(readFileSync(join(out, `${name}-triggers.json`), 'utf8')) as { mask: number[]; pattern: number[] }[])
-    .map((t) => ({ mask: Float32Array.from(t.mask), pattern: Float32Array.from(t.pattern) }));
+    .map((t) => ({ mask: Float32Array.from(t.mask), pattern: Float32Array.from(t.pattern) }))
+    .filter((_, i) => pick === undefined || pick.split(',').map(Number).includes(i));
   const clean = await loadCleanData({ model, cleanValid: join(lab, 'data/cl/valid.h5'), cleanImages: 2500 });
   const [held] = splitSet(clean, 0.2, 'unlearn-holdout:0');
   const baseline = datasetAccuracy(model.net, held, 1);
@@ -45,7 +48,7 @@ for (const lab of labs) {
     p.net.dispose();
     const k = p.record.pruned.length;
     const line = JSON.stringify({
-      lab: name, rule, maxDrop: Number(maxDrop.toFixed(2)), accuracy: pct(a.accuracy), asr: pct(a.asr), pruned: k, excited: p.record.order.length,
+      lab: name, rule, triggers: pick ?? 'all', maxDrop: Number(maxDrop.toFixed(2)), accuracy: pct(a.accuracy), asr: pct(a.asr), pruned: k, excited: p.record.order.length,
       heldBaseline: pct(baseline), heldUnlearned: pct(start), heldAfter: pct(p.record.steps[k]!.cleanAccuracy), heldCurve: p.record.steps.map((s) => pct(s.cleanAccuracy)),
     });
     console.log(line);

@@ -24,8 +24,9 @@
  *     triggers. A label whose new trigger still reaches the threshold with a norm below the
  *     first round's median norm "still works"; those triggers join the stamped ones and the
  *     round's fine-tuning runs. When none still works, or after `rounds` rounds, stop.
- *  5. Prune what the stamped triggers still excite (excited.ts, Neural Cleanse's own neuron
- *     pruning): the prune point's channels ranked by how much the triggers raise their mean
+ *  5. Prune what the stamped triggers excite (excited.ts, Neural Cleanse's own neuron
+ *     pruning), when some round-1 trigger's norm is below `pruneNorm` (0.5) x the first round's
+ *     median (else nothing is pruned): the prune point's channels ranked by how much the triggers raise their mean
  *     activation on the held-out images (read from the original model, `pruneRank`), pruned
  *     most excited first while the held-out clean accuracy stays within `pruneDrop` points of
  *     the unlearned model's. The reversed masks miss part of the real trigger, so unlearning
@@ -73,6 +74,12 @@ export interface UnlearnOptions {
    */
   pruneRank: 'none' | 'original' | 'unlearned';
   /**
+   * Prune only when some trigger reversed in round 1 has a mask norm below this share of that
+   * round's median norm (an outlier: a backdoor's trigger is far smaller than a label's own
+   * shape); when there is none, nothing is pruned. (The channels are ranked by every stamped trigger.)
+   */
+  pruneNorm: number;
+  /**
    * The pruning's held-out clean budget: points below the unlearned model's held-out accuracy,
    * and never below `maxDrop` points under the original's (the budget the epochs obey too).
    */
@@ -82,7 +89,7 @@ export interface UnlearnOptions {
 export const UNLEARN_DEFAULTS: UnlearnOptions = {
   labels: 'below-median', rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
   reverseEpochs: 30, reverseStepsPerEpoch: NC_DEFAULTS.stepsPerEpoch, reverseBatchSize: NC_DEFAULTS.batchSize, attackSuccess: NC_DEFAULTS.attackSuccess,
-  pruneRank: 'original', pruneDrop: 1,
+  pruneRank: 'original', pruneDrop: 1, pruneNorm: 0.5,
 };
 
 export interface UnlearnEpoch { epoch: number; loss: number; cleanAccuracy: number; stampedAccuracy: number }
@@ -111,8 +118,10 @@ export interface UnlearnDetails {
   stopped: 'rounds' | 'no trigger works' | 'none reached';
   /** The reversal that found no trigger to stamp (when that stopped the rounds). */
   lastReversal?: UnlearnRound['labels'];
-  /** The excited-channel pruning after the rounds (absent when off or when nothing was stamped). */
+  /** The excited-channel pruning after the rounds (absent when off or when no trigger was small enough). */
   pruning?: ExcitedPruneRecord;
+  /** Labels whose round-1 trigger is below pruneNorm x the first round's median norm (the pruning's gate). */
+  pruneLabels?: number[];
   settings: UnlearnOptions;
 }
 
@@ -156,6 +165,7 @@ function checkOptions(o: UnlearnOptions): void {
   if (!(o.maxDrop >= 0)) throw new GoodnetError(`unlearning max drop must be >= 0 points, got ${o.maxDrop}`);
   if (!(o.attackSuccess > 0 && o.attackSuccess <= 1)) throw new GoodnetError(`attack success threshold must be in (0, 1], got ${o.attackSuccess}`);
   if (!['none', 'original', 'unlearned'].includes(o.pruneRank)) throw new GoodnetError(`unlearning prune rank must be 'none', 'original' or 'unlearned', got '${String(o.pruneRank)}'`);
+  if (!(o.pruneNorm > 0)) throw new GoodnetError(`unlearning prune norm must be > 0, got ${o.pruneNorm}`);
   if (!(o.pruneDrop >= 0)) throw new GoodnetError(`unlearning prune drop must be >= 0 points, got ${o.pruneDrop}`);
   if (o.labels !== 'all' && o.labels !== 'below-median') throw new GoodnetError(`unlearning labels must be 'all' or 'below-median', got '${String(o.labels)}'`);
 }
@@ -185,6 +195,7 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
     input.log?.(`trigger unlearning: ${rest.n} clean images to reverse and train on, ${held.n} held out (original model: ${pct(baseline)} on them)`);
     const rounds: UnlearnRound[] = [];
     const stampList: { mask: Float32Array; pattern: Float32Array }[] = [];
+    const small: { label: number; trigger: Trigger }[] = [];
     let last: NcTriggers | undefined;
     let median = NaN;
     let stopped: UnlearnDetails['stopped'] = 'rounds';
@@ -207,6 +218,11 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
         break;
       }
       for (const l of chosen) stampList.push({ mask: rev.triggers.masks.get(l.label)!, pattern: rev.triggers.patterns.get(l.label)! });
+      if (round === 1) {
+        for (const l of rev.labels) {
+          if (l.reached && l.norm < o.pruneNorm * median) small.push({ label: l.label, trigger: { mask: rev.triggers.masks.get(l.label)!, pattern: rev.triggers.patterns.get(l.label)! } });
+        }
+      }
       const { set, stamped } = unlearningSet(rest, stampList, o.share, `${seed}:${round}`);
       input.log?.(`round ${round}: fine-tuning ${o.epochs} epochs on ${rest.n} clean images and stamped copies of ${stamped} of them, with ${stampList.length} reversed trigger(s) (true labels)`);
       const t1 = performance.now();
@@ -247,7 +263,10 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
     }
     await hooks.onUnlearned?.(net, held, stampList);
     let pruning: ExcitedPruneRecord | undefined;
-    if (o.pruneRank !== 'none' && stampList.length > 0) {
+    if (o.pruneRank !== 'none' && small.length === 0) {
+      input.log?.(`pruning: no round-1 trigger below ${o.pruneNorm} x the median norm ${median.toFixed(1)}: nothing pruned`);
+    }
+    if (o.pruneRank !== 'none' && small.length > 0) {
       // Within pruneDrop of the unlearned model, and the whole defense within maxDrop of the original (as the epochs).
       const unlearned = datasetAccuracy(net, held, 1);
       const budget = Math.max(0, Math.min(o.pruneDrop, 100 * (unlearned - baseline) + o.maxDrop));
@@ -256,12 +275,13 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
       net = p.net;
       pruning = p.record;
       const s = pruning.steps;
-      input.log?.(`pruning at '${pruning.layer}': ${pruning.order.length} of ${pruning.channels} channels excited by the ${stampList.length} trigger(s) (ranked on the ${o.pruneRank} model); ` +
+      input.log?.(`pruning at '${pruning.layer}' (round-1 trigger(s) of label(s) ${small.map((x) => x.label).join(', ')} below ${o.pruneNorm} x the median norm ${median.toFixed(1)}): ` +
+        `${pruning.order.length} of ${pruning.channels} channels excited by the ${stampList.length} stamped trigger(s) (ranked on the ${o.pruneRank} model); ` +
         `pruned ${pruning.pruned.length} within ${budget.toFixed(1)} point(s) of its held-out clean accuracy: clean ${pct(s[0]!.cleanAccuracy)} -> ${pct(s[pruning.pruned.length]!.cleanAccuracy)}, ` +
         `stamped ${pct(s[0]!.stampedAccuracy)} -> ${pct(s[pruning.pruned.length]!.stampedAccuracy)} (${pruning.seconds.toFixed(1)} s)`);
     }
     const details: UnlearnDetails = {
-      baseline, heldOut: held.n, median, rounds, stopped, ...(unstamped ? { lastReversal: unstamped } : {}), ...(pruning ? { pruning } : {}), settings: o,
+      baseline, heldOut: held.n, median, rounds, stopped, ...(unstamped ? { lastReversal: unstamped } : {}), ...(pruning ? { pruning, pruneLabels: small.map((x) => x.label) } : {}), settings: o,
     };
     return { defense: 'unlearn', repaired: net, cleanImages: clean.n, seconds: (performance.now() - t0) / 1000, details };
   } catch (err) {
@@ -270,9 +290,9 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
   }
 }
 
-function excitedSentence(p: ExcitedPruneRecord, rank: string): string {
+function excitedSentence(p: ExcitedPruneRecord, rank: string, labels: number[]): string {
   const k = p.pruned.length;
-  return `Then pruned ${k} of the ${p.order.length} channels of '${p.layer}' (${p.channels} channels) that the stamped triggers excite ` +
+  return `Then (round-1 trigger(s) of label(s) ${labels.join(', ')} below the norm gate) pruned ${k} of the ${p.order.length} channels of '${p.layer}' (${p.channels} channels) that the stamped triggers excite ` +
     `(ranked on the ${rank} model), within ${p.settings.maxDrop} point(s) of the unlearned model's held-out clean accuracy: ` +
     `held-out clean ${pct(p.steps[0]!.cleanAccuracy)} -> ${pct(p.steps[k]!.cleanAccuracy)}, stamped ${pct(p.steps[0]!.stampedAccuracy)} -> ${pct(p.steps[k]!.stampedAccuracy)}.`;
 }
@@ -296,7 +316,7 @@ export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = regist
           `no detection, and fine-tuned with them stamped on ${Math.round(100 * d.settings.share)}% of those images (true labels kept); ${d.heldOut} clean images held out ` +
           `choose the epoch (highest stamped accuracy with clean accuracy within ${d.settings.maxDrop} points of the original's ${pct(d.baseline)}). ` +
           `${d.rounds.length} round(s); stopped: ${d.stopped}. First round's median mask norm ${d.median.toFixed(1)}.`,
-        ...(d.pruning ? [excitedSentence(d.pruning, d.settings.pruneRank)] : []),
+        ...(d.pruning ? [excitedSentence(d.pruning, d.settings.pruneRank, d.pruneLabels ?? [])] : []),
         ...repairedSentence(m),
       ],
       tables: [{
