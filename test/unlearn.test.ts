@@ -97,6 +97,19 @@ test('trigger unlearning lowers a tiny trained BadNet\'s ASR from clean data onl
   assert.equal(d.heldOut, 80);
   // The kept epoch respects the clean criterion on the held-out images.
   for (const r of d.rounds) assert.ok(r.epochs[r.bestEpoch]!.cleanAccuracy >= d.baseline - SMALL.maxDrop / 100 - 1e-9);
+  // The pruning after the rounds: channels the stamped triggers excite, within its held-out budget of the unlearned model's accuracy.
+  const p = d.pruning!;
+  assert.ok(p, 'the default prunes after the rounds');
+  // The gate: some round-1 trigger far below the median norm (the planted trigger is 9 pixels, a label's quadrant 64).
+  assert.ok(d.pruneLabels!.length >= 1 && d.pruneLabels!.every((l) => r1.labels[l]!.norm < UNLEARN_DEFAULTS.pruneNorm * d.median));
+  const k = p.pruned.length;
+  assert.deepEqual(p.pruned, p.order.slice(0, k));
+  // Its budget: pruneDrop below the unlearned model, and never below maxDrop under the original (the whole defense's bound).
+  const budget = p.settings.maxDrop;
+  assert.ok(budget <= UNLEARN_DEFAULTS.pruneDrop + 1e-9);
+  assert.ok(p.steps[k]!.cleanAccuracy >= p.baseline - budget / 100 - 1e-9);
+  assert.ok(p.steps[k]!.cleanAccuracy >= d.baseline - SMALL.maxDrop / 100 - 1e-9);
+  if (k < p.order.length) assert.ok(p.steps[k + 1]!.cleanAccuracy < p.baseline - budget / 100 - 1e-9);
   const after = result.after!;
   assert.ok(after.asr < before.asr / 2, `ASR ${before.asr} -> ${after.asr}`);
   assert.ok(after.accuracy > before.accuracy - 0.1, `accuracy ${before.accuracy} -> ${after.accuracy}`);
@@ -112,6 +125,11 @@ test('trigger unlearning is registered, after the defenses before it, and checks
   assert.equal(UNLEARN_DEFAULTS.labels, 'below-median');
   await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { share: 1.5 }), /share must be in \(0, 1\]/);
   await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { rounds: 0 }), /rounds must be an integer >= 1/);
+  await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { pruneNorm: 0 }), /prune norm must be > 0/);
+  // No round-1 trigger below the gate: nothing is pruned.
+  const gated = await runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255, seed: 1 }, { ...SMALL, rounds: 1, pruneNorm: 1e-6 });
+  assert.equal(gated.details.pruning, undefined);
+  gated.repaired!.dispose();
 });
 
 test('CLI: goodnet unlearn refuses bad input in one line, exit 2, writing nothing', async () => {
@@ -132,6 +150,9 @@ test('CLI: goodnet unlearn refuses bad input in one line, exit 2, writing nothin
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5')]), /-o, --out/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--labels', 'some']), /--labels/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--rounds', '0']), /--rounds/);
+  assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--prune-drop', '-1']), /--prune-drop/);
+  assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--prune-rank', 'both']), /--prune-rank/);
+  assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--prune-norm', '0']), /--prune-norm/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--clean-test', f('test.h5')]), /together/);
   assertBadInput(await run(['sau', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--eps', '-1']), /--eps/);
   assertBadInput(await run(['sau', '-m', m, '--clean-valid', f('missing.h5'), '-o', f('x.h5')]), /missing\.h5: file or folder not found/);

@@ -1,7 +1,7 @@
 import '../defense/registry.js'; // registration order = the comparison's order
 import { Option, type Command } from 'commander';
 import { UNLEARN_DEFAULTS } from '../defense/unlearn.js';
-import { parseInteger, parsePositive } from './common.js';
+import { parseInteger, parseNonNegative, parsePositive } from './common.js';
 import { defenseCommand, type DefenseCliOpts } from './defense_cli.js';
 
 interface UnlearnCliOpts extends DefenseCliOpts {
@@ -15,6 +15,9 @@ interface UnlearnCliOpts extends DefenseCliOpts {
   maxDrop: number;
   reverseEpochs: number;
   stepsPerEpoch: number;
+  pruneRank: 'none' | 'original' | 'unlearned';
+  pruneDrop: number;
+  pruneNorm: number;
 }
 
 export function unlearnCommand(): Command {
@@ -28,7 +31,10 @@ export function unlearnCommand(): Command {
       'trained or reversed on) chooses the epoch: the highest accuracy of held-out images stamped with the triggers (scored ' +
       'against their true labels) among the epochs whose clean held-out accuracy is within --max-drop points of the original ' +
       'model\'s. Then every label is reversed again on the unlearned model; while some label\'s new trigger still reaches 99% ' +
-      'with a norm below the first round\'s median, those triggers join the stamped ones and another round runs (--rounds).',
+      'with a norm below the first round\'s median, those triggers join the stamped ones and another round runs (--rounds). ' +
+      'Last, when some round-1 trigger\'s norm is below --prune-norm x the median, the channels of the prune point that the stamped triggers excite most (mean activation on stamped held-out images ' +
+      'minus on the same images unstamped, read from the original model by default: --prune-rank) are pruned, most excited ' +
+      'first, while the held-out clean accuracy stays within --prune-drop points of the unlearned model\'s.',
     examples:
       '  goodnet unlearn -m lab/models/bd_net.h5 --clean-valid lab/data/cl/valid.h5 --clean-images 2500 -o unlearned.h5\n' +
       '  goodnet unlearn -m lab/models/bd_net.h5 --clean-valid lab/data/cl/valid.h5 --clean-images 2500 -o unlearned.h5 \\\n' +
@@ -44,10 +50,14 @@ export function unlearnCommand(): Command {
       .option('--hold-out <share>', 'share of the clean images held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
       .option('--max-drop <points>', 'held-out clean accuracy may fall at most this many points below the original\'s', parsePositive('--max-drop'), d.maxDrop)
       .option('--reverse-epochs <n>', 'trigger reversal epochs per label per round', parseInteger('--reverse-epochs', 1), d.reverseEpochs)
-      .option('--steps-per-epoch <n>', 'trigger reversal optimisation steps per epoch', parseInteger('--steps-per-epoch', 1), d.reverseStepsPerEpoch),
+      .option('--steps-per-epoch <n>', 'trigger reversal optimisation steps per epoch', parseInteger('--steps-per-epoch', 1), d.reverseStepsPerEpoch)
+      .addOption(new Option('--prune-rank <model>', 'rank the prune point\'s channels by the triggers\' excitation on the original or the unlearned model; none: no pruning').choices(['original', 'unlearned', 'none']).default(d.pruneRank))
+      .option('--prune-norm <share>', 'prune only when some round-1 trigger has a norm below this share of that round\'s median', parsePositive('--prune-norm'), d.pruneNorm)
+      .option('--prune-drop <points>', 'the pruning\'s held-out clean budget, points below the unlearned model\'s accuracy', parseNonNegative('--prune-drop'), d.pruneDrop),
     options: (o) => ({
       labels: o.labels, rounds: o.rounds, share: o.share, epochs: o.epochs, learningRate: o.lr, batchSize: o.unlearnBatchSize,
       holdOut: o.holdOut, maxDrop: o.maxDrop, reverseEpochs: o.reverseEpochs, reverseStepsPerEpoch: o.stepsPerEpoch,
+      pruneRank: o.pruneRank, pruneDrop: o.pruneDrop, pruneNorm: o.pruneNorm,
     }),
   });
 }

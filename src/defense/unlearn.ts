@@ -24,6 +24,13 @@
  *     triggers. A label whose new trigger still reaches the threshold with a norm below the
  *     first round's median norm "still works"; those triggers join the stamped ones and the
  *     round's fine-tuning runs. When none still works, or after `rounds` rounds, stop.
+ *  5. Prune what the stamped triggers excite (excited.ts, Neural Cleanse's own neuron
+ *     pruning), when some round-1 trigger's norm is below `pruneNorm` (0.5) x the first round's
+ *     median (else nothing is pruned): the prune point's channels ranked by how much the triggers raise their mean
+ *     activation on the held-out images (read from the original model, `pruneRank`), pruned
+ *     most excited first while the held-out clean accuracy stays within `pruneDrop` points of
+ *     the unlearned model's. The reversed masks miss part of the real trigger, so unlearning
+ *     alone leaves a few percent of it working; the channels it excited are what carry it.
  *
  * Only clean data and triggers reversed from clean data choose anything; nothing poisoned.
  */
@@ -39,6 +46,7 @@ import {
 } from './interface.js';
 import { NC_DEFAULTS, anomalyIndices, reverseTriggers, stampWith, type NcOptions, type NcTriggers } from './nc.js';
 import { percent as pct } from '../io/table.js';
+import { pruneExcited, type ExcitedPruneRecord, type Trigger } from './excited.js';
 
 export interface UnlearnOptions {
   /** Round 1 stamps the triggers of every label that reached the threshold, or only those below the median norm. */
@@ -60,11 +68,28 @@ export interface UnlearnOptions {
   reverseStepsPerEpoch: number;
   reverseBatchSize: number;
   attackSuccess: number;
+  /**
+   * After the rounds, prune the prune point's channels that the stamped triggers excite
+   * (excited.ts), ranked on the original model's activations or the unlearned one's; 'none': no pruning.
+   */
+  pruneRank: 'none' | 'original' | 'unlearned';
+  /**
+   * Prune only when some trigger reversed in round 1 has a mask norm below this share of that
+   * round's median norm (an outlier: a backdoor's trigger is far smaller than a label's own
+   * shape); when there is none, nothing is pruned. (The channels are ranked by every stamped trigger.)
+   */
+  pruneNorm: number;
+  /**
+   * The pruning's held-out clean budget: points below the unlearned model's held-out accuracy,
+   * and never below `maxDrop` points under the original's (the budget the epochs obey too).
+   */
+  pruneDrop: number;
 }
 
 export const UNLEARN_DEFAULTS: UnlearnOptions = {
   labels: 'below-median', rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
   reverseEpochs: 30, reverseStepsPerEpoch: NC_DEFAULTS.stepsPerEpoch, reverseBatchSize: NC_DEFAULTS.batchSize, attackSuccess: NC_DEFAULTS.attackSuccess,
+  pruneRank: 'original', pruneDrop: 1, pruneNorm: 0.5,
 };
 
 export interface UnlearnEpoch { epoch: number; loss: number; cleanAccuracy: number; stampedAccuracy: number }
@@ -93,7 +118,16 @@ export interface UnlearnDetails {
   stopped: 'rounds' | 'no trigger works' | 'none reached';
   /** The reversal that found no trigger to stamp (when that stopped the rounds). */
   lastReversal?: UnlearnRound['labels'];
+  /** The excited-channel pruning after the rounds (absent when off or when no trigger was small enough). */
+  pruning?: ExcitedPruneRecord;
+  /** Labels whose round-1 trigger is below pruneNorm x the first round's median norm (the pruning's gate). */
+  pruneLabels?: number[];
   settings: UnlearnOptions;
+}
+
+/** For experiments (bench/unlearn_labs.ts): called with the unlearned model before the pruning step. */
+export interface UnlearnHooks {
+  onUnlearned?: (net: tfl.LayersModel, held: TrainingSet, triggers: Trigger[]) => Promise<void>;
 }
 
 /**
@@ -130,11 +164,14 @@ function checkOptions(o: UnlearnOptions): void {
   if (!(o.learningRate > 0)) throw new GoodnetError(`unlearning learning rate must be > 0, got ${o.learningRate}`);
   if (!(o.maxDrop >= 0)) throw new GoodnetError(`unlearning max drop must be >= 0 points, got ${o.maxDrop}`);
   if (!(o.attackSuccess > 0 && o.attackSuccess <= 1)) throw new GoodnetError(`attack success threshold must be in (0, 1], got ${o.attackSuccess}`);
+  if (!['none', 'original', 'unlearned'].includes(o.pruneRank)) throw new GoodnetError(`unlearning prune rank must be 'none', 'original' or 'unlearned', got '${String(o.pruneRank)}'`);
+  if (!(o.pruneNorm > 0)) throw new GoodnetError(`unlearning prune norm must be > 0, got ${o.pruneNorm}`);
+  if (!(o.pruneDrop >= 0)) throw new GoodnetError(`unlearning prune drop must be >= 0 points, got ${o.pruneDrop}`);
   if (o.labels !== 'all' && o.labels !== 'below-median') throw new GoodnetError(`unlearning labels must be 'all' or 'below-median', got '${String(o.labels)}'`);
 }
 
 /** Trigger unlearning on a model and clean data: the repaired model and every round's record. */
-export async function runTriggerUnlearning(input: DefenseInput, options: Partial<UnlearnOptions> = {}): Promise<DefenseRun<UnlearnDetails>> {
+export async function runTriggerUnlearning(input: DefenseInput, options: Partial<UnlearnOptions> = {}, hooks: UnlearnHooks = {}): Promise<DefenseRun<UnlearnDetails>> {
   const o: UnlearnOptions = { ...UNLEARN_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
   checkOptions(o);
   const t0 = performance.now();
@@ -147,7 +184,7 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
   let hi = -Infinity;
   for (const v of clean.images) { if (v < lo) lo = v; if (v > hi) hi = v; }
   const k = hi > 16 ? 255 : 1;
-  const net = await cloneNet(model.net);
+  let net = await cloneNet(model.net);
   const first = firstKernelLayer(net);
   const scale = first ? k : 1;
   const ncOptions: Partial<NcOptions> = {
@@ -158,6 +195,7 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
     input.log?.(`trigger unlearning: ${rest.n} clean images to reverse and train on, ${held.n} held out (original model: ${pct(baseline)} on them)`);
     const rounds: UnlearnRound[] = [];
     const stampList: { mask: Float32Array; pattern: Float32Array }[] = [];
+    const small: { label: number; trigger: Trigger }[] = [];
     let last: NcTriggers | undefined;
     let median = NaN;
     let stopped: UnlearnDetails['stopped'] = 'rounds';
@@ -180,6 +218,11 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
         break;
       }
       for (const l of chosen) stampList.push({ mask: rev.triggers.masks.get(l.label)!, pattern: rev.triggers.patterns.get(l.label)! });
+      if (round === 1) {
+        for (const l of rev.labels) {
+          if (l.reached && l.norm < o.pruneNorm * median) small.push({ label: l.label, trigger: { mask: rev.triggers.masks.get(l.label)!, pattern: rev.triggers.patterns.get(l.label)! } });
+        }
+      }
       const { set, stamped } = unlearningSet(rest, stampList, o.share, `${seed}:${round}`);
       input.log?.(`round ${round}: fine-tuning ${o.epochs} epochs on ${rest.n} clean images and stamped copies of ${stamped} of them, with ${stampList.length} reversed trigger(s) (true labels)`);
       const t1 = performance.now();
@@ -218,12 +261,40 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
         `per epoch clean/stamped ${epochs.map((e) => `${(100 * e.cleanAccuracy).toFixed(1)}/${(100 * e.stampedAccuracy).toFixed(1)}`).join(' ')}`);
       rounds.push({ round, labels: entryLabels, triggers: stampList.length, stampedImages: stamped, epochs, bestEpoch: best.epoch, reverseSeconds: rev.seconds, seconds: rev.seconds + seconds });
     }
-    const details: UnlearnDetails = { baseline, heldOut: held.n, median, rounds, stopped, ...(unstamped ? { lastReversal: unstamped } : {}), settings: o };
+    await hooks.onUnlearned?.(net, held, stampList);
+    let pruning: ExcitedPruneRecord | undefined;
+    if (o.pruneRank !== 'none' && small.length === 0) {
+      input.log?.(`pruning: no round-1 trigger below ${o.pruneNorm} x the median norm ${median.toFixed(1)}: nothing pruned`);
+    }
+    if (o.pruneRank !== 'none' && small.length > 0) {
+      // Within pruneDrop of the unlearned model, and the whole defense within maxDrop of the original (as the epochs).
+      const unlearned = datasetAccuracy(net, held, 1);
+      const budget = Math.max(0, Math.min(o.pruneDrop, 100 * (unlearned - baseline) + o.maxDrop));
+      const p = await pruneExcited(net, held, stampList, { maxDrop: budget }, o.pruneRank === 'original' ? model.net : net);
+      net.dispose();
+      net = p.net;
+      pruning = p.record;
+      const s = pruning.steps;
+      input.log?.(`pruning at '${pruning.layer}' (round-1 trigger(s) of label(s) ${small.map((x) => x.label).join(', ')} below ${o.pruneNorm} x the median norm ${median.toFixed(1)}): ` +
+        `${pruning.order.length} of ${pruning.channels} channels excited by the ${stampList.length} stamped trigger(s) (ranked on the ${o.pruneRank} model); ` +
+        `pruned ${pruning.pruned.length} within ${budget.toFixed(1)} point(s) of its held-out clean accuracy: clean ${pct(s[0]!.cleanAccuracy)} -> ${pct(s[pruning.pruned.length]!.cleanAccuracy)}, ` +
+        `stamped ${pct(s[0]!.stampedAccuracy)} -> ${pct(s[pruning.pruned.length]!.stampedAccuracy)} (${pruning.seconds.toFixed(1)} s)`);
+    }
+    const details: UnlearnDetails = {
+      baseline, heldOut: held.n, median, rounds, stopped, ...(unstamped ? { lastReversal: unstamped } : {}), ...(pruning ? { pruning, pruneLabels: small.map((x) => x.label) } : {}), settings: o,
+    };
     return { defense: 'unlearn', repaired: net, cleanImages: clean.n, seconds: (performance.now() - t0) / 1000, details };
   } catch (err) {
     net.dispose();
     throw err;
   }
+}
+
+function excitedSentence(p: ExcitedPruneRecord, rank: string, labels: number[]): string {
+  const k = p.pruned.length;
+  return `Then (round-1 trigger(s) of label(s) ${labels.join(', ')} below the norm gate) pruned ${k} of the ${p.order.length} channels of '${p.layer}' (${p.channels} channels) that the stamped triggers excite ` +
+    `(ranked on the ${rank} model), within ${p.settings.maxDrop} point(s) of the unlearned model's held-out clean accuracy: ` +
+    `held-out clean ${pct(p.steps[0]!.cleanAccuracy)} -> ${pct(p.steps[k]!.cleanAccuracy)}, stamped ${pct(p.steps[0]!.stampedAccuracy)} -> ${pct(p.steps[k]!.stampedAccuracy)}.`;
 }
 
 export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = registerDefense<UnlearnOptions, UnlearnDetails>({
@@ -233,7 +304,8 @@ export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = regist
   kind: 'repair',
   defaults: UNLEARN_DEFAULTS,
   run: runTriggerUnlearning,
-  rows: (run, m) => repairRow(`trigger unlearning (${run.details.rounds.length} round(s), ${run.details.rounds.at(-1)?.triggers ?? 0} triggers)`, run, m,
+  rows: (run, m) => repairRow(`trigger unlearning (${run.details.rounds.length} round(s), ${run.details.rounds.at(-1)?.triggers ?? 0} triggers` +
+    `${run.details.pruning ? `, ${run.details.pruning.pruned.length} channels pruned` : ''})`, run, m,
     run.details.rounds.length === 0 ? 'no trigger reached: model unchanged' : undefined),
   section: (run, m): ReportSection => {
     const d = run.details;
@@ -244,6 +316,7 @@ export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = regist
           `no detection, and fine-tuned with them stamped on ${Math.round(100 * d.settings.share)}% of those images (true labels kept); ${d.heldOut} clean images held out ` +
           `choose the epoch (highest stamped accuracy with clean accuracy within ${d.settings.maxDrop} points of the original's ${pct(d.baseline)}). ` +
           `${d.rounds.length} round(s); stopped: ${d.stopped}. First round's median mask norm ${d.median.toFixed(1)}.`,
+        ...(d.pruning ? [excitedSentence(d.pruning, d.settings.pruneRank, d.pruneLabels ?? [])] : []),
         ...repairedSentence(m),
       ],
       tables: [{
