@@ -52,7 +52,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     summary: 'STRIP: flag inputs that carry a trojan trigger (input-level detection)',
     load: async () => (await import('./strip.js')).stripCommand() },
   { name: 'nc', term: 'nc [options]',
-    summary: 'reverse-engineers a minimal trigger per label, flags outlier labels (MAD anomaly index > 2), unlearns the reversed trigger',
+    summary: 'reverse-engineers a minimal trigger per label, flags outlier labels (MAD anomaly index of the log norms > 2), unlearns the reversed trigger',
     load: async () => (await import('./nc.js')).ncCommand() },
   { name: 'anp', term: 'anp [options]',
     summary: 'learns per-channel masks under adversarial multiplicative noise on clean data and prunes the channels whose masks collapse',
