@@ -33,6 +33,7 @@ import { openDataset } from '../src/io/dataset.js';
 import { cutActivations } from '../src/defense/activations.js';
 import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
 import { sweep } from '../src/defense/sweep.js';
+import { benchNets } from './nets.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const arg = (name: string, dflt: number) => {
@@ -44,37 +45,6 @@ const SKIP_TORCH = process.argv.includes('--skip-torch');
 const SKIP_REF = process.argv.includes('--skip-ref');
 const log = (s: string) => console.log(s);
 const now = () => performance.now() / 1000;
-type ST = tfl.SymbolicTensor;
-
-let seed = 0;
-const init = () => tfl.initializers.glorotUniform({ seed: seed++ });
-const binit = () => tfl.initializers.randomNormal({ seed: seed++, stddev: 0.1 });
-
-function mnistNet(): tfl.LayersModel {
-  return tfl.sequential({ layers: [
-    tfl.layers.conv2d({ inputShape: [28, 28, 1], filters: 16, kernelSize: 5, activation: 'relu', kernelInitializer: init(), biasInitializer: binit() }),
-    tfl.layers.averagePooling2d({ poolSize: 2 }),
-    tfl.layers.conv2d({ filters: 32, kernelSize: 5, activation: 'relu', kernelInitializer: init(), biasInitializer: binit() }),
-    tfl.layers.averagePooling2d({ poolSize: 2 }),
-    tfl.layers.flatten(),
-    tfl.layers.dense({ units: 128, activation: 'relu', kernelInitializer: init(), biasInitializer: binit() }),
-    tfl.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(), biasInitializer: binit() }),
-  ] });
-}
-
-function resNet(): tfl.LayersModel {
-  const conv = (f: number, act: 'relu' | 'linear') => tfl.layers.conv2d({ filters: f, kernelSize: 3, padding: 'same', activation: act, kernelInitializer: init(), biasInitializer: binit() });
-  const input = tfl.input({ shape: [32, 32, 3] });
-  let x = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(conv(32, 'relu').apply(input)) as ST;
-  for (let b = 0; b < 2; b++) {
-    let y = tfl.layers.activation({ activation: 'relu' }).apply(tfl.layers.batchNormalization({}).apply(conv(32, 'linear').apply(x))) as ST;
-    y = tfl.layers.batchNormalization({}).apply(conv(32, 'linear').apply(y)) as ST;
-    x = tfl.layers.activation({ activation: 'relu' }).apply(tfl.layers.add().apply([x, y])) as ST;
-  }
-  const out = tfl.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(), biasInitializer: binit() }).apply(tfl.layers.globalAveragePooling2d({}).apply(x)) as ST;
-  return tfl.model({ inputs: input, outputs: out });
-}
-
 async function bench(name: string, net: tfl.LayersModel, dir: string): Promise<Record<string, unknown>> {
   const [h, w, c] = net.inputs[0]!.shape.slice(1) as number[];
   const path = join(dir, `${name}.h5`);
@@ -158,7 +128,8 @@ async function main(): Promise<void> {
     const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
     const rows = [];
     // Both nets are built (same seeds whatever runs); --only NAME times one.
-    for (const [name, net] of [['mnist', mnistNet()], ['resnet', resNet()]] as const) if (!only || only === name) rows.push(await bench(name, net, dir));
+    const nets = benchNets();
+    for (const [name, net] of [['mnist', nets.mnist], ['resnet', nets.resnet]] as const) if (!only || only === name) rows.push(await bench(name, net, dir));
     const load1 = loadavg();
     const fmt = (x: unknown) => (typeof x === 'number' ? x.toFixed(2) : '-');
     log('');

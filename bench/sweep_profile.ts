@@ -14,6 +14,7 @@ import { channelMeans, type CutActivations } from '../src/defense/activations.js
 import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
 import { prepareSweep, sweep } from '../src/defense/sweep.js';
 import type { FastSweepOptions } from '../src/defense/fastsweep.js';
+import { benchNets } from './nets.js';
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -24,36 +25,6 @@ const REPS = Number(arg('reps', '3'));
 const CACHE = arg('cache', '/tmp/goodnet-sweep-profile');
 const ONLY = arg('only', '');
 const FAST = JSON.parse(arg('fast', '{}')) as FastSweepOptions;
-type ST = tfl.SymbolicTensor;
-
-let seed = 0;
-const init = () => tfl.initializers.glorotUniform({ seed: seed++ });
-const binit = () => tfl.initializers.randomNormal({ seed: seed++, stddev: 0.1 });
-
-function mnistNet(): tfl.LayersModel {
-  return tfl.sequential({ layers: [
-    tfl.layers.conv2d({ inputShape: [28, 28, 1], filters: 16, kernelSize: 5, activation: 'relu', kernelInitializer: init(), biasInitializer: binit() }),
-    tfl.layers.averagePooling2d({ poolSize: 2 }),
-    tfl.layers.conv2d({ filters: 32, kernelSize: 5, activation: 'relu', kernelInitializer: init(), biasInitializer: binit() }),
-    tfl.layers.averagePooling2d({ poolSize: 2 }),
-    tfl.layers.flatten(),
-    tfl.layers.dense({ units: 128, activation: 'relu', kernelInitializer: init(), biasInitializer: binit() }),
-    tfl.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(), biasInitializer: binit() }),
-  ] });
-}
-
-function resNet(): tfl.LayersModel {
-  const conv = (f: number, act: 'relu' | 'linear') => tfl.layers.conv2d({ filters: f, kernelSize: 3, padding: 'same', activation: act, kernelInitializer: init(), biasInitializer: binit() });
-  const input = tfl.input({ shape: [32, 32, 3] });
-  let x = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(conv(32, 'relu').apply(input)) as ST;
-  for (let b = 0; b < 2; b++) {
-    let y = tfl.layers.activation({ activation: 'relu' }).apply(tfl.layers.batchNormalization({}).apply(conv(32, 'linear').apply(x))) as ST;
-    y = tfl.layers.batchNormalization({}).apply(conv(32, 'linear').apply(y)) as ST;
-    x = tfl.layers.activation({ activation: 'relu' }).apply(tfl.layers.add().apply([x, y])) as ST;
-  }
-  const out = tfl.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(), biasInitializer: binit() }).apply(tfl.layers.globalAveragePooling2d({}).apply(x)) as ST;
-  return tfl.model({ inputs: input, outputs: out });
-}
 
 async function acts(name: string, head: tfl.LayersModel, shape: number[]): Promise<CutActivations[]> {
   const dir = join(CACHE, `${name}-${N}`);
@@ -88,7 +59,8 @@ async function acts(name: string, head: tfl.LayersModel, shape: number[]): Promi
 
 async function main(): Promise<void> {
   await initBackend('wasm');
-  for (const [name, net, shape] of [['mnist', mnistNet(), [28, 28, 1]], ['resnet', resNet(), [32, 32, 3]]] as [string, tfl.LayersModel, number[]][]) {
+  const nets = benchNets();
+  for (const [name, net, shape] of [['mnist', nets.mnist, [28, 28, 1]], ['resnet', nets.resnet, [32, 32, 3]]] as [string, tfl.LayersModel, number[]][]) {
     if (ONLY && ONLY !== name) continue;
     const cut = findCutPoint(net);
     const head = headModel(net, cut);

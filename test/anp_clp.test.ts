@@ -22,7 +22,7 @@ import { channelUnits, forwardScaled, zeroUnitChannels, type ChannelScale } from
 import { cloneNet } from '../src/defense/graph.js';
 import type { TrainingSet } from '../src/models/train.js';
 import { writeCsawData } from '../src/attack/csaw_layout.js';
-import { tempDir } from './helpers.js';
+import { tempDir, runCli } from './helpers.js';
 
 await initBackend('wasm');
 
@@ -201,7 +201,6 @@ test('RNP: unlearning lowers clean accuracy, masks recover it, and the saved mod
 test('goodnet rnp / anp: bad input is one line, exit 2, nothing written', async () => {
   const { dir, cleanup } = tempDir('goodnet-rnpcli-');
   try {
-    const { main } = await import('../src/cli/main.js');
     const { saveModel } = await import('../src/io/model.js');
     const { assertBadInput } = await import('./helpers.js');
     const { existsSync } = await import('node:fs');
@@ -209,16 +208,7 @@ test('goodnet rnp / anp: bad input is one line, exit 2, nothing written', async 
     await saveModel(describeModel(net, 'bn', 'tfjs'), `${dir}/m.h5`);
     const images = new Uint8Array(8 * 72).fill(100);
     await writeCsawData(`${dir}/clean.h5`, images, new Int32Array(8), 8, 6, 6, 2);
-    const run = async (argv: string[]) => {
-      const err: string[] = [];
-      const orig = process.stderr.write.bind(process.stderr);
-      process.stderr.write = ((s: string) => { err.push(String(s)); return true; }) as typeof process.stderr.write;
-      try {
-        return { code: await main(['node', 'goodnet', ...argv]), err: err.join('') };
-      } finally {
-        process.stderr.write = orig;
-      }
-    };
+    const run = runCli;
     assertBadInput(await run(['rnp', '-m', `${dir}/m.h5`, '--clean-valid', `${dir}/missing.h5`, '-o', `${dir}/x.h5`]), /missing\.h5: file or folder not found/);
     assertBadInput(await run(['rnp', '-m', `${dir}/m.h5`, '--clean-valid', `${dir}/clean.h5`, '-o', `${dir}/x.h5`, '--clean-threshold', '2']), /--clean-threshold must be in \[0, 1\]/);
     assertBadInput(await run(['anp', '-m', `${dir}/m.h5`, '--clean-valid', `${dir}/clean.h5`, '-o', `${dir}/x.h5`, '--bn-stats', 'moving']), /bn-stats/);

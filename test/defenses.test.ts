@@ -26,7 +26,7 @@ import { cloneNet } from '../src/defense/graph.js';
 import type { TrainingSet } from '../src/models/train.js';
 import { main } from '../src/cli/main.js';
 import '../src/defense/registry.js';
-import { assertBadInput, tempDir, trainTinyBadNet, TINY_H, inTinyZone, tinyImages, tinyQuadrant } from './helpers.js';
+import { assertBadInput, tempDir, trainTinyBadNet, TINY_H, inTinyZone, tinyImages, tinyQuadrant, runCli } from './helpers.js';
 
 await initBackend('wasm');
 const { dir, cleanup } = tempDir('goodnet-defenses-');
@@ -261,16 +261,7 @@ test('the registry lists the defenses; an unknown one is a GoodnetError', () => 
 });
 
 test('CLI: bad input is one line, exit 2, before any long work', async () => {
-  const run = async (argv: string[]) => {
-    const err: string[] = [];
-    const orig = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((s: string) => { err.push(String(s)); return true; }) as typeof process.stderr.write;
-    try {
-      return { code: await main(['node', 'goodnet', ...argv]), err: err.join('') };
-    } finally {
-      process.stderr.write = orig;
-    }
-  };
+  const run = runCli;
   await saveTo(f('m.h5'));
   assertBadInput(await run(['anp', '-m', f('m.h5'), '--clean-valid', f('missing.h5'), '-o', f('x.h5')]), /missing\.h5: file or folder not found/);
   assertBadInput(await run(['clp', '-m', f('m.h5'), '--clean-valid', f('clean.h5'), '-o', f('m.h5')]), /m\.h5: already exists/);

@@ -19,7 +19,7 @@ import { runDefense } from '../src/defense/run.js';
 import { QUICK_DEFENSE_OPTIONS } from '../src/defense/comparison.js';
 import { COMMAND_SPECS } from '../src/cli/main.js';
 import '../src/defense/registry.js';
-import { assertBadInput, sameWeights, tempDir } from './helpers.js';
+import { assertBadInput, sameWeights, tempDir, runCli } from './helpers.js';
 
 await initBackend('wasm');
 
@@ -171,7 +171,6 @@ test('FST is registered, has quick settings, and a lazy CLI entry', () => {
 test('goodnet fst: bad input is one line, exit 2, nothing written', async () => {
   const { dir, cleanup } = tempDir('goodnet-fstcli-');
   try {
-    const { main } = await import('../src/cli/main.js');
     await saveModel(describeModel(tinyNet(2), 'tiny', 'tfjs'), `${dir}/m.h5`);
     // A model whose output does not come from a Dense layer.
     const input = tfl.input({ shape: [H, H, 1] });
@@ -179,16 +178,7 @@ test('goodnet fst: bad input is one line, exit 2, nothing written', async () => 
     const noHead = tfl.model({ inputs: input, outputs: tfl.layers.activation({ activation: 'softmax' }).apply(gap) as tfl.SymbolicTensor });
     await saveModel(describeModel(noHead, 'nohead', 'tfjs'), `${dir}/nohead.h5`);
     await writeSets(dir);
-    const run = async (argv: string[]) => {
-      const err: string[] = [];
-      const orig = process.stderr.write.bind(process.stderr);
-      process.stderr.write = ((s: string) => { err.push(String(s)); return true; }) as typeof process.stderr.write;
-      try {
-        return { code: await main(['node', 'goodnet', ...argv]), err: err.join('') };
-      } finally {
-        process.stderr.write = orig;
-      }
-    };
+    const run = runCli;
     const base = ['fst', '-m', `${dir}/m.h5`, '--clean-valid', `${dir}/clean.h5`, '-o', `${dir}/x.h5`];
     assertBadInput(await run(['fst', '-m', `${dir}/m.h5`, '--clean-valid', `${dir}/missing.h5`, '-o', `${dir}/x.h5`]), /missing\.h5: file or folder not found/);
     assertBadInput(await run([...base, '--alpha', '-1']), /--alpha must be a number >= 0/);

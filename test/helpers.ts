@@ -43,6 +43,19 @@ export function bitEqual(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
 }
 
 /** A CLI run ended as bad input should: exit 2, exactly one stderr line matching `re`, no stack trace. */
+/** Runs the CLI in this process (`goodnet ARGV...`); its exit code and what it wrote to stderr. */
+export async function runCli(argv: string[]): Promise<{ code: number; err: string }> {
+  const { main } = await import('../src/cli/main.js');
+  const err: string[] = [];
+  const orig = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((s: string) => { err.push(String(s)); return true; }) as typeof process.stderr.write;
+  try {
+    return { code: await main(['node', 'goodnet', ...argv]), err: err.join('') };
+  } finally {
+    process.stderr.write = orig;
+  }
+}
+
 export function assertBadInput(r: { code: number | null; err: string }, re: RegExp): void {
   assert.equal(r.code, 2, `exit code (stderr: ${r.err})`);
   const lines = r.err.trimEnd().split('\n');

@@ -20,9 +20,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { sharedPgd, SAU_DEFAULTS } from '../src/defense/sau.js';
 import { crossEntropyLogits, forwardLogits } from '../src/defense/channels.js';
 import { cloneNet } from '../src/defense/graph.js';
-import { main } from '../src/cli/main.js';
 import '../src/defense/registry.js';
-import { assertBadInput, tempDir, trainTinyBadNet, TINY_H, tinyImages } from './helpers.js';
+import { assertBadInput, tempDir, trainTinyBadNet, TINY_H, tinyImages, runCli } from './helpers.js';
 
 await initBackend('wasm');
 const { dir, cleanup } = tempDir('goodnet-unlearn-');
@@ -133,16 +132,7 @@ test('trigger unlearning is registered, after the defenses before it, and checks
 });
 
 test('CLI: goodnet unlearn refuses bad input in one line, exit 2, writing nothing', async () => {
-  const run = async (argv: string[]) => {
-    const err: string[] = [];
-    const orig = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((s: string) => { err.push(String(s)); return true; }) as typeof process.stderr.write;
-    try {
-      return { code: await main(['node', 'goodnet', ...argv]), err: err.join('') };
-    } finally {
-      process.stderr.write = orig;
-    }
-  };
+  const run = runCli;
   const { saveModel } = await import('../src/io/model.js');
   const m = f('m.h5');
   await saveModel(badnet, m, { overwrite: true });
