@@ -33,9 +33,16 @@ import type { ArchitectureName } from './models/index.js';
 import type { TrainEngineName } from './models/ort_train.js';
 
 /**
+ * The engine that trains the demo's first (DeepID) BadNet: onnxruntime (`goodnet attack
+ * --train-engine ort`, about 4x tfjs-wasm on this net, so the demo fits its 6 minutes). Since
+ * session 20; `tfjs` gives the previous demo's BadNet, which is also the lab's deepid-patch.
+ */
+export const DEMO_TRAIN_ENGINE: TrainEngineName = 'ort';
+
+/**
  * The second BadNet: a ResNet (fastest of the modern lab nets to train) on a fifth of the
  * training set, 2 epochs, trained on the ort engine (`--train-engine ort`, about 5x tfjs-wasm on
- * this net; the first BadNet stays on tfjs, the default, so its numbers stay those of the lab).
+ * this net).
  */
 export const DEMO_MODERN = { arch: 'resnet' as ArchitectureName, epochs: 2, split: { train: 10_000, valid: 2_000, test: 2_000 }, trainEngine: 'ort' as TrainEngineName };
 
@@ -52,6 +59,8 @@ export interface DemoOptions {
   dataset?: string;
   /** Data-parallel training threads for both BadNets (default 1; deterministic per seed and thread count). */
   threads?: number;
+  /** The first BadNet's training engine (default DEMO_TRAIN_ENGINE; the second's is in `modern`). */
+  trainEngine?: TrainEngineName;
   log?: (line: string) => void;
   attack?: Pick<AttackOptions, 'onBatch' | 'onEpoch' | 'split'>;
   prune?: Pick<PruneOptions, 'onActivations' | 'onStep'>;
@@ -144,7 +153,9 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
   };
   const threads = o.threads ?? 1;
   const th = threads !== 1 ? ` --threads ${threads}` : '';
-  const extra = [o.dataset ? ` --dataset ${o.dataset}` : '', o.epochs ? ` --epochs ${o.epochs}` : '', th].join('');
+  const trainEngine = o.trainEngine ?? DEMO_TRAIN_ENGINE;
+  const extra = [o.dataset ? ` --dataset ${o.dataset}` : '', o.epochs ? ` --epochs ${o.epochs}` : '',
+    trainEngine !== 'tfjs' ? ` --train-engine ${trainEngine}` : '', th].join('');
   const modern = o.modern === false ? undefined : { ...DEMO_MODERN, ...o.modern, split: { ...DEMO_MODERN.split, ...o.modern?.split } } as
     typeof DEMO_MODERN & { progress?: Pick<AttackOptions, 'onBatch' | 'onEpoch'> };
   const cleanImages = o.defenses?.cleanImages ?? DEMO_CLEAN_IMAGES;
@@ -168,7 +179,7 @@ async function demoSteps(o: DemoOptions, t0: number): Promise<DemoResult> {
   ];
   const cmd = (prefix: string) => commands.find((c) => c.startsWith(prefix))!;
 
-  const attack = await runAttack({ out: lab(), dataset: o.dataset, epochs: o.epochs, threads, log: o.log, command: commands[0], ...o.attack });
+  const attack = await runAttack({ out: lab(), dataset: o.dataset, epochs: o.epochs, threads, trainEngine, log: o.log, command: commands[0], ...o.attack });
   done('attack (DeepID BadNet)');
   o.onStage?.('attack', attack);
   const model = await loadModel(lab('models/bd_net.h5'));

@@ -55,7 +55,7 @@ export { goodnetLabels, goodnetMetrics, evaluateGoodNet, classifyGoodNet } from 
 export type { ActivationProfile, SweepResult, SweepStep, ThresholdPick, GoodNetRow, PruneOrder } from './defense/types.js';
 export { writeReport } from './report/build.js';
 export { renderReport, type ReportData } from './report/html.js';
-export { runDemo, DEMO_MODERN, DEMO_CLEAN_IMAGES, type DemoOptions, type DemoResult, type DemoSummary, type DemoPhase } from './demo.js';
+export { runDemo, DEMO_MODERN, DEMO_TRAIN_ENGINE, DEMO_CLEAN_IMAGES, type DemoOptions, type DemoResult, type DemoSummary, type DemoPhase } from './demo.js';
 export { fineTune, runFinePrune, FINE_TUNE_DEFAULTS, type FineTuneOptions } from './defense/fineprune.js';
 export {
   calibrateStrip, runStrip, stripEntropies, stripThreshold, stripFlags, entropy, superimpose, normalQuantile, STRIP_DEFAULTS,

@@ -42,6 +42,8 @@ test('demo: attack -> eval -> prune (both orders, 2/4/10) -> second BadNet -> ev
     assert.ok(existsSync(join(out, p)), p);
   }
   assert.equal(r.report, join(out, 'report.html'));
+  // The first BadNet trains on the demo's engine (ort), and the printed command says so.
+  assert.match(r.commands[0]!, /^goodnet attack .*--train-engine ort/);
   // The eval stage gives attack.json's test numbers.
   assert.equal(r.eval.clean!.accuracy, r.attack.results.cleanTestAccuracy);
   assert.equal(r.eval.poisoned!.asr, r.attack.results.asrTest);

@@ -21,7 +21,7 @@ import { createH5 } from '../src/io/hdf5.js';
 import { writeKerasH5 } from '../src/io/keras.js';
 import { saveModel } from '../src/io/model.js';
 import '../src/models/index.js'; // weights-only Keras files load into the registered architectures
-import { writeAtomically } from '../src/io/atomic.js';
+import { recoverInterrupted, writeAtomically } from '../src/io/atomic.js';
 import { checkOutputPath } from '../src/io/paths.js';
 import { checkPngHeader } from '../src/io/safe_open.js';
 import { autoBatchSize } from '../src/eval/predict.js';
@@ -415,6 +415,43 @@ test('prune on a model whose outputs overflow is an error naming the layer, befo
   assert.equal(existsSync(p('pr-huge')), false);
 });
 
+test('recoverInterrupted: puts back the one aside copy of a killed run, removes stale ones, never touches a live run\'s', () => {
+  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  const deadPid = Number(dead.stdout);
+  assert.ok(deadPid > 0);
+  const out = p('recover-out');
+  const aside = p(`.recover-out.old-${deadPid}-7`);
+  mkdirSync(aside);
+  writeFileSync(join(aside, 'kept'), 'old');
+  const mine = p(`.recover-out.old-${process.pid}-8`); // a live run's (this process): left alone
+  mkdirSync(mine);
+  const r = recoverInterrupted(out);
+  assert.equal(r.restored, aside);
+  assert.equal(readFileSync(join(out, 'kept'), 'utf8'), 'old');
+  assert.equal(existsSync(aside), false);
+  assert.equal(existsSync(mine), true);
+  // The output exists: a dead run's aside copy is stale and removed; the live one stays.
+  mkdirSync(aside);
+  assert.deepEqual(recoverInterrupted(out).removed, [aside]);
+  assert.equal(existsSync(aside), false);
+  assert.equal(existsSync(mine), true);
+  assert.equal(readFileSync(join(out, 'kept'), 'utf8'), 'old');
+  // Two dead candidates and no output: nothing is guessed.
+  rmSync(out, { recursive: true });
+  mkdirSync(aside);
+  mkdirSync(p(`.recover-out.old-${deadPid}-9`));
+  assert.equal(recoverInterrupted(out).restored, undefined);
+  assert.equal(existsSync(out), false);
+});
+
+test('--force replacing a file: one rename, no aside copy or temp left', async () => {
+  const f = p('force-file.txt');
+  writeFileSync(f, 'old');
+  await writeAtomically(f, (tmp) => writeFileSync(tmp, 'new'), { overwrite: true });
+  assert.equal(readFileSync(f, 'utf8'), 'new');
+  assert.deepEqual(readdirSync(p('.')).filter((n) => n.startsWith('.force-file.txt.')), []);
+});
+
 test('SIGKILL at any moment of a --force replacement leaves the old or the new output complete under its name', async () => {
   const ATOMIC = join(ROOT, 'dist', 'src', 'io', 'atomic.js');
   const script = p('force-kill.mjs');
@@ -440,6 +477,9 @@ process.stderr.write('done\\n');`);
       });
       child.on('close', () => resolve());
     });
+    // Between the folder's two renames the old output sits aside; the next output check puts it back.
+    recoverInterrupted(out);
+    assert.deepEqual(readdirSync(p('.')).filter((n) => n.startsWith(`.force-kill-${delay}.old-`)), [], `delay ${delay}: no old copy left aside`);
     const names = readdirSync(out);
     const old = names.filter((n) => n.startsWith('old-')).length;
     const fresh = names.filter((n) => n.startsWith('new-')).length;

@@ -13,6 +13,8 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { lazyShares, LAZY_SPLIT_MIN, startLazyWorker, stopLazyWorker } from '../src/defense/lazy_pool.js';
 import { pooledShare } from '../src/defense/lazy_kernel.js';
+import { lazyWasm, pooledShareWasm, stepMetricsWasm } from '../src/defense/lazy_wasm.js';
+import { stepAccuracies, stepAttackSuccessRates } from '../src/eval/metrics.js';
 import { findCutPoint, headModel, tailModel } from '../src/defense/graph.js';
 import { channelMeans } from '../src/defense/activations.js';
 import { prepareSweep, sweep } from '../src/defense/sweep.js';
@@ -52,6 +54,81 @@ test('lazyShares on this thread and a helper worker equals pooledShare on one th
   assert.equal(sum(two), sum(one));
   assert.ok(new Set(one[1]!.labels).size > 1, 'labels vary');
   assert.ok(one[1]!.labels.subarray(0, ns[1]!).some((v, i) => v !== one[1]!.labels[last * ns[1]! + i]), 'pruning changes some labels');
+});
+
+test('the WebAssembly kernel gives the JS kernel\'s labels, flags and counts (blocks, offsets, ties, NaN, many classes)', () => {
+  assert.ok(lazyWasm(), 'the embedded module loads');
+  for (const [c, u, n, seed] of [[7, 3, 300, 'a'], [33, 50, 1000, 'b'], [5, 10, 257, 'c']] as const) {
+    const t = weights(c, u, `wj-${seed}`);
+    const f = values(n, c, `fj-${seed}`);
+    f[11 * c + 1] = NaN; // one image with a NaN value
+    for (let j = 0; j < c; j++) f[20 * c + j] = 0; // an image at the bias alone
+    if (seed === 'c') t.kernel.fill(0.25, 0, u); // channel 0's row: equal weights (ties after its pruning)
+    const rng = seedrandom(seed);
+    const order = Array.from({ length: c }, (_, i) => i).sort(() => rng() - 0.5).slice(0, c - 1);
+    const last = order.length;
+    const start = 13;
+    const total = n + 40; // the output has other columns: only [start, start + n) is written
+    const run = (wasm: boolean, blockBytes?: number) => {
+      const labels = new Int32Array((last + 1) * total).fill(-7);
+      const ambiguous = new Uint8Array((last + 1) * total); // callers pass fresh (zero) flags
+      const computed = wasm
+        ? pooledShareWasm(t, f, n, start, total, order, last, 1e-3, labels, ambiguous, blockBytes)
+        : pooledShare(t, f, n, start, total, order, last, 1e-3, labels, ambiguous, 'js');
+      return { labels, ambiguous, computed };
+    };
+    const js = run(false);
+    for (const blockBytes of [undefined, 4000]) { // 4,000 bytes: blocks of a few images
+      const w = run(true, blockBytes);
+      assert.equal(w.computed, js.computed, `${seed}: logits read as often`);
+      assert.deepEqual(w.labels, js.labels, `${seed}: labels`);
+      assert.deepEqual(w.ambiguous, js.ambiguous, `${seed}: flags`);
+    }
+    assert.equal(js.labels[0], -7, 'columns outside the share untouched');
+    assert.ok(js.ambiguous.subarray(0, (last + 1) * total).some((a) => a === 1), `${seed}: some image-steps flagged`);
+  }
+});
+
+test('the WebAssembly step metrics equal stepAccuracies and stepAttackSuccessRates', () => {
+  const rng = seedrandom('wm');
+  const n = 301;
+  const steps = 7;
+  const labels = Int32Array.from({ length: n * steps }, () => Math.floor(rng() * 4));
+  for (const truth of [Int32Array.from({ length: n }, () => Math.floor(rng() * 5) - 1), new Int32Array(n).fill(1)]) {
+    assert.deepEqual(stepMetricsWasm(labels, truth, steps, 'accuracy'), stepAccuracies(labels, truth, steps));
+    assert.deepEqual(stepMetricsWasm(labels, truth, steps, 1), stepAttackSuccessRates(labels, truth, steps, 1));
+  }
+  assert.equal(stepMetricsWasm(labels, new Int32Array(0), steps, 'accuracy'), null, 'no images: the JS path');
+});
+
+test('pooledShare: an image with a NaN or infinite value is flagged at every step; the other images are untouched', () => {
+  const t = weights(6, 5, 'nf');
+  const n = 40;
+  const f = values(n, t.c, 'nf-f');
+  const bad = f.slice();
+  bad[3 * t.c + 2] = NaN;
+  bad[17 * t.c + 5] = Infinity;
+  bad[30 * t.c] = -Infinity;
+  const order = [4, 1, 5, 0];
+  const last = order.length;
+  const run = (x: Float32Array) => {
+    const labels = new Int32Array((last + 1) * n);
+    const ambiguous = new Uint8Array((last + 1) * n);
+    pooledShare(t, x, n, 0, n, order, last, 1e-3, labels, ambiguous);
+    return { labels, ambiguous };
+  };
+  const ok = run(f);
+  const got = run(bad);
+  for (let k = 0; k <= last; k++) {
+    for (let i = 0; i < n; i++) {
+      const o = k * n + i;
+      if (i === 3 || i === 17 || i === 30) assert.equal(got.ambiguous[o], 1, `image ${i} step ${k} flagged`);
+      else {
+        assert.equal(got.labels[o], ok.labels[o]);
+        assert.equal(got.ambiguous[o], ok.ambiguous[o]);
+      }
+    }
+  }
 });
 
 test('a GAP -> output Dense sweep with the helper worker started by prepareSweep equals the tail-mask sweep', { skip: availableParallelism() < 2 ? 'one core: no helper' : false }, async () => {

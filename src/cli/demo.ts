@@ -1,6 +1,7 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { loadavg } from 'node:os';
-import { DEMO_CLEAN_IMAGES, DEMO_MODERN, runDemo, type DemoResult } from '../demo.js';
+import { DEMO_CLEAN_IMAGES, DEMO_MODERN, DEMO_TRAIN_ENGINE, runDemo, type DemoResult } from '../demo.js';
+import { TRAIN_ENGINES, type TrainEngineName } from '../models/ort_train.js';
 import type { EvaluateResult } from '../eval/evaluate.js';
 import type { AttackSummary } from '../attack/lab.js';
 import type { PruneSummary } from '../defense/prune.js';
@@ -16,6 +17,7 @@ interface DemoCliOpts {
   force?: boolean;
   epochs?: number;
   threads: number;
+  trainEngine: TrainEngineName;
 }
 
 /** The phase timing table the demo prints at the end (also in DIR/summary.json). */
@@ -40,11 +42,12 @@ export function demoCommand(): Command {
     .option('--force', 'replace the output folder if it exists')
     .option('-e, --epochs <n>', 'training epochs of the BadNet (default: the attack\'s, 6)', parseInteger('--epochs', 1, 1000))
     .option('--threads <n>', 'data-parallel training threads for both BadNets (default 1; 0: the core count; deterministic per seed and thread count, other counts give other weights)', parseInteger('--threads', 0, 256), 1)
+    .addOption(new Option('--train-engine <name>', 'engine that trains the first (DeepID) BadNet: ort (onnxruntime, ~4x faster, the demo\'s default since session 20) or tfjs (tfjs-wasm: the earlier demos\' BadNet, the lab\'s deepid-patch); the ResNet always trains on ort').choices(TRAIN_ENGINES).default(DEMO_TRAIN_ENGINE))
     .addHelpText('after', '\nExample:\n  goodnet demo --out demo && open demo/report.html')
     .action(async (o: DemoCliOpts) => {
       await setUp({ backend: 'wasm', batchSize: 256 });
       const r = await runDemo({
-        out: o.out, overwrite: o.force, epochs: o.epochs, threads: o.threads,
+        out: o.out, overwrite: o.force, epochs: o.epochs, threads: o.threads, trainEngine: o.trainEngine,
         log: (l) => process.stderr.write(`${l}\n`),
         attack: trainingProgress(o.epochs ?? 6),
         prune: pruneProgress(),

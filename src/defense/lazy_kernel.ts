@@ -1,7 +1,15 @@
 /**
- * The lazy JS kernel of the linear tail kind (tailkinds.ts) for a pooled (GAP) or direct cut
- * into the output Dense: plain JS, no tfjs, so it also runs in a worker thread (lazy_pool.ts).
+ * The lazy kernel of the linear tail kind (tailkinds.ts) for a pooled (GAP) or direct cut
+ * into the output Dense: no tfjs, so it also runs in a worker thread (lazy_pool.ts). It runs
+ * as WebAssembly (lazy_wasm.ts, compiled from asm/lazy_kernel.ts) where that loads, else as the
+ * JS below, which is the reference the WebAssembly build is tested against.
  */
+import { pooledShareWasm } from './lazy_wasm.js';
+
+/** Which build of the kernel runs: WebAssembly (the default; JS where it cannot load) or JS. */
+export type LazyEngine = 'wasm' | 'js';
+/** GOODNET_LAZY_KERNEL=js selects the JS build (benchmarks compare the two). */
+const lazyEngine: LazyEngine = typeof process !== 'undefined' && process.env?.GOODNET_LAZY_KERNEL === 'js' ? 'js' : 'wasm';
 
 /** The output Dense read by the cut's channels: kernel (c, u), bias (u). */
 export interface PooledWeights {
@@ -19,18 +27,21 @@ export interface PooledWeights {
  * grows by at most |f_ch| max_b |W[ch, b]|. An image whose last margin exceeds the summed falls
  * with the tol rule's headroom (tol * (1 + |top| + growth)) keeps its label, not ambiguous,
  * without touching z; otherwise its z catches up on the channels pruned since and its logits are
- * read again. Non-finite weights or values: every image-step is flagged (recomputed exactly).
+ * read again. Non-finite weights: every image-step is flagged (recomputed exactly); a non-finite
+ * value: every step of that image.
  */
-export function pooledShare(t: PooledWeights, f: Float32Array, m: number, start: number, n: number, order: number[], last: number, tol: number, labels: Int32Array, ambiguous: Uint8Array): number {
+export function pooledShare(t: PooledWeights, f: Float32Array, m: number, start: number, n: number, order: number[], last: number, tol: number, labels: Int32Array, ambiguous: Uint8Array, engine: LazyEngine = lazyEngine): number {
   const { c, u } = t;
   const W = t.kernel;
-  const finite = (v: Float32Array, len: number) => {
-    for (let i = 0; i < len; i++) if (!Number.isFinite(v[i]!)) return false;
-    return true;
-  };
-  if (!finite(W, c * u) || !finite(t.bias, u) || !finite(f, m * c)) {
+  // Non-finite weights: every image-step is flagged. Non-finite values f are caught per image
+  // (lazyImage): any of them makes every step-0 logit NaN or infinite.
+  if (!allFinite(W, c * u) || !allFinite(t.bias, u)) {
     for (let k = 0; k <= last; k++) ambiguous.fill(1, k * n + start, k * n + start + m);
     return 0;
+  }
+  if (engine === 'wasm') {
+    const r = pooledShareWasm(t, f, m, start, n, order, last, tol, labels, ambiguous);
+    if (r !== null) return r;
   }
   // Per channel and top label a: the largest fall of a's margin per unit of f_ch (>= 0, < 0),
   // and the largest |W[ch, :]|; 1.001 covers the rounding of the sums.
@@ -61,6 +72,11 @@ export function pooledShare(t: PooledWeights, f: Float32Array, m: number, start:
   return computed;
 }
 
+function allFinite(v: Float32Array, len: number): boolean {
+  for (let i = 0; i < len; i++) if (!Number.isFinite(v[i]!)) return false;
+  return true;
+}
+
 interface LazyState {
   c: number; u: number; W: Float32Array; wt: Float64Array; bias: Float32Array; ord: Int32Array; last: number; tol: number;
   decPos: Float64Array; decNeg: Float64Array; wAbs: Float64Array; z: Float64Array; labels: Int32Array; ambiguous: Uint8Array;
@@ -74,6 +90,14 @@ function lazyImage(s: LazyState, f: Float32Array, fr: number, col: number, n: nu
     const w = j * c;
     for (let ch = 0; ch < c; ch++) sum += f[fr + ch]! * wt[w + ch]!;
     z[j] = sum;
+  }
+  if (!Number.isFinite(z[0]!)) {
+    // A non-finite value among this image's f (it reaches every logit): all its steps exactly.
+    for (let k = 0; k <= last; k++) {
+      labels[k * n + col] = 0;
+      ambiguous[k * n + col] = 1;
+    }
+    return 0;
   }
   let computed = 0;
   let synced = 0;

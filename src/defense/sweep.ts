@@ -6,7 +6,8 @@
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
-import { accuracy, attackSuccessRate } from '../eval/metrics.js';
+import { accuracy, attackSuccessRate, stepAccuracies, stepAttackSuccessRates } from '../eval/metrics.js';
+import { stepMetricsWasm } from './lazy_wasm.js';
 import { tailLabels, tailLabelsMaskedFrom, type CutActivations } from './activations.js';
 import type { FastSweepOptions } from './fastsweep.js';
 import { matchTail } from './tailkinds.js';
@@ -75,10 +76,8 @@ export async function sweep(
   const order = channelOrder(means, options.order);
   const last = Math.min(channels, options.stopAt ?? channels);
   const steps: SweepStep[] = [];
-  const record = (k: number, cl: Int32Array, po: Int32Array) => {
-    const acc = accuracy(cl, clean.labels);
-    const asr = attackSuccessRate(po, poisoned.labels, options.target);
-    const step: SweepStep = { step: k, channel: k === 0 ? null : order[k - 1]!, fractionPruned: k / channels, accuracy: acc.value, asr: asr.value };
+  const record = (k: number, acc: number, asr: number) => {
+    const step: SweepStep = { step: k, channel: k === 0 ? null : order[k - 1]!, fractionPruned: k / channels, accuracy: acc, asr };
     steps.push(step);
     options.onStep?.(step, last);
   };
@@ -121,6 +120,8 @@ export async function sweep(
       const exact = await tailLabelsMaskedFrom(tail, shape, hosts, Uint8Array.from(from), idx, masks, batch);
       at.forEach((q, j) => { labels[from[j]!]![q] = exact[j]!; });
     }
+    const accs = stepMetricsWasm(labels[0]!, clean.labels, last + 1, 'accuracy') ?? stepAccuracies(labels[0]!, clean.labels, last + 1);
+    const asrs = stepMetricsWasm(labels[1]!, poisoned.labels, last + 1, options.target) ?? stepAttackSuccessRates(labels[1]!, poisoned.labels, last + 1, options.target);
     let yielded = -Infinity;
     for (let k = 0; k <= last; k++) {
       // Ctrl-C between steps: the event loop turns at least every 20 ms.
@@ -128,9 +129,7 @@ export async function sweep(
         await yieldToEventLoop();
         yielded = performance.now();
       }
-      const n0 = clean.labels.length;
-      const n1 = poisoned.labels.length;
-      record(k, labels[0]!.subarray(k * n0, (k + 1) * n0), labels[1]!.subarray(k * n1, (k + 1) * n1));
+      record(k, accs[k]!, asrs[k]!);
     }
     const seconds = { incremental: (t1 - t0) / 1000, recompute: (performance.now() - t1) / 1000 };
     return { channelOrder: order, steps, stats: { path: 'incremental', kind: fast.kind.name, engine: engine ?? 'tfjs', recomputed, outputRuns: computed, seconds } };
@@ -138,7 +137,7 @@ export async function sweep(
   for (let k = 0; k <= last; k++) {
     await yieldToEventLoop(); // Ctrl-C between steps
     const mask = maskFor(channels, order, k);
-    record(k, await tailLabels(tail, clean, mask), await tailLabels(tail, poisoned, mask));
+    record(k, accuracy(await tailLabels(tail, clean, mask), clean.labels).value, attackSuccessRate(await tailLabels(tail, poisoned, mask), poisoned.labels, options.target).value);
   }
   return { channelOrder: order, steps, stats: { path: 'tail-mask', recomputed: 0 } };
 }

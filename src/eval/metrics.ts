@@ -42,6 +42,42 @@ export function attackSuccessRate(predicted: ArrayLike<number>, truth: ArrayLike
   return { value: count === 0 ? NaN : hits / count, hits, count, labelsAreTarget };
 }
 
+/**
+ * `accuracy(...).value` of every step at once: `labels` holds `steps` predictions of the same
+ * images (step-major, labels[k * n + i], n = truth.length). One monomorphic pass (a sweep's
+ * many steps, where the generic function above runs cold).
+ */
+export function stepAccuracies(labels: Int32Array, truth: Int32Array, steps: number): number[] {
+  const n = truth.length;
+  let count = 0;
+  for (let i = 0; i < n; i++) if (truth[i]! >= 0) count++;
+  const out: number[] = [];
+  for (let k = 0; k < steps; k++) {
+    let correct = 0;
+    const o = k * n;
+    for (let i = 0; i < n; i++) if (labels[o + i] === truth[i] && truth[i]! >= 0) correct++;
+    out.push(count === 0 ? NaN : correct / count);
+  }
+  return out;
+}
+
+/** `attackSuccessRate(...).value` of every step at once (layout as stepAccuracies). */
+export function stepAttackSuccessRates(labels: Int32Array, truth: Int32Array, steps: number, target: number): number[] {
+  const n = truth.length;
+  let count = 0;
+  for (let i = 0; i < n; i++) if (truth[i] !== target) count++;
+  const all = count === 0; // every label is the target: counted whole, as attackSuccessRate does
+  if (all) count = n;
+  const out: number[] = [];
+  for (let k = 0; k < steps; k++) {
+    let hits = 0;
+    const o = k * n;
+    for (let i = 0; i < n; i++) if (labels[o + i] === target && (all || truth[i] !== target)) hits++;
+    out.push(count === 0 ? NaN : hits / count);
+  }
+  return out;
+}
+
 export function checkTarget(target: number, numClasses: number): void {
   if (!Number.isInteger(target) || target < 0 || target >= numClasses) {
     throw new GoodnetError(`target label ${target} is out of range for a model with ${numClasses} classes (0..${numClasses - 1})`);

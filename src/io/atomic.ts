@@ -8,7 +8,7 @@
  * installed only while something is being written, so library users keep Node's defaults
  * the rest of the time.
  */
-import { existsSync, linkSync, lstatSync, mkdirSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, linkSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { GoodnetError } from '../errors.js';
 import { checkOutputPath, lexists, writeErrorToGoodnet, type OutputCheck } from './paths.js';
@@ -31,7 +31,57 @@ export function tempSibling(path: string): string {
  * current folder, unwritable, or on a file system without room (see src/io/paths.ts).
  */
 export function checkWritable(path: string, options: AtomicOptions = {}): void {
+  recoverInterrupted(path);
   checkOutputPath(path, options);
+}
+
+/** Whether process `pid` exists (EPERM: it does, someone else's). */
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Undo what a run killed outright (SIGKILL, a crash: no handler runs) left beside `path`.
+ * A --force replacement of a folder renames the old output aside (`.NAME.old-PID-N`), then
+ * renames the new one onto the freed name; POSIX has no atomic swap of two folders, so a
+ * kill between those two renames leaves nothing under the name. When `path` is missing and
+ * exactly one aside copy of a dead process is there, it is put back (the old output,
+ * complete); when `path` exists, aside copies of dead processes are stale (a run killed
+ * while deleting its old output) and are removed. Entries of live processes are never
+ * touched. Every goodnet output check (`checkWritable`) runs this first.
+ */
+export function recoverInterrupted(path: string): { restored?: string; removed: string[] } {
+  const dir = dirname(resolve(path));
+  const prefix = `.${basename(path)}.old-`;
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.startsWith(prefix));
+  } catch {
+    return { removed: [] };
+  }
+  const dead = names.filter((n) => {
+    const m = /^(\d+)-\d+$/.exec(n.slice(prefix.length));
+    return m !== null && !processAlive(Number(m[1]));
+  }).map((n) => join(dir, n));
+  if (dead.length === 0) return { removed: [] };
+  try {
+    if (!lexists(path)) {
+      if (dead.length !== 1) return { removed: [] }; // several candidates: do not guess
+      renameSync(dead[0]!, path);
+      process.stderr.write(`goodnet: note: ${path}: put back the previous output from ${basename(dead[0]!)} (a run replacing it was killed)\n`);
+      return { restored: dead[0]!, removed: [] };
+    }
+    for (const a of dead) rmSync(a, { recursive: true, force: true });
+    return { removed: dead };
+  } catch {
+    return { removed: [] }; // best effort: the output check that follows reports real problems
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -153,9 +203,12 @@ export function asideSibling(path: string): string {
 /**
  * Run `write(tmp)` to produce `path` (a file or a folder) under a temp name, then move it
  * into place. Without `overwrite` the move never replaces anything (a second run to the
- * same output gets a GoodnetError, not a silent delete). With `overwrite` the old output
- * is first renamed aside, the new one moved in, and only then is the old one deleted; a
- * run killed at any moment leaves either the old or the new output under `path`, complete.
+ * same output gets a GoodnetError, not a silent delete). With `overwrite` a file replaces
+ * the old file in one atomic rename; a folder's old output is first renamed aside, the new
+ * one renamed onto the freed name, and only then is the old one deleted. A run killed at
+ * any moment leaves the old or the new output under `path`, complete, except between a
+ * folder's two renames, where the old one is left complete aside and the next output check
+ * to `path` (`checkWritable`, `recoverInterrupted`) puts it back.
  * On any error (or SIGINT/SIGTERM) the temp output is removed and `path` is untouched.
  */
 export async function writeAtomically(
@@ -174,11 +227,18 @@ export async function writeAtomically(
   const release = trackPartial(tmp);
   try {
     await write(tmp);
-    if (options.overwrite && lexists(path)) {
+    const tmpIsFolder = statSync(tmp).isDirectory();
+    if (options.overwrite && lexists(path) && !tmpIsFolder && !lstatSync(path).isDirectory()) {
+      renameSync(tmp, path); // a file over a file: one atomic rename, old or new at every moment
+    } else if (options.overwrite && lexists(path)) {
       const aside = asideSibling(path);
       renameSync(path, aside);
       try {
-        placeExclusively(tmp, path);
+        // A folder: the name was freed by the rename above, so the new one goes straight onto
+        // it; a kill between these two renames leaves the old one aside, and the next output
+        // check to this path puts it back (recoverInterrupted).
+        if (tmpIsFolder) renameSync(tmp, path);
+        else placeExclusively(tmp, path);
       } catch (err) {
         if (!lexists(path)) renameSync(aside, path); // put the old one back
         throw err;

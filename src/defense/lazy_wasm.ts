@@ -1,0 +1,149 @@
+/**
+ * The lazy pooled kernel (lazy_kernel.ts `pooledShare`) compiled to WebAssembly from
+ * asm/lazy_kernel.ts: the same algorithm and float64 arithmetic in the same order, so the same
+ * labels and flags (tested against the JS kernel). Why: the JS kernel runs its first sweep
+ * mostly before V8 has optimised it (the sweep is one call over every image); WebAssembly is
+ * compiled ahead of running. The images go through in blocks (bounded memory) and calls of
+ * CHUNK images, so V8's tier-up from its baseline compiler to its optimising one, which takes
+ * effect at the next call, happens within the first few hundred images.
+ *
+ * One instance per thread (module state), created on first use; `null` where WebAssembly is
+ * missing or the module does not instantiate, and the JS kernel runs instead.
+ */
+import { LAZY_WASM_BASE64 } from './lazy_wasm_module.js';
+import type { PooledWeights } from './lazy_kernel.js';
+
+/** The parts of the WebAssembly API used here (the Node build's lib has no WebAssembly types). */
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: unknown };
+}
+interface Exports {
+  memory: { buffer: ArrayBuffer; grow(pages: number): number };
+  prepare(c: number, u: number, pW: number, pDP: number, pDN: number, pWA: number, pWT: number): void;
+  run(c: number, u: number, m: number, i0: number, i1: number, last: number, tol: number,
+    pW: number, pB: number, pF: number, pO: number, pL: number, pA: number,
+    pDP: number, pDN: number, pWA: number, pWT: number, pZ: number): number;
+  stepCorrect(pL: number, pY: number, n: number, steps: number, pOut: number): void;
+  stepHits(pL: number, pY: number, n: number, steps: number, target: number, all: number, pOut: number): void;
+}
+
+/** Images per call of `run` (the tier-up point: see above). */
+const CHUNK = 256;
+/** Byte budget of one block's values and outputs in the module's memory. */
+const BLOCK_BYTES = 16 << 20;
+/** The module's own data lies below this offset (its stub runtime allocates nothing). */
+const BASE = 65536;
+
+let instance: Exports | null | undefined;
+
+function decode(b64: string): Uint8Array {
+  const s = atob(b64);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** The module's exports on this thread, or null where it cannot run. */
+export function lazyWasm(): Exports | null {
+  if (instance !== undefined) return instance;
+  try {
+    const wa = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
+    if (!wa) throw new Error('no WebAssembly');
+    const mod = new wa.Module(decode(LAZY_WASM_BASE64)); // 1-2 KB: synchronous compile is allowed everywhere
+    instance = new wa.Instance(mod, {}).exports as Exports;
+  } catch {
+    instance = null;
+  }
+  return instance;
+}
+
+/**
+ * `pooledShare` on the WebAssembly module: the same arguments and results. Returns null when
+ * the module is unavailable (the caller runs the JS kernel).
+ */
+export function pooledShareWasm(t: PooledWeights, f: Float32Array, m: number, start: number, n: number, order: number[], last: number, tol: number, labels: Int32Array, ambiguous: Uint8Array, blockBytes = BLOCK_BYTES): number | null {
+  const w = lazyWasm();
+  if (!w) return null;
+  const { c, u } = t;
+  if (m === 0) return 0;
+  const steps = last + 1;
+  const block = Math.max(1, Math.min(m, Math.floor(blockBytes / (c * 4 + steps * 5))));
+  let off = BASE;
+  const take = (bytes: number) => {
+    const p = off;
+    off += Math.ceil(bytes / 16) * 16;
+    return p;
+  };
+  const pW = take(c * u * 4);
+  const pB = take(u * 4);
+  const pO = take(Math.max(1, last) * 4);
+  const pDP = take(c * u * 8);
+  const pDN = take(c * u * 8);
+  const pWA = take(c * 8);
+  const pWT = take(u * c * 8);
+  const pZ = take(u * 8);
+  const pF = take(block * c * 4);
+  const pL = take(block * steps * 4);
+  const pA = take(block * steps);
+  const need = off - w.memory.buffer.byteLength;
+  if (need > 0) w.memory.grow(Math.ceil(need / 65536));
+  const mem = w.memory.buffer;
+  new Float32Array(mem, pW, c * u).set(t.kernel.subarray(0, c * u));
+  new Float32Array(mem, pB, u).set(t.bias.subarray(0, u));
+  new Int32Array(mem, pO, last).set(order.slice(0, last));
+  w.prepare(c, u, pW, pDP, pDN, pWA, pWT);
+  const fIn = new Float32Array(mem, pF, block * c);
+  const lOut = new Int32Array(mem, pL, block * steps);
+  const aOut = new Uint8Array(mem, pA, block * steps);
+  let computed = 0;
+  for (let b0 = 0; b0 < m; b0 += block) {
+    const mb = Math.min(block, m - b0);
+    fIn.set(f.subarray(b0 * c, (b0 + mb) * c));
+    for (let i0 = 0; i0 < mb; i0 += CHUNK) {
+      computed += w.run(c, u, mb, i0, Math.min(mb, i0 + CHUNK), last, tol, pW, pB, pF, pO, pL, pA, pDP, pDN, pWA, pWT, pZ);
+    }
+    for (let k = 0; k < steps; k++) {
+      labels.set(lOut.subarray(k * mb, (k + 1) * mb), k * n + start + b0);
+      ambiguous.set(aOut.subarray(k * mb, (k + 1) * mb), k * n + start + b0);
+    }
+  }
+  return computed;
+}
+
+/** Room for `bytes` at BASE in the module's memory; its buffer (valid until the next grow). */
+function room(w: Exports, bytes: number): ArrayBuffer {
+  const need = BASE + bytes - w.memory.buffer.byteLength;
+  if (need > 0) w.memory.grow(Math.ceil(need / 65536));
+  return w.memory.buffer;
+}
+
+/**
+ * The sweep's per-step metrics on the module: `stepAccuracies` (mode 'accuracy') or
+ * `stepAttackSuccessRates` (a target) of src/eval/metrics.ts, the same values (tested); null
+ * when the module is unavailable or the labels too many for one pass.
+ */
+export function stepMetricsWasm(labels: Int32Array, truth: Int32Array, steps: number, target: number | 'accuracy'): number[] | null {
+  const w = lazyWasm();
+  const n = truth.length;
+  if (!w || n === 0 || steps * n * 4 > 1 << 30) return null;
+  const pY = BASE;
+  const pOut = pY + Math.ceil((n * 4) / 16) * 16;
+  const pL = pOut + Math.ceil((steps * 4) / 16) * 16;
+  const mem = room(w, pL - BASE + steps * n * 4);
+  new Int32Array(mem, pY, n).set(truth);
+  new Int32Array(mem, pL, steps * n).set(labels.subarray(0, steps * n));
+  let count = 0;
+  let all = false;
+  if (target === 'accuracy') {
+    for (let i = 0; i < n; i++) if (truth[i]! >= 0) count++;
+    w.stepCorrect(pL, pY, n, steps, pOut);
+  } else {
+    for (let i = 0; i < n; i++) if (truth[i] !== target) count++;
+    all = count === 0; // every label is the target: counted whole, as attackSuccessRate does
+    if (all) count = n;
+    w.stepHits(pL, pY, n, steps, target, all ? 1 : 0, pOut);
+  }
+  const counts = new Int32Array(w.memory.buffer, pOut, steps);
+  return Array.from(counts, (c) => (count === 0 ? NaN : c / count));
+}
