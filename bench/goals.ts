@@ -282,7 +282,7 @@ async function sweepRows(): Promise<Row[]> {
   const any = JSON.parse(readFileSync(join(ROOT, 'bench', 'results_any.json'), 'utf8')) as { rows: Array<{ name: string; goodnetSweep: number; goodnetSweepCpu?: number; torch?: number; torchCpu?: number; kind: string; engine?: string; equal: boolean }> };
   for (const x of any.rows) {
     const what = x.name === 'mnist' ? 'MNIST-style Conv-AvgPool-Dense' : 'small ResNet, GAP';
-    rows.push(row(`pruning sweep (${what}, ${x.kind} kind${x.equal ? '' : ', NOT EQUAL'})`, x.goodnetSweep, x.torch, x.engine === 'js' ? 'goodnet prune sweep, lazy JS kernel on 2 threads (this one + 1 helper worker); CPU s of a second, warm call' : `goodnet prune sweep, ${x.engine === 'ort' ? 'onnxruntime ' : ''}1 thread`, 'PyTorch 1 thread (bench/peer_torch.py --cut-file)', r.load, x.goodnetSweepCpu, x.torchCpu));
+    rows.push(row(`pruning sweep (${what}, ${x.kind} kind${x.equal ? '' : ', NOT EQUAL'})`, x.goodnetSweep, x.torch, x.engine === 'js' || x.engine === 'wasm' ? `goodnet prune sweep, lazy ${x.engine === 'wasm' ? 'WebAssembly' : 'JS'} kernel on 2 threads (this one + 1 helper worker); CPU s of a second, warm call` : `goodnet prune sweep, ${x.engine === 'ort' ? 'onnxruntime ' : ''}1 thread`, 'PyTorch 1 thread (bench/peer_torch.py --cut-file)', r.load, x.goodnetSweepCpu, x.torchCpu));
   }
   if (process.argv.includes('--prune-deepid')) {
     const d = await bench('prune_speed.js', []);

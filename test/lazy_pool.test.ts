@@ -153,7 +153,7 @@ test('a GAP -> output Dense sweep with the helper worker started by prepareSweep
   for (const order of ['asc', 'desc'] as const) {
     const ref = await sweep(tail, clean, poisoned, means, { order, target: 0, fast: false });
     const got = await sweep(tail, clean, poisoned, means, { order, target: 0 });
-    assert.equal(got.stats.engine, 'js');
+    assert.equal(got.stats.engine, 'wasm');
     got.steps.forEach((s, k) => assert.deepEqual(s, ref.steps[k], `${order} step ${k}`));
   }
   tf.dispose([clean.values, poisoned.values]);

@@ -100,7 +100,7 @@ test('linear kind, pooled cut into the output layer: the lazy JS path equals the
     tfl.layers.globalAveragePooling2d({}),
     tfl.layers.dense({ units: 5, activation: 'softmax', kernelInitializer: glorot(15), biasInitializer: normal(16) }),
   ] });
-  await checkEngines(gap, [8, 8, 3], 5, [{ fast: {}, engine: 'js' }, { fast: { tol: Infinity }, engine: 'js' }]);
+  await checkEngines(gap, [8, 8, 3], 5, [{ fast: {}, engine: 'wasm' }, { fast: { tol: Infinity }, engine: 'wasm' }]);
   const c = findCutPoint(gap);
   const head = headModel(gap, c);
   const a = cut(head, 100, [8, 8, 3], 5, 'lazy');

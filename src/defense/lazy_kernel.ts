@@ -4,12 +4,17 @@
  * as WebAssembly (lazy_wasm.ts, compiled from asm/lazy_kernel.ts) where that loads, else as the
  * JS below, which is the reference the WebAssembly build is tested against.
  */
-import { pooledShareWasm } from './lazy_wasm.js';
+import { lazyWasm, pooledShareWasm } from './lazy_wasm.js';
 
 /** Which build of the kernel runs: WebAssembly (the default; JS where it cannot load) or JS. */
 export type LazyEngine = 'wasm' | 'js';
 /** GOODNET_LAZY_KERNEL=js selects the JS build (benchmarks compare the two). */
 const lazyEngine: LazyEngine = typeof process !== 'undefined' && process.env?.GOODNET_LAZY_KERNEL === 'js' ? 'js' : 'wasm';
+
+/** The build that `pooledShare` runs on this thread by default. */
+export function lazyKernelEngine(): LazyEngine {
+  return lazyEngine === 'wasm' && lazyWasm() ? 'wasm' : 'js';
+}
 
 /** The output Dense read by the cut's channels: kernel (c, u), bias (u). */
 export interface PooledWeights {

@@ -37,8 +37,8 @@ export interface SweepStats {
   path: 'incremental' | 'tail-mask';
   /** The incremental path's tail kind (tailkinds.ts): 'deepid' or 'linear'. */
   kind?: string;
-  /** What ran the kind's kernel: 'tfjs', 'ort' (onnxruntime-node) or 'js' (float64 in JS, the linear kind's pooled cut into the output layer). */
-  engine?: 'tfjs' | 'ort' | 'js';
+  /** What ran the kind's kernel: 'tfjs', 'ort' (onnxruntime-node), or for the linear kind's pooled cut into the output layer 'wasm' (float64 in WebAssembly) or 'js' (the same in JS). */
+  engine?: 'tfjs' | 'ort' | 'js' | 'wasm';
   /** Image-steps recomputed with the reference tail because their margin was too small. */
   recomputed: number;
   /** Incremental path: image-steps that ran the output layer (the others provably kept their label). */

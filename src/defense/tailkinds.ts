@@ -24,7 +24,7 @@ import type { CutActivations } from './activations.js';
 import { fastShares, FAST_TOL, matchDeepIdTail, splitShares, type DeepIdTail, type FastSweepOptions, type ShareResult } from './fastsweep.js';
 import { ortLinearShare, prepareOrtSweep } from './ortsweep.js';
 import { getBackend } from '../engine/backend.js';
-import { pooledShare } from './lazy_kernel.js';
+import { lazyKernelEngine, pooledShare } from './lazy_kernel.js';
 import { lazyShares, startLazyWorker } from './lazy_pool.js';
 
 type Layer = tfl.layers.Layer;
@@ -34,8 +34,8 @@ export interface TailKind<T> {
   match(tail: tfl.LayersModel, channels: number): T | null;
   /** Start the kernel's engine ahead of the sweep (optional; never throws). */
   prepare?(t: T, o: FastSweepOptions): void;
-  /** engine: what ran the kernel ('tfjs', 'ort', or 'js': plain JS; undefined: tfjs). */
-  run(t: T, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions, host?: (set: number) => Promise<Float32Array>): Promise<{ sets: ShareResult[]; computed: number; engine?: 'tfjs' | 'ort' | 'js' }>;
+  /** engine: what ran the kernel ('tfjs', 'ort', 'wasm' or 'js': the lazy kernel's WebAssembly or JS build; undefined: tfjs). */
+  run(t: T, sets: CutActivations[], order: number[], last: number, o: FastSweepOptions, host?: (set: number) => Promise<Float32Array>): Promise<{ sets: ShareResult[]; computed: number; engine?: 'tfjs' | 'ort' | 'js' | 'wasm' }>;
 }
 
 export const deepIdKind: TailKind<DeepIdTail> = {
@@ -205,7 +205,7 @@ export const linearKind: TailKind<LinearTail> = {
     const ns = sets.map((s) => s.values.shape[0]);
     const tol = o.tol ?? FAST_TOL;
     // onnxruntime where its graph covers the tail (one set at a time, no copy), except a pooled
-    // cut into the output layer: pooledShare's lazy JS path does no work at all for most
+    // cut into the output layer: pooledShare's lazy path does no work at all for most
     // image-steps (their label provably cannot change).
     const lazy = !t.rest && t.via !== 'flatten';
     // Per-channel values of a GAP cut: the mean over positions on the backend (the tail's own
@@ -221,7 +221,7 @@ export const linearKind: TailKind<LinearTail> = {
       const fs: Float32Array[] = [];
       for (let s = 0; s < sets.length; s++) fs.push(await perChannel(s));
       const rs = await lazyShares(t, fs, ns, order, last, tol, (o.workers ?? 2) > 1);
-      return { sets: rs, computed: rs.reduce((a, r) => a + (r.computed ?? 0), 0), engine: 'js' };
+      return { sets: rs, computed: rs.reduce((a, r) => a + (r.computed ?? 0), 0), engine: lazyKernelEngine() };
     }
     if (sweepEngine(o) === 'ort') {
       const rs: ShareResult[] = [];

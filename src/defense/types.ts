@@ -56,7 +56,7 @@ export interface SweepResult {
   picks: ThresholdPick[];
   seconds: number;
   /** How the sweep ran: the incremental DeepID path or the general tail-mask path; image-steps recomputed exactly. */
-  stats?: { path: 'incremental' | 'tail-mask'; kind?: string; engine?: 'tfjs' | 'ort' | 'js'; recomputed: number; outputRuns?: number; seconds?: { incremental: number; recompute: number } };
+  stats?: { path: 'incremental' | 'tail-mask'; kind?: string; engine?: 'tfjs' | 'ort' | 'js' | 'wasm'; recomputed: number; outputRuns?: number; seconds?: { incremental: number; recompute: number } };
 }
 
 /** Test-set performance of B'_X and of the GoodNet G_X built from B and B'_X. */
