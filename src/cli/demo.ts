@@ -41,8 +41,8 @@ export function demoCommand(): Command {
     .requiredOption('-o, --out <dir>', 'output folder (must not exist, unless --force)')
     .option('--force', 'replace the output folder if it exists')
     .option('-e, --epochs <n>', 'training epochs of the BadNet (default: the attack\'s, 6)', parseInteger('--epochs', 1, 1000))
-    .option('--threads <n>', 'data-parallel training threads for both BadNets (default 1; 0: the core count; deterministic per seed and thread count, other counts give other weights)', parseInteger('--threads', 0, 256), 1)
-    .addOption(new Option('--train-engine <name>', 'engine that trains the first (DeepID) BadNet: ort (onnxruntime, ~4x faster, the demo\'s default since session 20) or tfjs (tfjs-wasm: the earlier demos\' BadNet, the lab\'s deepid-patch); the ResNet always trains on ort').choices(TRAIN_ENGINES).default(DEMO_TRAIN_ENGINE))
+    .option('--threads <n>', 'training threads for both BadNets (0: the core count; deterministic per seed and thread count, other counts give other weights)', parseInteger('--threads', 0, 256), 1)
+    .addOption(new Option('--train-engine <name>', 'engine that trains the first (DeepID) BadNet: ort (onnxruntime, about 4x faster) or tfjs (tfjs-wasm: the BadNet of goodnet\'s earlier demos, whose numbers README keeps); the ResNet always trains on ort').choices(TRAIN_ENGINES).default(DEMO_TRAIN_ENGINE))
     .addHelpText('after', '\nExample:\n  goodnet demo --out demo && open demo/report.html')
     .action(async (o: DemoCliOpts) => {
       await setUp({ backend: 'wasm', batchSize: 256 });
