@@ -353,7 +353,7 @@ export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = regist
       title: 'Trigger unlearning',
       text: [
         `Reversed a trigger for every label with Neural Cleanse's optimisation (${d.settings.reverseEpochs} epochs) on ${run.cleanImages - d.heldOut} clean images, ` +
-          `no detection, and fine-tuned with them stamped on ${Math.round(100 * d.settings.share)}% of those images (true labels kept); ${d.heldOut} clean images held out ` +
+          `${d.flagged ? 'stamped only the flagged labels\' (below)' : 'no detection'}, and fine-tuned with them stamped on ${Math.round(100 * d.settings.share)}% of those images (true labels kept); ${d.heldOut} clean images held out ` +
           `choose the epoch (highest stamped accuracy with clean accuracy within ${d.settings.maxDrop} points of the original's ${pct(d.baseline)}). ` +
           `${d.rounds.length} round(s); stopped: ${d.stopped}. First round's median mask norm ${d.median.toFixed(1)}.` +
           (d.flagged ? ` Stamped only the labels flagged by Neural Cleanse's anomaly index (log norms, > ${d.settings.anomalyThreshold}) in round 1: ${d.flagged.length ? d.flagged.join(', ') : 'none, model unchanged'}.` : ''),
