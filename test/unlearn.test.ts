@@ -136,7 +136,7 @@ test('trigger unlearning is registered, after the defenses before it, and checks
 
 test('detection-gated unlearning (--labels flagged) stamps only the labels Neural Cleanse\'s anomaly index flags, and prunes only then', async () => {
   const out = f('unlearn-flagged.h5');
-  const { result } = await runDefense({ defense: 'unlearn', model: badnet, cleanValid: f('clean.h5'), seed: 1, out, options: { ...SMALL, labels: 'flagged' }, ...MEASURE() });
+  const { result } = await runDefense({ defense: 'unlearn', model: badnet, cleanValid: f('clean.h5'), seed: 1, out, options: { ...SMALL, labels: 'flagged', starts: 2 }, ...MEASURE() });
   const d = result.details as Awaited<ReturnType<typeof runTriggerUnlearning>>['details'];
   const r1 = d.rounds[0]!;
   const norms = r1.labels.map((l) => l.norm);
@@ -148,7 +148,11 @@ test('detection-gated unlearning (--labels flagged) stamps only the labels Neura
   // Round 1 stamps only the flagged label's trigger; the others are reversed (for the median) but not stamped.
   assert.equal(r1.labels.length, 4);
   assert.deepEqual(r1.labels.filter((l) => l.stamped).map((l) => l.label), [TARGET]);
-  assert.equal(r1.triggers, 1);
+  // starts 2: the flagged label reversed once more from a fresh start; stamped too when it works below the median.
+  assert.equal(r1.starts!.length, 1);
+  const s2 = r1.starts![0]!;
+  assert.deepEqual([s2.label, s2.start, s2.stamped], [TARGET, 2, s2.reached && s2.norm < d.median]);
+  assert.equal(r1.triggers, 1 + (s2.stamped ? 1 : 0));
   // Later rounds re-reverse only the flagged labels and stamp one only while it works below the first round's median.
   for (const r of d.rounds.slice(1)) {
     assert.deepEqual(r.labels.map((l) => l.label), [TARGET]);

@@ -7,6 +7,7 @@ import { defenseCommand, type DefenseCliOpts } from './defense_cli.js';
 interface UnlearnCliOpts extends DefenseCliOpts {
   labels: UnlearnLabels;
   anomalyThreshold: number;
+  starts: number;
   rounds: number;
   share: number;
   epochs: number;
@@ -46,6 +47,7 @@ export function unlearnCommand(): Command {
     configure: (cmd) => cmd
       .addOption(new Option('--labels <which>', 'round 1 stamps the reversed triggers of all labels, only those below the median norm, or only the labels flagged by Neural Cleanse\'s anomaly index').choices([...UNLEARN_LABELS]).default(d.labels))
       .option('--anomaly-threshold <x>', 'with --labels flagged: flag labels below the median whose anomaly index (log norms) is above this', parseNonNegative('--anomaly-threshold'), d.anomalyThreshold)
+      .option('--starts <n>', 'with --labels flagged: reverse each flagged label this many times in round 1 (fresh random starts) and stamp every one that works below the median norm', parseInteger('--starts', 1), d.starts)
       .option('--rounds <n>', 'at most this many reversal + unlearning rounds', parseInteger('--rounds', 1), d.rounds)
       .option('--share <f>', 'share of the clean training images stamped with a reversed trigger (true labels kept)', parsePositive('--share'), d.share)
       .option('--epochs <n>', 'fine-tuning epochs per round (the best by the held-out criterion is kept)', parseInteger('--epochs', 1), d.epochs)
@@ -59,7 +61,7 @@ export function unlearnCommand(): Command {
       .option('--prune-norm <share>', 'prune only when some round-1 trigger has a norm below this share of that round\'s median', parsePositive('--prune-norm'), d.pruneNorm)
       .option('--prune-drop <points>', 'the pruning\'s held-out clean budget, points below the unlearned model\'s accuracy', parseNonNegative('--prune-drop'), d.pruneDrop),
     options: (o) => ({
-      labels: o.labels, anomalyThreshold: o.anomalyThreshold, rounds: o.rounds, share: o.share, epochs: o.epochs, learningRate: o.lr, batchSize: o.unlearnBatchSize,
+      labels: o.labels, anomalyThreshold: o.anomalyThreshold, starts: o.starts, rounds: o.rounds, share: o.share, epochs: o.epochs, learningRate: o.lr, batchSize: o.unlearnBatchSize,
       holdOut: o.holdOut, maxDrop: o.maxDrop, reverseEpochs: o.reverseEpochs, reverseStepsPerEpoch: o.stepsPerEpoch,
       pruneRank: o.pruneRank, pruneDrop: o.pruneDrop, pruneNorm: o.pruneNorm,
     }),

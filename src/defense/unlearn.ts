@@ -68,6 +68,12 @@ export interface UnlearnOptions {
   labels: UnlearnLabels;
   /** `labels: 'flagged'`: a label below the median whose anomaly index (log norms) exceeds this is flagged (nc.ts's default, 2). */
   anomalyThreshold: number;
+  /**
+   * `labels: 'flagged'`: each flagged label's trigger is reversed this many times in round 1 (the scan's, then
+   * `starts - 1` more from fresh random starts with other seeds, on the same clean images); each of those that
+   * reaches the threshold with a norm below the scan's median is stamped too (more of a diffuse trigger covered).
+   */
+  starts: number;
   /** At most this many reversal + unlearning rounds. */
   rounds: number;
   /** Share of the training images stamped with a reversed trigger (true labels kept). */
@@ -104,7 +110,7 @@ export interface UnlearnOptions {
 }
 
 export const UNLEARN_DEFAULTS: UnlearnOptions = {
-  labels: 'below-median', anomalyThreshold: NC_DEFAULTS.anomalyThreshold, rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
+  labels: 'below-median', anomalyThreshold: NC_DEFAULTS.anomalyThreshold, starts: 1, rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
   reverseEpochs: 30, reverseStepsPerEpoch: NC_DEFAULTS.stepsPerEpoch, reverseBatchSize: NC_DEFAULTS.batchSize, attackSuccess: NC_DEFAULTS.attackSuccess,
   pruneRank: 'original', pruneDrop: 1, pruneNorm: 0.5,
 };
@@ -122,6 +128,8 @@ export interface UnlearnRound {
   bestEpoch: number;
   reverseSeconds: number;
   seconds: number;
+  /** Round 1 with `starts` > 1: the flagged labels' further reversals (start 2, 3, ...). */
+  starts?: { label: number; start: number; norm: number; reached: boolean; stamped: boolean }[];
 }
 
 export interface UnlearnDetails {
@@ -180,7 +188,7 @@ function stampedAccuracy(net: tfl.LayersModel, held: TrainingSet, triggers: { ma
 }
 
 function checkOptions(o: UnlearnOptions): void {
-  const ints = { rounds: o.rounds, epochs: o.epochs, batchSize: o.batchSize, reverseEpochs: o.reverseEpochs, reverseStepsPerEpoch: o.reverseStepsPerEpoch, reverseBatchSize: o.reverseBatchSize };
+  const ints = { starts: o.starts, rounds: o.rounds, epochs: o.epochs, batchSize: o.batchSize, reverseEpochs: o.reverseEpochs, reverseStepsPerEpoch: o.reverseStepsPerEpoch, reverseBatchSize: o.reverseBatchSize };
   for (const [k, v] of Object.entries(ints)) if (!(Number.isInteger(v) && v >= 1)) throw new GoodnetError(`unlearning ${k} must be an integer >= 1, got ${v}`);
   if (!(o.share > 0 && o.share <= 1)) throw new GoodnetError(`unlearning share must be in (0, 1], got ${o.share}`);
   if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`unlearning hold-out must be in (0, 1), got ${o.holdOut}`);
@@ -257,6 +265,26 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
         break;
       }
       for (const l of chosen) stampList.push({ mask: rev.triggers.masks.get(l.label)!, pattern: rev.triggers.patterns.get(l.label)! });
+      let extraStarts: UnlearnRound['starts'];
+      let extraSeconds = 0;
+      if (round === 1 && flagged && o.starts > 1) {
+        // More reversals of the flagged labels from fresh random starts (an empty `init`: no earlier trigger, any number of labels).
+        extraStarts = [];
+        for (let start = 2; start <= o.starts; start++) {
+          const again = await reverseTriggers(net, rest, model.numClasses, { ...ncOptions, labels: flagged }, {
+            seed: seed + 1000 * (start - 1), init: { ...rev.triggers, masks: new Map(), patterns: new Map() },
+            onEpoch: (e, max) => input.onProgress?.(`round 1: reversing the flagged labels, start ${start}`, e, max),
+          });
+          extraSeconds += again.seconds;
+          for (const l of again.labels) {
+            const ok = l.reached && l.norm < median;
+            extraStarts.push({ label: l.label, start, norm: l.norm, reached: l.reached, stamped: ok });
+            if (ok) stampList.push({ mask: again.triggers.masks.get(l.label)!, pattern: again.triggers.patterns.get(l.label)! });
+          }
+        }
+        input.log?.(`round 1: the flagged labels reversed from ${o.starts - 1} more start(s) in ${extraSeconds.toFixed(0)} s: ` +
+          `${extraStarts.map((l) => `${l.label} (start ${l.start}): ${l.norm.toFixed(1)}${l.reached ? '' : ' (not reached)'}${l.stamped ? '*' : ''}`).join(', ')}`);
+      }
       if (round === 1) {
         for (const l of rev.labels) {
           // The pruning's gate: a flagged label ('flagged'), else a trigger far below the median norm.
@@ -299,7 +327,10 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
       const seconds = (performance.now() - t1) / 1000;
       input.log?.(`round ${round}: kept epoch ${best.epoch} (held out: clean ${pct(best.clean)}, stamped ${pct(best.stamped)}); ` +
         `per epoch clean/stamped ${epochs.map((e) => `${(100 * e.cleanAccuracy).toFixed(1)}/${(100 * e.stampedAccuracy).toFixed(1)}`).join(' ')}`);
-      rounds.push({ round, labels: entryLabels, triggers: stampList.length, stampedImages: stamped, epochs, bestEpoch: best.epoch, reverseSeconds: rev.seconds, seconds: rev.seconds + seconds });
+      rounds.push({
+        round, labels: entryLabels, triggers: stampList.length, stampedImages: stamped, epochs, bestEpoch: best.epoch, reverseSeconds: rev.seconds + extraSeconds,
+        seconds: rev.seconds + extraSeconds + seconds, ...(extraStarts ? { starts: extraStarts } : {}),
+      });
     }
     await hooks.onUnlearned?.(net, held, stampList);
     let pruning: ExcitedPruneRecord | undefined;
