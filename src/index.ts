@@ -80,7 +80,7 @@ export { OrtTrainer, TRAIN_ENGINES, DEFAULT_TRAIN_ENGINE, type TrainEngineName, 
 export { buildTrainGraph, ortTrainObstacle, type TrainGraph, type TrainGraphOptions } from './models/ort_train_graph.js';
 export { prepareSweep } from './defense/sweep.js';
 export type { FastSweepOptions } from './defense/fastsweep.js';
-export { runTriggerUnlearning, unlearningSet, UNLEARN_DEFAULTS, type UnlearnOptions, type UnlearnDetails, type UnlearnRound } from './defense/unlearn.js';
+export { runTriggerUnlearning, unlearningSet, UNLEARN_DEFAULTS, UNLEARN_LABELS, type UnlearnOptions, type UnlearnLabels, type UnlearnDetails, type UnlearnRound } from './defense/unlearn.js';
 export { runSau, sharedPgd, SAU_DEFAULTS, type SauOptions, type SauDetails } from './defense/sau.js';
 export { pruneExcited, excitationScores, EXCITED_PRUNE_DEFAULTS, type ExcitedPruneOptions, type ExcitedPruneRecord, type ExcitedPruneStep } from './defense/excited.js';
 export type { UnlearnHooks } from './defense/unlearn.js';

@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
 import { describeModel, loadModel, type LoadedModel } from '../src/io/model.js';
@@ -20,6 +20,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { sharedPgd, SAU_DEFAULTS } from '../src/defense/sau.js';
 import { crossEntropyLogits, forwardLogits } from '../src/defense/channels.js';
 import { cloneNet } from '../src/defense/graph.js';
+import { anomalyIndices, flaggedLabels } from '../src/defense/nc.js';
 import '../src/defense/registry.js';
 import { assertBadInput, tempDir, trainTinyBadNet, TINY_H, tinyImages, runCli } from './helpers.js';
 
@@ -125,10 +126,75 @@ test('trigger unlearning is registered, after the defenses before it, and checks
   await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { share: 1.5 }), /share must be in \(0, 1\]/);
   await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { rounds: 0 }), /rounds must be an integer >= 1/);
   await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { pruneNorm: 0 }), /prune norm must be > 0/);
+  await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { labels: 'some' as never }), /labels must be 'all', 'below-median', 'flagged'/);
+  await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { anomalyThreshold: -1 }), /anomaly threshold must be >= 0/);
   // No round-1 trigger below the gate: nothing is pruned.
   const gated = await runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255, seed: 1 }, { ...SMALL, rounds: 1, pruneNorm: 1e-6 });
   assert.equal(gated.details.pruning, undefined);
   gated.repaired!.dispose();
+});
+
+test('detection-gated unlearning (--labels flagged) stamps only the labels Neural Cleanse\'s anomaly index flags, and prunes only then', async () => {
+  const out = f('unlearn-flagged.h5');
+  const { result } = await runDefense({ defense: 'unlearn', model: badnet, cleanValid: f('clean.h5'), seed: 1, out, options: { ...SMALL, labels: 'flagged', starts: 2 }, ...MEASURE() });
+  const d = result.details as Awaited<ReturnType<typeof runTriggerUnlearning>>['details'];
+  const r1 = d.rounds[0]!;
+  const norms = r1.labels.map((l) => l.norm);
+  // The flags are goodnet nc's: log-scale MAD index of round 1's norms > 2, below the median. Here the planted target only.
+  assert.deepEqual(d.flagged, flaggedLabels(r1.labels.map((l) => l.label), norms, 2, 'log'));
+  assert.deepEqual(d.flagged, [TARGET], `norms ${norms.map((x) => x.toFixed(1)).join(', ')}`);
+  assert.deepEqual(d.anomalyIndex, anomalyIndices(norms, 'log').index);
+  assert.ok(d.anomalyIndex![TARGET]! > 2);
+  // Round 1 stamps only the flagged label's trigger; the others are reversed (for the median) but not stamped.
+  assert.equal(r1.labels.length, 4);
+  assert.deepEqual(r1.labels.filter((l) => l.stamped).map((l) => l.label), [TARGET]);
+  // starts 2: the flagged label reversed once more from a fresh start; stamped too when it works below the median.
+  assert.equal(r1.starts!.length, 1);
+  const s2 = r1.starts![0]!;
+  assert.deepEqual([s2.label, s2.start, s2.stamped], [TARGET, 2, s2.reached && s2.norm < d.median]);
+  assert.equal(r1.triggers, 1 + (s2.stamped ? 1 : 0));
+  // Later rounds re-reverse only the flagged labels and stamp one only while it works below the first round's median.
+  for (const r of d.rounds.slice(1)) {
+    assert.deepEqual(r.labels.map((l) => l.label), [TARGET]);
+    for (const l of r.labels) assert.equal(l.stamped, l.reached && l.norm < d.median);
+  }
+  if (d.stopped === 'no trigger works') assert.ok(d.lastReversal!.every((l) => l.label === TARGET && !(l.reached && l.norm < d.median)));
+  // The pruning's gate is "some label flagged"; its channels are ranked by the flagged label's trigger(s).
+  assert.deepEqual(d.pruneLabels, [TARGET]);
+  assert.ok(d.pruning);
+  const after = result.after!;
+  assert.ok(after.asr < result.before!.asr / 2, `ASR ${result.before!.asr} -> ${after.asr}`);
+  assert.ok(after.accuracy > result.before!.accuracy - 0.1, `accuracy ${result.before!.accuracy} -> ${after.accuracy}`);
+  const saved = await loadModel(out);
+  assert.deepEqual(await measure(saved, saved.net, MEASURE()), after);
+});
+
+test('detection-gated unlearning with nothing flagged returns the model unchanged and says so (CLI and JSON)', async () => {
+  const { saveModel } = await import('../src/io/model.js');
+  const m = f('m-flag.h5');
+  await saveModel(badnet, m, { overwrite: true });
+  const out = f('unflagged.h5');
+  const json = f('unflagged.json');
+  // An anomaly threshold no index reaches: nothing is flagged.
+  const r = await runCli(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', out, '--json', json, '--labels', 'flagged', '--anomaly-threshold', '1000',
+    '--reverse-epochs', '3', '--steps-per-epoch', '2', '--clean-test', f('test.h5'), '--poisoned-test', f('bd_test.h5'), '-t', String(TARGET)]);
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(readFileSync(json, 'utf8')) as { details: { stopped: string; flagged: number[]; anomalyIndex: number[]; rounds: unknown[]; pruning?: unknown; lastReversal: { stamped: boolean }[]; settings: { labels: string; anomalyThreshold: number } }; rows: string[][]; before: { asr: number }; after: { asr: number } };
+  assert.equal(j.details.stopped, 'nothing flagged');
+  assert.deepEqual(j.details.flagged, []);
+  assert.equal(j.details.anomalyIndex.length, 4);
+  assert.deepEqual(j.details.rounds, []);
+  assert.equal(j.details.pruning, undefined);
+  assert.ok(j.details.lastReversal.every((l) => !l.stamped));
+  assert.equal(j.details.settings.labels, 'flagged');
+  assert.equal(j.details.settings.anomalyThreshold, 1000);
+  assert.deepEqual(j.after, j.before);
+  assert.match(JSON.stringify(j.rows), /nothing flagged: model unchanged/);
+  // The saved model computes exactly what the original does: every weight equal.
+  const saved = await loadModel(out);
+  const a = saved.net.getWeights().map((w) => Array.from(w.dataSync()));
+  const b = badnet.net.getWeights().map((w) => Array.from(w.dataSync()));
+  assert.deepEqual(a, b);
 });
 
 test('CLI: goodnet unlearn refuses bad input in one line, exit 2, writing nothing', async () => {
@@ -139,6 +205,7 @@ test('CLI: goodnet unlearn refuses bad input in one line, exit 2, writing nothin
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('missing.h5'), '-o', f('x.h5')]), /missing\.h5: file or folder not found/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5')]), /-o, --out/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--labels', 'some']), /--labels/);
+  assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--labels', 'flagged', '--anomaly-threshold', '-1']), /--anomaly-threshold/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--rounds', '0']), /--rounds/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--prune-drop', '-1']), /--prune-drop/);
   assertBadInput(await run(['unlearn', '-m', m, '--clean-valid', f('clean.h5'), '-o', f('x.h5'), '--prune-rank', 'both']), /--prune-rank/);

@@ -1,11 +1,13 @@
 import '../defense/registry.js'; // registration order = the comparison's order
 import { Option, type Command } from 'commander';
-import { UNLEARN_DEFAULTS } from '../defense/unlearn.js';
+import { UNLEARN_DEFAULTS, UNLEARN_LABELS, type UnlearnLabels } from '../defense/unlearn.js';
 import { parseInteger, parseNonNegative, parsePositive } from './common.js';
 import { defenseCommand, type DefenseCliOpts } from './defense_cli.js';
 
 interface UnlearnCliOpts extends DefenseCliOpts {
-  labels: 'all' | 'below-median';
+  labels: UnlearnLabels;
+  anomalyThreshold: number;
+  starts: number;
   rounds: number;
   share: number;
   epochs: number;
@@ -26,7 +28,9 @@ export function unlearnCommand(): Command {
     description:
       'Trigger unlearning without detection. Neural Cleanse\'s optimisation reverses a trigger (mask + pattern) for every ' +
       'label on the clean data; no anomaly index decides anything. The triggers that reach 99% attack success (--labels all) ' +
-      'or only those below the median norm (--labels below-median) are stamped on --share of the clean images, true labels ' +
+      'or only those below the median norm (--labels below-median), or only the labels Neural Cleanse\'s anomaly index (log norms, as goodnet nc) ' +
+      'flags (--labels flagged: nothing flagged leaves the model unchanged; later rounds re-reverse only those labels; the pruning\'s gate is ' +
+      '"some label flagged") are stamped on --share of the clean images, true labels ' +
       'kept, and the model is fine-tuned (Adam) for --epochs epochs. A held-out share of the clean images (--hold-out, never ' +
       'trained or reversed on) chooses the epoch: the highest accuracy of held-out images stamped with the triggers (scored ' +
       'against their true labels) among the epochs whose clean held-out accuracy is within --max-drop points of the original ' +
@@ -41,7 +45,9 @@ export function unlearnCommand(): Command {
       '      --clean-test lab/data/cl/test.h5 --poisoned-test lab/data/bd/bd_test.h5 -t 0 --json unlearn.json',
     outRequired: true,
     configure: (cmd) => cmd
-      .addOption(new Option('--labels <which>', 'round 1 stamps the reversed triggers of all labels or only those below the median norm').choices(['all', 'below-median']).default(d.labels))
+      .addOption(new Option('--labels <which>', 'round 1 stamps the reversed triggers of all labels, only those below the median norm, or only the labels flagged by Neural Cleanse\'s anomaly index').choices([...UNLEARN_LABELS]).default(d.labels))
+      .option('--anomaly-threshold <x>', 'with --labels flagged: flag labels below the median whose anomaly index (log norms) is above this', parseNonNegative('--anomaly-threshold'), d.anomalyThreshold)
+      .option('--starts <n>', 'with --labels flagged: reverse each flagged label this many times in round 1 (fresh random starts) and stamp every one that works below the median norm', parseInteger('--starts', 1), d.starts)
       .option('--rounds <n>', 'at most this many reversal + unlearning rounds', parseInteger('--rounds', 1), d.rounds)
       .option('--share <f>', 'share of the clean training images stamped with a reversed trigger (true labels kept)', parsePositive('--share'), d.share)
       .option('--epochs <n>', 'fine-tuning epochs per round (the best by the held-out criterion is kept)', parseInteger('--epochs', 1), d.epochs)
@@ -55,7 +61,7 @@ export function unlearnCommand(): Command {
       .option('--prune-norm <share>', 'prune only when some round-1 trigger has a norm below this share of that round\'s median', parsePositive('--prune-norm'), d.pruneNorm)
       .option('--prune-drop <points>', 'the pruning\'s held-out clean budget, points below the unlearned model\'s accuracy', parseNonNegative('--prune-drop'), d.pruneDrop),
     options: (o) => ({
-      labels: o.labels, rounds: o.rounds, share: o.share, epochs: o.epochs, learningRate: o.lr, batchSize: o.unlearnBatchSize,
+      labels: o.labels, anomalyThreshold: o.anomalyThreshold, starts: o.starts, rounds: o.rounds, share: o.share, epochs: o.epochs, learningRate: o.lr, batchSize: o.unlearnBatchSize,
       holdOut: o.holdOut, maxDrop: o.maxDrop, reverseEpochs: o.reverseEpochs, reverseStepsPerEpoch: o.stepsPerEpoch,
       pruneRank: o.pruneRank, pruneDrop: o.pruneDrop, pruneNorm: o.pruneNorm,
     }),

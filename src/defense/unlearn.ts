@@ -24,6 +24,12 @@
  *     triggers. A label whose new trigger still reaches the threshold with a norm below the
  *     first round's median norm "still works"; those triggers join the stamped ones and the
  *     round's fine-tuning runs. When none still works, or after `rounds` rounds, stop.
+ *  With `labels: 'flagged'` (detection-gated unlearning) round 1 stamps only the labels that
+ *  Neural Cleanse's anomaly index flags (nc.ts's log-scale MAD index of round 1's norms, as
+ *  `goodnet nc`); nothing flagged: the model is returned unchanged. Later rounds re-reverse
+ *  only the flagged labels and go on while one still reaches the threshold below the first
+ *  round's median norm; the pruning's gate is "some label flagged".
+ *
  *  5. Prune what the stamped triggers excite (excited.ts, Neural Cleanse's own neuron
  *     pruning), when some round-1 trigger's norm is below `pruneNorm` (0.5) x the first round's
  *     median (else nothing is pruned): the prune point's channels ranked by how much the triggers raise their mean
@@ -44,13 +50,30 @@ import { cloneNet } from './graph.js';
 import {
   loadCleanData, registerDefense, repairRow, repairedSentence, splitSet, type Defense, type DefenseInput, type DefenseRun, type ReportSection,
 } from './interface.js';
-import { NC_DEFAULTS, anomalyIndices, reverseTriggers, stampWith, type NcOptions, type NcTriggers } from './nc.js';
+import { NC_DEFAULTS, anomalyIndices, flaggedLabels, reverseTriggers, stampWith, type NcOptions, type NcTriggers } from './nc.js';
 import { percent as pct } from '../io/table.js';
 import { pruneExcited, type ExcitedPruneRecord, type Trigger } from './excited.js';
 
+export type UnlearnLabels = 'all' | 'below-median' | 'flagged';
+export const UNLEARN_LABELS: readonly UnlearnLabels[] = ['all', 'below-median', 'flagged'];
+
 export interface UnlearnOptions {
-  /** Round 1 stamps the triggers of every label that reached the threshold, or only those below the median norm. */
-  labels: 'all' | 'below-median';
+  /**
+   * Round 1 stamps the triggers of every label that reached the threshold ('all'), only those below the median norm
+   * ('below-median'), or only the labels Neural Cleanse's anomaly index flags ('flagged': nc.ts's log-scale MAD index
+   * of round 1's norms above `anomalyThreshold`, below the median); with 'flagged' and nothing flagged,
+   * the model is returned unchanged, later rounds re-reverse only the flagged labels, and the pruning's gate is
+   * "some label flagged" instead of `pruneNorm`.
+   */
+  labels: UnlearnLabels;
+  /** `labels: 'flagged'`: a label below the median whose anomaly index (log norms) exceeds this is flagged (nc.ts's default, 2). */
+  anomalyThreshold: number;
+  /**
+   * `labels: 'flagged'`: each flagged label's trigger is reversed this many times in round 1 (the scan's, then
+   * `starts - 1` more from fresh random starts with other seeds, on the same clean images); each of those that
+   * reaches the threshold with a norm below the scan's median is stamped too (more of a diffuse trigger covered).
+   */
+  starts: number;
   /** At most this many reversal + unlearning rounds. */
   rounds: number;
   /** Share of the training images stamped with a reversed trigger (true labels kept). */
@@ -87,7 +110,7 @@ export interface UnlearnOptions {
 }
 
 export const UNLEARN_DEFAULTS: UnlearnOptions = {
-  labels: 'below-median', rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
+  labels: 'below-median', anomalyThreshold: NC_DEFAULTS.anomalyThreshold, starts: 1, rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
   reverseEpochs: 30, reverseStepsPerEpoch: NC_DEFAULTS.stepsPerEpoch, reverseBatchSize: NC_DEFAULTS.batchSize, attackSuccess: NC_DEFAULTS.attackSuccess,
   pruneRank: 'original', pruneDrop: 1, pruneNorm: 0.5,
 };
@@ -105,6 +128,8 @@ export interface UnlearnRound {
   bestEpoch: number;
   reverseSeconds: number;
   seconds: number;
+  /** Round 1 with `starts` > 1: the flagged labels' further reversals (start 2, 3, ...). */
+  starts?: { label: number; start: number; norm: number; reached: boolean; stamped: boolean }[];
 }
 
 export interface UnlearnDetails {
@@ -114,8 +139,14 @@ export interface UnlearnDetails {
   /** The first round's median mask norm ("still works" below it in later rounds). */
   median: number;
   rounds: UnlearnRound[];
-  /** Why the rounds stopped. */
-  stopped: 'rounds' | 'no trigger works' | 'none reached';
+  /** Why the rounds stopped ('nothing flagged': `labels: 'flagged'` and no label flagged, model unchanged). */
+  stopped: 'rounds' | 'no trigger works' | 'none reached' | 'nothing flagged';
+  /**
+   * `labels: 'flagged'` only: the labels flagged in round 1 and every label's anomaly index there
+   * (log-scale MAD of the round-1 norms, nc.ts's; by label).
+   */
+  flagged?: number[];
+  anomalyIndex?: number[];
   /** The reversal that found no trigger to stamp (when that stopped the rounds). */
   lastReversal?: UnlearnRound['labels'];
   /** The excited-channel pruning after the rounds (absent when off or when no trigger was small enough). */
@@ -157,7 +188,7 @@ function stampedAccuracy(net: tfl.LayersModel, held: TrainingSet, triggers: { ma
 }
 
 function checkOptions(o: UnlearnOptions): void {
-  const ints = { rounds: o.rounds, epochs: o.epochs, batchSize: o.batchSize, reverseEpochs: o.reverseEpochs, reverseStepsPerEpoch: o.reverseStepsPerEpoch, reverseBatchSize: o.reverseBatchSize };
+  const ints = { starts: o.starts, rounds: o.rounds, epochs: o.epochs, batchSize: o.batchSize, reverseEpochs: o.reverseEpochs, reverseStepsPerEpoch: o.reverseStepsPerEpoch, reverseBatchSize: o.reverseBatchSize };
   for (const [k, v] of Object.entries(ints)) if (!(Number.isInteger(v) && v >= 1)) throw new GoodnetError(`unlearning ${k} must be an integer >= 1, got ${v}`);
   if (!(o.share > 0 && o.share <= 1)) throw new GoodnetError(`unlearning share must be in (0, 1], got ${o.share}`);
   if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`unlearning hold-out must be in (0, 1), got ${o.holdOut}`);
@@ -165,9 +196,10 @@ function checkOptions(o: UnlearnOptions): void {
   if (!(o.maxDrop >= 0)) throw new GoodnetError(`unlearning max drop must be >= 0 points, got ${o.maxDrop}`);
   if (!(o.attackSuccess > 0 && o.attackSuccess <= 1)) throw new GoodnetError(`attack success threshold must be in (0, 1], got ${o.attackSuccess}`);
   if (!['none', 'original', 'unlearned'].includes(o.pruneRank)) throw new GoodnetError(`unlearning prune rank must be 'none', 'original' or 'unlearned', got '${String(o.pruneRank)}'`);
+  if (!(o.anomalyThreshold >= 0)) throw new GoodnetError(`unlearning anomaly threshold must be >= 0, got ${o.anomalyThreshold}`);
   if (!(o.pruneNorm > 0)) throw new GoodnetError(`unlearning prune norm must be > 0, got ${o.pruneNorm}`);
   if (!(o.pruneDrop >= 0)) throw new GoodnetError(`unlearning prune drop must be >= 0 points, got ${o.pruneDrop}`);
-  if (o.labels !== 'all' && o.labels !== 'below-median') throw new GoodnetError(`unlearning labels must be 'all' or 'below-median', got '${String(o.labels)}'`);
+  if (!UNLEARN_LABELS.includes(o.labels)) throw new GoodnetError(`unlearning labels must be ${UNLEARN_LABELS.map((x) => `'${x}'`).join(', ')}, got '${String(o.labels)}'`);
 }
 
 /** Trigger unlearning on a model and clean data: the repaired model and every round's record. */
@@ -200,27 +232,63 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
     let median = NaN;
     let stopped: UnlearnDetails['stopped'] = 'rounds';
     let unstamped: UnlearnRound['labels'] | undefined;
+    let flagged: number[] | undefined;
+    let anomaly: number[] | undefined;
     for (let round = 1; round <= o.rounds; round++) {
-      const rev = await reverseTriggers(net, rest, model.numClasses, ncOptions, {
+      // With 'flagged', later rounds re-reverse only the flagged labels (from their last triggers).
+      const roundNc = round > 1 && flagged ? { ...ncOptions, labels: flagged } : ncOptions;
+      const rev = await reverseTriggers(net, rest, model.numClasses, roundNc, {
         seed: seed + round - 1, init: last, onEpoch: (e, max, active) => input.onProgress?.(`round ${round}: reversing`, e, max, `${active} labels active`),
       });
       input.onProgress?.(`round ${round}: reversing`, o.reverseEpochs, o.reverseEpochs);
       last = rev.triggers;
       const norms = rev.labels.map((l) => l.norm);
-      if (round === 1) median = anomalyIndices(norms).median;
-      const chosen = rev.labels.filter((l) => l.reached && (round === 1 ? o.labels === 'all' || l.norm < median : l.norm < median));
+      if (round === 1) {
+        median = anomalyIndices(norms).median;
+        if (o.labels === 'flagged') {
+          // Neural Cleanse's detection on round 1's norms (nc.ts: log-scale MAD index, below the median).
+          anomaly = anomalyIndices(norms, 'log').index;
+          flagged = flaggedLabels(rev.labels.map((l) => l.label), norms, o.anomalyThreshold, 'log');
+        }
+      }
+      const chosen = rev.labels.filter((l) => l.reached && (flagged ? flagged.includes(l.label) && (round === 1 || l.norm < median)
+        : round === 1 ? o.labels === 'all' || l.norm < median : l.norm < median));
       const entryLabels = rev.labels.map((l) => ({ label: l.label, norm: l.norm, reached: l.reached, stamped: chosen.includes(l) }));
-      input.log?.(`round ${round}: reversed in ${rev.seconds.toFixed(0)} s; ${entryLabels.map((l) => `${l.label}: ${l.norm.toFixed(1)}${l.reached ? '' : ' (not reached)'}`).join(', ')}`);
+      input.log?.(`round ${round}: reversed in ${rev.seconds.toFixed(0)} s; ${entryLabels.map((l) => `${l.label}: ${l.norm.toFixed(1)}${l.reached ? '' : ' (not reached)'}`).join(', ')}` +
+        (round === 1 && flagged ? `; anomaly index (log norms) ${anomaly!.map((x, i) => `${rev.labels[i]!.label}: ${x.toFixed(2)}`).join(', ')}; flagged: ${flagged.length ? flagged.join(', ') : 'none'}` : ''));
       if (chosen.length === 0) {
         unstamped = entryLabels;
-        stopped = round === 1 ? 'none reached' : 'no trigger works';
-        input.log?.(round === 1 ? 'no reversed trigger reached the attack success threshold: model unchanged' : `no label's trigger is below the first round's median norm ${median.toFixed(1)} any more: stop`);
+        stopped = round === 1 ? (flagged?.length === 0 ? 'nothing flagged' : 'none reached') : 'no trigger works';
+        input.log?.(round === 1
+          ? (stopped === 'nothing flagged' ? 'no label flagged by the anomaly index: model unchanged' : 'no reversed trigger reached the attack success threshold: model unchanged')
+          : `no ${flagged ? 'flagged ' : ''}label's trigger reaches the threshold below the first round's median norm ${median.toFixed(1)} any more: stop`);
         break;
       }
       for (const l of chosen) stampList.push({ mask: rev.triggers.masks.get(l.label)!, pattern: rev.triggers.patterns.get(l.label)! });
+      let extraStarts: UnlearnRound['starts'];
+      let extraSeconds = 0;
+      if (round === 1 && flagged && o.starts > 1) {
+        // More reversals of the flagged labels from fresh random starts (an empty `init`: no earlier trigger, any number of labels).
+        extraStarts = [];
+        for (let start = 2; start <= o.starts; start++) {
+          const again = await reverseTriggers(net, rest, model.numClasses, { ...ncOptions, labels: flagged }, {
+            seed: seed + 1000 * (start - 1), init: { ...rev.triggers, masks: new Map(), patterns: new Map() },
+            onEpoch: (e, max) => input.onProgress?.(`round 1: reversing the flagged labels, start ${start}`, e, max),
+          });
+          extraSeconds += again.seconds;
+          for (const l of again.labels) {
+            const ok = l.reached && l.norm < median;
+            extraStarts.push({ label: l.label, start, norm: l.norm, reached: l.reached, stamped: ok });
+            if (ok) stampList.push({ mask: again.triggers.masks.get(l.label)!, pattern: again.triggers.patterns.get(l.label)! });
+          }
+        }
+        input.log?.(`round 1: the flagged labels reversed from ${o.starts - 1} more start(s) in ${extraSeconds.toFixed(0)} s: ` +
+          `${extraStarts.map((l) => `${l.label} (start ${l.start}): ${l.norm.toFixed(1)}${l.reached ? '' : ' (not reached)'}${l.stamped ? '*' : ''}`).join(', ')}`);
+      }
       if (round === 1) {
         for (const l of rev.labels) {
-          if (l.reached && l.norm < o.pruneNorm * median) small.push({ label: l.label, trigger: { mask: rev.triggers.masks.get(l.label)!, pattern: rev.triggers.patterns.get(l.label)! } });
+          // The pruning's gate: a flagged label ('flagged'), else a trigger far below the median norm.
+          if (l.reached && (flagged ? flagged.includes(l.label) : l.norm < o.pruneNorm * median)) small.push({ label: l.label, trigger: { mask: rev.triggers.masks.get(l.label)!, pattern: rev.triggers.patterns.get(l.label)! } });
         }
       }
       const { set, stamped } = unlearningSet(rest, stampList, o.share, `${seed}:${round}`);
@@ -259,12 +327,15 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
       const seconds = (performance.now() - t1) / 1000;
       input.log?.(`round ${round}: kept epoch ${best.epoch} (held out: clean ${pct(best.clean)}, stamped ${pct(best.stamped)}); ` +
         `per epoch clean/stamped ${epochs.map((e) => `${(100 * e.cleanAccuracy).toFixed(1)}/${(100 * e.stampedAccuracy).toFixed(1)}`).join(' ')}`);
-      rounds.push({ round, labels: entryLabels, triggers: stampList.length, stampedImages: stamped, epochs, bestEpoch: best.epoch, reverseSeconds: rev.seconds, seconds: rev.seconds + seconds });
+      rounds.push({
+        round, labels: entryLabels, triggers: stampList.length, stampedImages: stamped, epochs, bestEpoch: best.epoch, reverseSeconds: rev.seconds + extraSeconds,
+        seconds: rev.seconds + extraSeconds + seconds, ...(extraStarts ? { starts: extraStarts } : {}),
+      });
     }
     await hooks.onUnlearned?.(net, held, stampList);
     let pruning: ExcitedPruneRecord | undefined;
     if (o.pruneRank !== 'none' && small.length === 0) {
-      input.log?.(`pruning: no round-1 trigger below ${o.pruneNorm} x the median norm ${median.toFixed(1)}: nothing pruned`);
+      input.log?.(flagged ? 'pruning: no label flagged: nothing pruned' : `pruning: no round-1 trigger below ${o.pruneNorm} x the median norm ${median.toFixed(1)}: nothing pruned`);
     }
     if (o.pruneRank !== 'none' && small.length > 0) {
       // Within pruneDrop of the unlearned model, and the whole defense within maxDrop of the original (as the epochs).
@@ -275,13 +346,13 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
       net = p.net;
       pruning = p.record;
       const s = pruning.steps;
-      input.log?.(`pruning at '${pruning.layer}' (round-1 trigger(s) of label(s) ${small.map((x) => x.label).join(', ')} below ${o.pruneNorm} x the median norm ${median.toFixed(1)}): ` +
+      input.log?.(`pruning at '${pruning.layer}' (round-1 trigger(s) of label(s) ${small.map((x) => x.label).join(', ')} ${flagged ? 'flagged' : `below ${o.pruneNorm} x the median norm ${median.toFixed(1)}`}): ` +
         `${pruning.order.length} of ${pruning.channels} channels excited by the ${stampList.length} stamped trigger(s) (ranked on the ${o.pruneRank} model); ` +
         `pruned ${pruning.pruned.length} within ${budget.toFixed(1)} point(s) of its held-out clean accuracy: clean ${pct(s[0]!.cleanAccuracy)} -> ${pct(s[pruning.pruned.length]!.cleanAccuracy)}, ` +
         `stamped ${pct(s[0]!.stampedAccuracy)} -> ${pct(s[pruning.pruned.length]!.stampedAccuracy)} (${pruning.seconds.toFixed(1)} s)`);
     }
     const details: UnlearnDetails = {
-      baseline, heldOut: held.n, median, rounds, stopped, ...(unstamped ? { lastReversal: unstamped } : {}), ...(pruning ? { pruning, pruneLabels: small.map((x) => x.label) } : {}), settings: o,
+      baseline, heldOut: held.n, median, rounds, stopped, ...(flagged ? { flagged, anomalyIndex: anomaly! } : {}), ...(unstamped ? { lastReversal: unstamped } : {}), ...(pruning ? { pruning, pruneLabels: small.map((x) => x.label) } : {}), settings: o,
     };
     return { defense: 'unlearn', repaired: net, cleanImages: clean.n, seconds: (performance.now() - t0) / 1000, details };
   } catch (err) {
@@ -290,9 +361,9 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
   }
 }
 
-function excitedSentence(p: ExcitedPruneRecord, rank: string, labels: number[]): string {
+function excitedSentence(p: ExcitedPruneRecord, rank: string, labels: number[], flagged: boolean): string {
   const k = p.pruned.length;
-  return `Then (round-1 trigger(s) of label(s) ${labels.join(', ')} below the norm gate) pruned ${k} of the ${p.order.length} channels of '${p.layer}' (${p.channels} channels) that the stamped triggers excite ` +
+  return `Then (round-1 trigger(s) of label(s) ${labels.join(', ')} ${flagged ? 'flagged' : 'below the norm gate'}) pruned ${k} of the ${p.order.length} channels of '${p.layer}' (${p.channels} channels) that the stamped triggers excite ` +
     `(ranked on the ${rank} model), within ${p.settings.maxDrop} point(s) of the unlearned model's held-out clean accuracy: ` +
     `held-out clean ${pct(p.steps[0]!.cleanAccuracy)} -> ${pct(p.steps[k]!.cleanAccuracy)}, stamped ${pct(p.steps[0]!.stampedAccuracy)} -> ${pct(p.steps[k]!.stampedAccuracy)}.`;
 }
@@ -306,17 +377,18 @@ export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = regist
   run: runTriggerUnlearning,
   rows: (run, m) => repairRow(`trigger unlearning (${run.details.rounds.length} round(s), ${run.details.rounds.at(-1)?.triggers ?? 0} triggers` +
     `${run.details.pruning ? `, ${run.details.pruning.pruned.length} channels pruned` : ''})`, run, m,
-    run.details.rounds.length === 0 ? 'no trigger reached: model unchanged' : undefined),
+    run.details.rounds.length === 0 ? (run.details.stopped === 'nothing flagged' ? 'nothing flagged: model unchanged' : 'no trigger reached: model unchanged') : undefined),
   section: (run, m): ReportSection => {
     const d = run.details;
     return {
       title: 'Trigger unlearning',
       text: [
         `Reversed a trigger for every label with Neural Cleanse's optimisation (${d.settings.reverseEpochs} epochs) on ${run.cleanImages - d.heldOut} clean images, ` +
-          `no detection, and fine-tuned with them stamped on ${Math.round(100 * d.settings.share)}% of those images (true labels kept); ${d.heldOut} clean images held out ` +
+          `${d.flagged ? 'stamped only the flagged labels\' (below)' : 'no detection'}, and fine-tuned with them stamped on ${Math.round(100 * d.settings.share)}% of those images (true labels kept); ${d.heldOut} clean images held out ` +
           `choose the epoch (highest stamped accuracy with clean accuracy within ${d.settings.maxDrop} points of the original's ${pct(d.baseline)}). ` +
-          `${d.rounds.length} round(s); stopped: ${d.stopped}. First round's median mask norm ${d.median.toFixed(1)}.`,
-        ...(d.pruning ? [excitedSentence(d.pruning, d.settings.pruneRank, d.pruneLabels ?? [])] : []),
+          `${d.rounds.length} round(s); stopped: ${d.stopped}. First round's median mask norm ${d.median.toFixed(1)}.` +
+          (d.flagged ? ` Stamped only the labels flagged by Neural Cleanse's anomaly index (log norms, > ${d.settings.anomalyThreshold}) in round 1: ${d.flagged.length ? d.flagged.join(', ') : 'none, model unchanged'}.` : ''),
+        ...(d.pruning ? [excitedSentence(d.pruning, d.settings.pruneRank, d.pruneLabels ?? [], d.flagged !== undefined)] : []),
         ...repairedSentence(m),
       ],
       tables: [{
