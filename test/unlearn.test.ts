@@ -34,7 +34,7 @@ const images = tinyImages;
 
 const MEASURE = () => ({ cleanTest: f('test.h5'), poisonedTest: f('bd_test.h5'), target: TARGET, scale: 255 });
 /** Small settings for the tiny model (4 labels, 16x16). */
-const SMALL = { reverseEpochs: 25, reverseStepsPerEpoch: 5, reverseBatchSize: 16, rounds: 2, epochs: 5, learningRate: 1e-2, batchSize: 32, maxDrop: 5 };
+const SMALL = { labels: 'below-median' as const, reverseEpochs: 25, reverseStepsPerEpoch: 5, reverseBatchSize: 16, rounds: 2, epochs: 5, learningRate: 1e-2, batchSize: 32, maxDrop: 5 };
 let badnet: LoadedModel;
 
 before(async () => {
@@ -122,7 +122,7 @@ test('trigger unlearning lowers a tiny trained BadNet\'s ASR from clean data onl
 test('trigger unlearning is registered, after the defenses before it, and checks its options', async () => {
   const names = registeredDefenses().map((x) => x.name);
   assert.ok(names.includes('unlearn') && names.indexOf('unlearn') > names.indexOf('nc'), names.join(','));
-  assert.equal(UNLEARN_DEFAULTS.labels, 'below-median');
+  assert.equal(UNLEARN_DEFAULTS.labels, 'flagged');
   await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { share: 1.5 }), /share must be in \(0, 1\]/);
   await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { rounds: 0 }), /rounds must be an integer >= 1/);
   await assert.rejects(runTriggerUnlearning({ model: badnet, cleanValid: f('clean.h5'), scale: 255 }, { pruneNorm: 0 }), /prune norm must be > 0/);

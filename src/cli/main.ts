@@ -67,7 +67,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     summary: 're-initialises the classifier head and tunes all weights on clean data while pushing the new head away from the old one (norm kept)',
     load: async () => (await import('./fst.js')).fstCommand() },
   { name: 'unlearn', term: 'unlearn [options]',
-    summary: 'reverses a trigger for every label (no detection) and unlearns them all on clean data, in rounds while a small trigger still works',
+    summary: 'reverses a trigger for every label, unlearns the ones Neural Cleanse flags on clean data (in rounds), prunes what they excite; nothing flagged: model unchanged',
     load: async () => (await import('./unlearn.js')).unlearnCommand() },
   { name: 'sau', term: 'sau [options]',
     summary: 'unlearns shared adversarial examples of the model and its frozen original (L_inf PGD on clean data), epoch chosen on held-out clean data',

@@ -26,11 +26,11 @@ export function unlearnCommand(): Command {
   const d = UNLEARN_DEFAULTS;
   return defenseCommand<UnlearnCliOpts>('unlearn', {
     description:
-      'Trigger unlearning without detection. Neural Cleanse\'s optimisation reverses a trigger (mask + pattern) for every ' +
-      'label on the clean data; no anomaly index decides anything. The triggers that reach 99% attack success (--labels all) ' +
-      'or only those below the median norm (--labels below-median), or only the labels Neural Cleanse\'s anomaly index (log norms, as goodnet nc) ' +
-      'flags (--labels flagged: nothing flagged leaves the model unchanged; later rounds re-reverse only those labels; the pruning\'s gate is ' +
-      '"some label flagged") are stamped on --share of the clean images, true labels ' +
+      'Trigger unlearning. Neural Cleanse\'s optimisation reverses a trigger (mask + pattern) for every ' +
+      'label on the clean data. The triggers of the labels Neural Cleanse\'s anomaly index (log norms, as goodnet nc) flags ' +
+      '(--labels flagged, the default: nothing flagged leaves the model unchanged; later rounds re-reverse only those labels; the pruning\'s gate is ' +
+      '"some label flagged"), or, without detection, those below the median norm (--labels below-median) or all that reach 99% attack ' +
+      'success (--labels all) are stamped on --share of the clean images, true labels ' +
       'kept, and the model is fine-tuned (Adam) for --epochs epochs. A held-out share of the clean images (--hold-out, never ' +
       'trained or reversed on) chooses the epoch: the highest accuracy of held-out images stamped with the triggers (scored ' +
       'against their true labels) among the epochs whose clean held-out accuracy is within --max-drop points of the original ' +
