@@ -373,7 +373,7 @@ function excitedSentence(p: ExcitedPruneRecord, rank: string, labels: number[], 
 export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = registerDefense<UnlearnOptions, UnlearnDetails>({
   name: 'unlearn',
   title: 'Trigger unlearning (every label)',
-  summary: 'reverses a trigger for every label (no detection) and unlearns them all on clean data, in rounds while a small trigger still works',
+  summary: 'reverses a trigger for every label, unlearns the ones Neural Cleanse flags on clean data (in rounds), prunes what they excite; nothing flagged: model unchanged',
   kind: 'repair',
   defaults: UNLEARN_DEFAULTS,
   run: runTriggerUnlearning,
