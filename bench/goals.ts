@@ -45,6 +45,23 @@ import { ortEngineFor, ortExportOf } from '../src/eval/ort_model.js';
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const BIN = join(ROOT, 'bin', 'goodnet.js');
 const RESULTS = join(ROOT, 'bench', 'results.json');
+const USAGE = `usage: npm run bench -- [--train-batches N (30)] [--infer-batches N (20)] [--demo] [--sweep-n N (9500)] [--prune-deepid]
+Issue 14's speed goals and issue 11's sweep rows, each next to its peer in one run, in one table;
+raw numbers into bench/results.json ("goals"). --demo adds goodnet demo (minutes); --prune-deepid the
+DeepID sweep (minutes).`;
+const FLAGS = new Map([['--train-batches', 1], ['--infer-batches', 1], ['--sweep-n', 1], ['--demo', 0], ['--prune-deepid', 0]]);
+if (process.argv.includes('--help') || process.argv.includes('-h')) {
+  console.log(USAGE);
+  process.exit(0);
+}
+for (let i = 2; i < process.argv.length; i++) {
+  const takes = FLAGS.get(process.argv[i]!);
+  if (takes === undefined) {
+    console.error(`bench: error: unknown option ${process.argv[i]}\n${USAGE}`);
+    process.exit(2);
+  }
+  i += takes;
+}
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : dflt;
