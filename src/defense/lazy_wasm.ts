@@ -12,6 +12,7 @@
  */
 import { LAZY_WASM_BASE64 } from './lazy_wasm_module.js';
 import type { PooledWeights } from './lazy_kernel.js';
+import { stepAccuracies, stepAttackSuccessRates, stepDenominator } from '../eval/metrics.js';
 
 /** The parts of the WebAssembly API used here (the Node build's lib has no WebAssembly types). */
 interface WasmApi {
@@ -69,25 +70,9 @@ export function pooledShareWasm(t: PooledWeights, f: Float32Array, m: number, st
   if (m === 0) return 0;
   const steps = last + 1;
   const block = Math.max(1, Math.min(m, Math.floor(blockBytes / (c * 4 + steps * 5))));
-  let off = BASE;
-  const take = (bytes: number) => {
-    const p = off;
-    off += Math.ceil(bytes / 16) * 16;
-    return p;
-  };
-  const pW = take(c * u * 4);
-  const pB = take(u * 4);
-  const pO = take(Math.max(1, last) * 4);
-  const pDP = take(c * u * 8);
-  const pDN = take(c * u * 8);
-  const pWA = take(c * 8);
-  const pWT = take(u * c * 8);
-  const pZ = take(u * 8);
-  const pF = take(block * c * 4);
-  const pL = take(block * steps * 4);
-  const pA = take(block * steps);
-  const need = off - w.memory.buffer.byteLength;
-  if (need > 0) w.memory.grow(Math.ceil(need / 65536));
+  const [pW, pB, pO, pDP, pDN, pWA, pWT, pZ, pF, pL, pA] = regions(w, [
+    c * u * 4, u * 4, Math.max(1, last) * 4, c * u * 8, c * u * 8, c * 8, u * c * 8, u * 8, block * c * 4, block * steps * 4, block * steps,
+  ]) as [number, number, number, number, number, number, number, number, number, number, number];
   const mem = w.memory.buffer;
   new Float32Array(mem, pW, c * u).set(t.kernel.subarray(0, c * u));
   new Float32Array(mem, pB, u).set(t.bias.subarray(0, u));
@@ -111,39 +96,40 @@ export function pooledShareWasm(t: PooledWeights, f: Float32Array, m: number, st
   return computed;
 }
 
-/** Room for `bytes` at BASE in the module's memory; its buffer (valid until the next grow). */
-function room(w: Exports, bytes: number): ArrayBuffer {
-  const need = BASE + bytes - w.memory.buffer.byteLength;
+/**
+ * Consecutive 16-byte-aligned regions of the given byte sizes from BASE in the module's memory
+ * (grown as needed; nothing else lives there); their offsets.
+ */
+function regions(w: Exports, bytes: number[]): number[] {
+  let off = BASE;
+  const at = bytes.map((b) => {
+    const p = off;
+    off += Math.ceil(b / 16) * 16;
+    return p;
+  });
+  const need = off - w.memory.buffer.byteLength;
   if (need > 0) w.memory.grow(Math.ceil(need / 65536));
-  return w.memory.buffer;
+  return at;
 }
 
 /**
- * The sweep's per-step metrics on the module: `stepAccuracies` (mode 'accuracy') or
- * `stepAttackSuccessRates` (a target) of src/eval/metrics.ts, the same values (tested); null
- * when the module is unavailable or the labels too many for one pass.
+ * The sweep's per-step metrics, `stepAccuracies` (target 'accuracy') or
+ * `stepAttackSuccessRates` of src/eval/metrics.ts, counted on the module (the same values,
+ * tested; the JS functions run cold on a sweep's first call); the JS functions where the
+ * module is unavailable or the labels too many for one pass.
  */
-export function stepMetricsWasm(labels: Int32Array, truth: Int32Array, steps: number, target: number | 'accuracy'): number[] | null {
+export function stepMetrics(labels: Int32Array, truth: Int32Array, steps: number, target: number | 'accuracy'): number[] {
   const w = lazyWasm();
   const n = truth.length;
-  if (!w || n === 0 || steps * n * 4 > 1 << 30) return null;
-  const pY = BASE;
-  const pOut = pY + Math.ceil((n * 4) / 16) * 16;
-  const pL = pOut + Math.ceil((steps * 4) / 16) * 16;
-  const mem = room(w, pL - BASE + steps * n * 4);
+  if (!w || n === 0 || steps * n * 4 > 1 << 30) {
+    return target === 'accuracy' ? stepAccuracies(labels, truth, steps) : stepAttackSuccessRates(labels, truth, steps, target);
+  }
+  const [pY, pOut, pL] = regions(w, [n * 4, steps * 4, steps * n * 4]) as [number, number, number];
+  const mem = w.memory.buffer;
   new Int32Array(mem, pY, n).set(truth);
   new Int32Array(mem, pL, steps * n).set(labels.subarray(0, steps * n));
-  let count = 0;
-  let all = false;
-  if (target === 'accuracy') {
-    for (let i = 0; i < n; i++) if (truth[i]! >= 0) count++;
-    w.stepCorrect(pL, pY, n, steps, pOut);
-  } else {
-    for (let i = 0; i < n; i++) if (truth[i] !== target) count++;
-    all = count === 0; // every label is the target: counted whole, as attackSuccessRate does
-    if (all) count = n;
-    w.stepHits(pL, pY, n, steps, target, all ? 1 : 0, pOut);
-  }
-  const counts = new Int32Array(w.memory.buffer, pOut, steps);
-  return Array.from(counts, (c) => (count === 0 ? NaN : c / count));
+  const { count, all } = stepDenominator(truth, target);
+  if (target === 'accuracy') w.stepCorrect(pL, pY, n, steps, pOut);
+  else w.stepHits(pL, pY, n, steps, target, all ? 1 : 0, pOut);
+  return Array.from(new Int32Array(w.memory.buffer, pOut, steps), (k) => (count === 0 ? NaN : k / count));
 }

@@ -6,8 +6,8 @@
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
-import { accuracy, attackSuccessRate, stepAccuracies, stepAttackSuccessRates } from '../eval/metrics.js';
-import { stepMetricsWasm } from './lazy_wasm.js';
+import { accuracy, attackSuccessRate } from '../eval/metrics.js';
+import { stepMetrics } from './lazy_wasm.js';
 import { tailLabels, tailLabelsMaskedFrom, type CutActivations } from './activations.js';
 import type { FastSweepOptions } from './fastsweep.js';
 import { matchTail } from './tailkinds.js';
@@ -120,8 +120,8 @@ export async function sweep(
       const exact = await tailLabelsMaskedFrom(tail, shape, hosts, Uint8Array.from(from), idx, masks, batch);
       at.forEach((q, j) => { labels[from[j]!]![q] = exact[j]!; });
     }
-    const accs = stepMetricsWasm(labels[0]!, clean.labels, last + 1, 'accuracy') ?? stepAccuracies(labels[0]!, clean.labels, last + 1);
-    const asrs = stepMetricsWasm(labels[1]!, poisoned.labels, last + 1, options.target) ?? stepAttackSuccessRates(labels[1]!, poisoned.labels, last + 1, options.target);
+    const accs = stepMetrics(labels[0]!, clean.labels, last + 1, 'accuracy');
+    const asrs = stepMetrics(labels[1]!, poisoned.labels, last + 1, options.target);
     let yielded = -Infinity;
     for (let k = 0; k <= last; k++) {
       // Ctrl-C between steps: the event loop turns at least every 20 ms.

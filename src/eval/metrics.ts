@@ -43,14 +43,28 @@ export function attackSuccessRate(predicted: ArrayLike<number>, truth: ArrayLike
 }
 
 /**
+ * What the step metrics below divide by: for accuracy the images with a label (truth >= 0);
+ * for ASR the images whose true label is not the target, or all of them (`all`) when every
+ * label is the target, as `attackSuccessRate` counts such files.
+ */
+export function stepDenominator(truth: Int32Array, target: number | 'accuracy'): { count: number; all: boolean } {
+  let count = 0;
+  if (target === 'accuracy') {
+    for (let i = 0; i < truth.length; i++) if (truth[i]! >= 0) count++;
+    return { count, all: false };
+  }
+  for (let i = 0; i < truth.length; i++) if (truth[i] !== target) count++;
+  return count === 0 ? { count: truth.length, all: true } : { count, all: false };
+}
+
+/**
  * `accuracy(...).value` of every step at once: `labels` holds `steps` predictions of the same
  * images (step-major, labels[k * n + i], n = truth.length). One monomorphic pass (a sweep's
  * many steps, where the generic function above runs cold).
  */
 export function stepAccuracies(labels: Int32Array, truth: Int32Array, steps: number): number[] {
   const n = truth.length;
-  let count = 0;
-  for (let i = 0; i < n; i++) if (truth[i]! >= 0) count++;
+  const { count } = stepDenominator(truth, 'accuracy');
   const out: number[] = [];
   for (let k = 0; k < steps; k++) {
     let correct = 0;
@@ -64,10 +78,7 @@ export function stepAccuracies(labels: Int32Array, truth: Int32Array, steps: num
 /** `attackSuccessRate(...).value` of every step at once (layout as stepAccuracies). */
 export function stepAttackSuccessRates(labels: Int32Array, truth: Int32Array, steps: number, target: number): number[] {
   const n = truth.length;
-  let count = 0;
-  for (let i = 0; i < n; i++) if (truth[i] !== target) count++;
-  const all = count === 0; // every label is the target: counted whole, as attackSuccessRate does
-  if (all) count = n;
+  const { count, all } = stepDenominator(truth, target);
   const out: number[] = [];
   for (let k = 0; k < steps; k++) {
     let hits = 0;

@@ -226,46 +226,29 @@ class Builder {
   }
 
   ints(values: number[]): string {
-    const key = `i:${values.join(',')}`;
-    let n = this.consts.get(key);
-    if (!n) {
-      n = `const_${this.consts.size}`;
-      this.inits.push(int64Tensor(n, [values.length], values));
-      this.consts.set(key, n);
-    }
-    return n;
+    return this.constant(`i:${values.join(',')}`, (n) => int64Tensor(n, [values.length], values));
   }
 
   /** An int64 constant of any shape. */
   constInts(dims: number[], values: number[]): string {
-    const key = `t:${dims.join('x')}:${values.join(',')}`;
-    let n = this.consts.get(key);
-    if (!n) {
-      n = `const_${this.consts.size}`;
-      this.inits.push(int64Tensor(n, dims, values));
-      this.consts.set(key, n);
-    }
-    return n;
+    return this.constant(`t:${dims.join('x')}:${values.join(',')}`, (n) => int64Tensor(n, dims, values));
   }
 
   /** A float constant of any shape. */
   constFloats(dims: number[], values: Float32Array): string {
-    const key = `ft:${dims.join('x')}:${values.join(',')}`;
-    let n = this.consts.get(key);
-    if (!n) {
-      n = `const_${this.consts.size}`;
-      this.inits.push(floatTensor(n, dims, values));
-      this.consts.set(key, n);
-    }
-    return n;
+    return this.constant(`ft:${dims.join('x')}:${values.join(',')}`, (n) => floatTensor(n, dims, values));
   }
 
   scalar(v: number): string {
-    const key = `f:${v}`;
+    return this.constant(`f:${v}`, (n) => floatTensor(n, [], Float32Array.of(v)));
+  }
+
+  /** The initializer named for `key`, made once by `make` (equal constants share one). */
+  private constant(key: string, make: (name: string) => TensorProto): string {
     let n = this.consts.get(key);
     if (!n) {
       n = `const_${this.consts.size}`;
-      this.inits.push(floatTensor(n, [], Float32Array.of(v)));
+      this.inits.push(make(n));
       this.consts.set(key, n);
     }
     return n;
