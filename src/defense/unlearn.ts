@@ -16,7 +16,9 @@
  *     success threshold with a norm below the median (`labels: 'below-median'`: large
  *     "triggers" are the labels' own shapes, and unlearning them costs clean accuracy), all of
  *     them (`'all'`), or those flagged (`'flagged'`, the default, below). Add stamped copies of `share` of the training images (the
- *     triggers in turn, true labels kept) to the training images, which all stay.
+ *     triggers in turn, true labels kept) to the training images, which all stay. The default
+ *     `share` 1 (since session 21; 0.5 before) pairs every training image with a stamped copy
+ *     of itself under the same label, so each step sees the trigger make no difference.
  *  3. Fine-tune (Adam, lr 1e-4, `epochs` epochs); after each epoch measure, on the held-out
  *     images, clean accuracy and "stamped accuracy": the held-out images stamped with the
  *     round's triggers in turn, scored against their *true* labels. Keep the epoch with the
@@ -112,7 +114,7 @@ export interface UnlearnOptions {
 }
 
 export const UNLEARN_DEFAULTS: UnlearnOptions = {
-  labels: 'flagged', anomalyThreshold: NC_DEFAULTS.anomalyThreshold, starts: 1, rounds: 3, share: 0.5, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
+  labels: 'flagged', anomalyThreshold: NC_DEFAULTS.anomalyThreshold, starts: 1, rounds: 3, share: 1, epochs: 10, learningRate: 1e-4, batchSize: 64, holdOut: 0.2, maxDrop: 2,
   reverseEpochs: 30, reverseStepsPerEpoch: NC_DEFAULTS.stepsPerEpoch, reverseBatchSize: NC_DEFAULTS.batchSize, attackSuccess: NC_DEFAULTS.attackSuccess,
   pruneRank: 'original', pruneDrop: 1, pruneNorm: 0.5,
 };
@@ -372,7 +374,7 @@ function excitedSentence(p: ExcitedPruneRecord, rank: string, labels: number[], 
 
 export const triggerUnlearning: Defense<UnlearnOptions, UnlearnDetails> = registerDefense<UnlearnOptions, UnlearnDetails>({
   name: 'unlearn',
-  title: 'Trigger unlearning (every label)',
+  title: 'Trigger unlearning (reversed triggers)',
   summary: 'reverses a trigger for every label, unlearns the ones Neural Cleanse flags on clean data (in rounds), prunes what they excite; nothing flagged: model unchanged',
   kind: 'repair',
   defaults: UNLEARN_DEFAULTS,
