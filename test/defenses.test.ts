@@ -240,17 +240,23 @@ test('every defense\'s saved model evaluates like its reported numbers (runDefen
   }
 });
 
-test('pruning and fine-pruning on the contract: saved models evaluate as reported (random DeepID)', async () => {
+test('pruning and fine-pruning on the contract: saved models evaluate as reported (random DeepID, and a ResNet cut at global pooling)', async () => {
   const { deepId } = await import('../src/models/deepid.js');
-  const dm = describeModel(deepId({ inputShape: [H, H, 1], numClasses: 4, seed: 1 }), 'deepid', 'tfjs');
-  for (const name of ['pruning', 'fine-pruning']) {
-    const out = f(`${name}.h5`);
+  const { buildArchitecture } = await import('../src/models/index.js');
+  const nets = [
+    describeModel(deepId({ inputShape: [H, H, 1], numClasses: 4, seed: 1 }), 'deepid', 'tfjs'),
+    // Its cut's activations are (N, C): `goodnet compare` crashed on them (session 21).
+    describeModel(buildArchitecture('resnet', { inputShape: [H, H, 1], numClasses: 4, seed: 1 }), 'resnet', 'tfjs'),
+  ];
+  for (const dm of nets) for (const name of ['pruning', 'fine-pruning']) {
+    const out = f(`${dm.source}-${name}.h5`);
     const { result } = await runDefense({ defense: name, model: dm, cleanValid: f('clean.h5'), out, options: { maxDrop: 5, epochs: 1 }, ...MEASURE() });
     const saved = await loadModel(out);
     assert.deepEqual(await measure(saved, saved.net, MEASURE()), result.after, name);
     const d = result.details as { pruned: number[]; curve: number[] };
     assert.ok(d.curve.length >= d.pruned.length + 1);
     assert.ok((d.curve[0]! - d.curve[d.pruned.length]!) * 100 <= 5 + 1e-9);
+    if (dm.source === 'resnet') assert.equal((d as unknown as { conv: string }).conv.includes('relu'), true, (d as unknown as { conv: string }).conv);
   }
 });
 

@@ -12,7 +12,7 @@
  * only reuse their pieces (graph.ts, sweep.ts, activations.ts, fineprune.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { tailLabels } from './activations.js';
+import { channelMeans, tailLabels, type CutActivations } from './activations.js';
 import { fineTune, FINE_TUNE_DEFAULTS } from './fineprune.js';
 import { findCutPoint, headModel, tailModel } from './graph.js';
 import { pruneChannels } from './mask.js';
@@ -46,10 +46,11 @@ async function prunedOnClean(input: DefenseInput, o: PruningOptions) {
   const cut = findCutPoint(net, o.layer, input.model.source);
   const head = headModel(net, cut);
   const tail = await tailModel(net, cut);
-  const values = tf.tidy(() => head.predict(tf.tensor4d(clean.images, [clean.n, ...clean.shape]), { batchSize: input.batchSize ?? 256 }) as tf.Tensor4D);
+  // (N, h, w, C) at a pooling cut, (N, C) after a global pooling (a ResNet's cut).
+  const values = tf.tidy(() => head.predict(tf.tensor4d(clean.images, [clean.n, ...clean.shape]), { batchSize: input.batchSize ?? 256 }) as tf.Tensor4D | tf.Tensor2D);
   try {
-    const a = { values, labels: Int32Array.from(clean.labels), source: input.cleanValid };
-    const means = Array.from(tf.tidy(() => tf.mean(values, [0, 1, 2])).dataSync());
+    const a: CutActivations = { values, labels: Int32Array.from(clean.labels), source: input.cleanValid };
+    const means = await channelMeans(a);
     const order = channelOrder(means, 'asc');
     const acc = async (k: number) => {
       const p = await tailLabels(tail, a, maskFor(cut.channels, order, k));
