@@ -308,6 +308,17 @@ test('goodnet nc --json: flagged labels and every label\'s norm and anomaly inde
   assert.equal(c.rows.length, 2);
   assert.equal(c.rows[0]!.asr, c.before.asr);
   assert.ok(existsSync(f('cmp/comparison.md')) && existsSync(f('cmp/models/clp.h5')) && existsSync(f('cmp/clp.json')));
+  // `goodnet report` of a compare folder: the table, the scatter, the defense's section, the inputs with their hashes.
+  const { sha256 } = await import('../src/io/hash.js');
+  const { readFileSync } = await import('node:fs');
+  const { writeReport } = await import('../src/report/build.js');
+  assert.equal(await writeReport(f('cmp')), f('cmp/report.html'));
+  const html = readFileSync(f('cmp/report.html'), 'utf8');
+  for (const s of ['Backdoor defenses compared', 'Defenses compared', 'Defense: CLP', 'figure-defenses-scatter', await sha256(f('test.h5')), await sha256(f('bd_test.h5'))]) {
+    assert.ok(html.includes(s), s);
+  }
+  assert.ok(!html.includes('NaN') && !html.includes('Pruned layer') && !html.includes('<th scope="row">validation</th>'));
+  assert.ok(html.includes(`${(100 * c.before.accuracy).toFixed(2)}%`), 'the BadNet\'s clean accuracy');
 });
 
 async function saveTo(path: string): Promise<void> {

@@ -54,7 +54,7 @@ Example:
     const r = await runComparison({
       model, cleanValid: o.cleanValid, cleanImages: o.cleanImages, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target,
       defenses: o.defenses?.split(',').map((s) => s.trim()), ...(o.quick ? { options: QUICK_DEFENSE_OPTIONS } : {}), ...px, layout: o.layout, batchSize: o.batchSize, seed: o.seed,
-      out: o.out, overwrite: o.force, log: (l) => process.stderr.write(`${l}\n`), onProgress: stageBars(),
+      out: o.out, overwrite: o.force, command: ['goodnet', ...process.argv.slice(2)].join(' '), log: (l) => process.stderr.write(`${l}\n`), onProgress: stageBars(),
       onDefense: (name, res) => process.stderr.write(res ? `${name}: done in ${res.seconds.toFixed(0)} s\n` : `${name}: running\n`),
     });
     if (await emitJson({ ...r, sections: undefined, preprocessing: model.preprocessing }, o.json, o.force)) return;

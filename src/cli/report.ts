@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import { GoodnetError } from '../errors.js';
 import { writeReport } from '../report/build.js';
@@ -5,13 +7,15 @@ import { setUp } from './common.js';
 
 export function reportCommand(): Command {
   return new Command('report')
-    .summary('write the HTML report (and figures) of a prune or demo folder')
+    .summary('write the HTML report (and figures) of a prune, compare or demo folder')
     .description(
-      'Read what `goodnet prune` wrote in DIR (or DIR/prune for a demo folder), and the attack.json of the BadNet ' +
+      'Read what `goodnet prune` wrote in DIR (or DIR/prune for a demo folder), or what `goodnet compare -o DIR` wrote ' +
+      '(the comparison table and scatter, each defense\'s section), and the attack.json of the BadNet ' +
       'when it was made by `goodnet attack`, draw the figures (PNG and SVG in DIR/figures) and write DIR/report.html: ' +
-      'one self-contained file (figures inline, no network) with the tables, the commands, versions, input hashes and timings.')
-    .argument('<dir>', 'output folder of `goodnet prune` or `goodnet demo`')
-    .addHelpText('after', '\nExample:\n  goodnet report lab/prune')
+      'one self-contained file (figures inline, no network) with the tables, the commands, versions, input hashes and timings. ' +
+      'Nothing is re-run: every number comes from the folder.')
+    .argument('<dir>', 'output folder of `goodnet prune`, `goodnet compare` or `goodnet demo`')
+    .addHelpText('after', '\nExamples:\n  goodnet report lab/prune\n  goodnet report compare')
     .action(async (dir: string) => {
       await setUp({ backend: 'wasm', batchSize: 256 });
       try {
@@ -19,7 +23,8 @@ export function reportCommand(): Command {
       } catch (err) {
         // A summary.json edited by hand (a null or missing field) is bad input, not a bug.
         if (err instanceof TypeError || err instanceof RangeError) {
-          throw new GoodnetError(`summary.json is not what goodnet prune writes (${err.message})`, dir, { cause: err });
+          const what = existsSync(join(dir, 'comparison.json')) && !existsSync(join(dir, 'summary.json')) ? 'comparison.json is not what goodnet compare writes' : 'summary.json is not what goodnet prune writes';
+          throw new GoodnetError(`${what} (${err.message})`, dir, { cause: err });
         }
         throw err;
       }

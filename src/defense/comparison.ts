@@ -6,8 +6,8 @@
  * Outputs (when `out` is given; written atomically as one folder): comparison.json (rows and
  * every defense's result), comparison.md, <defense>.json, models/<defense>.h5.
  */
-import { writeFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { GoodnetError } from '../errors.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
 import type { LoadedModel } from '../io/model.js';
@@ -15,6 +15,9 @@ import { getDefense, measure, registeredDefenses, type DefenseInput, type Defens
 import './registry.js';
 import { runDefense, type RunDefenseResult } from './run.js';
 import { percent as pct } from '../io/table.js';
+import { sha256 } from '../io/hash.js';
+import { openDataset } from '../io/dataset.js';
+import { pixelOptionsFor, preprocessingText } from '../io/preprocess.js';
 
 export interface CompareOptions extends Omit<DefenseInput, 'model'> {
   model: LoadedModel;
@@ -29,6 +32,34 @@ export interface CompareOptions extends Omit<DefenseInput, 'model'> {
   overwrite?: boolean;
   /** Called before and after each defense. */
   onDefense?: (name: string, result?: RunDefenseResult) => void;
+  /** The command line, recorded in comparison.json (shown by `goodnet report`). */
+  command?: string;
+}
+
+/** What comparison.json records besides the result, for `goodnet report DIR`: the inputs (with hashes) and the command. */
+export interface ComparisonProvenance {
+  command?: string;
+  modelInfo: { path: string; format: string; inputShape: (number | null)[]; numClasses: number };
+  inputs: { role: string; path: string; sha256: string; images: number }[];
+  preprocessing: string;
+}
+
+async function provenance(o: CompareOptions): Promise<ComparisonProvenance> {
+  const m = o.model;
+  const inputs: ComparisonProvenance['inputs'] = [];
+  for (const [role, path] of [['clean validation', o.cleanValid], ['clean test', o.cleanTest], ['poisoned test', o.poisonedTest]] as const) {
+    const ds = await openDataset(path, { layout: o.layout });
+    const images = ds.length;
+    ds.close();
+    inputs.push({ role, path: resolve(path), sha256: await sha256(path), images });
+  }
+  return {
+    ...(o.command ? { command: o.command } : {}),
+    modelInfo: { path: resolve(m.source), format: m.format, inputShape: [...m.inputShape], numClasses: m.numClasses },
+    // A model built in memory (a library caller's) has no file to hash.
+    inputs: [{ role: 'model', path: resolve(m.source), sha256: existsSync(m.source) ? await sha256(m.source) : 'not a file', images: 0 }, ...inputs],
+    preprocessing: preprocessingText(pixelOptionsFor(m, o)),
+  };
 }
 
 export interface CompareResult {
@@ -130,7 +161,7 @@ export async function runComparison(o: CompareOptions): Promise<CompareResult> {
     mkdirSync(join(dir, 'models'), { recursive: true });
     await write(dir);
     const r = result();
-    writeFileSync(join(dir, 'comparison.json'), `${JSON.stringify({ ...r, sections: undefined }, null, 2)}\n`);
+    writeFileSync(join(dir, 'comparison.json'), `${JSON.stringify({ ...r, sections: undefined, ...(await provenance(o)) }, null, 2)}\n`);
     const t = comparisonTable(rows);
     const md = [t.headers, t.headers.map(() => '--'), ...t.rows].map((row) => `| ${row.join(' | ')} |`).join('\n');
     writeFileSync(join(dir, 'comparison.md'), `${md}\n`);

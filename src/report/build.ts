@@ -19,6 +19,7 @@ import { reportFigures, writeFigure, type Figure } from './figures.js';
 import { comparisonHtml, escapeHtml, renderReport, type ReportData } from './html.js';
 import { percent } from './table.js';
 import type { ComparisonRow } from '../defense/compare.js';
+import type { ComparisonProvenance } from '../defense/comparison.js';
 import type { StripResult } from '../detect/strip.js';
 import { stripFigure } from './strip_output.js';
 import { defenseSections, readComparisonFolder, secondBadNetSection } from './defenses.js';
@@ -107,8 +108,11 @@ async function samples(path: string, model: LoadedModel, pre: Preprocessing, k: 
   }
 }
 
-/** Build the report of DIR (a prune output or a demo folder); returns the path of report.html. */
+/** Build the report of DIR (a prune output, a demo folder or a compare output); returns the path of report.html. */
 export async function writeReport(dir: string, options: ReportOptions = {}): Promise<string> {
+  if (!existsSync(join(dir, 'summary.json')) && !existsSync(join(dir, 'prune', 'summary.json')) && existsSync(join(dir, 'comparison.json'))) {
+    return writeCompareReport(dir, options);
+  }
   const { summary } = findPruneSummary(dir);
   const modelIn = summary.inputs.find((i) => i.role === 'model')!;
   const attack = findAttack(modelIn.path);
@@ -233,6 +237,48 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
   const figDir = join(dir, 'figures');
   mkdirSync(figDir, { recursive: true });
   for (const fig of [...figures, ...defenseFigures]) await writeFigure(figDir, fig);
+  await writeAtomically(out, (tmp) => writeFileSync(tmp, renderReport(report)), { overwrite: true });
+  return out;
+}
+
+/**
+ * The report of a `goodnet compare -o DIR` folder: the comparison table and scatter, each
+ * defense's section, the inputs with their hashes and the command (comparison.json records
+ * them since session 21; older folders show what they have). Nothing is re-run.
+ */
+async function writeCompareReport(dir: string, options: ReportOptions): Promise<string> {
+  const c = readComparisonFolder(dir)!;
+  const p = JSON.parse(readFileSync(join(dir, 'comparison.json'), 'utf8')) as Partial<ComparisonProvenance>;
+  const modelPath = p.modelInfo?.path ?? c.model;
+  const attack = findAttack(modelPath);
+  const names = attack?.dataset.classNames;
+  const r = await defenseSections(c, { command: p.command });
+  const inputs = p.inputs ?? [];
+  const modelIn = inputs.find((i) => i.role === 'model');
+  const timings = Object.fromEntries(c.rows.filter((x) => x.seconds !== undefined).map((x) => [x.defense.split(' (')[0]!, x.seconds!]));
+  const report: ReportData = {
+    kind: 'compare',
+    title: options.title ?? (attack ? `goodnet report: defenses compared on a ${attack.dataset.name} BadNet` : 'goodnet report: defenses compared'),
+    generatedAt: new Date().toISOString(),
+    commands: [...(options.commands ?? (attack?.command ? [attack.command] : [])), ...(p.command ? [p.command] : [])],
+    model: { path: modelPath, sha256: modelIn?.sha256 ?? 'not recorded', format: p.modelInfo?.format ?? 'not recorded', inputShape: p.modelInfo?.inputShape ?? [], numClasses: p.modelInfo?.numClasses ?? NaN },
+    data: inputs.filter((i) => i.role !== 'model'),
+    target: c.target,
+    targetName: names?.[c.target],
+    baseline: { validAccuracy: NaN, validAsr: NaN, testAccuracy: c.before.accuracy, testAsr: c.before.asr },
+    sweeps: [],
+    goodnet: [],
+    figures: [],
+    versions: { goodnet: PKG.version, node: process.version, '@tensorflow/tfjs-core': tf.version_core, backend: getBackend() },
+    timings,
+    preprocessing: p.preprocessing,
+    notes: options.notes,
+    extraSections: [...r.sections, ...(options.extraSections ?? [])],
+  };
+  const out = join(dir, 'report.html');
+  const figDir = join(dir, 'figures');
+  mkdirSync(figDir, { recursive: true });
+  for (const fig of r.figures) await writeFigure(figDir, fig);
   await writeAtomically(out, (tmp) => writeFileSync(tmp, renderReport(report)), { overwrite: true });
   return out;
 }

@@ -28,6 +28,8 @@ export interface ReportDataFile {
 }
 
 export interface ReportData {
+  /** 'prune' (default): a pruning run's report; 'compare': a `goodnet compare` folder (no sweep, test sets only). */
+  kind?: 'prune' | 'compare';
   title: string;
   /** ISO 8601 time the results were produced. */
   generatedAt: string;
@@ -193,9 +195,11 @@ function summary(data: ReportData): string {
   const m = data.model;
   const shape = m.inputShape.map((d) => (d === null ? '?' : String(d))).join(' × ');
   const target = data.targetName ? `${data.target} (${data.targetName})` : String(data.target);
+  const compare = data.kind === 'compare';
+  const sub = (valid: number) => (compare ? 'test set' : `test · validation ${pct(valid)}`);
   const cards = [
-    card('BadNet clean accuracy', pct(data.baseline.testAccuracy), `test · validation ${pct(data.baseline.validAccuracy)}`, 'acc'),
-    card('BadNet ASR (attack success rate)', pct(data.baseline.testAsr), `test · validation ${pct(data.baseline.validAsr)}`, 'asr'),
+    card('BadNet clean accuracy', pct(data.baseline.testAccuracy), sub(data.baseline.validAccuracy), 'acc'),
+    card('BadNet ASR (attack success rate)', pct(data.baseline.testAsr), sub(data.baseline.validAsr), 'asr'),
   ];
   for (const r of rowsFor(data.goodnet, 'asc')) {
     cards.push(
@@ -214,11 +218,11 @@ function summary(data: ReportData): string {
   return `<section id="summary">
 <div class="cards">${cards.join('')}</div>
 <dl class="facts">
-<dt>Model</dt><dd><code>${esc(m.path)}</code> <span class="muted">${esc(m.format)}, input ${esc(shape)}, ${esc(m.numClasses)} classes</span></dd>
+<dt>Model</dt><dd><code>${esc(m.path)}</code> <span class="muted">${esc(m.format)}, input ${esc(shape || '?')}, ${esc(Number.isFinite(m.numClasses) ? m.numClasses : '?')} classes</span></dd>
 <dt>Data</dt><dd>${dataList}</dd>
 <dt>Target label</dt><dd>${esc(target)}</dd>
-<dt>Pruned layer</dt><dd>${esc(layerText(data))}</dd>
-<dt>Generated</dt><dd>${esc(data.generatedAt)}</dd>
+${compare ? '' : `<dt>Pruned layer</dt><dd>${esc(layerText(data))}</dd>
+`}<dt>Generated</dt><dd>${esc(data.generatedAt)}</dd>
 </dl>
 ${notes}
 </section>`;
@@ -236,9 +240,10 @@ function layerText(data: ReportData): string {
 
 function baselineSection(data: ReportData): string {
   const b = data.baseline;
+  const validRow = data.kind === 'compare' ? '' : `<tr><th scope="row">validation</th><td class="num">${pct(b.validAccuracy)}</td><td class="num">${pct(b.validAsr)}</td></tr>
+`;
   const table = `<table class="data narrow"><thead><tr><th></th><th class="num">clean accuracy</th><th class="num">attack success rate</th></tr></thead><tbody>
-<tr><th scope="row">validation</th><td class="num">${pct(b.validAccuracy)}</td><td class="num">${pct(b.validAsr)}</td></tr>
-<tr><th scope="row">test</th><td class="num">${pct(b.testAccuracy)}</td><td class="num">${pct(b.testAsr)}</td></tr>
+${validRow}<tr><th scope="row">test</th><td class="num">${pct(b.testAccuracy)}</td><td class="num">${pct(b.testAsr)}</td></tr>
 </tbody></table>`;
   return section(
     'badnet',
@@ -424,7 +429,7 @@ ${data.preprocessing ? `<p id="preprocessing">Preprocessing (raw pixels x to mod
 <body>
 <header>
 <h1>${esc(data.title)}</h1>
-<p class="sub">Backdoor detection and repair by pruning · target label ${esc(data.targetName ? `${data.target} (${data.targetName})` : data.target)} · ${esc(data.generatedAt)}</p>
+<p class="sub">${data.kind === 'compare' ? 'Backdoor defenses compared' : 'Backdoor detection and repair by pruning'} · target label ${esc(data.targetName ? `${data.target} (${data.targetName})` : data.target)} · ${esc(data.generatedAt)}</p>
 </header>
 <nav>${nav.map(([id, t]) => `<a href="#${id}">${esc(t)}</a>`).join('')}<a href="#footer-info">Versions &amp; files</a></nav>
 ${summary(data)}
