@@ -79,7 +79,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     summary: 'serve the browser page (the whole defense in a web page) on 127.0.0.1',
     load: async () => (await import('./serve.js')).serveCommand() },
   { name: 'report', term: 'report <dir>',
-    summary: 'write the HTML report (and figures) of a prune or demo folder',
+    summary: 'write the HTML report (and figures) of a prune, compare or demo folder',
     load: async () => (await import('./report.js')).reportCommand() },
   { name: 'predict', term: 'predict [options] <inputs...>',
     summary: 'classify images with a model',
