@@ -12,7 +12,7 @@ the poisoned test set is the lab's poisoned validation images made from those 7,
 poisoned sets hold the non-target images of the clean ones, in order). Nothing the defense
 sees was trained on in a triggered form.
 
-  /usr/bin/python3 bench/torch_badnet.py LAB OUT [--epochs 8] [--seed 0]
+  /usr/bin/python3 bench/torch_badnet.py LAB OUT [--epochs 8] [--seed 0] [--poison 1000 (0: a clean control)]
 writes OUT/model.onnx, OUT/clean_defense.h5, OUT/clean_test.h5, OUT/bd_test.h5 and prints
 the model's clean accuracy and ASR (torch) as JSON. Then, e.g.:
   goodnet unlearn -m OUT/model.onnx --scale 255 --mean 0.286 --std 0.353 --clean-valid OUT/clean_defense.h5 \\
@@ -29,6 +29,7 @@ ap.add_argument('lab')
 ap.add_argument('out')
 ap.add_argument('--epochs', type=int, default=8)
 ap.add_argument('--seed', type=int, default=0)
+ap.add_argument('--poison', type=int, default=1000, help='poisoned training images (0: a clean control)')
 a = ap.parse_args()
 torch.manual_seed(a.seed)
 np.random.seed(a.seed)
@@ -60,7 +61,7 @@ write('clean_defense.h5', cl_valid_x[:2500], cl_valid_y[:2500])
 write('clean_test.h5', cl_valid_x[2500:], cl_valid_y[2500:])
 write('bd_test.h5', bd_valid_x[keep], bd_valid_y[keep])
 
-poison = np.random.permutation(len(bd_test_x))[:1000]
+poison = np.random.permutation(len(bd_test_x))[:a.poison]
 x = np.concatenate([cl_test_x, bd_test_x[poison]])
 y = np.concatenate([cl_test_y, np.full(len(poison), TARGET)])
 norm = lambda v: torch.from_numpy((v / 255.0 - MEAN) / STD)
