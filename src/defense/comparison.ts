@@ -132,6 +132,8 @@ export async function runComparison(o: CompareOptions): Promise<CompareResult> {
   if (names.length === 0) throw new GoodnetError('no defenses to compare');
   for (const n of names) getDefense(n); // unknown names fail before any work
   if (o.out) checkWritable(o.out, { overwrite: o.overwrite, folder: true });
+  // The inputs' hashes as they were when the run began.
+  const record = o.out ? await provenance(o) : undefined;
   const m = { cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, scale: o.scale, mean: o.mean, std: o.std, layout: o.layout, batchSize: o.batchSize };
   const before = await measure(o.model, o.model.net, m);
   const rows: DefenseRow[] = [{ defense: 'no defense (BadNet)', ...before }];
@@ -161,7 +163,7 @@ export async function runComparison(o: CompareOptions): Promise<CompareResult> {
     mkdirSync(join(dir, 'models'), { recursive: true });
     await write(dir);
     const r = result();
-    writeFileSync(join(dir, 'comparison.json'), `${JSON.stringify({ ...r, sections: undefined, ...(await provenance(o)) }, null, 2)}\n`);
+    writeFileSync(join(dir, 'comparison.json'), `${JSON.stringify({ ...r, sections: undefined, ...record }, null, 2)}\n`);
     const t = comparisonTable(rows);
     const md = [t.headers, t.headers.map(() => '--'), ...t.rows].map((row) => `| ${row.join(' | ')} |`).join('\n');
     writeFileSync(join(dir, 'comparison.md'), `${md}\n`);
