@@ -253,10 +253,10 @@ test('pruning and fine-pruning on the contract: saved models evaluate as reporte
     const { result } = await runDefense({ defense: name, model: dm, cleanValid: f('clean.h5'), out, options: { maxDrop: 5, epochs: 1 }, ...MEASURE() });
     const saved = await loadModel(out);
     assert.deepEqual(await measure(saved, saved.net, MEASURE()), result.after, name);
-    const d = result.details as { pruned: number[]; curve: number[] };
+    const d = result.details as { conv: string; pruned: number[]; curve: number[] };
     assert.ok(d.curve.length >= d.pruned.length + 1);
     assert.ok((d.curve[0]! - d.curve[d.pruned.length]!) * 100 <= 5 + 1e-9);
-    if (dm.source === 'resnet') assert.equal((d as unknown as { conv: string }).conv.includes('relu'), true, (d as unknown as { conv: string }).conv);
+    if (dm.source === 'resnet') assert.equal(d.conv.includes('relu'), true, d.conv);
   }
 });
 

@@ -1,8 +1,6 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command } from 'commander';
 import { GoodnetError } from '../errors.js';
-import { writeReport } from '../report/build.js';
+import { isCompareFolder, writeReport } from '../report/build.js';
 import { setUp } from './common.js';
 
 export function reportCommand(): Command {
@@ -23,7 +21,7 @@ export function reportCommand(): Command {
       } catch (err) {
         // A summary.json edited by hand (a null or missing field) is bad input, not a bug.
         if (err instanceof TypeError || err instanceof RangeError) {
-          const what = existsSync(join(dir, 'comparison.json')) && !existsSync(join(dir, 'summary.json')) ? 'comparison.json is not what goodnet compare writes' : 'summary.json is not what goodnet prune writes';
+          const what = isCompareFolder(dir) ? 'comparison.json is not what goodnet compare writes' : 'summary.json is not what goodnet prune writes';
           throw new GoodnetError(`${what} (${err.message})`, dir, { cause: err });
         }
         throw err;

@@ -19,7 +19,6 @@ import { reportFigures, writeFigure, type Figure } from './figures.js';
 import { comparisonHtml, escapeHtml, renderReport, type ReportData } from './html.js';
 import { percent } from './table.js';
 import type { ComparisonRow } from '../defense/compare.js';
-import type { ComparisonProvenance } from '../defense/comparison.js';
 import type { StripResult } from '../detect/strip.js';
 import { stripFigure } from './strip_output.js';
 import { defenseSections, readComparisonFolder, secondBadNetSection } from './defenses.js';
@@ -108,11 +107,26 @@ async function samples(path: string, model: LoadedModel, pre: Preprocessing, k: 
   }
 }
 
+/** A `goodnet compare -o DIR` folder: comparison.json and no prune summary (a demo folder has both). */
+export function isCompareFolder(dir: string): boolean {
+  return !existsSync(join(dir, 'summary.json')) && !existsSync(join(dir, 'prune', 'summary.json')) && existsSync(join(dir, 'comparison.json'));
+}
+
+const versions = (): Record<string, string> => ({ goodnet: PKG.version, node: process.version, '@tensorflow/tfjs-core': tf.version_core, backend: getBackend() });
+
+/** Write DIR/figures/* and DIR/report.html (atomically); returns the report's path. */
+async function writeHtml(dir: string, report: ReportData, figures: Figure[]): Promise<string> {
+  const out = join(dir, 'report.html');
+  const figDir = join(dir, 'figures');
+  mkdirSync(figDir, { recursive: true });
+  for (const fig of figures) await writeFigure(figDir, fig);
+  await writeAtomically(out, (tmp) => writeFileSync(tmp, renderReport(report)), { overwrite: true });
+  return out;
+}
+
 /** Build the report of DIR (a prune output, a demo folder or a compare output); returns the path of report.html. */
 export async function writeReport(dir: string, options: ReportOptions = {}): Promise<string> {
-  if (!existsSync(join(dir, 'summary.json')) && !existsSync(join(dir, 'prune', 'summary.json')) && existsSync(join(dir, 'comparison.json'))) {
-    return writeCompareReport(dir, options);
-  }
+  if (isCompareFolder(dir)) return writeCompareReport(dir, options);
   const { summary } = findPruneSummary(dir);
   const modelIn = summary.inputs.find((i) => i.role === 'model')!;
   const attack = findAttack(modelIn.path);
@@ -225,20 +239,13 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
     sweeps: summary.sweeps,
     goodnet: summary.goodnet ?? [],
     figures,
-    versions: {
-      goodnet: PKG.version, node: process.version, '@tensorflow/tfjs-core': tf.version_core, backend: getBackend(),
-    },
+    versions: versions(),
     timings,
     preprocessing: preprocessingText(pre),
     notes: options.notes,
     extraSections: [...extra, ...(options.extraSections ?? [])],
   };
-  const out = join(dir, 'report.html');
-  const figDir = join(dir, 'figures');
-  mkdirSync(figDir, { recursive: true });
-  for (const fig of [...figures, ...defenseFigures]) await writeFigure(figDir, fig);
-  await writeAtomically(out, (tmp) => writeFileSync(tmp, renderReport(report)), { overwrite: true });
-  return out;
+  return writeHtml(dir, report, [...figures, ...defenseFigures]);
 }
 
 /**
@@ -248,20 +255,19 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
  */
 async function writeCompareReport(dir: string, options: ReportOptions): Promise<string> {
   const c = readComparisonFolder(dir)!;
-  const p = JSON.parse(readFileSync(join(dir, 'comparison.json'), 'utf8')) as Partial<ComparisonProvenance>;
-  const modelPath = p.modelInfo?.path ?? c.model;
+  const modelPath = c.modelInfo?.path ?? c.model;
   const attack = findAttack(modelPath);
   const names = attack?.dataset.classNames;
-  const r = await defenseSections(c, { command: p.command });
-  const inputs = p.inputs ?? [];
+  const r = await defenseSections(c, { command: c.command });
+  const inputs = c.inputs ?? [];
   const modelIn = inputs.find((i) => i.role === 'model');
   const timings = Object.fromEntries(c.rows.filter((x) => x.seconds !== undefined).map((x) => [x.defense.split(' (')[0]!, x.seconds!]));
   const report: ReportData = {
     kind: 'compare',
     title: options.title ?? (attack ? `goodnet report: defenses compared on a ${attack.dataset.name} BadNet` : 'goodnet report: defenses compared'),
     generatedAt: new Date().toISOString(),
-    commands: [...(options.commands ?? (attack?.command ? [attack.command] : [])), ...(p.command ? [p.command] : [])],
-    model: { path: modelPath, sha256: modelIn?.sha256 ?? 'not recorded', format: p.modelInfo?.format ?? 'not recorded', inputShape: p.modelInfo?.inputShape ?? [], numClasses: p.modelInfo?.numClasses ?? NaN },
+    commands: [...(options.commands ?? (attack?.command ? [attack.command] : [])), ...(c.command ? [c.command] : [])],
+    model: { path: modelPath, sha256: modelIn?.sha256 ?? 'not recorded', format: c.modelInfo?.format ?? 'not recorded', inputShape: c.modelInfo?.inputShape ?? [], numClasses: c.modelInfo?.numClasses ?? NaN },
     data: inputs.filter((i) => i.role !== 'model'),
     target: c.target,
     targetName: names?.[c.target],
@@ -269,16 +275,11 @@ async function writeCompareReport(dir: string, options: ReportOptions): Promise<
     sweeps: [],
     goodnet: [],
     figures: [],
-    versions: { goodnet: PKG.version, node: process.version, '@tensorflow/tfjs-core': tf.version_core, backend: getBackend() },
+    versions: versions(),
     timings,
-    preprocessing: p.preprocessing,
+    preprocessing: c.preprocessing,
     notes: options.notes,
     extraSections: [...r.sections, ...(options.extraSections ?? [])],
   };
-  const out = join(dir, 'report.html');
-  const figDir = join(dir, 'figures');
-  mkdirSync(figDir, { recursive: true });
-  for (const fig of r.figures) await writeFigure(figDir, fig);
-  await writeAtomically(out, (tmp) => writeFileSync(tmp, renderReport(report)), { overwrite: true });
-  return out;
+  return writeHtml(dir, report, r.figures);
 }

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GoodnetError } from '../errors.js';
-import { comparisonTable } from '../defense/comparison.js';
+import { comparisonTable, type ComparisonProvenance } from '../defense/comparison.js';
 import type { DefenseRow, ReportSection } from '../defense/interface.js';
 import type { PruneSummary } from '../defense/prune.js';
 import type { GoodNetRow } from '../defense/types.js';
@@ -15,8 +15,8 @@ import { COLORS, renderSpec, sampleGrid, sweepCurves, type Figure } from './figu
 import { escapeHtml, renderFigure } from './html.js';
 import { percent } from './table.js';
 
-/** What `goodnet compare -o DIR` wrote, as the report reads it. */
-export interface ComparisonFolder {
+/** What `goodnet compare -o DIR` wrote, as the report reads it (the provenance: folders written since session 21). */
+export interface ComparisonFolder extends Partial<ComparisonProvenance> {
   model: string;
   target: number;
   cleanValid: string;
