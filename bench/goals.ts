@@ -8,7 +8,7 @@
  *   training, images/s        each lab architecture (DeepID, VGG-BN, ResNet at 28x28x1, 10 classes),
  *                             Adam, batch 64, goodnet's train() on tfjs wasm with 1 thread and with
  *                             2 data-parallel threads (models/parallel.ts), and with the opt-in
- *                             ort training engine (--train-engine ort, 1 and 2 threads), steady state (first
+ *                             ort training engine (--train-engine ort, 1 and 2 data-parallel threads), steady state (first
  *                             batch left out) vs bench/train_peer_torch.py --arch (PyTorch, 1 and
  *                             2 threads, after 5 warm-up steps)
  *   inference, images/s       full DeepID (55x47x3 -> 1283) and the three lab models at 28x28x1,
@@ -181,7 +181,7 @@ async function goodnetTrain(arch: Arch, threads: number, trainEngine: 'tfjs' | '
   net.dispose();
   const images_ = TRAIN_BATCHES * BATCH;
   return { imagesPerSecond: images_ / ((t1 - t0) / 1000), imagesPerCpuSecond: images_ / ((c1.user + c1.system) / 1e6),
-    engine: trainEngine === 'ort' ? `--train-engine ort (onnxruntime-node, ${threads} intra-op thread${threads > 1 ? 's' : ''})` : `${await engineName(threads)}${threads > 1 ? ' data-parallel' : ''}`, load: (before + loadavg()[0]!) / 2 };
+    engine: trainEngine === 'ort' ? `--train-engine ort (onnxruntime-node, ${threads} data-parallel thread${threads > 1 ? 's' : ''}, 1 intra-op thread each)` : `${await engineName(threads)}${threads > 1 ? ' data-parallel' : ''}`, load: (before + loadavg()[0]!) / 2 };
 }
 
 async function trainRows(arch: Arch): Promise<Row[]> {

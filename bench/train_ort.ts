@@ -85,7 +85,7 @@ async function bareStep(arch: Arch, threads: number): Promise<Rate> {
     const wall = (performance.now() - t0) / 1000;
     const c = process.cpuUsage(c0);
     const images = BATCHES * BATCH;
-    return { engine: `OrtTrainer.step alone, ${threads} thread${threads > 1 ? 's' : ''}`, imagesPerSecond: images / wall, imagesPerCpuSecond: images / ((c.user + c.system) / 1e6), load: (before + loadavg()[0]!) / 2 };
+    return { engine: `OrtTrainer.step alone, ${threads} data-parallel thread${threads > 1 ? 's' : ''}`, imagesPerSecond: images / wall, imagesPerCpuSecond: images / ((c.user + c.system) / 1e6), load: (before + loadavg()[0]!) / 2 };
   } finally {
     await tr.dispose();
     net.dispose();

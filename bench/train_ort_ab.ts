@@ -16,7 +16,7 @@ import { buildArchitecture } from '../src/models/index.js';
 
 const [arch = 'vgg', a = '{}', b = '{}', runsArg = '30'] = process.argv.slice(2);
 const runs = Number(runsArg);
-const B = 64;
+const B = Number(process.env.BATCH ?? 64);
 await initBackend('wasm');
 const net = buildArchitecture(arch, { inputShape: [28, 28, 1], numClasses: 10, seed: 0 });
 const x = new Float32Array(B * 784).map((_, i) => ((i * 2654435761) >>> 24) / 255);

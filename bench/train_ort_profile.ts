@@ -16,7 +16,7 @@ import { buildArchitecture } from '../src/models/index.js';
 
 const arch = process.argv[2] ?? 'vgg';
 const runs = Number(process.argv[3] ?? 20);
-const B = 64;
+const B = Number(process.env.BATCH ?? 64);
 await initBackend('wasm');
 const net = buildArchitecture(arch, { inputShape: [28, 28, 1], numClasses: 10, seed: 0 });
 const opt4 = process.argv[4] ?? 'gemm';
@@ -57,5 +57,13 @@ const per = (us: number) => (us / (runs + 1) / 1000).toFixed(2);
 console.log(`${arch}: ${ms.toFixed(1)} ms per session run (wall, ${runs} runs), kernels ${per(total)} ms\n`);
 console.log('| op | ms per step | share |\n|:--|--:|--:|');
 for (const [op, us] of [...byOp].sort((a, b) => b[1] - a[1])) console.log(`| ${op} | ${per(us)} | ${((100 * us) / total).toFixed(1)}% |`);
+// Per layer and pass: node names start with 'layer/' (forward) or 'layer:grad/' (backward).
+const byLayer = new Map<string, number>();
+for (const [n, us] of byNode) {
+  const scope = n.includes('/') ? n.slice(0, n.indexOf('/')) : '(graph)';
+  byLayer.set(scope, (byLayer.get(scope) ?? 0) + us);
+}
+console.log('\n| layer (:grad = backward) | ms per step | share |\n|:--|--:|--:|');
+for (const [l, us] of [...byLayer].sort((a, b) => b[1] - a[1])) console.log(`| ${l} | ${per(us)} | ${((100 * us) / total).toFixed(1)}% |`);
 console.log('\nslowest nodes:');
 for (const [n, us] of [...byNode].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 15))) console.log(`  ${n}: ${per(us)} ms`);

@@ -58,7 +58,22 @@ function oddNet(seed: number): tfl.LayersModel {
   return tfl.model({ inputs: input, outputs: out });
 }
 
+/** Stride-1 'same' convolutions with even, 1-wide and 5x5 kernels (asymmetric pads: the 'flat' filter gradient's row-edge masks), and a 'valid' one. */
+function sameNet(seed: number): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const input = tfl.input({ shape: SHAPE });
+  let x = input;
+  const specs: [number, number | [number, number], string][] = [[4, [2, 4], 'same'], [3, [1, 3], 'same'], [5, [3, 1], 'same'], [4, 5, 'same'], [3, [2, 3], 'valid']];
+  specs.forEach(([filters, kernelSize, padding], i) => {
+    x = tfl.layers.conv2d({ filters, kernelSize, padding: padding as 'same', activation: 'relu', kernelInitializer: init(i) }).apply(x) as tfl.SymbolicTensor;
+  });
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(9) }).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
 const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
+  ['same-padded stride-1 convs with 2x4, 1x3, 3x1, 5x5 kernels and a valid 2x3', sameNet, 4],
   ['deepid', (seed) => buildArchitecture('deepid', { inputShape: SHAPE, numClasses: 5, seed }), 5],
   ['vgg', (seed) => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed, filters: [4, 6], units: 8 } as never), 5],
   ['resnet', (seed) => buildArchitecture('resnet', { inputShape: SHAPE, numClasses: 5, seed, stemFilters: 4, blocks: [4, 6, 8] } as never), 5],
@@ -67,7 +82,7 @@ const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
   ['vgg 16 channels, Dense without bias (NCHWc)', (seed) => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed, filters: [16], units: 8 } as never), 5],
 ];
 
-const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', one Gemm per slice, argmax pool backward, BN backward with xc', { filterGemmSplit: 0, maxPoolBackward: 'argmax', batchNormBackward: 'plain' }], [', filter gradient by Conv, input gradient by Conv, ReLU not fused into pools, no MaxUnpool, BN by ReduceMean/Sub/Mul, ReLU backward by Where', { filterGradient: 'conv', inputGradient: 'conv', fuseReluPool: false, poolUnpool: false, batchNormOp: false, reluBackward: 'where' }]];
+const VARIANTS: [string, TrainGraphOptions][] = [['', {}], [', filter gradient by strided slices with one Gemm per slice, argmax pool backward, BN backward with xc', { filterGradient: 'gemm', filterGemmSplit: 0, maxPoolBackward: 'argmax', batchNormBackward: 'plain' }], [', flat filter gradient on every conv (valid and strided ones too)', { filterGradient: 'flat' }], [', filter gradient by Conv, input gradient by Conv, ReLU not fused into pools, no MaxUnpool, BN by ReduceMean/Sub/Mul, ReLU backward by Where', { filterGradient: 'conv', inputGradient: 'conv', fuseReluPool: false, poolUnpool: false, batchNormOp: false, reluBackward: 'where' }]];
 for (const [name, make, k] of NETS) for (const [variant, graph] of name === 'deepid' ? VARIANTS.slice(0, 1) : VARIANTS) {
   test(`ort training step = tfjs's gradients (relative error <= 1e-4), loss, correct count and BN moving statistics: ${name}${variant}`, async () => {
     const a = make(7);
@@ -229,4 +244,87 @@ test('NCHWc convolutions: used for 16-channel convolutions when onnxruntime has 
   assert.equal(has(wide, 8), true);
   assert.equal(has(narrow, 16), false);
   assert.equal(has(wide, 0), false);
+});
+
+test('data-parallel ort steps (threads 2) = the tfjs engine\'s data-parallel steps: gradients, loss, correct count and BN moving statistics, shards of 5 and 4', async () => {
+  const { DataParallel } = await import('../src/models/parallel.js');
+  for (const arch of ['resnet', 'deepid'] as const) {
+    const make = () => buildArchitecture(arch, { inputShape: SHAPE, numClasses: 5, seed: 4, ...(arch === 'resnet' ? { stemFilters: 4, blocks: [4, 6] } : {}) } as never);
+    const a = make();
+    const b = make();
+    const n = 9;
+    const { x, y } = data(n, 5, 21);
+    const dp = await DataParallel.create(a, 2);
+    const trainer = await OrtTrainer.create(b, { threads: 2 });
+    try {
+      const ref = await dp.step(x, y, n, SHAPE);
+      const r = await trainer.step(x, y, n);
+      const { rel, where } = worstRel(r.grads, ref.grads, a.trainableWeights.map((w) => w.name));
+      assert.ok(rel <= 1e-4, `${arch}: worst relative gradient error ${rel} at ${where}`);
+      assert.ok(Math.abs(r.lossSum - ref.lossSum) <= 1e-5 * ref.lossSum, `${arch}: loss ${r.lossSum} vs ${ref.lossSum}`);
+      assert.equal(r.correct, ref.correct);
+      a.weights.forEach((w, i) => {
+        if (a.trainableWeights.includes(w)) return;
+        const u = w.read().dataSync(), v = b.weights[i]!.read().dataSync();
+        for (let j = 0; j < u.length; j++) assert.ok(Math.abs(u[j]! - v[j]!) <= 1e-5 * Math.max(1, Math.abs(u[j]!)), `${arch}: ${w.name}[${j}]: ${v[j]} vs ${u[j]}`);
+      });
+      if (arch === 'resnet') {
+        // Per-shard BN: not the whole batch's gradients (so the comparison above can fail).
+        const whole = await OrtTrainer.create(make());
+        try {
+          assert.ok(worstRel((await whole.step(x, y, n)).grads, ref.grads, a.trainableWeights.map((w) => w.name)).rel > 1e-3, 'shards normalise apart');
+        } finally {
+          await whole.dispose();
+        }
+      }
+      tf.dispose(ref.grads);
+    } finally {
+      await dp.close();
+      await trainer.dispose();
+    }
+  }
+});
+
+test('train({engine: "ort", threads: 2}): deterministic (two runs equal to the bit), close to the tfjs engine on 2 threads, last batch of 1 run unsharded', async () => {
+  const make = () => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 2, filters: [4, 6], units: 8 } as never);
+  const n = 17; // batches of 8, 8 and 1
+  const { images, labels } = data(n, 5, 8);
+  const set = { images, labels, n, shape: SHAPE };
+  const opts = { epochs: 2, batchSize: 8, scale: 255, seed: 3, threads: 2 };
+  const a = make();
+  const ha = await train(a, set, { ...opts, engine: 'ort' });
+  const b = make();
+  const hb = await train(b, set, { ...opts, engine: 'ort' });
+  const c = make();
+  const hc = await train(c, set, opts); // tfjs, 2 data-parallel threads
+  assert.deepEqual(hb.map((h) => [h.loss, h.accuracy]), ha.map((h) => [h.loss, h.accuracy]));
+  a.getWeights().forEach((w, i) => assert.deepEqual(b.getWeights()[i]!.dataSync(), w.dataSync(), `weight ${i} differs between two identical runs`));
+  hc.forEach((h, e) => assert.ok(Math.abs(h.loss - ha[e]!.loss) <= 1e-4 * h.loss, `epoch ${e + 1}: ort ${ha[e]!.loss} vs tfjs ${h.loss}`));
+  c.getWeights().forEach((w, i) => {
+    const u = w.dataSync(), v = a.getWeights()[i]!.dataSync();
+    for (let j = 0; j < u.length; j++) assert.ok(Math.abs(u[j]! - v[j]!) <= 1e-4 * Math.max(1, Math.abs(u[j]!)), `weight ${c.weights[i]!.name}[${j}]: ort ${v[j]} vs tfjs ${u[j]}`);
+  });
+});
+
+test('Adam in WebAssembly (OrtWeights.adamShards) = the JS loop to the bit: weights and both moments, 1 and 3 gradient vectors, an odd length', async () => {
+  const net = buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 3, filters: [3, 5], units: 7 } as never);
+  const total = net.trainableWeights.reduce((s, w) => s + w.shape.reduce((p: number, q) => p * q!, 1), 0);
+  assert.ok(total % 4 !== 0, `an odd length exercises the scalar tail (${total})`);
+  const wasm = new OrtWeights(net, 0.01, 0.9, 0.999, 1e-7, { slots: 3 });
+  const js = new OrtWeights(net, 0.01, 0.9, 0.999, 1e-7, { wasm: false });
+  let s = 7;
+  const rnd = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return (s / 2 ** 32 - 0.5) * 0.02; };
+  for (const shards of [1, 3, 2, 1]) {
+    const gs = Array.from({ length: shards }, () => Float32Array.from({ length: total }, rnd));
+    wasm.adamShards(gs);
+    const sum = Float32Array.from(gs[0]!);
+    for (const g of gs.slice(1)) for (let j = 0; j < total; j++) sum[j] = sum[j]! + g[j]!;
+    let off = 0;
+    js.adam(net.trainableWeights.map((w) => { const k = w.shape.reduce((p: number, q) => p * q!, 1); off += k; return sum.subarray(off - k, off); }));
+  }
+  assert.ok(wasm.flatW.buffer !== js.flatW.buffer);
+  assert.deepEqual(wasm.flatW, js.flatW);
+  assert.deepEqual(wasm.flatM, js.flatM);
+  assert.deepEqual(wasm.flatV, js.flatV);
+  assert.ok(js.flatM.some((v) => v !== 0));
 });

@@ -55,8 +55,8 @@ export function finepruneCommand(): Command {
     .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)
     .option('--hold-out <f>', 'share of the clean data held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
     .option('--seed <n>', 'seed for the hold-out split and shuffling', parseInteger('--seed'), d.seed)
-    .option('--threads <n>', 'data-parallel training threads, one tfjs-wasm engine each (default 1; 0: the core count; deterministic per seed and thread count, weights differ from 1 thread by float rounding)', parseInteger('--threads', 0, 256), 1)
-    .addOption(new Option('--train-engine <name>', 'training engine: tfjs (tfjs-wasm, the default) or ort (forward + backward as one onnxruntime-node graph; faster; --threads is then its intra-op thread count; Conv2D, Dense, BN, ReLU, MaxPool, Add, Flatten, GAP, ZeroPadding layers only)').choices(TRAIN_ENGINES).default(DEFAULT_TRAIN_ENGINE))
+    .option('--threads <n>', 'data-parallel training threads, one engine each (tfjs-wasm, or an onnxruntime session with --train-engine ort; default 1; 0: the core count; deterministic per seed and thread count; weights differ from 1 thread by float rounding and, with BatchNormalization, by per-thread batch statistics)', parseInteger('--threads', 0, 256), 1)
+    .addOption(new Option('--train-engine <name>', 'training engine: tfjs (tfjs-wasm, the default) or ort (forward + backward as one onnxruntime-node graph; several times faster, see README "Performance"; Conv2D, Dense, BN, ReLU, MaxPool, Add, Flatten, GAP, ZeroPadding layers only)').choices(TRAIN_ENGINES).default(DEFAULT_TRAIN_ENGINE))
     .option('-o, --out <path>', 'save the fine-pruned model (.keras for Keras 3, .h5 for Keras HDF5, .onnx for ONNX, else a tfjs folder)')
     .option('--force', 'replace --out if it exists')
     .addOption(jsonOption());

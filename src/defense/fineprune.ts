@@ -30,7 +30,7 @@ export interface FineTuneOptions {
   seed?: number;
   /** Data-parallel training threads (TrainOptions.threads; default 1, 0: the core count). */
   threads?: number;
-  /** Training engine (TrainOptions.engine; default 'tfjs'; with 'ort', `threads` is onnxruntime's intra-op thread count). */
+  /** Training engine (TrainOptions.engine; default 'tfjs'). */
   trainEngine?: TrainEngineName;
   onBatch?: (epoch: number, done: number, total: number, loss: number, accuracy: number) => void;
   onEpoch?: (e: FineTuneEpoch) => void;
@@ -207,7 +207,7 @@ function checkThreads(net: tfl.LayersModel, threads: number | undefined, source?
   if (engine === 'ort') {
     const why = ortTrainObstacle(net);
     if (why) throw new GoodnetError(`cannot fine-tune with --train-engine ort: ${why}; use --train-engine tfjs`, source);
-    return; // threads: onnxruntime's intra-op threads
+    return; // any net the ort engine takes trains in shards
   }
   if (threads === undefined || threads === 1) return;
   if (!Number.isInteger(threads) || threads < 0) throw new GoodnetError(`threads must be an integer >= 0, got ${threads}`, source);

@@ -15,6 +15,8 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { decodeModel, encodeModel, floatTensor, num, AT, type ModelProto } from '../io/onnx_proto.js';
 import { buildTrainGraph, ortTrainObstacle, type TrainGraph, type TrainGraphOptions } from './ort_train_graph.js';
+import { ShardWorker } from './ort_shards.js';
+import { WasmAdam } from './adam_wasm.js';
 
 type Ort = typeof import('onnxruntime-node');
 type Session = import('onnxruntime-node').InferenceSession;
@@ -25,8 +27,18 @@ export const TRAIN_ENGINES: readonly TrainEngineName[] = ['tfjs', 'ort'];
 export const DEFAULT_TRAIN_ENGINE: TrainEngineName = 'tfjs';
 
 export interface OrtTrainerOptions {
-  /** onnxruntime intra-op threads (default 1; 0: the core count). */
+  /**
+   * Data-parallel threads (default 1; 0: the core count): each batch is split into this many
+   * contiguous shards, shard 0 run in this thread and shard i in worker thread i, each in its
+   * own onnxruntime session; their gradients are summed in shard order (deterministic for a
+   * seed and a thread count). BatchNormalization normalises each shard with its own batch
+   * statistics (as PyTorch's DistributedDataParallel without SyncBatchNorm, and the tfjs
+   * engine's data-parallel threads); the moving statistics are the shards' updates averaged
+   * by shard size.
+   */
   threads?: number;
+  /** onnxruntime intra-op threads of each session (default 1; 0: the core count). */
+  intraOpThreads?: number;
   /** How the graph is built (tests and benchmarks compare the variants). */
   graph?: TrainGraphOptions;
 }
@@ -43,48 +55,66 @@ export interface OrtStepResult {
 export { ortTrainObstacle };
 
 export class OrtTrainer {
-  /** Sessions by batch size ('<n>'), and with Adam in the graph ('adam:<n>'). */
+  /** Sessions by batch size ('<n>'), with Adam in the graph ('adam:<n>'), of data-parallel shards ('shard:<n>/<total>'). */
   private readonly sessions = new Map<string, { graph: TrainGraph; session: Session }>();
   private released = false;
+  /** The BN layers' statistics outputs and moving weights (the same in every graph of this net). */
+  private bnStats: TrainGraph['bnStats'] = [];
 
   private constructor(
     private readonly ort: Ort,
     readonly net: tfl.LayersModel,
+    /** Data-parallel threads (this one and the workers'). */
     readonly threads: number,
+    readonly intraOpThreads: number,
     private readonly graphOptions: TrainGraphOptions,
-  ) {}
+  ) {
+    // tfjs-layers rebuilds net.weights on every read: the shapes once, for the per-step paths.
+    this.shapes = net.weights.map((v) => v.shape as number[]);
+    this.trainableSizes = net.trainableWeights.map((v) => (v.shape as number[]).reduce((p, q) => p * q, 1));
+  }
+  private readonly shapes: number[][];
+  private readonly trainableSizes: number[];
+  private readonly layouts = new WeakMap<TrainGraph, ReturnType<OrtTrainer['makeLayout']>>();
+  /** The data-parallel workers (threads - 1) and the weights they share, made at the first sharded step. */
+  private pool: { images: number; workers: ShardWorker[]; weights: Float32Array; offsets: number[] } | undefined;
 
-  /** Check the net (GoodnetError naming the unsupported layer) and load onnxruntime. */
+  /** Check the net (GoodnetError naming the unsupported layer), load onnxruntime and start the workers. */
   static async create(net: tfl.LayersModel, options: OrtTrainerOptions = {}): Promise<OrtTrainer> {
     const obstacle = ortTrainObstacle(net);
     if (obstacle) throw new GoodnetError(`cannot train with --train-engine ort: ${obstacle}; use --train-engine tfjs`);
-    const threads = options.threads === undefined ? 1 : options.threads === 0 ? availableParallelism() : options.threads;
-    if (!Number.isInteger(threads) || threads < 1) throw new GoodnetError(`ort threads must be a positive integer, got ${options.threads}`);
+    const count = (v: number | undefined, what: string) => {
+      const t = v === undefined ? 1 : v === 0 ? availableParallelism() : v;
+      if (!Number.isInteger(t) || t < 1) throw new GoodnetError(`${what} must be a positive integer (0: the core count), got ${v}`);
+      return t;
+    };
+    const threads = count(options.threads, 'ort training threads');
+    const intraOp = count(options.intraOpThreads, 'onnxruntime intra-op threads');
     const ort = await import('onnxruntime-node');
     const graph = options.graph?.nchwcBlock === undefined ? { ...options.graph, nchwcBlock: await nchwcBlockSize() } : options.graph;
-    return new OrtTrainer(ort, net, threads, graph);
+    return new OrtTrainer(ort, net, threads, intraOp, graph);
   }
 
-  private async sessionFor(n: number, adam?: TrainGraphOptions['adam']): Promise<{ graph: TrainGraph; session: Session }> {
-    const key = adam ? `adam:${n}:${adam.learningRate}:${adam.beta1}:${adam.beta2}:${adam.epsilon}` : String(n);
+  private sessionOptions(): import('onnxruntime-node').InferenceSession.SessionOptions {
+    return { intraOpNumThreads: this.intraOpThreads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' };
+  }
+
+  private async sessionFor(n: number, adam?: TrainGraphOptions['adam'], total?: number): Promise<{ graph: TrainGraph; session: Session; key: string }> {
+    const key = adam ? `adam:${n}:${adam.learningRate}:${adam.beta1}:${adam.beta2}:${adam.epsilon}` : total !== undefined ? `shard:${n}/${total}` : String(n);
     let s = this.sessions.get(key);
     if (!s) {
-      const graph = buildTrainGraph(this.net, n, adam ? { ...this.graphOptions, adam } : this.graphOptions);
+      const graph = buildTrainGraph(this.net, n, { ...this.graphOptions, ...(adam ? { adam } : {}), ...(total !== undefined ? { lossDenominator: total } : {}) });
       let session: Session;
       try {
-        session = await this.ort.InferenceSession.create(graph.bytes, {
-          intraOpNumThreads: this.threads,
-          interOpNumThreads: 1,
-          executionMode: 'sequential',
-          graphOptimizationLevel: 'all',
-        });
+        session = await this.ort.InferenceSession.create(graph.bytes, this.sessionOptions());
       } catch (e) {
         throw new GoodnetError(`onnxruntime cannot run the training graph (${(e as Error).message.split('\n')[0]}); use --train-engine tfjs`, undefined, { cause: e });
       }
       s = { graph, session };
       this.sessions.set(key, s);
+      this.bnStats = graph.bnStats;
     }
-    return s;
+    return { ...s, key };
   }
 
   /**
@@ -95,8 +125,7 @@ export class OrtTrainer {
   async step(x: Float32Array, y: Float32Array, n: number): Promise<OrtStepResult> {
     const values = this.net.weights.map((v) => v.read().dataSync() as Float32Array);
     const r = await this.stepWith(x, y, n, values);
-    const { graph } = this.sessions.get(String(n))!;
-    for (const s of graph.bnStats) {
+    for (const s of this.bnStats) {
       for (const wi of [s.movingMean, s.movingVariance]) {
         const v = this.net.weights[wi]!;
         const t = tf.tensor(values[wi]!, v.shape as number[]);
@@ -127,6 +156,22 @@ export class OrtTrainer {
 
   private async run(x: Float32Array, y: Float32Array, n: number, values: Float32Array[], held?: OrtWeights): Promise<OrtStepResult> {
     if (this.released) throw new Error('OrtTrainer used after dispose()');
+    if (this.threads > 1 && n > 1) {
+      const r = await this.runShards(x, y, n, values);
+      if (held) {
+        held.adamShards(r.shards); // as the graph's Adam would, on the gradients summed in shard order
+        return { grads: [], lossSum: r.lossSum, correct: r.correct };
+      }
+      const flat = Float32Array.from(r.shards[0]!);
+      for (const g of r.shards.slice(1)) for (let j = 0; j < flat.length; j++) flat[j] = flat[j]! + g[j]!;
+      const grads: Float32Array[] = [];
+      let off = 0;
+      for (const size of this.trainableSizes) {
+        grads.push(flat.subarray(off, off + size));
+        off += size;
+      }
+      return { grads, lossSum: r.lossSum, correct: r.correct };
+    }
     const adam = held && { learningRate: held.learningRate, beta1: held.beta1, beta2: held.beta2, epsilon: held.epsilon };
     const { graph, session } = await this.sessionFor(n, adam);
     const [H, W, C] = this.net.inputs[0]!.shape.slice(1) as [number, number, number];
@@ -175,11 +220,129 @@ export class OrtTrainer {
     }
   }
 
+  /**
+   * A step in min(threads, n) contiguous shards (see OrtTrainerOptions.threads): shard 0 here,
+   * the others in the workers at the same time. Returns each shard's gradients as one flat
+   * vector (net.trainableWeights order; the caller sums them in shard order); `values`' BN
+   * moving statistics get the shards' updates averaged by shard size.
+   */
+  private async runShards(x: Float32Array, y: Float32Array, n: number, values: Float32Array[]): Promise<{ shards: Float32Array[]; lossSum: number; correct: number }> {
+    const parts = Math.min(this.threads, n);
+    const bounds = Array.from({ length: parts + 1 }, (_, i) => Math.round((i * n) / parts));
+    const K = y.length / n;
+    const [H, W, C] = this.net.inputs[0]!.shape.slice(1) as [number, number, number];
+    const px = H * W * C;
+    // Set up sessions (the first step of a shard size) only when missing: with all of them in
+    // place, everything up to this thread's own session run is synchronous, so the workers are
+    // running by the time a caller regains control (train() prepares the next batch then).
+    const cached = (m: number) => { const key = `shard:${m}/${n}`; const c = this.sessions.get(key); return c && { ...c, key }; };
+    const own = cached(bounds[1]!) ?? await this.sessionFor(bounds[1]!, undefined, n);
+    const layout = this.outputLayout(own.graph);
+    const pool = this.poolFor(bounds[2]! - bounds[1]!, px, K, layout.size);
+    // The current weights into shared memory (read by every worker's session).
+    values.forEach((v, i) => pool.weights.set(v, pool.offsets[i]!));
+    for (let j = 0; j < parts - 1; j++) {
+      const w = pool.workers[j]!;
+      const a = bounds[j + 1]!, b = bounds[j + 2]!;
+      const { graph, key } = cached(b - a) ?? await this.sessionFor(b - a, undefined, n);
+      const index = w.has(key) ?? await w.session(key, () => ({
+        bytes: graph.bytes, options: this.sessionOptions(), n: b - a, shape: [H, W, C], classes: K,
+        weights: graph.weightInputs.map((gi) => ({ name: gi.name, offset: pool.offsets[gi.weight]!, dims: this.shapes[gi.weight]! })),
+        outputs: layout.list,
+      }));
+      w.x.set(x.subarray(a * px, b * px));
+      w.y.set(y.subarray(a * K, b * K));
+      w.start(index);
+    }
+    const T = this.ort.Tensor;
+    const f32 = (a: Float32Array, dims: number[]) => new T('float32', a as Float32Array<ArrayBuffer>, dims);
+    const feeds: Record<string, import('onnxruntime-node').Tensor> = {
+      x: f32(x.subarray(0, bounds[1]! * px), [bounds[1]!, H, W, C]),
+      y: f32(y.subarray(0, bounds[1]! * K), [bounds[1]!, K]),
+    };
+    for (const gi of own.graph.weightInputs) feeds[gi.name] = f32(values[gi.weight]!, this.shapes[gi.weight]!);
+    const out = await own.session.run(feeds);
+    try {
+      // Shard 0's outputs in the workers' layout, then every shard's read from it.
+      const mine = new Float32Array(layout.size + bounds[1]!);
+      for (const o of layout.list) {
+        const d = out[o.name]!.data as Float32Array | BigInt64Array;
+        if (d instanceof BigInt64Array) for (let i = 0; i < d.length; i++) mine[o.offset + i] = Number(d[i]);
+        else mine.set(d, o.offset);
+      }
+      for (const w of pool.workers.slice(0, parts - 1)) await w.done();
+      const shards = [mine, ...pool.workers.slice(0, parts - 1).map((w) => w.out)];
+      let lossSum = 0;
+      let correct = 0;
+      shards.forEach((o, i) => {
+        lossSum += o[layout.loss]! * n;
+        for (let r = bounds[i]!; r < bounds[i + 1]!; r++) if (y[r * K + o[layout.pred + r - bounds[i]!]!] === 1) correct++;
+      });
+      for (const st of own.graph.bnStats) {
+        // Each shard's moving <- moving - (moving - batch) * (1 - momentum), averaged by shard size.
+        const decay = Math.fround(1 - st.momentum);
+        for (const [wi, name] of [[st.movingMean, st.mean], [st.movingVariance, st.variance]] as const) {
+          const cur = values[wi]!;
+          const at = layout.offset.get(name)!;
+          const avg = new Float64Array(cur.length);
+          shards.forEach((o, i) => {
+            const share = (bounds[i + 1]! - bounds[i]!) / n;
+            for (let c = 0; c < cur.length; c++) avg[c] += (cur[c]! - Math.fround(Math.fround(cur[c]! - o[at + c]!) * decay)) * share;
+          });
+          cur.set(avg);
+        }
+      }
+      return { shards: shards.map((o) => o.subarray(0, layout.gradSize)), lossSum, correct };
+    } finally {
+      for (const t of Object.values(out)) t.dispose();
+    }
+  }
+
+  /** Where each output of a training graph (no Adam) goes in a shard's output vector: gradients (flat, trainable order), BN statistics, loss, predictions last. */
+  private outputLayout(graph: TrainGraph): ReturnType<OrtTrainer['makeLayout']> {
+    let l = this.layouts.get(graph);
+    if (!l) this.layouts.set(graph, (l = this.makeLayout(graph)));
+    return l;
+  }
+
+  private makeLayout(graph: TrainGraph): { list: { name: string; offset: number }[]; offset: Map<string, number>; gradSize: number; loss: number; pred: number; size: number } {
+    const list: { name: string; offset: number }[] = [];
+    let off = 0;
+    const add = (name: string, size: number) => { list.push({ name, offset: off }); off += size; };
+    this.trainableSizes.forEach((size, k) => add(graph.gradOutputs[k]!, size));
+    const gradSize = off;
+    for (const st of graph.bnStats) {
+      const c = this.shapes[st.movingMean]!.reduce((p, q) => p * q, 1);
+      add(st.mean, c);
+      add(st.variance, c);
+    }
+    const loss = off;
+    add('loss', 1);
+    const pred = off;
+    list.push({ name: 'pred', offset: pred });
+    return { list, offset: new Map(list.map((o) => [o.name, o.offset])), gradSize, loss, pred, size: off };
+  }
+
+  /** The workers and the shared weights, for shards of up to `images` images (made again for bigger shards); `outputs`: the layout's size without predictions. */
+  private poolFor(images: number, pixels: number, classes: number, outputs: number): { workers: ShardWorker[]; weights: Float32Array; offsets: number[] } {
+    if (this.pool && this.pool.images >= images) return this.pool;
+    const old = this.pool;
+    if (old) void Promise.all(old.workers.map((w) => w.close()));
+    const offsets: number[] = [];
+    let total = 0;
+    for (const shape of this.shapes) { offsets.push(total); total += shape.reduce((p, q) => p * q, 1); }
+    const weights = new Float32Array(new SharedArrayBuffer(4 * Math.max(1, total)));
+    this.pool = { images, weights, offsets, workers: Array.from({ length: this.threads - 1 }, () => new ShardWorker(weights.buffer as SharedArrayBuffer, images, pixels, classes, outputs + images)) };
+    return this.pool;
+  }
+
   async dispose(): Promise<void> {
     if (this.released) return;
     this.released = true;
     for (const s of this.sessions.values()) await s.session.release();
     this.sessions.clear();
+    await Promise.all(this.pool?.workers.map((w) => w.close()) ?? []);
+    this.pool = undefined;
   }
 }
 
@@ -205,13 +368,22 @@ export class OrtWeights {
   readonly flatM: Float32Array;
   readonly flatV: Float32Array;
 
-  constructor(readonly net: tfl.LayersModel, readonly learningRate: number, readonly beta1 = 0.9, readonly beta2 = 0.999, readonly epsilon = 1e-7) {
+  /** The vectors in WebAssembly memory with its SIMD Adam step (adamShards, adamFlat), or null (the JS loop). */
+  private readonly wasm: WasmAdam | null;
+
+  /**
+   * `slots`: how many gradient vectors one adamShards call takes at most (the data-parallel
+   * threads); `wasm` false keeps the vectors in plain arrays with the JS loop.
+   */
+  constructor(readonly net: tfl.LayersModel, readonly learningRate: number, readonly beta1 = 0.9, readonly beta2 = 0.999, readonly epsilon = 1e-7,
+    options: { slots?: number; wasm?: boolean } = {}) {
     const trainableW = net.trainableWeights;
     const sizes = trainableW.map((w) => (w.shape as number[]).reduce((p, q) => p * q, 1));
     const total = sizes.reduce((p, q) => p + q, 0);
-    this.flatW = new Float32Array(total);
-    this.flatM = new Float32Array(total);
-    this.flatV = new Float32Array(total);
+    this.wasm = options.wasm === false ? null : WasmAdam.create(total, Math.max(1, options.slots ?? 1));
+    this.flatW = this.wasm?.w ?? new Float32Array(total);
+    this.flatM = this.wasm?.m ?? new Float32Array(total);
+    this.flatV = this.wasm?.v ?? new Float32Array(total);
     const views = new Map<unknown, number>();
     let off = 0;
     const offsets = sizes.map((n, k) => { views.set(trainableW[k], off); off += n; return off - n; });
@@ -251,6 +423,26 @@ export class OrtWeights {
     const [oneMinusAcc1, oneMinusAcc2] = this.biasCorrections();
     for (let k = 0; k < this.trainable.length; k++) {
       adamLoop(this.values[this.trainable[k]!]!, grads[k]!, this.m[k]!, this.v[k]!, b1, b2, c1, c2, negLr, eps, oneMinusAcc1, oneMinusAcc2);
+    }
+    this.advance();
+  }
+
+  /**
+   * One Adam step with the sum of `shards` (each every trainable weight's gradient as one flat
+   * vector, flatW's layout), summed in order in float32: the same result as summing them and
+   * calling adam() (WebAssembly SIMD when available, else the JS loop).
+   */
+  adamShards(shards: Float32Array[]): void {
+    const f = Math.fround;
+    const b1 = f(this.beta1), b2 = f(this.beta2), lr = f(this.learningRate), eps = f(this.epsilon);
+    const [oneMinusAcc1, oneMinusAcc2] = this.biasCorrections();
+    if (this.wasm && shards.length <= this.wasm.slots) {
+      shards.forEach((g, k) => { if (g !== this.wasm!.grads[k]) this.wasm!.grads[k]!.set(g); });
+      this.wasm.step(shards.length, b1, b2, f(1 - b1), f(1 - b2), f(-lr), eps, oneMinusAcc1, oneMinusAcc2);
+    } else {
+      const g = Float32Array.from(shards[0]!);
+      for (const s of shards.slice(1)) for (let j = 0; j < g.length; j++) g[j] = g[j]! + s[j]!;
+      adamLoop(this.flatW, g, this.flatM, this.flatV, b1, b2, f(1 - b1), f(1 - b2), f(-lr), eps, oneMinusAcc1, oneMinusAcc2);
     }
     this.advance();
   }

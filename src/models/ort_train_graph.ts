@@ -16,9 +16,9 @@
  *
  * Inside, activations are NCHW. Backward ops:
  *  - Conv2D: input gradient = ConvTranspose with the same (OIHW) weights, strides and pads
- *    (output_padding restores the input size when the stride does not divide it); filter
- *    gradient = a Conv over the batch axis (input transposed to C,N,H,W, output gradient to
- *    Cout,N,Ho,Wo as the filters, dilation = stride), cropped to the kernel size.
+ *    (output_padding restores the input size when the stride does not divide it; stride 1: a
+ *    Conv with the flipped kernel); filter gradient = im2col's product with the output
+ *    gradient (option filterGradient), the kernel taps as windows of the input.
  *  - ReLU: dy * Cast(y > 0) (as tfjs: no gradient at 0).
  *  - MaxPool: MaxPool's Indices output + ScatterElements, which routes the gradient to the
  *    FIRST maximum of a window (tfjs's cpu rule). tfjs-wasm's MaxPoolGrad takes the LAST by
@@ -59,11 +59,16 @@ export interface TrainGraph {
 
 export interface TrainGraphOptions {
   /**
-   * How a convolution's filter gradient is computed: 'gemm' (default: the kh*kw strided
-   * slices of the padded input stacked, one Gemm with the output gradient) or 'conv' (a Conv
-   * over the batch axis, dilation = stride). Same values up to float summation order.
+   * How a convolution's filter gradient is computed: 'flat' (stride 1: every kernel tap one
+   * contiguous window of the per-image flattened input, a batched MatMul per kernel column;
+   * measured 6% less per lab ResNet step than 'gemm' at batch 32, 5% per VGG step; 13% MORE on
+   * DeepID's 'valid' convolutions, whose rows are wider than their outputs), 'gemm' (the kh*kw
+   * strided slices of the padded input stacked, one Gemm with the output gradient) or 'conv'
+   * (a Conv over the batch axis, dilation = stride). Default: 'flat' for stride-1 convolutions
+   * whose output is as wide as their input ('same' padding), 'gemm' for the others. Same
+   * values up to float summation order.
    */
-  filterGradient?: 'gemm' | 'conv';
+  filterGradient?: 'gemm' | 'conv' | 'flat';
   /** 'gemm': slices of at least this many values get one Gemm each (default 2^16); smaller ones are stacked for one Gemm. */
   filterGemmSplit?: number;
   /**
@@ -116,6 +121,12 @@ export interface TrainGraphOptions {
    * Indices path (overlapping or same-padded pools) always takes the first.
    */
   maxPoolTies?: MaxPoolTies;
+  /**
+   * What the summed cross-entropy is divided by (default the graph's batch N): a data-parallel
+   * shard of a batch of `total` images passes `total`, so the shards' gradients and losses add
+   * up to the whole batch's (models/ort_train.ts).
+   */
+  lossDenominator?: number;
 }
 
 interface Sym {
@@ -188,12 +199,14 @@ class Builder {
   private readonly consts = new Map<string, string>();
   /** Whether a com.microsoft.nchwc op was used (its opset must be imported). */
   usedNchwc = false;
+  /** Prefix of node names: the layer being written and the pass ('conv1/', 'conv1:grad/'), for profiles. */
+  scope = '';
 
   /** One output of an op of onnxruntime's com.microsoft.nchwc domain (CPU, blocked channel layout). */
   nchwc(op: string, inputs: string[], attrs: AttributeProto[] = []): string {
     this.usedNchwc = true;
     const out = `nchwc_${op}_${this.n}`;
-    this.nodes.push({ opType: op, domain: 'com.microsoft.nchwc', name: `nchwc_${op}_${this.n++}`, input: inputs, output: [out], attribute: attrs });
+    this.nodes.push({ opType: op, domain: 'com.microsoft.nchwc', name: `${this.scope}nchwc_${op}_${this.n++}`, input: inputs, output: [out], attribute: attrs });
     return out;
   }
 
@@ -212,7 +225,7 @@ class Builder {
 
   node(op: string, inputs: string[], attrs: AttributeProto[] = [], outputs = 1, hint = op): string[] {
     const outs = Array.from({ length: outputs }, (_, i) => `${hint}_${this.n}${outputs > 1 ? `_${i}` : ''}`);
-    this.nodes.push({ opType: op, name: `${hint}_${this.n++}`, input: inputs, output: outs, attribute: attrs });
+    this.nodes.push({ opType: op, name: `${this.scope}${hint}_${this.n++}`, input: inputs, output: outs, attribute: attrs });
     return outs;
   }
 
@@ -264,6 +277,15 @@ class Builder {
 }
 
 /** Same-padding pads [t, l, b, r] of TensorFlow for a static input size. */
+/**
+ * The common row width of the 'flat' filter gradient's stride phases (their widest row, at
+ * least the output's width), or undefined where a phase would be empty.
+ */
+function flatGrid(H: number, W: number, s: number[], Wo: number): number | undefined {
+  if (H < s[0]! || W < s[1]!) return undefined;
+  return Math.max(Wo, Math.ceil(W / s[1]!));
+}
+
 function samePads(size: number[], k: number[], s: number[]): number[] {
   const begin: number[] = [];
   const end: number[] = [];
@@ -328,7 +350,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
   const K = net.outputs[0]!.shape[1] as number;
   const syms = new Map<number, Sym>();
   syms.set(inT.id, { name: b.transpose('x', [0, 3, 1, 2]), shape: [N, C0, H0, W0], grad: false });
-  const tape: { inputs: number[]; output: number; backward: Backward }[] = [];
+  const tape: { inputs: number[]; output: number; backward: Backward; scope: string }[] = [];
   const outLayer = net.outputs[0]!.sourceLayer;
   let logits: string | undefined;
 
@@ -358,6 +380,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
   };
 
   for (const layer of net.layers) {
+    b.scope = `${layer.name}/`;
     const cls = layer.getClassName();
     if (cls === 'InputLayer') continue;
     const node = layer.inboundNodes[0]!;
@@ -416,6 +439,92 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             const gw = Ww + pads[1]! + pads[3]! - (Wo - 1) * s[1]!;
             if (gh !== kh || gw !== kw) g = b.slice(g, [0, 0], [kh, kw], [2, 3]);
             addGrad(kernel, b.transpose(g, [2, 3, 0, 1])); // (C, Cout, kh, kw) -> HWIO
+          } else if (isTrainable(kernel) && (options.filterGradient === 'flat' || options.filterGradient === undefined) && flatGrid(Hh, Ww, s, Wo) !== undefined
+            && (flatGrid(Hh, Ww, s, Wo) === Wo || options.filterGradient === 'flat')) {
+            // The input in stride phases (x[a::sh, b::sw]; x itself at stride 1), each phase's
+            // rows widened to a common width G (>= Wo) and flattened per image and channel with
+            // zero margins: the input under output (h, w) for kernel tap (i, j) is then phase
+            // (a, b) = ((i - pt) mod sh, (j - pl) mod sw) at (h + di)*G + w + dj, di and dj the
+            // floors of (i - pt)/sh and (j - pl)/sw: every tap is ONE contiguous window of a flat
+            // phase (no 2-D strided copies). dz is laid on the same width-G grid (columns >= Wo
+            // zero) and zeroed, per kernel column j, where w + dj leaves the phase's row (the
+            // window would read the neighbouring row there). Default where G = Wo ('same' padding).
+            const [sh, sw] = [s[0]!, s[1]!];
+            const G = flatGrid(Hh, Ww, s, Wo)!;
+            const L = Ho * G;
+            const mod = (v: number, m: number) => ((v % m) + m) % m;
+            const rowOf = (i: number) => ({ a: mod(i - pads[0]!, sh), d: Math.floor((i - pads[0]!) / sh) });
+            const colOf = (j: number) => ({ b: mod(j - pads[1]!, sw), d: Math.floor((j - pads[1]!) / sw) });
+            const phaseH = (a: number) => Math.ceil((Hh - a) / sh);
+            const phaseW = (bb: number) => Math.ceil((Ww - bb) / sw);
+            // Margins of each phase's flat rows: every tap window [off, off + L) must lie inside.
+            const margins = new Map<string, { top: number; bottom: number }>();
+            for (let i = 0; i < kh; i++) {
+              for (let j = 0; j < kw; j++) {
+                const r = rowOf(i), c = colOf(j);
+                const key = `${r.a},${c.b}`;
+                const off = r.d * G + c.d;
+                const m = margins.get(key) ?? { top: 0, bottom: 0 };
+                m.top = Math.max(m.top, -off);
+                m.bottom = Math.max(m.bottom, off + L - phaseH(r.a) * G);
+                margins.set(key, m);
+              }
+            }
+            /** Flat phase (a, b) of `src` (channels at axis `caxis` of its NCHW or CNHW layout), as [d0, d1, margin + Ha*G + margin]. */
+            const phaseCache = new Map<string, string>();
+            const phase = (src: string, d0: number, d1: number, a: number, bb: number): string => {
+              const key = `${src}|${a},${bb}`;
+              let t = phaseCache.get(key);
+              if (t) return t;
+              const ha = phaseH(a), wb = phaseW(bb);
+              t = sh * sw > 1 ? b.one('Slice', [src, b.ints([a, bb]), b.ints([Hh, Ww]), b.ints([2, 3]), b.ints([sh, sw])]) : src;
+              if (wb < G) t = b.one('Pad', [t, b.ints([0, 0, 0, 0, 0, 0, 0, G - wb])], [sAttr('mode', 'constant')]);
+              const m = margins.get(`${a},${bb}`)!;
+              t = b.reshape(t, [d0, d1, ha * G]);
+              if (m.top > 0 || m.bottom > 0) t = b.one('Pad', [t, b.ints([0, 0, m.top, 0, 0, m.bottom])], [sAttr('mode', 'constant')]);
+              phaseCache.set(key, t);
+              return t;
+            };
+            const window = (src: string, d0: number, d1: number, i: number, j: number): string => {
+              const r = rowOf(i), c = colOf(j);
+              const start = margins.get(`${r.a},${c.b}`)!.top + r.d * G + c.d;
+              return b.slice(phase(src, d0, d1, r.a, c.b), [start], [start + L], [2]);
+            };
+            const dzW = Wo < G ? b.one('Pad', [dz, b.ints([0, 0, 0, 0, 0, 0, 0, G - Wo])], [sAttr('mode', 'constant')]) : dz;
+            const masked = (t: string, j: number, shape: number[]) => {
+              // Grid columns w (< Wo) whose tap column j stays in its phase's row: 0 <= w + dj < Wb.
+              const c = colOf(j);
+              const keep = Float32Array.from({ length: L }, (_, p) => { const w = p % G; return w < Wo && w + c.d >= 0 && w + c.d < phaseW(c.b) ? 1 : 0; });
+              return keep.every((v, p) => v === (p % G < Wo ? 1 : 0)) ? t : b.one('Mul', [t, b.constFloats(shape, keep)]);
+            };
+            if (kh * kw * I * O <= I * Hh * Ww + O * L) {
+              // Per image (no transposes): column j's kh windows stacked (N, kh*I, L) times dz_j
+              // transposed (N, L, O) in one batched MatMul (onnxruntime fuses the transpose),
+              // each summed over the batch; pays where the per-image products (kh*kw*I*O) are
+              // smaller than the transposes they save (the lab ResNet's 14x14x16 layers).
+              const dzN = b.reshape(dzW, [N, O, L]);
+              const parts = Array.from({ length: kw }, (_, j) => {
+                const wins = Array.from({ length: kh }, (_, i) => window(x.name, N, I, i, j));
+                const cols = kh === 1 ? wins[0]! : b.one('Concat', wins, [iAttr('axis', 1)]);
+                // The row-edge mask on whichever factor is smaller (a position's product is zero either way).
+                const [u, v] = kh * I < O ? [masked(cols, j, [L]), dzN] : [cols, masked(dzN, j, [L])];
+                return b.reduceSum(b.one('MatMul', [u, b.transpose(v, [0, 2, 1])]), [0], false); // (kh*I, O)
+              });
+              // ([j][i][c], O) -> HWIO
+              addGrad(kernel, b.transpose(b.reshape(parts.length === 1 ? parts[0]! : b.one('Concat', parts, [iAttr('axis', 0)]), [kw, kh, I, O]), [1, 0, 2, 3]));
+            } else {
+              // Channels first (C, N, L): a Gemm per kernel column contracts the batch and the
+              // grid at once (the 4x4x64 layers: no batch of kh*kw*I*O products to sum).
+              const xT = b.transpose(x.name, [1, 0, 2, 3]);
+              const dzT = b.reshape(b.transpose(dzW, [1, 0, 2, 3]), [O, N, L]);
+              const parts = Array.from({ length: kw }, (_, j) => {
+                const wins = Array.from({ length: kh }, (_, i) => window(xT, I, N, i, j));
+                const cols = b.reshape(kh === 1 ? wins[0]! : b.one('Concat', wins, [iAttr('axis', 0)]), [kh * I, N * L]);
+                return b.one('Gemm', [b.reshape(masked(dzT, j, [L]), [O, N * L]), cols], [iAttr('transB', 1)]); // (O, kh*I)
+              });
+              // (O, [j][i][c]) -> HWIO
+              addGrad(kernel, b.transpose(b.reshape(parts.length === 1 ? parts[0]! : b.one('Concat', parts, [iAttr('axis', 1)]), [O, kw, kh, I]), [2, 1, 3, 0]));
+            }
           } else if (isTrainable(kernel)) {
             // Filter gradient as one GEMM: dW[o, (i, j, c)] = sum over (n, h, w) of
             // dz[n, o, h, w] * xpad[n, c, h*s + i, w*s + j]; the kh*kw strided slices of the
@@ -655,17 +764,20 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         throw new GoodnetError(`layer '${layer.name}' (${cls}) is not supported by the ort training engine`);
     }
     syms.set(outT.id, { name: y, shape, grad: needGrad });
-    tape.push({ inputs: inTs.map((t) => t.id), output: outT.id, backward });
+    tape.push({ inputs: inTs.map((t) => t.id), output: outT.id, backward, scope: `${layer.name}:grad/` });
   }
   if (logits === undefined) throw new GoodnetError('the model output is not a softmax');
 
   // Loss (as tfjs-layers: probabilities clipped to [eps, 1 - eps]), prediction, d logits.
+  b.scope = 'loss/';
   const p = b.one('Softmax', [logits], [iAttr('axis', 1)]);
   const clipped = b.one('Clip', [p, b.scalar(EPS), b.scalar(1 - EPS)]);
   const nll = b.one('Neg', [b.one('ReduceSum', [b.one('Mul', ['y', b.one('Log', [clipped])]), b.ints([0, 1])], [iAttr('keepdims', 0)])]);
-  b.output('loss', b.one('Mul', [nll, b.scalar(1 / N)]));
+  const denominator = options.lossDenominator ?? N;
+  if (!Number.isInteger(denominator) || denominator < N) throw new GoodnetError(`lossDenominator must be an integer >= the batch (${N}), got ${denominator}`);
+  b.output('loss', b.one('Mul', [nll, b.scalar(1 / denominator)]));
   b.output('pred', b.one('ArgMax', [logits], [iAttr('axis', 1), iAttr('keepdims', 0)]));
-  const dlogits = b.one('Mul', [b.one('Sub', [p, 'y']), b.scalar(1 / N)]);
+  const dlogits = b.one('Mul', [b.one('Sub', [p, 'y']), b.scalar(1 / denominator)]);
 
   // Backward, in reverse topological order; a tensor read by several layers sums their gradients.
   const pending = new Map<number, string[]>();
@@ -674,6 +786,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
     const entry = tape[t]!;
     const gs = pending.get(entry.output);
     if (!gs) continue; // nothing downstream needs it
+    b.scope = entry.scope;
     let dy = gs[0]!;
     for (const g of gs.slice(1)) dy = b.one('Add', [dy, g]);
     const dxs = entry.backward(dy);
@@ -686,6 +799,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
     });
   }
 
+  b.scope = 'out/';
   // A trainable weight the loss does not reach: gradient zero.
   const gradOrZero = (v: tfl.LayerVariable): string =>
     gradOf.get(v) ?? b.one('ConstantOfShape', [b.ints(v.shape as number[])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]);

@@ -54,18 +54,18 @@ export interface TrainOptions {
    */
   patience?: number;
   /**
-   * Data-parallel threads (default 1: tfjs-layers' trainOnBatch in this thread). With N > 1
-   * each batch is split into N shards, one per tfjs-wasm engine (this thread and N - 1
-   * worker_threads), and the gradients summed in shard order (models/parallel.ts): the same
-   * seed and thread count give the same weights, which differ from 1 thread's by float
-   * summation order (and, with BatchNormalization, by per-shard batch statistics).
-   * 0: the core count.
+   * Data-parallel threads (default 1: one engine in this thread). With N > 1 each batch is
+   * split into N contiguous shards, one per engine (this thread and N - 1 worker_threads;
+   * tfjs-wasm engines, models/parallel.ts, or onnxruntime sessions, models/ort_train.ts), and
+   * the gradients summed in shard order: the same seed and thread count give the same
+   * weights, which differ from 1 thread's by float summation order (and, with
+   * BatchNormalization, by per-shard batch statistics). 0: the core count.
    */
   threads?: number;
   /**
    * Training engine (default 'tfjs'). 'ort': forward + backward as one onnxruntime-node
-   * session run (models/ort_train.ts), the same optimizer applied here; `threads` is then
-   * onnxruntime's intra-op thread count. Refused (GoodnetError) for layers it does not support.
+   * session run per shard (models/ort_train.ts), the same optimizer (Adam in the graph or in
+   * WebAssembly by default). Refused (GoodnetError) for layers it does not support.
    */
   engine?: TrainEngineName;
   /**
@@ -164,7 +164,7 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
   try {
     // The ort engine with the default Adam and nothing to re-apply between steps keeps the
     // weights and Adam's moments in Float32Arrays (OrtWeights), written to the net after each epoch.
-    const held = ort && !options.optimizer && !options.afterStep && !options.beforeStep && net.trainableWeights.length > 0 ? new OrtWeights(net, options.learningRate ?? 1e-3) : undefined;
+    const held = ort && !options.optimizer && !options.afterStep && !options.beforeStep && net.trainableWeights.length > 0 ? new OrtWeights(net, options.learningRate ?? 1e-3, 0.9, 0.999, 1e-7, { slots: ort.threads }) : undefined;
     return await trainLoop(net, set, options, batchSize, numClasses, rng, optimizer, patience, dp ?? ort, held);
   } finally {
     await dp?.close();
@@ -183,14 +183,25 @@ async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainO
     let lossSum = 0;
     let accSum = 0;
     let seen = 0;
-    for (let start = 0; start < set.n; start += batchSize) {
+    /** Batch `start` gathered, scaled, augmented and targeted: nothing in it reads the weights. */
+    const prepare = (start: number) => {
       const idx = order.subarray(start, Math.min(start + batchSize, set.n));
       const { x, y } = gather(set, idx, numClasses, options.scale ?? 1);
       options.augment?.(x, idx.length, set.shape);
       options.targets?.(x, y, idx.length, set.shape);
+      return { idx, x, y };
+    };
+    let next: ReturnType<typeof prepare> | undefined;
+    for (let start = 0; start < set.n; start += batchSize) {
+      const { idx, x, y } = next ?? prepare(start);
+      next = undefined;
       options.beforeStep?.(x, y, idx.length, set.shape);
       if (held && dp instanceof OrtTrainer) {
-        const r = await dp.stepAdam(x, y, idx.length, held); // Adam inside the session run
+        const step = dp.stepAdam(x, y, idx.length, held); // Adam inside the session run, or after the shards'
+        // The next batch is made while the step's worker threads run (the steps' order of
+        // calls to augment/targets is unchanged).
+        if (start + batchSize < set.n) next = prepare(start + batchSize);
+        const r = await step;
         lossSum += r.lossSum;
         accSum += r.correct;
       } else if (dp) {

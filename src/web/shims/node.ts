@@ -87,6 +87,12 @@ export class Worker {
     throw new Error('worker_threads are not available in the browser');
   }
 }
+export class MessageChannel {
+  constructor() {
+    throw new Error('worker_threads are not available in the browser');
+  }
+}
+export const receiveMessageOnPort = (): undefined => undefined;
 export const parentPort = null;
 export const workerData = undefined;
 export const isMainThread = true;
