@@ -238,7 +238,7 @@ export class OrtTrainer {
     const cached = (m: number) => { const key = `shard:${m}/${n}`; const c = this.sessions.get(key); return c && { ...c, key }; };
     const own = cached(bounds[1]!) ?? await this.sessionFor(bounds[1]!, undefined, n);
     const layout = this.outputLayout(own.graph);
-    const pool = this.poolFor(bounds[2]! - bounds[1]!, px, K, layout.size);
+    const pool = this.poolFor(Math.ceil(n / parts), px, K, layout.size); // the largest shard
     // The current weights into shared memory (read by every worker's session).
     values.forEach((v, i) => pool.weights.set(v, pool.offsets[i]!));
     for (let j = 0; j < parts - 1; j++) {
