@@ -6,6 +6,8 @@ import { OrtEngine, type EngineName, type OrtEngineOptions } from '../engine/ort
 import type { OnnxSource } from '../io/onnx.js';
 import type { LoadedModel } from '../io/model.js';
 import { onnxBytes } from '../io/onnx_write.js';
+import { nchwcBlockSize } from '../models/ort_train.js';
+import { alignPooledChannels } from './ort_align.js';
 
 /** The ONNX form the ort engine runs, and the layout of its image input. */
 export interface OrtExport {
@@ -50,7 +52,9 @@ export function checkOrtExport(model: LoadedModel): Uint8Array {
  */
 export async function ortEngineFor(model: LoadedModel, options: Pick<OrtEngineOptions, 'threads'> = {}): Promise<OrtEngine> {
   const { bytes, layout } = ortExportOf(model);
-  return OrtEngine.create(bytes, { layout, inputShape: model.inputShape, threads: options.threads, source: model.source });
+  // Pooled convolutions padded to onnxruntime's channel block (eval/ort_align.ts): the same scores, fewer layout conversions.
+  const aligned = alignPooledChannels(bytes, await nchwcBlockSize());
+  return OrtEngine.create(aligned, { layout, inputShape: model.inputShape, threads: options.threads, source: model.source });
 }
 
 /**
