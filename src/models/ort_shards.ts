@@ -49,6 +49,20 @@ export interface SessionSetup {
   outputs: { name: string; offset: number }[];
 }
 
+/**
+ * The next message on `port`, read synchronously: it was posted before the control word that
+ * announced it, so it is there, but give its delivery up to a second before saying none.
+ */
+export function receiveSoon(port: MessagePort): unknown {
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 1000; i++) {
+    const m = receiveMessageOnPort(port);
+    if (m) return m.message;
+    Atomics.wait(nap, 0, 0, 1);
+  }
+  return undefined;
+}
+
 /** Atomics.waitAsync (Node >= 16; not in TypeScript's ES2022 library). */
 const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } }).waitAsync;
 
@@ -106,17 +120,17 @@ export class ShardWorker {
       this.worker.unref();
     }
     if (Atomics.load(this.ctrl, CTRL.FAILED)) {
-      const m = receiveMessageOnPort(this.port)?.message as string | undefined;
+      const m = receiveSoon(this.port) as string | undefined;
       throw new GoodnetError(`onnxruntime cannot run the training graph in a worker thread (${m ?? 'unknown error'}); use --threads 1`);
     }
   }
 
-  /** The index of the session of `key`, set up in the worker the first time. */
   /** The index of the session of `key` if the worker has it. */
   has(key: string): number | undefined {
     return this.sessions.get(key);
   }
 
+  /** The index of the session of `key`, set up in the worker the first time. */
   async session(key: string, setup: () => Omit<SessionSetup, 'index'>): Promise<number> {
     let index = this.sessions.get(key);
     if (index === undefined) {

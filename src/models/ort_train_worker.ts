@@ -1,14 +1,15 @@
 /**
  * A worker thread of the ort training engine's data-parallel steps (models/ort_shards.ts).
  * It holds onnxruntime sessions of training graphs and runs one per request, reading its
- * images, labels and the net's weights from shared memory and writing every output there:
- * a step costs no message and no copy of the weights. Requests come through a shared
+ * images, labels and the net's weights from shared memory (copied into the session's own
+ * arrays: onnxruntime-node refuses shared ones) and writing every output there: a step costs
+ * no message. Requests come through a shared
  * control word (Atomics.wait here, Atomics.notify there); a new session's graph comes as a
  * message read synchronously when the control word says so.
  */
-import { receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import { CTRL, SETUP, STOP, type SessionSetup, type WorkerInit } from './ort_shards.js';
+import { CTRL, SETUP, STOP, receiveSoon, type SessionSetup, type WorkerInit } from './ort_shards.js';
 
 async function main(init: WorkerInit): Promise<void> {
   const ctrl = new Int32Array(init.ctrl);
@@ -27,7 +28,7 @@ async function main(init: WorkerInit): Promise<void> {
     let failed = 0;
     try {
       if (command === SETUP) {
-        const s = receiveMessageOnPort(init.port)?.message as SessionSetup | undefined;
+        const s = receiveSoon(init.port) as SessionSetup | undefined;
         if (!s) throw new Error('no session set-up message');
         const session = await ort.InferenceSession.create(s.bytes, s.options);
         const [H, W, C] = s.shape;

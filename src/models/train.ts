@@ -73,7 +73,11 @@ export interface TrainOptions {
    * before the step: data augmentation (e.g. random shifts). Does not touch the shuffling.
    */
   augment?: (x: Float32Array, n: number, shape: [number, number, number]) => void;
-  /** Change each batch's one-hot targets `y` in place (after `augment`), e.g. to a teacher's soft labels. */
+  /**
+   * Change each batch's one-hot targets `y` in place (after `augment`), e.g. to a teacher's soft
+   * labels. Like `augment`, it may run for the next batch while this one's step runs (the ort
+   * engine with the default Adam), so it must not read the weights being trained.
+   */
   targets?: (x: Float32Array, y: Float32Array, n: number, shape: [number, number, number]) => void;
   /**
    * Called with each final batch just before its step (e.g. SAM's ascent to the worst nearby
