@@ -7,8 +7,9 @@
  * conv (DeepID's 20, 40 and 60 channels: 28% of the kernel time of a full-DeepID forward pass,
  * bench/ort_infer_profile.ts).
  *
- * The rewrite pads such a conv's filters (and bias) with zero filters up to the block, so its
- * output and the pool after it stay blocked; a conv reading the pool gets zero weights for the
+ * The rewrite pads such a conv's filters (and bias, and a BatchNormalization's parameters
+ * between it and the pool) with zero filters up to the block, so its output and the pool after
+ * it stay blocked; a conv reading the pool gets zero weights for the
  * extra channels, any other reader reads the pool through a Slice back to the real channels.
  * Every real channel is computed by the same kernel from the same values, so the scores are
  * the plain graph's (tested equal); the padded channels are zero filters whose outputs no
@@ -18,6 +19,18 @@ import { GoodnetError } from '../errors.js';
 import { decodeModel, encodeModel, floatTensor, int64Tensor, num, tensorValue, type GraphProto, type NodeProto, type TensorProto } from '../io/onnx_proto.js';
 
 const POOLS = new Set(['MaxPool', 'AveragePool']);
+/** Element-wise ops that may sit between the conv and its pool (no per-channel parameters). */
+const UNARY = new Set(['Relu', 'LeakyRelu', 'Elu', 'Selu', 'Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus', 'HardSwish']);
+
+/** Whether `node` is an inference BatchNormalization of tensor `t` (O channels) with constant parameters used by it alone. */
+function normOf(node: NodeProto, t: string, O: number, weights: Map<string, TensorProto>, uses: Map<string, NodeProto[]>): boolean {
+  if (node.opType !== 'BatchNormalization' || node.input?.[0] !== t || (node.input ?? []).length !== 5 || (node.output ?? []).length !== 1) return false;
+  if (node.attribute?.some((a) => a.name === 'training_mode' && num(a.i) !== 0)) return false;
+  return node.input.slice(1).every((name) => {
+    const w = weights.get(name);
+    return !!w && (w.dataType ?? 0) === 1 && (w.dims ?? []).map(num).join() === String(O) && (uses.get(name) ?? []).length === 1;
+  });
+}
 
 /** Whether `node` is a plain (group 1, 4-D constant float weights) Conv of `graph`. */
 function plainConv(node: NodeProto, weights: Map<string, TensorProto>): boolean {
@@ -70,12 +83,15 @@ export function alignPooledChannels(bytes: Uint8Array, block: number): Uint8Arra
     const w = tensorValue(weights.get(wName)!, 'model', wName);
     const [O, I, kh, kw] = w.dims as [number, number, number, number];
     if (O % block === 0) continue;
-    // conv -> [Relu] -> pools, nothing else reading the way.
+    // conv -> [BatchNormalization, channel-wise activations] -> pools, nothing else reading the way.
     let t = conv.output![0]!;
     let readers = only(t);
     const chain = [t];
-    if (readers.length === 1 && readers[0]!.opType === 'Relu') {
-      t = readers[0]!.output![0]!;
+    const norms: NodeProto[] = [];
+    while (readers.length === 1 && (readers[0]!.domain ?? '') === '' && (UNARY.has(readers[0]!.opType ?? '') || normOf(readers[0]!, t, O, weights, uses))) {
+      const r = readers[0]!;
+      if (r.opType === 'BatchNormalization') norms.push(r);
+      t = r.output![0]!;
       chain.push(t);
       readers = only(t);
     }
@@ -92,6 +108,14 @@ export function alignPooledChannels(bytes: Uint8Array, block: number): Uint8Arra
       const nb = new Float32Array(O2);
       nb.set(tensorValue(weights.get(bName)!, 'model', bName).data);
       replace(bName, [O2], nb);
+    }
+    for (const bn of norms) {
+      // scale, bias and mean padded with 0, variance with 1: the padded channels stay finite.
+      bn.input!.slice(1, 5).forEach((name, k) => {
+        const v = new Float32Array(O2).fill(k === 3 ? 1 : 0);
+        v.set(tensorValue(weights.get(name)!, 'model', name).data);
+        replace(name, [O2], v);
+      });
     }
     for (const x of chain) touched.add(x);
     for (const pool of pools) {
