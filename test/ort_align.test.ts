@@ -104,3 +104,12 @@ test('PyTorch ONNX exports (fixtures; the VGG ones with odd-channel Conv -> Batc
     assert.ok(worst <= 1e-5, `${name}: largest score difference ${worst}`);
   }
 });
+
+test('no writable temp folder: the block probe answers 0 (plain graphs, nothing rewritten) instead of failing the forward engine', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const mod = new URL('../src/models/ort_train.js', import.meta.url).href;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(mod)}); console.log(await m.nchwcBlockSize());`],
+    { env: { ...process.env, TMPDIR: '/nonexistent/goodnet-no-tmp' }, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), '0');
+});

@@ -490,8 +490,9 @@ export function nchwcBlockSize(): Promise<number> {
 }
 
 async function probeNchwcBlock(): Promise<number> {
-  const dir = mkdtempSync(join(tmpdir(), 'goodnet-nchwc-'));
+  let dir: string | undefined;
   try {
+    dir = mkdtempSync(join(tmpdir(), 'goodnet-nchwc-'));
     const ort = await import('onnxruntime-node');
     const dims = (d: number[]) => ({ dim: d.map((v) => ({ dimValue: v })) });
     const model: ModelProto = {
@@ -514,8 +515,8 @@ async function probeNchwcBlock(): Promise<number> {
     const block = w?.dims?.[0] === undefined ? 0 : num(w.dims[0]);
     return block >= 8 && block % 8 === 0 ? block : 0;
   } catch {
-    return 0; // no NCHWc kernels (or no way to ask): plain convolutions
+    return 0; // no NCHWc kernels (or no way to ask, e.g. no writable temp folder): plain convolutions
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
   }
 }
