@@ -49,6 +49,15 @@ export interface SessionSetup {
   outputs: { name: string; offset: number }[];
 }
 
+/** Session outputs copied into `dest` at the offsets of `list` (float32; int64 outputs such as the argmax converted). */
+export function writeOutputs(outputs: Record<string, { data: unknown }>, list: { name: string; offset: number }[], dest: Float32Array): void {
+  for (const o of list) {
+    const d = outputs[o.name]!.data as Float32Array | BigInt64Array;
+    if (d instanceof BigInt64Array) for (let i = 0; i < d.length; i++) dest[o.offset + i] = Number(d[i]);
+    else dest.set(d, o.offset);
+  }
+}
+
 /**
  * The next message on `port`, read synchronously: it was posted before the control word that
  * announced it, so it is there, but give its delivery up to a second before saying none.

@@ -15,7 +15,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { decodeModel, encodeModel, floatTensor, num, AT, type ModelProto } from '../io/onnx_proto.js';
 import { buildTrainGraph, ortTrainObstacle, type TrainGraph, type TrainGraphOptions } from './ort_train_graph.js';
-import { ShardWorker } from './ort_shards.js';
+import { ShardWorker, writeOutputs } from './ort_shards.js';
 import { WasmAdam } from './adam_wasm.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -76,6 +76,8 @@ export class OrtTrainer {
   private readonly shapes: number[][];
   private readonly trainableSizes: number[];
   private readonly layouts = new WeakMap<TrainGraph, ReturnType<OrtTrainer['makeLayout']>>();
+  /** Shard 0's outputs in the workers' layout (runShards). */
+  private mine: Float32Array | undefined;
   /** The data-parallel workers (threads - 1) and the weights they share, made at the first sharded step. */
   private pool: { images: number; workers: ShardWorker[]; weights: Float32Array; offsets: number[] } | undefined;
 
@@ -162,8 +164,7 @@ export class OrtTrainer {
         held.adamShards(r.shards); // as the graph's Adam would, on the gradients summed in shard order
         return { grads: [], lossSum: r.lossSum, correct: r.correct };
       }
-      const flat = Float32Array.from(r.shards[0]!);
-      for (const g of r.shards.slice(1)) for (let j = 0; j < flat.length; j++) flat[j] = flat[j]! + g[j]!;
+      const flat = sumInOrder(r.shards);
       const grads: Float32Array[] = [];
       let off = 0;
       for (const size of this.trainableSizes) {
@@ -211,7 +212,7 @@ export class OrtTrainer {
         for (const [wi, name] of [[s.movingMean, s.mean], [s.movingVariance, s.variance]] as const) {
           const cur = values[wi]!;
           const batch = out[name]!.data as Float32Array;
-          for (let c = 0; c < cur.length; c++) cur[c] = cur[c]! - Math.fround(Math.fround(cur[c]! - batch[c]!) * decay);
+          for (let c = 0; c < cur.length; c++) cur[c] = movedTowards(cur[c]!, batch[c]!, decay);
         }
       }
       return { grads, lossSum: loss * n, correct };
@@ -264,12 +265,9 @@ export class OrtTrainer {
     const out = await own.session.run(feeds);
     try {
       // Shard 0's outputs in the workers' layout, then every shard's read from it.
-      const mine = new Float32Array(layout.size + bounds[1]!);
-      for (const o of layout.list) {
-        const d = out[o.name]!.data as Float32Array | BigInt64Array;
-        if (d instanceof BigInt64Array) for (let i = 0; i < d.length; i++) mine[o.offset + i] = Number(d[i]);
-        else mine.set(d, o.offset);
-      }
+      if (!this.mine || this.mine.length < layout.size + bounds[1]!) this.mine = new Float32Array(layout.size + Math.ceil(n / parts));
+      const mine = this.mine; // reused: the caller copies the gradients out (Adam's slots, or their sum) before the next step
+      writeOutputs(out, layout.list, mine);
       for (const w of pool.workers.slice(0, parts - 1)) await w.done();
       const shards = [mine, ...pool.workers.slice(0, parts - 1).map((w) => w.out)];
       let lossSum = 0;
@@ -287,7 +285,7 @@ export class OrtTrainer {
           const avg = new Float64Array(cur.length);
           shards.forEach((o, i) => {
             const share = (bounds[i + 1]! - bounds[i]!) / n;
-            for (let c = 0; c < cur.length; c++) avg[c] += (cur[c]! - Math.fround(Math.fround(cur[c]! - o[at + c]!) * decay)) * share;
+            for (let c = 0; c < cur.length; c++) avg[c] += movedTowards(cur[c]!, o[at + c]!, decay) * share;
           });
           cur.set(avg);
         }
@@ -417,14 +415,16 @@ export class OrtWeights {
 
   /** One Adam step; `grads` in net.trainableWeights order. */
   adam(grads: Float32Array[]): void {
-    const f = Math.fround;
-    const b1 = f(this.beta1), b2 = f(this.beta2), lr = f(this.learningRate), eps = f(this.epsilon);
-    const c1 = f(1 - b1), c2 = f(1 - b2), negLr = f(-lr);
-    const [oneMinusAcc1, oneMinusAcc2] = this.biasCorrections();
-    for (let k = 0; k < this.trainable.length; k++) {
-      adamLoop(this.values[this.trainable[k]!]!, grads[k]!, this.m[k]!, this.v[k]!, b1, b2, c1, c2, negLr, eps, oneMinusAcc1, oneMinusAcc2);
-    }
+    const c = this.constants();
+    for (let k = 0; k < this.trainable.length; k++) adamLoop(this.values[this.trainable[k]!]!, grads[k]!, this.m[k]!, this.v[k]!, ...c);
     this.advance();
+  }
+
+  /** Adam's float32 constants for the next step: b1, b2, 1 - b1, 1 - b2, -lr, eps and the two bias corrections. */
+  private constants(): AdamConstants {
+    const f = Math.fround;
+    const b1 = f(this.beta1), b2 = f(this.beta2);
+    return [b1, b2, f(1 - b1), f(1 - b2), f(-f(this.learningRate)), f(this.epsilon), ...this.biasCorrections()];
   }
 
   /**
@@ -433,16 +433,13 @@ export class OrtWeights {
    * calling adam() (WebAssembly SIMD when available, else the JS loop).
    */
   adamShards(shards: Float32Array[]): void {
-    const f = Math.fround;
-    const b1 = f(this.beta1), b2 = f(this.beta2), lr = f(this.learningRate), eps = f(this.epsilon);
-    const [oneMinusAcc1, oneMinusAcc2] = this.biasCorrections();
-    if (this.wasm && shards.length <= this.wasm.slots) {
-      shards.forEach((g, k) => { if (g !== this.wasm!.grads[k]) this.wasm!.grads[k]!.set(g); });
-      this.wasm.step(shards.length, b1, b2, f(1 - b1), f(1 - b2), f(-lr), eps, oneMinusAcc1, oneMinusAcc2);
+    const c = this.constants();
+    const wasm = this.wasm;
+    if (wasm && shards.length <= wasm.slots) {
+      shards.forEach((g, k) => { if (g !== wasm.grads[k]) wasm.grads[k]!.set(g); });
+      wasm.step(shards.length, ...c);
     } else {
-      const g = Float32Array.from(shards[0]!);
-      for (const s of shards.slice(1)) for (let j = 0; j < g.length; j++) g[j] = g[j]! + s[j]!;
-      adamLoop(this.flatW, g, this.flatM, this.flatV, b1, b2, f(1 - b1), f(1 - b2), f(-lr), eps, oneMinusAcc1, oneMinusAcc2);
+      adamLoop(this.flatW, sumInOrder(shards), this.flatM, this.flatV, ...c);
     }
     this.advance();
   }
@@ -455,6 +452,20 @@ export class OrtWeights {
       t.dispose();
     });
   }
+}
+
+type AdamConstants = [b1: number, b2: number, c1: number, c2: number, negLr: number, eps: number, oneMinusAcc1: number, oneMinusAcc2: number];
+
+/** The element-wise float32 sum of `shards`, added in order (a new array). */
+function sumInOrder(shards: Float32Array[]): Float32Array {
+  const g = Float32Array.from(shards[0]!);
+  for (const s of shards.slice(1)) for (let j = 0; j < g.length; j++) g[j] = g[j]! + s[j]!;
+  return g;
+}
+
+/** A BN moving statistic after one training step: moving - (moving - batch) * (1 - momentum), float32 as tfjs-layers. */
+function movedTowards(moving: number, batch: number, decay: number): number {
+  return moving - Math.fround(Math.fround(moving - batch) * decay);
 }
 
 /**

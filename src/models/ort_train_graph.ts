@@ -427,6 +427,8 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const a = activation(cfg.activation, z, isOut);
         y = a.y;
         shape = [N, O, Ho, Wo];
+        /** The 'flat' filter gradient's row width (see flatGrid). */
+        const grid = flatGrid(Hh, Ww, s, Wo);
         backward = (dy) => {
           const dz = a.back(dy);
           if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0, 2, 3], false));
@@ -439,8 +441,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             const gw = Ww + pads[1]! + pads[3]! - (Wo - 1) * s[1]!;
             if (gh !== kh || gw !== kw) g = b.slice(g, [0, 0], [kh, kw], [2, 3]);
             addGrad(kernel, b.transpose(g, [2, 3, 0, 1])); // (C, Cout, kh, kw) -> HWIO
-          } else if (isTrainable(kernel) && (options.filterGradient === 'flat' || options.filterGradient === undefined) && flatGrid(Hh, Ww, s, Wo) !== undefined
-            && (flatGrid(Hh, Ww, s, Wo) === Wo || options.filterGradient === 'flat')) {
+          } else if (isTrainable(kernel) && grid !== undefined && (options.filterGradient === 'flat' || (options.filterGradient === undefined && grid === Wo))) {
             // The input in stride phases (x[a::sh, b::sw]; x itself at stride 1), each phase's
             // rows widened to a common width G (>= Wo) and flattened per image and channel with
             // zero margins: the input under output (h, w) for kernel tap (i, j) is then phase
@@ -450,7 +451,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             // zero) and zeroed, per kernel column j, where w + dj leaves the phase's row (the
             // window would read the neighbouring row there). Default where G = Wo ('same' padding).
             const [sh, sw] = [s[0]!, s[1]!];
-            const G = flatGrid(Hh, Ww, s, Wo)!;
+            const G = grid;
             const L = Ho * G;
             const mod = (v: number, m: number) => ((v % m) + m) % m;
             const rowOf = (i: number) => ({ a: mod(i - pads[0]!, sh), d: Math.floor((i - pads[0]!) / sh) });

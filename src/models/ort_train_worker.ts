@@ -3,13 +3,12 @@
  * It holds onnxruntime sessions of training graphs and runs one per request, reading its
  * images, labels and the net's weights from shared memory (copied into the session's own
  * arrays: onnxruntime-node refuses shared ones) and writing every output there: a step costs
- * no message. Requests come through a shared
- * control word (Atomics.wait here, Atomics.notify there); a new session's graph comes as a
+ * no message. Requests come through a shared control word (Atomics.wait here, Atomics.notify there); a new session's graph comes as a
  * message read synchronously when the control word says so.
  */
 import { workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import { CTRL, SETUP, STOP, receiveSoon, type SessionSetup, type WorkerInit } from './ort_shards.js';
+import { CTRL, SETUP, STOP, receiveSoon, writeOutputs, type SessionSetup, type WorkerInit } from './ort_shards.js';
 
 async function main(init: WorkerInit): Promise<void> {
   const ctrl = new Int32Array(init.ctrl);
@@ -49,11 +48,7 @@ async function main(init: WorkerInit): Promise<void> {
         for (const [own, shared] of s.copies) own.set(shared);
         const r = await s.session.run(s.feeds);
         try {
-          for (const o of s.outputs) {
-            const d = r[o.name]!.data as Float32Array | BigInt64Array;
-            if (d instanceof BigInt64Array) for (let i = 0; i < d.length; i++) out[o.offset + i] = Number(d[i]);
-            else out.set(d, o.offset);
-          }
+          writeOutputs(r, s.outputs, out);
         } finally {
           for (const t of Object.values(r)) t.dispose();
         }
