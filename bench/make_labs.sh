@@ -4,9 +4,9 @@
 # ~1.5-2 h of VGG/ResNet training on an idle 2-core machine). Same seed, same backend: same weights.
 set -eu
 D=${1:-/work/labs}
-G="node bin/goodnet.js attack"
+G="node bin/goodnet.js attack --train-engine tfjs"   # tfjs-wasm: the engine they were made with (the default has been auto since session 23)
 $G --out "$D/deepid-patch" -e 6                                  # = the demo's BadNet before session 20 (goodnet demo --train-engine tfjs)
-$G --out "$D/demo-ort" -e 6 --train-engine ort                    # = the demo's BadNet since session 20 (goodnet demo writes it to DIR/lab)
+node bin/goodnet.js attack --out "$D/demo-ort" -e 6 --train-engine ort   # = the demo's BadNet since session 20 (goodnet demo writes it to DIR/lab)
 $G --out "$D/deepid-blend" --trigger blend -e 6
 $G --out "$D/deepid-clean" --poison-rate 0 -e 6
 for a in resnet vgg; do

@@ -30,21 +30,21 @@ import { QUICK_DEFENSE_OPTIONS, runComparison, type CompareResult } from './defe
 import type { DefenseInput } from './defense/interface.js';
 import type { RunDefenseResult } from './defense/run.js';
 import type { ArchitectureName } from './models/index.js';
-import type { TrainEngineName } from './models/ort_train.js';
+import type { TrainEngineChoice } from './models/ort_train.js';
 
 /**
  * The engine that trains the demo's first (DeepID) BadNet: onnxruntime (`goodnet attack
  * --train-engine ort`, about 4x tfjs-wasm on this net, so the demo fits its 6 minutes). Since
  * session 20; `tfjs` gives the previous demo's BadNet, which is also the lab's deepid-patch.
  */
-export const DEMO_TRAIN_ENGINE: TrainEngineName = 'ort';
+export const DEMO_TRAIN_ENGINE: TrainEngineChoice = 'ort';
 
 /**
  * The second BadNet: a ResNet (fastest of the modern lab nets to train) on a fifth of the
  * training set, 2 epochs, trained on the ort engine (`--train-engine ort`, about 5x tfjs-wasm on
  * this net).
  */
-export const DEMO_MODERN = { arch: 'resnet' as ArchitectureName, epochs: 2, split: { train: 10_000, valid: 2_000, test: 2_000 }, trainEngine: 'ort' as TrainEngineName };
+export const DEMO_MODERN = { arch: 'resnet' as ArchitectureName, epochs: 2, split: { train: 10_000, valid: 2_000, test: 2_000 }, trainEngine: 'ort' as TrainEngineChoice };
 
 /** Clean images every defense may use in the demo: 5% of the 50,000 training images. */
 export const DEMO_CLEAN_IMAGES = 2500;
@@ -60,12 +60,12 @@ export interface DemoOptions {
   /** Data-parallel training threads for both BadNets (default 1; deterministic per seed and thread count). */
   threads?: number;
   /** The first BadNet's training engine (default DEMO_TRAIN_ENGINE; the second's is in `modern`). */
-  trainEngine?: TrainEngineName;
+  trainEngine?: TrainEngineChoice;
   log?: (line: string) => void;
   attack?: Pick<AttackOptions, 'onBatch' | 'onEpoch' | 'split'>;
   prune?: Pick<PruneOptions, 'onActivations' | 'onStep'>;
   /** The second BadNet (default DEMO_MODERN); false: none. */
-  modern?: false | { arch?: ArchitectureName; epochs?: number; split?: Partial<SplitSizes>; trainEngine?: TrainEngineName; progress?: Pick<AttackOptions, 'onBatch' | 'onEpoch'> };
+  modern?: false | { arch?: ArchitectureName; epochs?: number; split?: Partial<SplitSizes>; trainEngine?: TrainEngineChoice; progress?: Pick<AttackOptions, 'onBatch' | 'onEpoch'> };
   /** The defenses' comparison: clean image budget, per-defense options by name (default QUICK_DEFENSE_OPTIONS), a subset. */
   defenses?: { cleanImages?: number; options?: Record<string, Record<string, unknown>>; only?: string[];
     onProgress?: DefenseInput['onProgress']; onDefense?: (name: string, result?: RunDefenseResult) => void };

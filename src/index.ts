@@ -76,7 +76,7 @@ export { stripDefense, STRIP_DEFENSE_DEFAULTS, type StripDefenseOptions, type St
 export { comparisonScatter, defenseSections, readComparisonFolder, secondBadNetSection, type ComparisonFolder } from './report/defenses.js';
 export { channelUnits, zeroUnitChannels, type ChannelUnit } from './defense/channels.js';
 export { serveWeb, WEB_ROOT, CONTENT_SECURITY_POLICY, type ServeOptions, type RunningServer } from './web/server.js';
-export { OrtTrainer, TRAIN_ENGINES, DEFAULT_TRAIN_ENGINE, type TrainEngineName, type OrtTrainerOptions, type OrtStepResult } from './models/ort_train.js';
+export { OrtTrainer, TRAIN_ENGINES, DEFAULT_TRAIN_ENGINE, resolveTrainEngine, type TrainEngineName, type TrainEngineChoice, type OrtTrainerOptions, type OrtStepResult } from './models/ort_train.js';
 export { buildTrainGraph, ortTrainObstacle, type TrainGraph, type TrainGraphOptions } from './models/ort_train_graph.js';
 export { prepareSweep } from './defense/sweep.js';
 export type { FastSweepOptions } from './defense/fastsweep.js';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../src/engine/backend.js';
-import { OrtTrainer, OrtWeights, nchwcBlockSize, ortTrainObstacle } from '../src/models/ort_train.js';
+import { OrtTrainer, OrtWeights, nchwcBlockSize, ortTrainObstacle, resolveTrainEngine, type TrainEngineName } from '../src/models/ort_train.js';
 import { buildTrainGraph, type TrainGraphOptions } from '../src/models/ort_train_graph.js';
 import { shardGradients } from '../src/models/parallel.js';
 import { buildArchitecture } from '../src/models/index.js';
@@ -72,7 +72,26 @@ function sameNet(seed: number): tfl.LayersModel {
   return tfl.model({ inputs: input, outputs: out });
 }
 
+/** 1x1 DepthwiseConv2D per-channel scales: a trainable one with a bias and ReLU, and a frozen mask (defense/mask.ts's layer) with zeros. */
+function scaleNet(seed: number): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const input = tfl.input({ shape: SHAPE });
+  let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
+  x = tfl.layers.depthwiseConv2d({ kernelSize: 1, activation: 'relu', depthwiseInitializer: tfl.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed }), biasInitializer: tfl.initializers.randomUniform({ minval: -0.1, maxval: 0.1, seed: seed + 1 }) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.conv2d({ filters: 5, kernelSize: 3, activation: 'relu', kernelInitializer: init(2) }).apply(x) as tfl.SymbolicTensor;
+  const mask = tfl.layers.depthwiseConv2d({ kernelSize: 1, useBias: false, trainable: false, depthwiseInitializer: 'ones', name: 'mask' });
+  x = mask.apply(x) as tfl.SymbolicTensor;
+  const m = mask.getWeights()[0]!.dataSync().slice();
+  m[1] = 0; m[3] = 0;
+  mask.setWeights([tf.tensor(m, [1, 1, 5, 1])]);
+  x = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
 const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
+  ['1x1 DepthwiseConv2D scales (trainable with bias, a frozen pruning mask)', scaleNet, 4],
   ['same-padded stride-1 convs with 2x4, 1x3, 3x1, 5x5 kernels and a valid 2x3', sameNet, 4],
   ['deepid', (seed) => buildArchitecture('deepid', { inputShape: SHAPE, numClasses: 5, seed }), 5],
   ['vgg', (seed) => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed, filters: [4, 6], units: 8 } as never), 5],
@@ -193,6 +212,11 @@ test('ort training engine refuses unsupported layers before any work, naming the
   const o2 = tfl.layers.dense({ units: 3, activation: 'sigmoid' }).apply(f) as tfl.SymbolicTensor;
   assert.match(ortTrainObstacle(tfl.model({ inputs: i2, outputs: o2 })) ?? '', /sigmoid/);
   assert.throws(() => buildTrainGraph(tfl.model({ inputs: i2, outputs: o2 }), 4), GoodnetError);
+  // A DepthwiseConv2D is taken only as a 1x1 per-channel scale.
+  const i3 = tfl.input({ shape: SHAPE });
+  const dw = tfl.layers.depthwiseConv2d({ kernelSize: 3, name: 'dw3' }).apply(i3) as tfl.SymbolicTensor;
+  const o3 = tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(tfl.layers.flatten().apply(dw) as tfl.SymbolicTensor) as tfl.SymbolicTensor;
+  assert.match(ortTrainObstacle(tfl.model({ inputs: i3, outputs: o3 })) ?? '', /'dw3' is a DepthwiseConv2D other than 1x1/);
 });
 
 test('tied maxima in pool windows: the gradient goes where tfjs sends it (argmax backward: either tie rule; indices: first)', async () => {
@@ -303,6 +327,55 @@ test('train({engine: "ort", threads: 2}): deterministic (two runs equal to the b
     const u = w.dataSync(), v = a.getWeights()[i]!.dataSync();
     for (let j = 0; j < u.length; j++) assert.ok(Math.abs(u[j]! - v[j]!) <= 1e-4 * Math.max(1, Math.abs(u[j]!)), `weight ${c.weights[i]!.name}[${j}]: ort ${v[j]} vs tfjs ${u[j]}`);
   });
+});
+
+test('train({engine: "auto"}): ort where it can train the net (the same weights as "ort", to the bit), tfjs (the same as "tfjs") with the reason where it cannot, and when onnxruntime fails before the first step', async () => {
+  const n = 12;
+  const { images, labels } = data(n, 5, 9);
+  const set = { images, labels, n, shape: SHAPE };
+  const opts = { epochs: 1, batchSize: 8, scale: 255, seed: 4 };
+  const runWith = async (make: () => tfl.LayersModel, engine: 'auto' | TrainEngineName) => {
+    const net = make();
+    const seen: [TrainEngineName, string | undefined][] = [];
+    const h = await train(net, set, { ...opts, engine, onEngine: (e, why) => seen.push([e, why]) });
+    return { h, w: net.getWeights().map((t) => t.dataSync()), seen };
+  };
+  const vgg = () => buildArchitecture('vgg', { inputShape: SHAPE, numClasses: 5, seed: 2, filters: [4, 6], units: 8 } as never);
+  assert.deepEqual(resolveTrainEngine(vgg(), 'auto'), { engine: 'ort' });
+  const auto = await runWith(vgg, 'auto'), ort = await runWith(vgg, 'ort'), tfjs = await runWith(vgg, 'tfjs');
+  assert.deepEqual(auto.seen, [['ort', undefined]]);
+  assert.deepEqual(auto.h.map((h) => h.loss), ort.h.map((h) => h.loss));
+  auto.w.forEach((w, i) => assert.deepEqual(w, ort.w[i], `weight ${i}: auto is not the ort run`));
+  assert.ok(auto.w.some((w, i) => w.some((v, j) => v !== tfjs.w[i]![j])), 'the tfjs run differs somewhere (else this test could not tell them apart)');
+
+  // A Dropout layer: tfjs, and why.
+  const dropNet = () => {
+    const input = tfl.input({ shape: SHAPE });
+    let x = tfl.layers.conv2d({ filters: 3, kernelSize: 3, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({ seed: 1 }) }).apply(input) as tfl.SymbolicTensor;
+    x = tfl.layers.dropout({ rate: 0.5, name: 'drop', seed: 1 } as never).apply(x) as tfl.SymbolicTensor;
+    x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+    return tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 5, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: 2 }) }).apply(x) as tfl.SymbolicTensor });
+  };
+  assert.equal(resolveTrainEngine(dropNet(), 'auto').engine, 'tfjs');
+  const d = await runWith(dropNet, 'auto');
+  assert.equal(d.seen.length, 1);
+  assert.equal(d.seen[0]![0], 'tfjs');
+  assert.match(d.seen[0]![1] ?? '', /'drop' \(Dropout\)/);
+
+  // onnxruntime failing to start: the run starts again on tfjs, from the untouched weights.
+  const create = OrtTrainer.create;
+  OrtTrainer.create = async () => { throw new Error('no onnxruntime binary for this platform'); };
+  try {
+    const f = await runWith(vgg, 'auto');
+    assert.deepEqual(f.seen.map(([e]) => e), ['ort', 'tfjs']);
+    assert.match(f.seen[1]![1] ?? '', /no onnxruntime binary/);
+    assert.deepEqual(f.h.map((h) => h.loss), tfjs.h.map((h) => h.loss));
+    f.w.forEach((w, i) => assert.deepEqual(w, tfjs.w[i], `weight ${i}: the fallback is not the tfjs run`));
+    await assert.rejects(runWith(vgg, 'ort'), /no onnxruntime binary/); // asked for ort: no fallback
+  } finally {
+    OrtTrainer.create = create;
+  }
+  assert.throws(() => resolveTrainEngine(vgg(), 'torch' as never), GoodnetError);
 });
 
 test('Adam in WebAssembly (OrtWeights.adamShards) = the JS loop to the bit: weights and both moments, 1 and 3 gradient vectors, an odd length', async () => {

@@ -21,20 +21,22 @@ const run = (args: string[]) => {
   return { code: r.status, out: r.stdout, err: r.stderr };
 };
 
-test('goodnet attack --train-engine ort trains a BadNet (attack.json says so); fineprune --train-engine ort keeps the pruned channels at zero', () => {
+test('goodnet attack trains on the ort engine by default (--train-engine auto; attack.json and the log say so); fineprune too, keeping the pruned channels at zero', () => {
   const lab = join(dir, 'lab');
-  const a = run(['attack', '-o', lab, '--dataset', 'mnist', '--train-size', '1200', '--valid-size', '300', '--test-size', '300', '-e', '2', '--batch-size', '32', '--train-engine', 'ort']);
+  const a = run(['attack', '-o', lab, '--dataset', 'mnist', '--train-size', '1200', '--valid-size', '300', '--test-size', '300', '-e', '2', '--batch-size', '32']);
   assert.equal(a.code, 0, a.err);
+  assert.match(a.err, /training on onnxruntime \(ort engine\)/);
   const summary = JSON.parse(readFileSync(join(lab, 'attack.json'), 'utf8')) as { training: { engine?: string; history: { loss: number }[] }; results: { cleanTestAccuracy: number; asrTest: number } };
   assert.equal(summary.training.engine, 'ort');
   assert.ok(summary.training.history[1]!.loss < summary.training.history[0]!.loss, 'the loss falls');
   assert.ok(summary.results.cleanTestAccuracy > 0.5, `clean accuracy ${summary.results.cleanTestAccuracy}`);
   const fp = join(dir, 'fp.h5');
   const f = run(['fineprune', '-m', join(lab, 'models', 'bd_net.h5'), '--prune-fraction', '0.5', '--clean-valid', join(lab, 'data', 'cl', 'valid.h5'),
-    '-e', '1', '--train-engine', 'ort', '-o', fp, '--json', join(dir, 'fp.json')]);
+    '-e', '1', '-o', fp, '--json', join(dir, 'fp.json')]);
   assert.equal(f.code, 0, f.err);
-  const r = JSON.parse(readFileSync(join(dir, 'fp.json'), 'utf8')) as { pruned: number[]; conv: string };
+  const r = JSON.parse(readFileSync(join(dir, 'fp.json'), 'utf8')) as { pruned: number[]; conv: string; fineTune: { engine: string } };
   assert.equal(r.pruned.length, 30);
+  assert.equal(r.fineTune.engine, 'ort');
   return loadModel(fp).then((m) => {
     assert.deepEqual(inspectModel(m.net).convs.find((c) => c.layer === r.conv)!.zeroChannels, [...r.pruned].sort((x, y) => x - y));
   });

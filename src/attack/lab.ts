@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { getBackend } from '../engine/backend.js';
-import type { TrainEngineName } from '../models/ort_train.js';
+import { DEFAULT_TRAIN_ENGINE, type TrainEngineChoice, type TrainEngineName } from '../models/ort_train.js';
 import { evaluate } from '../eval/evaluate.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { loadModel, saveModel } from '../io/model.js';
@@ -47,8 +47,11 @@ export interface AttackOptions {
   patience?: number;
   /** Data-parallel training threads (TrainOptions.threads; default 1, 0: the core count). */
   threads?: number;
-  /** Training engine (TrainOptions.engine; default 'tfjs'). */
-  trainEngine?: TrainEngineName;
+  /**
+   * Training engine (TrainOptions.engine; default 'auto': onnxruntime where it can train the
+   * architecture, which it can for every built-in one, else tfjs-wasm).
+   */
+  trainEngine?: TrainEngineChoice;
   overwrite?: boolean;
   /** Recorded in attack.json. */
   command?: string;
@@ -68,6 +71,7 @@ export const ATTACK_DEFAULTS = {
   batchSize: 64,
   learningRate: 1e-3,
   seed: 0,
+  trainEngine: DEFAULT_TRAIN_ENGINE,
 } as const;
 
 export interface AttackSummary {
@@ -85,6 +89,8 @@ export interface AttackSummary {
     seconds: number; imagesPerSecond: number; history: EpochStats[];
     /** 'ort' when trained with the ort training engine (absent: tfjs). */
     engine?: 'ort';
+    /** Why 'auto' trained on tfjs (a layer onnxruntime cannot train, onnxruntime not starting). */
+    engineNote?: string;
     /** Early stopping only: the patience and the epoch whose weights were kept. */
     patience?: number; bestEpoch?: number;
   };
@@ -172,10 +178,15 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
 
   const net = buildArchitecture(o.arch, { inputShape: shape, numClasses, seed: o.seed });
   const tTrain = performance.now();
+  let trained: { engine: TrainEngineName; why?: string } = { engine: 'tfjs' };
   const history = await train(net, {
     images: poisoned.data.images, labels: poisoned.data.labels, n: poisoned.data.n, shape,
   }, {
     epochs: o.epochs, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed, scale: 255, threads: o.threads, engine: o.trainEngine,
+    onEngine: (engine, why) => {
+      trained = { engine, why };
+      log(`training on ${engine === 'ort' ? 'onnxruntime (ort engine)' : 'tfjs-wasm'}${why ? ` (${why})` : ''}`);
+    },
     onBatch: o.onBatch, onEpoch: o.onEpoch,
     ...(o.patience !== undefined ? { patience: o.patience, validation: { images: valid.images, labels: valid.labels, n: valid.n, shape } } : {}),
   });
@@ -220,7 +231,8 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
         epochs: o.epochs, batchSize: o.batchSize, learningRate: o.learningRate, optimizer: 'adam', backend: getBackend(),
         seed: o.seed, seconds: trainSeconds, imagesPerSecond: imagesTrained / trainSeconds, history,
         ...(o.patience !== undefined ? { patience: o.patience, bestEpoch } : {}),
-        ...(o.trainEngine === 'ort' ? { engine: 'ort' } : {}),
+        ...(trained.engine === 'ort' ? { engine: 'ort' as const } : {}),
+        ...(trained.why && o.trainEngine === 'auto' ? { engineNote: trained.why } : {}),
       },
       results: {
         cleanValidAccuracy: v.clean!.accuracy, asrValid: v.poisoned!.asr,

@@ -7,7 +7,7 @@ import { checkOutputs, emitJson, jsonOption, parseInteger, parsePositive, setUp,
 import { epochBars } from './progress.js';
 import type { EpochStats } from '../models/train.js';
 import { BACKENDS } from '../engine/backend.js';
-import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineName } from '../models/ort_train.js';
+import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineChoice } from '../models/ort_train.js';
 import { ARCHITECTURE_NAMES, type ArchitectureName } from '../models/index.js';
 
 interface AttackCliOpts extends Omit<EngineOpts, 'batchSize'> {
@@ -16,7 +16,7 @@ interface AttackCliOpts extends Omit<EngineOpts, 'batchSize'> {
   arch: ArchitectureName;
   patience?: number;
   threads: number;
-  trainEngine: TrainEngineName;
+  trainEngine: TrainEngineChoice;
   trigger: string;
   triggerSize?: string; triggerCorner?: string; triggerMargin?: string; triggerPattern?: string; triggerValue?: string;
   triggerAlpha?: string; triggerSeed?: string; triggerImage?: string; triggerX?: string; triggerY?: string;
@@ -71,8 +71,8 @@ export function attackCommand(): Command {
     .option('--batch-size <n>', 'training batch size', parseInteger('--batch-size', 1, 65536), d.batchSize)
     .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)
     .option('--seed <n>', 'seed for split, poisoning, initial weights and shuffling', parseInteger('--seed'), d.seed)
-    .option('--threads <n>', 'data-parallel training threads, one engine each (tfjs-wasm, or an onnxruntime session with --train-engine ort; default 1; 0: the core count; deterministic per seed and thread count; weights differ from 1 thread by float rounding and, with BatchNormalization, by per-thread batch statistics)', parseInteger('--threads', 0, 256), 1)
-    .addOption(new Option('--train-engine <name>', 'training engine: tfjs (tfjs-wasm, the default) or ort (forward + backward as one onnxruntime-node graph; several times faster, see README "Performance"; Conv2D, Dense, BN, ReLU, MaxPool, Add, Flatten, GAP, ZeroPadding layers only)').choices(TRAIN_ENGINES).default(DEFAULT_TRAIN_ENGINE))
+    .option('--threads <n>', 'data-parallel training threads, one engine each (tfjs-wasm, or an onnxruntime session on the ort engine; default 1; 0: the core count; deterministic per seed and thread count; weights differ from 1 thread by float rounding and, with BatchNormalization, by per-thread batch statistics)', parseInteger('--threads', 0, 256), 1)
+    .addOption(new Option('--train-engine <name>', 'training engine: auto (the default: ort where it can train the model, else tfjs, and it says which), ort (forward + backward as one onnxruntime-node graph, several times faster: see README "Performance"; Conv2D, Dense, BatchNormalization, ReLU, MaxPool, Add, Flatten, GAP, ZeroPadding and 1x1 per-channel DepthwiseConv2D layers only) or tfjs (tfjs-wasm: any layer tfjs-layers has; the engine that made the lab models README measures)').choices(TRAIN_ENGINES).default(DEFAULT_TRAIN_ENGINE))
     .option('--patience <n>', 'early stopping: stop after n epochs without a better clean validation accuracy, keep the best epoch (default off)', parseInteger('--patience', 1))
     .option('--train-size <n>', 'training images (default: all but validation and test)', parseInteger('--train-size', 1))
     .option('--valid-size <n>', 'clean validation images (default: 15% of the data, at most 10,000)', parseInteger('--valid-size', 1))

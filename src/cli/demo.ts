@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { loadavg } from 'node:os';
 import { DEMO_CLEAN_IMAGES, DEMO_MODERN, DEMO_TRAIN_ENGINE, runDemo, type DemoResult } from '../demo.js';
-import { TRAIN_ENGINES, type TrainEngineName } from '../models/ort_train.js';
+import { TRAIN_ENGINES, type TrainEngineChoice } from '../models/ort_train.js';
 import type { EvaluateResult } from '../eval/evaluate.js';
 import type { AttackSummary } from '../attack/lab.js';
 import type { PruneSummary } from '../defense/prune.js';
@@ -17,7 +17,7 @@ interface DemoCliOpts {
   force?: boolean;
   epochs?: number;
   threads: number;
-  trainEngine: TrainEngineName;
+  trainEngine: TrainEngineChoice;
 }
 
 /** The phase timing table the demo prints at the end (also in DIR/summary.json). */
@@ -42,7 +42,7 @@ export function demoCommand(): Command {
     .option('--force', 'replace the output folder if it exists')
     .option('-e, --epochs <n>', 'training epochs of the BadNet (default: the attack\'s, 6)', parseInteger('--epochs', 1, 1000))
     .option('--threads <n>', 'training threads for both BadNets (0: the core count; deterministic per seed and thread count, other counts give other weights)', parseInteger('--threads', 0, 256), 1)
-    .addOption(new Option('--train-engine <name>', 'engine that trains the first (DeepID) BadNet: ort (onnxruntime, about 4x faster) or tfjs (tfjs-wasm: the BadNet of goodnet\'s earlier demos, whose numbers README keeps); the ResNet always trains on ort').choices(TRAIN_ENGINES).default(DEMO_TRAIN_ENGINE))
+    .addOption(new Option('--train-engine <name>', 'engine that trains the first (DeepID) BadNet: ort (onnxruntime, about 4x faster; auto is the same here) or tfjs (tfjs-wasm: the BadNet of goodnet\'s earlier demos, whose numbers README keeps); the ResNet always trains on ort').choices(TRAIN_ENGINES).default(DEMO_TRAIN_ENGINE))
     .addHelpText('after', '\nExample:\n  goodnet demo --out demo && open demo/report.html')
     .action(async (o: DemoCliOpts) => {
       await setUp({ backend: 'wasm', batchSize: 256 });

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineName } from '../models/ort_train.js';
+import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineChoice } from '../models/ort_train.js';
 import { FINE_TUNE_DEFAULTS, runFinePrune, type FineTuneEpoch } from '../defense/fineprune.js';
 import { markdownTable, percent } from '../report/table.js';
 import { bytesOf } from '../io/paths.js';
@@ -20,7 +20,7 @@ interface FinePruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
   holdOut: number;
   seed: number;
   threads: number;
-  trainEngine: TrainEngineName;
+  trainEngine: TrainEngineChoice;
   out?: string;
   force?: boolean;
   json?: string;
@@ -55,8 +55,8 @@ export function finepruneCommand(): Command {
     .option('--lr <x>', 'Adam learning rate', parsePositive('--lr'), d.learningRate)
     .option('--hold-out <f>', 'share of the clean data held out to choose the epoch', parsePositive('--hold-out'), d.holdOut)
     .option('--seed <n>', 'seed for the hold-out split and shuffling', parseInteger('--seed'), d.seed)
-    .option('--threads <n>', 'data-parallel training threads, one engine each (tfjs-wasm, or an onnxruntime session with --train-engine ort; default 1; 0: the core count; deterministic per seed and thread count; weights differ from 1 thread by float rounding and, with BatchNormalization, by per-thread batch statistics)', parseInteger('--threads', 0, 256), 1)
-    .addOption(new Option('--train-engine <name>', 'training engine: tfjs (tfjs-wasm, the default) or ort (forward + backward as one onnxruntime-node graph; several times faster, see README "Performance"; Conv2D, Dense, BN, ReLU, MaxPool, Add, Flatten, GAP, ZeroPadding layers only)').choices(TRAIN_ENGINES).default(DEFAULT_TRAIN_ENGINE))
+    .option('--threads <n>', 'data-parallel training threads, one engine each (tfjs-wasm, or an onnxruntime session on the ort engine; default 1; 0: the core count; deterministic per seed and thread count; weights differ from 1 thread by float rounding and, with BatchNormalization, by per-thread batch statistics)', parseInteger('--threads', 0, 256), 1)
+    .addOption(new Option('--train-engine <name>', 'training engine: auto (the default: ort where it can train the model, else tfjs, and it says which), ort (forward + backward as one onnxruntime-node graph, several times faster: see README "Performance"; Conv2D, Dense, BatchNormalization, ReLU, MaxPool, Add, Flatten, GAP, ZeroPadding and 1x1 per-channel DepthwiseConv2D layers only) or tfjs (tfjs-wasm: any layer tfjs-layers has; the engine that made the lab models README measures)').choices(TRAIN_ENGINES).default(DEFAULT_TRAIN_ENGINE))
     .option('-o, --out <path>', 'save the fine-pruned model (.keras for Keras 3, .h5 for Keras HDF5, .onnx for ONNX, else a tfjs folder)')
     .option('--force', 'replace --out if it exists')
     .addOption(jsonOption());
@@ -75,6 +75,7 @@ Examples:
       model, cleanValid: o.cleanValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, layer: o.layer,
       pruneFraction: o.pruneFraction, ...px, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed, threads: o.threads, trainEngine: o.trainEngine,
       layout: o.layout, batchSize: o.batchSize ?? 64, out: o.out, overwrite: o.force, ...fineTuneProgress(),
+      onEngine: (engine, why) => process.stderr.write(`fine-tuning on ${engine === 'ort' ? 'onnxruntime (ort engine)' : 'tfjs-wasm'}${why ? ` (${why})` : ''}\n`),
     });
     if (await emitJson({ ...r, preprocessing: model.preprocessing }, o.json, o.force)) return;
     console.log(`${r.conv}: ${r.pruned.length} channels held at zero; kept epoch ${r.fineTune.bestEpoch} of ${o.epochs} (${r.fineTune.seconds.toFixed(0)} s)`);

@@ -7,6 +7,7 @@ import { markdownGoodNetTable } from '../report/html.js';
 import type { PruneOrder, SweepStep, ThresholdRule } from '../defense/types.js';
 import { markdownTable, percent } from '../report/table.js';
 import { FINE_TUNE_DEFAULTS } from '../defense/fineprune.js';
+import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineChoice } from '../models/ort_train.js';
 import { fineTuneProgress } from './fineprune.js';
 import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, parsePositive, setUp,
   type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
@@ -31,6 +32,7 @@ interface PruneCliOpts extends EngineOpts, ModelOpts, DataOpts {
   fineTuneOrder: 'asc' | 'desc' | 'both';
   fineTuneEpochs: number;
   fineTuneLr: number;
+  trainEngine: TrainEngineChoice;
 }
 
 export function parseThresholds(v: string): number[] {
@@ -83,6 +85,7 @@ export function pruneCommand(): Command {
     .addOption(new Option('--fine-tune-order <order>', 'which orders to fine-prune').choices(['asc', 'desc', 'both']).default('asc'))
     .option('--fine-tune-epochs <n>', 'fine-tuning epochs', parseInteger('--fine-tune-epochs', 1, 1000), FINE_TUNE_DEFAULTS.epochs)
     .option('--fine-tune-lr <x>', 'fine-tuning Adam learning rate', parsePositive('--fine-tune-lr'), FINE_TUNE_DEFAULTS.learningRate)
+    .addOption(new Option('--train-engine <name>', 'engine of --fine-tune: auto (ort where it can train the model, else tfjs), ort or tfjs (see goodnet fineprune --help)').choices(TRAIN_ENGINES).default(DEFAULT_TRAIN_ENGINE))
     .option('--force', 'replace the output folder if it exists')
     .addOption(jsonOption('summary.json'));
   addModelDataEngineOptions(cmd);
@@ -107,7 +110,7 @@ Examples:
       log: (l) => process.stderr.write(`${l}\n`),
       ...pruneProgress(),
       fineTune: o.fineTune ? {
-        orders: o.fineTuneOrder === 'both' ? ['asc', 'desc'] : [o.fineTuneOrder], epochs: o.fineTuneEpochs, learningRate: o.fineTuneLr,
+        orders: o.fineTuneOrder === 'both' ? ['asc', 'desc'] : [o.fineTuneOrder], epochs: o.fineTuneEpochs, learningRate: o.fineTuneLr, trainEngine: o.trainEngine,
         onEpoch: fineTuneProgress().onEpoch,
       } : undefined,
     });

@@ -19,7 +19,7 @@ import { channelMeans, cutActivations } from './activations.js';
 import { cloneNet, findCutPoint, headModel, maskLayerOf, type CutPoint } from './graph.js';
 import { applyMaskInPlace, maskedCopy, prunedChannels } from './mask.js';
 import { channelOrder } from './sweep.js';
-import { ortTrainObstacle, type TrainEngineName } from '../models/ort_train.js';
+import { DEFAULT_TRAIN_ENGINE, ortTrainObstacle, resolveTrainEngine, type TrainEngineChoice, type TrainEngineName } from '../models/ort_train.js';
 
 export interface FineTuneOptions {
   epochs?: number;
@@ -30,8 +30,13 @@ export interface FineTuneOptions {
   seed?: number;
   /** Data-parallel training threads (TrainOptions.threads; default 1, 0: the core count). */
   threads?: number;
-  /** Training engine (TrainOptions.engine; default 'tfjs'). */
-  trainEngine?: TrainEngineName;
+  /**
+   * Training engine (TrainOptions.engine; fineTune's default 'tfjs', runFinePrune's and
+   * `goodnet fineprune`'s 'auto': onnxruntime where it can train the net).
+   */
+  trainEngine?: TrainEngineChoice;
+  /** The engine that trains (and why not ort, when 'auto' could not use it). */
+  onEngine?: (engine: TrainEngineName, why?: string) => void;
   onBatch?: (epoch: number, done: number, total: number, loss: number, accuracy: number) => void;
   onEpoch?: (e: FineTuneEpoch) => void;
 }
@@ -51,6 +56,9 @@ export interface FineTuneResult {
   bestEpoch: number;
   history: FineTuneEpoch[];
   seconds: number;
+  /** The engine that trained (the last epoch's), and why not ort when 'auto' could not use it. */
+  engine: TrainEngineName;
+  engineNote?: string;
 }
 
 /**
@@ -140,9 +148,14 @@ export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pru
     const history: FineTuneEpoch[] = [{ epoch: 0, loss: NaN, trainAccuracy: NaN, heldOutAccuracy: await accuracyOn(net, held, k), seconds: 0 }];
     let best = { epoch: 0, acc: history[0]!.heldOutAccuracy, weights: net.getWeights().map((w) => w.clone()) };
     o.onEpoch?.(history[0]!);
+    let trained: { engine: TrainEngineName; why?: string } | undefined;
     for (let epoch = 1; epoch <= o.epochs; epoch++) {
       const [stats] = await train(net, trainSet, {
         epochs: 1, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed * 1000 + epoch, scale: k, threads: o.threads, engine: o.trainEngine,
+        onEngine: (engine, why) => {
+          if (trained?.engine !== engine || trained.why !== why) o.onEngine?.(engine, why);
+          trained = { engine, why };
+        },
         onBatch: (_e, d, t, l, a) => o.onBatch?.(epoch, d, t, l, a),
         afterStep: at ? () => applyMaskInPlace(net, at, pruned) : undefined,
         optimizer: optimizerFor(net, o.learningRate),
@@ -157,7 +170,7 @@ export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pru
     }
     net.setWeights(best.weights);
     tf.dispose(best.weights);
-    return { bestEpoch: best.epoch, history, seconds: (performance.now() - t0) / 1000 };
+    return { bestEpoch: best.epoch, history, seconds: (performance.now() - t0) / 1000, engine: trained?.engine ?? 'tfjs', ...(trained?.why ? { engineNote: trained.why } : {}) };
   } finally {
     if (k !== 1) scaleKernel(first!, 1 / k);
   }
@@ -201,21 +214,22 @@ export interface FinePruneCommandResult {
   after?: { accuracy: number; asr: number };
 }
 
-/** `goodnet fineprune` as a function. */
 /** Data-parallel fine-tuning: a valid thread count, and a net a shard can reproduce (before any work). */
-function checkThreads(net: tfl.LayersModel, threads: number | undefined, source?: string, engine?: TrainEngineName): void {
-  if (engine === 'ort') {
-    const why = ortTrainObstacle(net);
-    if (why) throw new GoodnetError(`cannot fine-tune with --train-engine ort: ${why}; use --train-engine tfjs`, source);
-    return; // any net the ort engine takes trains in shards
+function checkThreads(net: tfl.LayersModel, threads: number | undefined, source?: string, choice?: TrainEngineChoice): void {
+  if (choice === 'ort') {
+    const obstacle = ortTrainObstacle(net);
+    if (obstacle) throw new GoodnetError(`cannot fine-tune with --train-engine ort: ${obstacle}; use --train-engine tfjs`, source);
   }
+  if (resolveTrainEngine(net, choice).engine === 'ort') return; // any net the ort engine takes trains in shards
   if (threads === undefined || threads === 1) return;
   if (!Number.isInteger(threads) || threads < 0) throw new GoodnetError(`threads must be an integer >= 0, got ${threads}`, source);
   const why = dataParallelObstacle(net);
   if (why) throw new GoodnetError(`cannot fine-tune in ${threads} threads: ${why}; use 1 thread`, source);
 }
 
-export async function runFinePrune(o: FinePruneCommandOptions): Promise<FinePruneCommandResult> {
+/** `goodnet fineprune` as a function. */
+export async function runFinePrune(options: FinePruneCommandOptions): Promise<FinePruneCommandResult> {
+  const o = { ...options, trainEngine: options.trainEngine ?? DEFAULT_TRAIN_ENGINE };
   checkThreads(o.model.net, o.threads, o.model.source, o.trainEngine);
   // A pruned model with a mask layer (mask.ts) is pruned at that layer.
   const maskLayer = o.layer === undefined && o.pruneFraction === undefined ? maskLayerOf(o.model.net) : undefined;

@@ -27,6 +27,7 @@ import { findCutPoint, headModel, tailModel } from './graph.js';
 import { maskedCopy } from './mask.js';
 import { maskFor, pickThresholds, prepareSweep, sweep } from './sweep.js';
 import type { SavedModelPaths, ActivationProfile, FinePruneRow, GoodNetRow, PruneOrder, SweepResult, SweepStep, ThresholdRule } from './types.js';
+import { DEFAULT_TRAIN_ENGINE } from '../models/ort_train.js';
 import { FINE_TUNE_DEFAULTS, fineTune, readAll, type FineTuneOptions } from './fineprune.js';
 import { evaluate } from '../eval/evaluate.js';
 import type * as tfl from '@tensorflow/tfjs-layers';
@@ -256,7 +257,7 @@ export async function computePrune(o: PruneComputeOptions): Promise<PruneResult>
     // 1b. Fine-pruning (validation data only): FP_X from each B'_X.
     if (o.fineTune) {
       t = performance.now();
-      const ft = { ...FINE_TUNE_DEFAULTS, ...Object.fromEntries(Object.entries(o.fineTune).filter(([, v]) => v !== undefined)) } as
+      const ft = { ...FINE_TUNE_DEFAULTS, trainEngine: DEFAULT_TRAIN_ENGINE, ...Object.fromEntries(Object.entries(o.fineTune).filter(([, v]) => v !== undefined)) } as
         Required<FineTuneOptions> & { orders?: PruneOrder[] };
       const clean = await readAll(o.cleanValid, model.inputShape, pixelOptionsFor(model, o));
       for (const s of sweeps.filter((w) => (ft.orders ?? ['asc']).includes(w.order))) {

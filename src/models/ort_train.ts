@@ -21,10 +21,27 @@ import { WasmAdam } from './adam_wasm.js';
 type Ort = typeof import('onnxruntime-node');
 type Session = import('onnxruntime-node').InferenceSession;
 
-/** Training engines of `train()` / `--train-engine`. */
+/** The engines that train (`train()`): tfjs-wasm, or forward + backward in onnxruntime-node. */
 export type TrainEngineName = 'tfjs' | 'ort';
-export const TRAIN_ENGINES: readonly TrainEngineName[] = ['tfjs', 'ort'];
-export const DEFAULT_TRAIN_ENGINE: TrainEngineName = 'tfjs';
+/** What `--train-engine` / `TrainOptions.engine` take: an engine, or 'auto' (resolveTrainEngine). */
+export type TrainEngineChoice = TrainEngineName | 'auto';
+export const TRAIN_ENGINES: readonly TrainEngineChoice[] = ['auto', 'ort', 'tfjs'];
+/** The default of `goodnet attack` / `goodnet fineprune` (runAttack, runFinePrune). */
+export const DEFAULT_TRAIN_ENGINE: TrainEngineChoice = 'auto';
+
+/**
+ * The engine `choice` trains `net` on, before any work: 'auto' is ort unless the net has
+ * something the ort engine cannot train (then tfjs, and `why`); 'ort' and 'tfjs' are
+ * themselves (a net ort cannot train is refused when its trainer is created). train() also
+ * falls back from 'auto' to tfjs when onnxruntime cannot start (no binary for this platform,
+ * a graph it refuses), before the first step.
+ */
+export function resolveTrainEngine(net: tfl.LayersModel, choice: TrainEngineChoice = 'tfjs'): { engine: TrainEngineName; why?: string } {
+  if (choice !== 'auto' && choice !== 'ort' && choice !== 'tfjs') throw new GoodnetError(`training engine must be auto, ort or tfjs, got ${String(choice)}`);
+  if (choice !== 'auto') return { engine: choice };
+  const why = ortTrainObstacle(net);
+  return why ? { engine: 'tfjs', why } : { engine: 'ort' };
+}
 
 export interface OrtTrainerOptions {
   /**

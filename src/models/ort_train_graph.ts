@@ -152,7 +152,7 @@ function asPair(v: unknown): number[] {
 }
 
 const SUPPORTED = new Set(['InputLayer', 'Conv2D', 'Dense', 'MaxPooling2D', 'Flatten', 'BatchNormalization', 'Activation', 'ReLU',
-  'Add', 'ZeroPadding2D', 'GlobalAveragePooling2D']);
+  'Add', 'ZeroPadding2D', 'GlobalAveragePooling2D', 'DepthwiseConv2D']);
 
 /** Why `net` cannot be trained by the ort engine, or undefined when it can. */
 export function ortTrainObstacle(net: tfl.LayersModel): string | undefined {
@@ -176,6 +176,12 @@ export function ortTrainObstacle(net: tfl.LayersModel): string | undefined {
     if (cls === 'Conv2D') {
       if (asPair(cfg.dilationRate).some((d) => d !== 1)) return `layer '${l.name}' is a dilated convolution`;
       if (cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
+    }
+    if (cls === 'DepthwiseConv2D') {
+      // A per-channel scale (goodnet's pruning mask layer, defense/mask.ts, is one).
+      if (asPair(cfg.kernelSize).some((d) => d !== 1) || asPair(cfg.strides).some((d) => d !== 1) || asPair(cfg.dilationRate).some((d) => d !== 1) || (cfg.depthMultiplier ?? 1) !== 1) {
+        return `layer '${l.name}' is a DepthwiseConv2D other than 1x1, stride 1, depth multiplier 1 (the ort training engine takes only that per-channel scale)`;
+      }
     }
     if (cls === 'MaxPooling2D' && cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
     if (cls === 'ReLU' && (cfg.maxValue != null || cfg.negativeSlope || cfg.threshold)) return `layer '${l.name}' is a ReLU with a max value, slope or threshold`;
@@ -562,6 +568,25 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           const op = [(Hh + pads[0]! + pads[2]! - kh) % s[0]!, (Ww + pads[1]! + pads[3]! - kw) % s[1]!];
           const dx = b.one('ConvTranspose', [dz, Woihw], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op)]);
           return [dx];
+        };
+        break;
+      }
+      case 'DepthwiseConv2D': {
+        // 1x1, stride 1, multiplier 1 (ortTrainObstacle): y = x * k[c] (+ bias[c]) per channel.
+        const kernel = lw[0]!;
+        const C = x.shape[1]!;
+        const kC = b.reshape(weightInput(kernel), [1, C, 1, 1]);
+        const useBias = cfg.useBias !== false && lw.length > 1;
+        let z = b.one('Mul', [x.name, kC]);
+        if (useBias) z = b.one('Add', [z, b.reshape(weightInput(lw[1]!), [1, C, 1, 1])]);
+        const a = activation(cfg.activation, z, isOut);
+        y = a.y;
+        shape = x.shape;
+        backward = (dy) => {
+          const dz = a.back(dy);
+          if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0, 2, 3], false));
+          if (isTrainable(kernel)) addGrad(kernel, b.reshape(b.reduceSum(b.one('Mul', [dz, x.name]), [0, 2, 3], false), [1, 1, C, 1]));
+          return [x.grad ? b.one('Mul', [dz, kC]) : undefined];
         };
         break;
       }

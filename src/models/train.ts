@@ -9,7 +9,7 @@ import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { DataParallel } from './parallel.js';
-import { OrtTrainer, OrtWeights, type TrainEngineName } from './ort_train.js';
+import { OrtTrainer, OrtWeights, resolveTrainEngine, type TrainEngineChoice, type TrainEngineName } from './ort_train.js';
 
 /** Images as stored: NHWC, raw values (uint8 or float), labels as integers. */
 export interface TrainingSet {
@@ -65,9 +65,13 @@ export interface TrainOptions {
   /**
    * Training engine (default 'tfjs'). 'ort': forward + backward as one onnxruntime-node
    * session run per shard (models/ort_train.ts), the same optimizer (Adam in the graph or in
-   * WebAssembly by default). Refused (GoodnetError) for layers it does not support.
+   * WebAssembly by default). Refused (GoodnetError) for layers it does not support. 'auto':
+   * ort where it can train the net, else tfjs (resolveTrainEngine); also tfjs when onnxruntime
+   * fails before the first step (nothing has changed then: the run starts again on tfjs).
    */
-  engine?: TrainEngineName;
+  engine?: TrainEngineChoice;
+  /** The engine that trains, once it is known (and again if 'auto' falls back): why it is not ort, when it could have been. */
+  onEngine?: (engine: TrainEngineName, why?: string) => void;
   /**
    * Change each batch in place after it is gathered and scaled (NHWC, `n` images of `shape`),
    * before the step: data augmentation (e.g. random shifts). Does not touch the shuffling.
@@ -147,7 +151,6 @@ function gather(set: TrainingSet, idx: Int32Array, numClasses: number, scale: nu
 export async function train(net: tfl.LayersModel, set: TrainingSet, options: TrainOptions): Promise<EpochStats[]> {
   const batchSize = options.batchSize ?? 64;
   const numClasses = net.outputs[0]!.shape[1]!;
-  const rng = seedrandom(String(options.seed ?? 0));
   const optimizer = options.optimizer ?? tf.train.adam(options.learningRate ?? 1e-3);
   net.compile({
     optimizer,
@@ -161,24 +164,44 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
   if (patience !== undefined && !options.validation) throw new GoodnetError('early stopping (patience) needs a validation set');
   const threads = options.threads ?? 1;
   if (!Number.isInteger(threads) || threads < 0) throw new GoodnetError(`threads must be an integer >= 0, got ${threads}`);
-  const engine = options.engine ?? 'tfjs';
-  if (engine !== 'tfjs' && engine !== 'ort') throw new GoodnetError(`training engine must be tfjs or ort, got ${String(engine)}`);
-  const ort = engine === 'ort' ? await OrtTrainer.create(net, { threads }) : undefined;
-  const dp = threads === 1 || ort ? undefined : await DataParallel.create(net, threads);
-  try {
-    // The ort engine with the default Adam and nothing to re-apply between steps keeps the
-    // weights and Adam's moments in Float32Arrays (OrtWeights), written to the net after each epoch.
-    const held = ort && !options.optimizer && !options.afterStep && !options.beforeStep && net.trainableWeights.length > 0 ? new OrtWeights(net, options.learningRate ?? 1e-3, 0.9, 0.999, 1e-7, { slots: ort.threads }) : undefined;
-    return await trainLoop(net, set, options, batchSize, numClasses, rng, optimizer, patience, dp ?? ort, held);
-  } finally {
-    await dp?.close();
-    await ort?.dispose();
+  const choice = options.engine ?? 'tfjs';
+  const resolved = resolveTrainEngine(net, choice);
+  /** Steps taken (trainLoop counts them): 'auto' falls back to tfjs only before the first. */
+  const progress = { steps: 0 };
+  const run = async (engine: TrainEngineName): Promise<EpochStats[]> => {
+    const ort = engine === 'ort' ? await OrtTrainer.create(net, { threads }) : undefined;
+    try {
+      const dp = threads === 1 || ort ? undefined : await DataParallel.create(net, threads);
+      try {
+        // The ort engine with the default Adam and nothing to re-apply between steps keeps the
+        // weights and Adam's moments in Float32Arrays (OrtWeights), written to the net after each epoch.
+        const held = ort && !options.optimizer && !options.afterStep && !options.beforeStep && net.trainableWeights.length > 0 ? new OrtWeights(net, options.learningRate ?? 1e-3, 0.9, 0.999, 1e-7, { slots: ort.threads }) : undefined;
+        return await trainLoop(net, set, options, batchSize, numClasses, seedrandom(String(options.seed ?? 0)), optimizer, patience, dp ?? ort, held, progress);
+      } finally {
+        await dp?.close();
+      }
+    } finally {
+      await ort?.dispose();
+    }
+  };
+  options.onEngine?.(resolved.engine, resolved.why);
+  if (resolved.engine === 'ort' && choice === 'auto' && !options.beforeStep) {
+    try {
+      return await run('ort');
+    } catch (e) {
+      if (progress.steps > 0) throw e;
+      // onnxruntime did not start (no binary for this platform, a graph it refuses): no weight,
+      // statistic or callback has been touched, so the same run on tfjs is the run 'auto' means.
+      options.onEngine?.('tfjs', `onnxruntime could not train it: ${(e as Error).message.split('\n')[0]}`);
+      return await run('tfjs');
+    }
   }
+  return await run(resolved.engine);
 }
 
 async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainOptions, batchSize: number, numClasses: number,
   rng: () => number, optimizer: tf.Optimizer, patience: number | undefined, dp: DataParallel | OrtTrainer | undefined,
-  held?: OrtWeights): Promise<EpochStats[]> {
+  held: OrtWeights | undefined, progress: { steps: number }): Promise<EpochStats[]> {
   const history: EpochStats[] = [];
   let best: { accuracy: number; epoch: number; weights: tf.Tensor[] } | undefined;
   for (let epoch = 1; epoch <= options.epochs; epoch++) {
@@ -224,6 +247,7 @@ async function trainLoop(net: tfl.LayersModel, set: TrainingSet, options: TrainO
         lossSum += out[0]! * idx.length;
         accSum += out[1]! * idx.length;
       }
+      progress.steps++;
       await yieldToEventLoop(); // Ctrl-C between batches
       options.afterStep?.();
       seen += idx.length;
