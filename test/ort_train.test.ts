@@ -10,6 +10,7 @@ import { shardGradients } from '../src/models/parallel.js';
 import { buildArchitecture } from '../src/models/index.js';
 import { train } from '../src/models/train.js';
 import { GoodnetError } from '../src/errors.js';
+import { OnnxClip, OnnxPad2D } from '../src/io/onnx_layers.js';
 import { getMaxPoolGradTies, setMaxPoolGradTies } from '../src/engine/kernels/index.js';
 
 await initBackend('wasm');
@@ -90,7 +91,62 @@ function scaleNet(seed: number): tfl.LayersModel {
   return tfl.model({ inputs: input, outputs: out });
 }
 
+/**
+ * The layers of imported models (MobileNet-style and PyTorch ResNet exports, Keras 3): Rescaling,
+ * depthwise convs (3x3 same stride 2 multiplier 2; 3x3 valid with bias), ReLU6, OnnxClip, an
+ * average pool, and a -Infinity pad before an overlapping max pool (PyTorch's padded MaxPool).
+ */
+function importedNet(seed: number): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const input = tfl.input({ shape: SHAPE });
+  let x = tfl.layers.rescaling({ scale: 2, offset: -1 }).apply(input) as tfl.SymbolicTensor;
+  x = tfl.layers.depthwiseConv2d({ kernelSize: 3, strides: 2, padding: 'same', depthMultiplier: 2, useBias: false, depthwiseInitializer: init(1) }).apply(x) as tfl.SymbolicTensor; // 12x10x3 -> 6x5x6
+  x = tfl.layers.reLU({ maxValue: 0.5 }).apply(x) as tfl.SymbolicTensor; // a low cap, so that both bounds are hit
+  x = tfl.layers.conv2d({ filters: 5, kernelSize: 1, kernelInitializer: tfl.initializers.randomUniform({ minval: -2, maxval: 2, seed: seed + 2 }) }).apply(x) as tfl.SymbolicTensor;
+  x = new OnnxClip({ min: -0.5, max: 0.6 }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.depthwiseConv2d({ kernelSize: [3, 2], padding: 'valid', depthwiseInitializer: init(3), biasInitializer: tfl.initializers.randomUniform({ minval: -0.2, maxval: 0.2, seed }) , activation: 'relu' }).apply(x) as tfl.SymbolicTensor; // -> 4x4x5
+  x = new OnnxPad2D({ padding: [[1, 1], [1, 1]], value: null }).apply(x) as tfl.SymbolicTensor; // -> 6x6
+  x = tfl.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'valid' }).apply(x) as tfl.SymbolicTensor; // -> 2x2
+  x = tfl.layers.conv2d({ filters: 6, kernelSize: 1, activation: 'relu', kernelInitializer: init(4) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.averagePooling2d({ poolSize: 2, strides: 1 }).apply(x) as tfl.SymbolicTensor; // -> 1x1
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(5) }).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
+/** Average pools: non-overlapping with a remainder (5x? rows), and overlapping stride 1. */
+function avgNet(seed: number): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const input = tfl.input({ shape: SHAPE });
+  let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor; // 10x8
+  x = tfl.layers.averagePooling2d({ poolSize: [3, 2], strides: [3, 2] }).apply(x) as tfl.SymbolicTensor; // 3x4 (a row left over)
+  x = tfl.layers.conv2d({ filters: 5, kernelSize: 1, activation: 'relu', kernelInitializer: init(2) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.averagePooling2d({ poolSize: 2, strides: 1, padding: 'valid' }).apply(x) as tfl.SymbolicTensor; // 2x3
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
+/** Concatenate: two conv branches and the input itself on the channel axis, then dense features on vectors. */
+function concatNet(seed: number): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const input = tfl.input({ shape: SHAPE });
+  const a = tfl.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
+  const c = tfl.layers.conv2d({ filters: 2, kernelSize: 1, activation: 'relu', kernelInitializer: init(2) }).apply(input) as tfl.SymbolicTensor;
+  let x = tfl.layers.concatenate().apply([a, input, c]) as tfl.SymbolicTensor;
+  x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2, activation: 'relu', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  const d1 = tfl.layers.dense({ units: 5, activation: 'relu', kernelInitializer: init(4) }).apply(x) as tfl.SymbolicTensor;
+  const d2 = tfl.layers.dense({ units: 3, activation: 'relu', kernelInitializer: init(5) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.concatenate({ axis: 1 }).apply([d1, d2]) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(6) }).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
 const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
+  ['Concatenate (conv branches with the input on channels; vectors)', concatNet, 4],
+  ['imported layers (Rescaling, depthwise 3x3 stride 2 x2 and 3x2 with bias, ReLU6-style cap, OnnxClip, -inf pad + max pool, average pool)', importedNet, 4],
+  ['average pools (with a remainder; overlapping)', avgNet, 4],
   ['1x1 DepthwiseConv2D scales (trainable with bias, a frozen pruning mask)', scaleNet, 4],
   ['same-padded stride-1 convs with 2x4, 1x3, 3x1, 5x5 kernels and a valid 2x3', sameNet, 4],
   ['deepid', (seed) => buildArchitecture('deepid', { inputShape: SHAPE, numClasses: 5, seed }), 5],
@@ -212,11 +268,15 @@ test('ort training engine refuses unsupported layers before any work, naming the
   const o2 = tfl.layers.dense({ units: 3, activation: 'sigmoid' }).apply(f) as tfl.SymbolicTensor;
   assert.match(ortTrainObstacle(tfl.model({ inputs: i2, outputs: o2 })) ?? '', /sigmoid/);
   assert.throws(() => buildTrainGraph(tfl.model({ inputs: i2, outputs: o2 }), 4), GoodnetError);
-  // A DepthwiseConv2D is taken only as a 1x1 per-channel scale.
+  // Dilated depthwise convolutions, average pools that pad.
   const i3 = tfl.input({ shape: SHAPE });
-  const dw = tfl.layers.depthwiseConv2d({ kernelSize: 3, name: 'dw3' }).apply(i3) as tfl.SymbolicTensor;
+  const dw = tfl.layers.depthwiseConv2d({ kernelSize: 3, dilationRate: 2, name: 'dw3' }).apply(i3) as tfl.SymbolicTensor;
   const o3 = tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(tfl.layers.flatten().apply(dw) as tfl.SymbolicTensor) as tfl.SymbolicTensor;
-  assert.match(ortTrainObstacle(tfl.model({ inputs: i3, outputs: o3 })) ?? '', /'dw3' is a DepthwiseConv2D other than 1x1/);
+  assert.match(ortTrainObstacle(tfl.model({ inputs: i3, outputs: o3 })) ?? '', /'dw3' is a dilated convolution/);
+  const i4 = tfl.input({ shape: SHAPE });
+  const ap = tfl.layers.averagePooling2d({ poolSize: 3, strides: 2, padding: 'same', name: 'ap' }).apply(i4) as tfl.SymbolicTensor;
+  const o4 = tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(tfl.layers.flatten().apply(ap) as tfl.SymbolicTensor) as tfl.SymbolicTensor;
+  assert.match(ortTrainObstacle(tfl.model({ inputs: i4, outputs: o4 })) ?? '', /'ap' is an average pooling with 'same' padding/);
 });
 
 test('tied maxima in pool windows: the gradient goes where tfjs sends it (argmax backward: either tie rule; indices: first)', async () => {

@@ -60,3 +60,18 @@ test('fine-tuning with the ort engine refuses a net it cannot train before any w
     (e: unknown) => e instanceof GoodnetError && /--train-engine ort: layer 'drop' \(Dropout\)/.test(e.message));
   assert.equal(epochs, 0);
 });
+
+test('a model neither engine can train (a dilated conv: tfjs has no gradient for it; PRelu and others: not ort) is one line, exit 2, before any work', async () => {
+  const { writeCsawData } = await import('../src/attack/csaw_layout.js');
+  const data = join(dir, 'mobile16.h5');
+  const n = 8;
+  await writeCsawData(data, Uint8Array.from({ length: n * 16 * 16 * 3 }, (_, i) => (i * 37) & 255), Int32Array.from({ length: n }, (_, i) => i % 4), n, 16, 16, 3);
+  const out = join(dir, 'fp_mobile.h5');
+  const model = join(ROOT, 'test', 'fixtures', 'onnx', 'mobile_op17.onnx');
+  for (const engine of [[], ['--train-engine', 'tfjs']]) {
+    const r = run(['fineprune', '-m', model, '--prune-fraction', '0.5', '--clean-valid', data, '-e', '1', '-o', out, ...engine]);
+    assertBadInput(r, /cannot fine-tune on tfjs-wasm: layer '[^']+' \(Conv2D\) is a dilated convolution/);
+    if (engine.length === 0) assert.match(r.err, /nor on onnxruntime: layer/);
+    assert.equal(existsSync(out), false);
+  }
+});

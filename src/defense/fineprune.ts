@@ -13,7 +13,7 @@ import { checkLabels, openDataset, type ImageDataset } from '../io/dataset.js';
 import { saveModel, type LoadedModel } from '../io/model.js';
 import { pixelOptionsFor, preprocessingFor, type PixelOptions } from '../io/preprocess.js';
 import { inspectModel } from '../models/inspect.js';
-import { permutation, subsetOf, train, type TrainingSet } from '../models/train.js';
+import { permutation, subsetOf, tfjsTrainObstacle, train, type TrainingSet } from '../models/train.js';
 import { dataParallelObstacle } from '../models/parallel.js';
 import { channelMeans, cutActivations } from './activations.js';
 import { cloneNet, findCutPoint, headModel, maskLayerOf, type CutPoint } from './graph.js';
@@ -220,7 +220,10 @@ function checkThreads(net: tfl.LayersModel, threads: number | undefined, source?
     const obstacle = ortTrainObstacle(net);
     if (obstacle) throw new GoodnetError(`cannot fine-tune with --train-engine ort: ${obstacle}; use --train-engine tfjs`, source);
   }
-  if (resolveTrainEngine(net, choice).engine === 'ort') return; // any net the ort engine takes trains in shards
+  const resolved = resolveTrainEngine(net, choice);
+  if (resolved.engine === 'ort') return; // any net the ort engine takes trains in shards
+  const notTfjs = tfjsTrainObstacle(net);
+  if (notTfjs) throw new GoodnetError(`cannot fine-tune on tfjs-wasm: ${notTfjs}${resolved.why ? `; nor on onnxruntime: ${resolved.why}` : ''}`, source);
   if (threads === undefined || threads === 1) return;
   if (!Number.isInteger(threads) || threads < 0) throw new GoodnetError(`threads must be an integer >= 0, got ${threads}`, source);
   const why = dataParallelObstacle(net);

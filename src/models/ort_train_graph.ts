@@ -152,7 +152,7 @@ function asPair(v: unknown): number[] {
 }
 
 const SUPPORTED = new Set(['InputLayer', 'Conv2D', 'Dense', 'MaxPooling2D', 'Flatten', 'BatchNormalization', 'Activation', 'ReLU',
-  'Add', 'ZeroPadding2D', 'GlobalAveragePooling2D', 'DepthwiseConv2D']);
+  'Add', 'ZeroPadding2D', 'GlobalAveragePooling2D', 'DepthwiseConv2D', 'Rescaling', 'OnnxPad2D', 'OnnxClip', 'AveragePooling2D', 'Concatenate']);
 
 /** Why `net` cannot be trained by the ort engine, or undefined when it can. */
 export function ortTrainObstacle(net: tfl.LayersModel): string | undefined {
@@ -178,13 +178,22 @@ export function ortTrainObstacle(net: tfl.LayersModel): string | undefined {
       if (cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
     }
     if (cls === 'DepthwiseConv2D') {
-      // A per-channel scale (goodnet's pruning mask layer, defense/mask.ts, is one).
-      if (asPair(cfg.kernelSize).some((d) => d !== 1) || asPair(cfg.strides).some((d) => d !== 1) || asPair(cfg.dilationRate).some((d) => d !== 1) || (cfg.depthMultiplier ?? 1) !== 1) {
-        return `layer '${l.name}' is a DepthwiseConv2D other than 1x1, stride 1, depth multiplier 1 (the ort training engine takes only that per-channel scale)`;
+      if (asPair(cfg.dilationRate).some((d) => d !== 1)) return `layer '${l.name}' is a dilated convolution`;
+      if (cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
+    }
+    if (cls === 'AveragePooling2D') {
+      if (cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
+      const inShape = (l.inboundNodes[0]!.inputTensors[0] as tfl.SymbolicTensor).shape;
+      const k = asPair(cfg.poolSize), st = asPair(cfg.strides ?? cfg.poolSize);
+      if (cfg.padding === 'same' && samePads([inShape[1] as number, inShape[2] as number], k, st).some((v) => v !== 0)) {
+        // tfjs's AvgPoolGrad divides every window by its full size, its forward pass by the real
+        // pixels in it; the ort engine would compute the exact gradient, so not tfjs's training.
+        return `layer '${l.name}' is an average pooling with 'same' padding that pads`;
       }
     }
     if (cls === 'MaxPooling2D' && cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
-    if (cls === 'ReLU' && (cfg.maxValue != null || cfg.negativeSlope || cfg.threshold)) return `layer '${l.name}' is a ReLU with a max value, slope or threshold`;
+    if (cls === 'ReLU' && (cfg.negativeSlope || cfg.threshold)) return `layer '${l.name}' is a ReLU with a slope or threshold`;
+    if (cls === 'Rescaling' && (typeof cfg.scale !== 'number' || typeof (cfg.offset ?? 0) !== 'number')) return `layer '${l.name}' rescales per channel`;
     if (cls === 'BatchNormalization') {
       const axis = Array.isArray(cfg.axis) ? (cfg.axis as number[]) : [cfg.axis as number];
       const rank = (l.inboundNodes[0]!.inputTensors[0] as tfl.SymbolicTensor).shape.length;
@@ -572,21 +581,74 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         break;
       }
       case 'DepthwiseConv2D': {
-        // 1x1, stride 1, multiplier 1 (ortTrainObstacle): y = x * k[c] (+ bias[c]) per channel.
         const kernel = lw[0]!;
-        const C = x.shape[1]!;
-        const kC = b.reshape(weightInput(kernel), [1, C, 1, 1]);
+        const [kh, kw, C, m] = kernel.shape as [number, number, number, number];
+        const s = asPair(cfg.strides);
         const useBias = cfg.useBias !== false && lw.length > 1;
-        let z = b.one('Mul', [x.name, kC]);
-        if (useBias) z = b.one('Add', [z, b.reshape(weightInput(lw[1]!), [1, C, 1, 1])]);
+        if (kh === 1 && kw === 1 && m === 1 && s[0] === 1 && s[1] === 1) {
+          // A per-channel scale (goodnet's pruning mask layer, defense/mask.ts, is one): y = x * k[c] (+ bias[c]).
+          const kC = b.reshape(weightInput(kernel), [1, C, 1, 1]);
+          let z = b.one('Mul', [x.name, kC]);
+          if (useBias) z = b.one('Add', [z, b.reshape(weightInput(lw[1]!), [1, C, 1, 1])]);
+          const a = activation(cfg.activation, z, isOut);
+          y = a.y;
+          shape = x.shape;
+          backward = (dy) => {
+            const dz = a.back(dy);
+            if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0, 2, 3], false));
+            if (isTrainable(kernel)) addGrad(kernel, b.reshape(b.reduceSum(b.one('Mul', [dz, x.name]), [0, 2, 3], false), [1, 1, C, 1]));
+            return [x.grad ? b.one('Mul', [dz, kC]) : undefined];
+          };
+          break;
+        }
+        // Any depthwise conv: a grouped Conv (output channel c*m + j reads input channel c).
+        const [, , Hh, Ww] = x.shape as [number, number, number, number];
+        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], [kh, kw], s) : [0, 0, 0, 0];
+        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - kh) / s[0]!) + 1;
+        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - kw) / s[1]!) + 1;
+        const Wd = b.reshape(b.transpose(weightInput(kernel), [2, 3, 0, 1]), [C * m, 1, kh, kw]);
+        const attrs = [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), iAttr('group', C)];
+        const z = b.one('Conv', useBias ? [x.name, Wd, weightInput(lw[1]!)] : [x.name, Wd], attrs);
         const a = activation(cfg.activation, z, isOut);
         y = a.y;
-        shape = x.shape;
+        shape = [N, C * m, Ho, Wo];
         backward = (dy) => {
           const dz = a.back(dy);
           if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0, 2, 3], false));
-          if (isTrainable(kernel)) addGrad(kernel, b.reshape(b.reduceSum(b.one('Mul', [dz, x.name]), [0, 2, 3], false), [1, 1, C, 1]));
-          return [x.grad ? b.one('Mul', [dz, kC]) : undefined];
+          if (isTrainable(kernel)) {
+            // Per kernel tap: the strided window of the padded input times dz, summed over
+            // images and positions ([C, m]); taps stacked in (kh, kw) order -> HWCM.
+            const xp = pads.some((v) => v !== 0) ? b.one('Pad', [x.name, b.ints([0, 0, pads[0]!, pads[1]!, 0, 0, pads[2]!, pads[3]!])], [sAttr('mode', 'constant')]) : x.name;
+            const dz5 = m === 1 ? dz : b.reshape(dz, [N, C, m, Ho, Wo]);
+            const taps: string[] = [];
+            for (let i = 0; i < kh; i++) {
+              for (let j = 0; j < kw; j++) {
+                const sl = b.one('Slice', [xp, b.ints([i, j]), b.ints([i + (Ho - 1) * s[0]! + 1, j + (Wo - 1) * s[1]! + 1]), b.ints([2, 3]), b.ints(s)]);
+                const prod = m === 1 ? b.one('Mul', [sl, dz5]) : b.one('Mul', [b.reshape(sl, [N, C, 1, Ho, Wo]), dz5]);
+                taps.push(b.reshape(b.reduceSum(prod, m === 1 ? [0, 2, 3] : [0, 3, 4], false), [1, C * m]));
+              }
+            }
+            addGrad(kernel, b.reshape(taps.length === 1 ? taps[0]! : b.one('Concat', taps, [iAttr('axis', 0)]), [kh, kw, C, m]));
+          }
+          if (!x.grad) return [undefined];
+          const op = [(Hh + pads[0]! + pads[2]! - kh) % s[0]!, (Ww + pads[1]! + pads[3]! - kw) % s[1]!];
+          return [b.one('ConvTranspose', [dz, Wd], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op), iAttr('group', C)])];
+        };
+        break;
+      }
+      case 'AveragePooling2D': {
+        // 'valid', or 'same' that does not pad (ortTrainObstacle): every window has k0*k1 pixels.
+        const k = asPair(cfg.poolSize), s = asPair(cfg.strides ?? cfg.poolSize);
+        const [, C, Hh, Ww] = x.shape as [number, number, number, number];
+        const Ho = Math.floor((Hh - k[0]!) / s[0]!) + 1;
+        const Wo = Math.floor((Ww - k[1]!) / s[1]!) + 1;
+        y = b.one('AveragePool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s)]);
+        shape = [N, C, Ho, Wo];
+        backward = (dy) => {
+          // Each output's gradient / (k0*k1) spread over its window: a grouped ConvTranspose with a constant kernel.
+          const ones = b.constFloats([C, 1, k[0]!, k[1]!], new Float32Array(C * k[0]! * k[1]!).fill(1 / (k[0]! * k[1]!)));
+          const op = [(Hh - k[0]!) % s[0]!, (Ww - k[1]!) % s[1]!];
+          return [b.one('ConvTranspose', [dy, ones], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('output_padding', op), iAttr('group', C)])];
         };
         break;
       }
@@ -610,7 +672,47 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         };
         break;
       }
-      case 'Activation': case 'ReLU': {
+      case 'OnnxPad2D': {
+        // Constant padding (value null: -Infinity, before a max-pool); the backward drops the border.
+        const [[t, bo], [l, r]] = cfg.padding as number[][] as [[number, number], [number, number]];
+        const [, C, Hh, Ww] = x.shape as [number, number, number, number];
+        y = b.one('Pad', [x.name, b.ints([0, 0, t, l, 0, 0, bo, r]), b.scalar(cfg.value == null ? -Infinity : Number(cfg.value))], [sAttr('mode', 'constant')]);
+        shape = [N, C, Hh + t + bo, Ww + l + r];
+        backward = (dy) => [b.slice(dy, [t, l], [t + Hh, l + Ww], [2, 3])];
+        break;
+      }
+      case 'Rescaling': {
+        const scale = Number(cfg.scale), offset = Number(cfg.offset ?? 0);
+        y = b.one('Add', [b.one('Mul', [x.name, b.scalar(scale)]), b.scalar(offset)]);
+        shape = x.shape;
+        backward = (dy) => [b.one('Mul', [dy, b.scalar(scale)])];
+        break;
+      }
+      case 'OnnxClip': {
+        // As OnnxClip.call: max(x, min) then min(., max); tfjs's gradients of maximum and
+        // minimum pass dy where x >= min and where max(x, min) <= max.
+        const lo = cfg.min == null ? undefined : Number(cfg.min), hi = cfg.max == null ? undefined : Number(cfg.max);
+        const x1 = lo === undefined ? x.name : b.one('Max', [x.name, b.scalar(lo)]);
+        y = hi === undefined ? x1 : b.one('Min', [x1, b.scalar(hi)]);
+        shape = x.shape;
+        backward = (dy) => {
+          let g = dy;
+          if (lo !== undefined) g = b.one('Mul', [g, b.one('Cast', [b.one('GreaterOrEqual', [x.name, b.scalar(lo)])], [iAttr('to', 1)])]);
+          if (hi !== undefined) g = b.one('Mul', [g, b.one('Cast', [b.one('LessOrEqual', [x1, b.scalar(hi)])], [iAttr('to', 1)])]);
+          return [g];
+        };
+        break;
+      }
+      case 'ReLU': case 'Activation': {
+        if (cls === 'ReLU' && cfg.maxValue != null) {
+          // ReLU6 and kin, as tfjs-layers computes them: clipByValue(relu(x), 0, max); the gradient
+          // passes where x > 0 (relu) and relu(x) <= max (clipByValue's bounds are inclusive).
+          const max = Number(cfg.maxValue);
+          y = b.one('Clip', [x.name, b.scalar(0), b.scalar(max)]);
+          shape = x.shape;
+          backward = (dy) => [b.one('Mul', [dy, b.one('Cast', [b.one('And', [b.one('Greater', [x.name, b.scalar(0)]), b.one('LessOrEqual', [x.name, b.scalar(max)])])], [iAttr('to', 1)])])];
+          break;
+        }
         const a = activation(cls === 'ReLU' ? 'relu' : cfg.activation, x.name, isOut);
         y = a.y;
         shape = x.shape;
@@ -678,6 +780,22 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         y = b.reshape(b.one('GlobalAveragePool', [x.name]), [N, C]);
         shape = [N, C];
         backward = (dy) => [b.one('Expand', [b.one('Mul', [b.reshape(dy, [N, C, 1, 1]), b.scalar(1 / (Hh * Ww))]), b.ints([N, C, Hh, Ww])])];
+        break;
+      }
+      case 'Concatenate': {
+        // Keras's axis on NHWC (or on vectors) -> the graph's NCHW axis; the backward splits dy.
+        const rank = x.shape.length;
+        const kAxis = Number(cfg.axis ?? -1);
+        const a = kAxis < 0 ? kAxis + rank : kAxis;
+        const axis = rank === 4 ? [0, 2, 3, 1][a]! : a;
+        if (xs.some((t) => t!.shape.length !== rank) || axis === undefined || axis === 0) throw new GoodnetError(`layer '${layer.name}' (Concatenate) joins along axis ${String(cfg.axis)}; the ort training engine takes channel or spatial axes`);
+        const sizes = xs.map((t) => t!.shape[axis]!);
+        y = b.one('Concat', xs.map((t) => t!.name), [iAttr('axis', axis)]);
+        shape = x.shape.map((d, i) => (i === axis ? sizes.reduce((p, q) => p + q, 0) : d));
+        backward = (dy) => {
+          const parts = b.node('Split', [dy, b.ints(sizes)], [iAttr('axis', axis)], xs.length);
+          return xs.map((t, i) => (t!.grad ? parts[i] : undefined));
+        };
         break;
       }
       case 'Add': {

@@ -147,6 +147,20 @@ function gather(set: TrainingSet, idx: Int32Array, numClasses: number, scale: nu
   return { x, y };
 }
 
+/**
+ * Why tfjs cannot train `net`, or undefined: tfjs has no gradient for dilated convolutions
+ * ("not yet supported in gradients"), which any trainable layer before one needs.
+ */
+export function tfjsTrainObstacle(net: tfl.LayersModel): string | undefined {
+  for (const l of net.layers) {
+    const d = (l.getConfig() as { dilationRate?: number | number[] }).dilationRate;
+    if (d !== undefined && (Array.isArray(d) ? d : [d]).some((v) => v !== 1)) {
+      return `layer '${l.name}' (${l.getClassName()}) is a dilated convolution, which tfjs has no gradient for`;
+    }
+  }
+  return undefined;
+}
+
 /** Train `net` (softmax output) with Adam and categorical cross-entropy. */
 export async function train(net: tfl.LayersModel, set: TrainingSet, options: TrainOptions): Promise<EpochStats[]> {
   const batchSize = options.batchSize ?? 64;
@@ -169,6 +183,8 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
   /** Steps taken (trainLoop counts them): 'auto' falls back to tfjs only before the first. */
   const progress = { steps: 0 };
   const run = async (engine: TrainEngineName): Promise<EpochStats[]> => {
+    const notTfjs = engine === 'tfjs' ? tfjsTrainObstacle(net) : undefined;
+    if (notTfjs) throw new GoodnetError(`cannot train on tfjs-wasm: ${notTfjs}${resolved.why ? `; nor on onnxruntime: ${resolved.why}` : ''}`);
     const ort = engine === 'ort' ? await OrtTrainer.create(net, { threads }) : undefined;
     try {
       const dp = threads === 1 || ort ? undefined : await DataParallel.create(net, threads);
