@@ -254,11 +254,11 @@ test('Adam inside the graph (stepAdam) = session gradients + OrtWeights.adam in 
 test('ort training engine refuses unsupported layers before any work, naming the layer', async () => {
   const input = tfl.input({ shape: SHAPE });
   let x = tfl.layers.conv2d({ filters: 2, kernelSize: 3, activation: 'relu' }).apply(input) as tfl.SymbolicTensor;
-  x = tfl.layers.dropout({ rate: 0.5, name: 'drop' }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.leakyReLU({ name: 'leaky' }).apply(x) as tfl.SymbolicTensor;
   x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
   const out = tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(x) as tfl.SymbolicTensor;
   const net = tfl.model({ inputs: input, outputs: out });
-  assert.match(ortTrainObstacle(net) ?? '', /'drop' \(Dropout\)/);
+  assert.match(ortTrainObstacle(net) ?? '', /'leaky' \(LeakyReLU\)/);
   await assert.rejects(OrtTrainer.create(net), (e: unknown) => e instanceof GoodnetError && /--train-engine tfjs/.test(e.message));
   const { images, labels } = data(4, 3, 1);
   await assert.rejects(train(net, { images, labels, n: 4, shape: SHAPE }, { epochs: 1, engine: 'ort' }), GoodnetError);
@@ -408,19 +408,19 @@ test('train({engine: "auto"}): ort where it can train the net (the same weights 
   auto.w.forEach((w, i) => assert.deepEqual(w, ort.w[i], `weight ${i}: auto is not the ort run`));
   assert.ok(auto.w.some((w, i) => w.some((v, j) => v !== tfjs.w[i]![j])), 'the tfjs run differs somewhere (else this test could not tell them apart)');
 
-  // A Dropout layer: tfjs, and why.
-  const dropNet = () => {
+  // A LeakyReLU: tfjs, and why.
+  const leakyNet = () => {
     const input = tfl.input({ shape: SHAPE });
     let x = tfl.layers.conv2d({ filters: 3, kernelSize: 3, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({ seed: 1 }) }).apply(input) as tfl.SymbolicTensor;
-    x = tfl.layers.dropout({ rate: 0.5, name: 'drop', seed: 1 } as never).apply(x) as tfl.SymbolicTensor;
+    x = tfl.layers.leakyReLU({ name: 'leaky' }).apply(x) as tfl.SymbolicTensor;
     x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
     return tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 5, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: 2 }) }).apply(x) as tfl.SymbolicTensor });
   };
-  assert.equal(resolveTrainEngine(dropNet(), 'auto').engine, 'tfjs');
-  const d = await runWith(dropNet, 'auto');
+  assert.equal(resolveTrainEngine(leakyNet(), 'auto').engine, 'tfjs');
+  const d = await runWith(leakyNet, 'auto');
   assert.equal(d.seen.length, 1);
   assert.equal(d.seen[0]![0], 'tfjs');
-  assert.match(d.seen[0]![1] ?? '', /'drop' \(Dropout\)/);
+  assert.match(d.seen[0]![1] ?? '', /'leaky' \(LeakyReLU\)/);
 
   // onnxruntime failing to start: the run starts again on tfjs, from the untouched weights.
   const create = OrtTrainer.create;
@@ -436,6 +436,75 @@ test('train({engine: "auto"}): ort where it can train the net (the same weights 
     OrtTrainer.create = create;
   }
   assert.throws(() => resolveTrainEngine(vgg(), 'torch' as never), GoodnetError);
+});
+
+/** x * a fixed mask (NHWC, the whole batch): the reference for a Dropout step with known masks. */
+class FixedMask extends tfl.layers.Layer {
+  static className = 'FixedMask';
+  constructor(private readonly mask: tf.Tensor) { super({}); }
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.mul(Array.isArray(inputs) ? inputs[0]! : inputs, this.mask);
+  }
+}
+
+/** Conv -> Dropout(0.4) on maps -> conv -> flatten -> Dense -> Dropout(0.25) on vectors -> softmax; `drop` makes the dropout layers. */
+function dropoutNet(seed: number, drop: (rate: number, i: number) => tfl.layers.Layer): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const input = tfl.input({ shape: SHAPE });
+  let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
+  x = drop(0.4, 0).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.conv2d({ filters: 3, kernelSize: 3, strides: 2, activation: 'relu', kernelInitializer: init(2) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.dense({ units: 6, activation: 'relu', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
+  x = drop(0.25, 1).apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(4) }).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
+test('Dropout on the ort engine: the step = tfjs\'s gradients with the same masks fixed (maps and vectors); masks drop about the rate, scale the rest by 1 / (1 - rate), follow the seed, not the thread count', async () => {
+  const n = 9;
+  const { x, y } = data(n, 4, 12);
+  const b = dropoutNet(3, (rate) => tfl.layers.dropout({ rate }));
+  const trainer = await OrtTrainer.create(b, { seed: 5 });
+  let masks: Float32Array[];
+  let r: Awaited<ReturnType<OrtTrainer['step']>>;
+  try {
+    r = await trainer.step(x, y, n);
+    masks = trainer.lastMasks;
+  } finally {
+    await trainer.dispose();
+  }
+  assert.equal(masks.length, 2);
+  // The maps' mask comes in NCHW (the graph's layout): the reference multiplies NHWC.
+  const [C, H, W] = [4, SHAPE[0] - 2, SHAPE[1] - 2];
+  const fixed = [tf.transpose(tf.tensor4d(masks[0]!, [n, C, H, W]), [0, 2, 3, 1]), tf.tensor2d(masks[1]!, [n, 6])];
+  const a = dropoutNet(3, (_rate, i) => new FixedMask(fixed[i]!));
+  const ref = shardGradients(a, x, y, n, n, SHAPE);
+  try {
+    const { rel, where, minScale } = worstRel(r.grads, ref.grads, a.trainableWeights.map((w) => w.name));
+    assert.ok(minScale > 0, 'every reference gradient is non-zero somewhere');
+    assert.ok(rel <= 1e-4, `worst relative gradient error ${rel} at ${where}`);
+    assert.ok(Math.abs(r.lossSum - ref.lossSum) <= 1e-5 * ref.lossSum, `loss ${r.lossSum} vs ${ref.lossSum}`);
+  } finally {
+    tf.dispose([...ref.grads, ...fixed]);
+  }
+  for (const [m, rate] of [[masks[0]!, 0.4], [masks[1]!, 0.25]] as const) {
+    const dropped = m.filter((v) => v === 0).length / m.length;
+    assert.ok(Math.abs(dropped - rate) < 0.12, `dropped ${dropped}, rate ${rate}`);
+    assert.ok(m.every((v) => v === 0 || v === Math.fround(1 / (1 - rate))), 'kept values scaled by 1 / (1 - rate)');
+  }
+  // Training: the same seed gives the same weights on 1 and 2 threads (the masks are drawn for
+  // the whole batch; no BN, so only float summation order differs), another seed other weights.
+  const set = { images: data(17, 4, 13).images, labels: data(17, 4, 13).labels, n: 17, shape: SHAPE };
+  const fit = async (seed: number, threads: number) => {
+    const net = dropoutNet(3, (rate) => tfl.layers.dropout({ rate }));
+    const h = await train(net, set, { epochs: 2, batchSize: 8, scale: 255, seed, threads, engine: 'ort' });
+    return { h, w: net.getWeights().map((t) => t.dataSync()) };
+  };
+  const one = await fit(1, 1), again = await fit(1, 1), two = await fit(1, 2), other = await fit(2, 1);
+  one.w.forEach((w, i) => assert.deepEqual(again.w[i], w, `weight ${i}: two runs of one seed differ`));
+  one.w.forEach((w, i) => { for (let j = 0; j < w.length; j++) assert.ok(Math.abs(w[j]! - two.w[i]![j]!) <= 1e-4 * Math.max(1, Math.abs(w[j]!)), `weight ${i}[${j}]: 2 threads ${two.w[i]![j]} vs 1 thread ${w[j]}`); });
+  assert.ok(one.w.some((w, i) => w.some((v, j) => v !== other.w[i]![j])), 'another seed, other masks, other weights');
 });
 
 test('Adam in WebAssembly (OrtWeights.adamShards) = the JS loop to the bit: weights and both moments, 1 and 3 gradient vectors, an odd length', async () => {

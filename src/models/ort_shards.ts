@@ -30,6 +30,8 @@ export interface WorkerInit {
   /** This worker's shard: images (NHWC), one-hot labels. */
   x: SharedArrayBuffer;
   y: SharedArrayBuffer;
+  /** This worker's shard of the per-image extra inputs (Dropout masks), laid out per session (SessionSetup.extras). */
+  extra: SharedArrayBuffer;
   /** This worker's outputs, laid out per session (SessionSetup.outputs). */
   out: SharedArrayBuffer;
   port: MessagePort;
@@ -45,6 +47,8 @@ export interface SessionSetup {
   classes: number;
   /** Graph inputs read from the shared weights: name, offset and dims. */
   weights: { name: string; offset: number; dims: number[] }[];
+  /** Graph inputs read from the shared extra inputs (WorkerInit.extra): name, offset and dims. */
+  extras: { name: string; offset: number; dims: number[] }[];
   /** Graph outputs copied to `out` (float32; int64 outputs converted): name and offset. */
   outputs: { name: string; offset: number }[];
 }
@@ -78,6 +82,7 @@ const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v
 export class ShardWorker {
   readonly x: Float32Array;
   readonly y: Float32Array;
+  readonly extra: Float32Array;
   readonly out: Float32Array;
   private readonly ctrl: Int32Array;
   private readonly worker: Worker;
@@ -87,13 +92,14 @@ export class ShardWorker {
   private failure: Error | undefined;
   private readonly exited: Promise<void>;
 
-  /** A worker for shards of up to `images` images of `pixels` values and `classes` classes, with `outputs` output values. */
-  constructor(weights: SharedArrayBuffer, images: number, pixels: number, classes: number, outputs: number) {
+  /** A worker for shards of up to `images` images of `pixels` values, `classes` classes and `extras` extra input values each, with `outputs` output values. */
+  constructor(weights: SharedArrayBuffer, images: number, pixels: number, classes: number, outputs: number, extras = 0) {
     const sab = (floats: number) => new SharedArrayBuffer(4 * Math.max(1, floats));
-    const init: Omit<WorkerInit, 'port'> = { ctrl: new SharedArrayBuffer(4 * CTRL.SIZE), weights, x: sab(images * pixels), y: sab(images * classes), out: sab(outputs) };
+    const init: Omit<WorkerInit, 'port'> = { ctrl: new SharedArrayBuffer(4 * CTRL.SIZE), weights, x: sab(images * pixels), y: sab(images * classes), extra: sab(images * extras), out: sab(outputs) };
     this.ctrl = new Int32Array(init.ctrl);
     this.x = new Float32Array(init.x);
     this.y = new Float32Array(init.y);
+    this.extra = new Float32Array(init.extra);
     this.out = new Float32Array(init.out);
     const { port1, port2 } = new MessageChannel();
     this.port = port1;

@@ -17,6 +17,7 @@ import { decodeModel, encodeModel, floatTensor, num, AT, type ModelProto } from 
 import { buildTrainGraph, ortTrainObstacle, type TrainGraph, type TrainGraphOptions } from './ort_train_graph.js';
 import { ShardWorker, writeOutputs } from './ort_shards.js';
 import { WasmAdam } from './adam_wasm.js';
+import seedrandom from 'seedrandom';
 
 type Ort = typeof import('onnxruntime-node');
 type Session = import('onnxruntime-node').InferenceSession;
@@ -56,6 +57,11 @@ export interface OrtTrainerOptions {
   threads?: number;
   /** onnxruntime intra-op threads of each session (default 1; 0: the core count). */
   intraOpThreads?: number;
+  /**
+   * Seed of the Dropout layers' keep masks (default 0): drawn for the whole batch per step, in
+   * layer order, so that a seed gives the same masks on any thread count.
+   */
+  seed?: number;
   /** How the graph is built (tests and benchmarks compare the variants). */
   graph?: TrainGraphOptions;
 }
@@ -85,11 +91,16 @@ export class OrtTrainer {
     readonly threads: number,
     readonly intraOpThreads: number,
     private readonly graphOptions: TrainGraphOptions,
+    seed: number,
   ) {
+    this.dropRng = seedrandom.alea(`dropout:${seed}`);
     // tfjs-layers rebuilds net.weights on every read: the shapes once, for the per-step paths.
     this.shapes = net.weights.map((v) => v.shape as number[]);
     this.trainableSizes = net.trainableWeights.map((v) => (v.shape as number[]).reduce((p, q) => p * q, 1));
   }
+  private readonly dropRng: () => number;
+  /** The Dropout masks of the last step (TrainGraph.dropouts order, the whole batch; tests read them). */
+  lastMasks: Float32Array[] = [];
   private readonly shapes: number[][];
   private readonly trainableSizes: number[];
   private readonly layouts = new WeakMap<TrainGraph, ReturnType<OrtTrainer['makeLayout']>>();
@@ -111,7 +122,18 @@ export class OrtTrainer {
     const intraOp = count(options.intraOpThreads, 'onnxruntime intra-op threads');
     const ort = await import('onnxruntime-node');
     const graph = options.graph?.nchwcBlock === undefined ? { ...options.graph, nchwcBlock: await nchwcBlockSize() } : options.graph;
-    return new OrtTrainer(ort, net, threads, intraOp, graph);
+    return new OrtTrainer(ort, net, threads, intraOp, graph, options.seed ?? 0);
+  }
+
+  /** A step's Dropout keep masks for `n` images: 0 or 1 / (1 - rate), per graph.dropouts. */
+  private drawMasks(n: number, dropouts: TrainGraph['dropouts']): Float32Array[] {
+    this.lastMasks = dropouts.map((d) => {
+      const m = new Float32Array(n * d.dims.reduce((p, q) => p * q, 1));
+      const keep = Math.fround(1 / (1 - d.rate));
+      for (let i = 0; i < m.length; i++) m[i] = this.dropRng() >= d.rate ? keep : 0;
+      return m;
+    });
+    return this.lastMasks;
   }
 
   private sessionOptions(): import('onnxruntime-node').InferenceSession.SessionOptions {
@@ -202,6 +224,7 @@ export class OrtTrainer {
       y: f32(y, [n, K]),
     };
     for (const w of graph.weightInputs) feeds[w.name] = f32(values[w.weight]!, all[w.weight]!.shape as number[]);
+    this.drawMasks(n, graph.dropouts).forEach((m, k) => { feeds[graph.dropouts[k]!.name] = f32(m, [n, ...graph.dropouts[k]!.dims]); });
     if (held) {
       const [a1, a2] = held.biasCorrections();
       feeds.wflat = f32(held.flatW, [graph.flatSize]);
@@ -256,7 +279,10 @@ export class OrtTrainer {
     const cached = (m: number) => { const key = `shard:${m}/${n}`; const c = this.sessions.get(key); return c && { ...c, key }; };
     const own = cached(bounds[1]!) ?? await this.sessionFor(bounds[1]!, undefined, n);
     const layout = this.outputLayout(own.graph);
-    const pool = this.poolFor(Math.ceil(n / parts), px, K, layout.size); // the largest shard
+    const dropouts = own.graph.dropouts;
+    const perImage = dropouts.map((d) => d.dims.reduce((p, q) => p * q, 1));
+    const masks = this.drawMasks(n, dropouts); // the whole batch's, cut into the shards' rows
+    const pool = this.poolFor(Math.ceil(n / parts), px, K, layout.size, perImage.reduce((p, q) => p + q, 0)); // the largest shard
     // The current weights into shared memory (read by every worker's session).
     values.forEach((v, i) => pool.weights.set(v, pool.offsets[i]!));
     for (let j = 0; j < parts - 1; j++) {
@@ -266,10 +292,13 @@ export class OrtTrainer {
       const index = w.has(key) ?? await w.session(key, () => ({
         bytes: graph.bytes, options: this.sessionOptions(), n: b - a, shape: [H, W, C], classes: K,
         weights: graph.weightInputs.map((gi) => ({ name: gi.name, offset: pool.offsets[gi.weight]!, dims: this.shapes[gi.weight]! })),
+        extras: dropouts.map((d, k) => ({ name: d.name, offset: (b - a) * perImage.slice(0, k).reduce((p, q) => p + q, 0), dims: [b - a, ...d.dims] })),
         outputs: layout.list,
       }));
       w.x.set(x.subarray(a * px, b * px));
       w.y.set(y.subarray(a * K, b * K));
+      let off = 0;
+      masks.forEach((m, k) => { w.extra.set(m.subarray(a * perImage[k]!, b * perImage[k]!), off); off += (b - a) * perImage[k]!; });
       w.start(index);
     }
     const T = this.ort.Tensor;
@@ -279,6 +308,7 @@ export class OrtTrainer {
       y: f32(y.subarray(0, bounds[1]! * K), [bounds[1]!, K]),
     };
     for (const gi of own.graph.weightInputs) feeds[gi.name] = f32(values[gi.weight]!, this.shapes[gi.weight]!);
+    masks.forEach((m, k) => { feeds[dropouts[k]!.name] = f32(m.subarray(0, bounds[1]! * perImage[k]!), [bounds[1]!, ...dropouts[k]!.dims]); });
     const out = await own.session.run(feeds);
     try {
       // Shard 0's outputs in the workers' layout, then every shard's read from it.
@@ -339,7 +369,7 @@ export class OrtTrainer {
   }
 
   /** The workers and the shared weights, for shards of up to `images` images (made again for bigger shards); `outputs`: the layout's size without predictions. */
-  private poolFor(images: number, pixels: number, classes: number, outputs: number): { workers: ShardWorker[]; weights: Float32Array; offsets: number[] } {
+  private poolFor(images: number, pixels: number, classes: number, outputs: number, extras: number): { workers: ShardWorker[]; weights: Float32Array; offsets: number[] } {
     if (this.pool && this.pool.images >= images) return this.pool;
     const old = this.pool;
     if (old) void Promise.all(old.workers.map((w) => w.close()));
@@ -347,7 +377,7 @@ export class OrtTrainer {
     let total = 0;
     for (const shape of this.shapes) { offsets.push(total); total += shape.reduce((p, q) => p * q, 1); }
     const weights = new Float32Array(new SharedArrayBuffer(4 * Math.max(1, total)));
-    this.pool = { images, weights, offsets, workers: Array.from({ length: this.threads - 1 }, () => new ShardWorker(weights.buffer as SharedArrayBuffer, images, pixels, classes, outputs + images)) };
+    this.pool = { images, weights, offsets, workers: Array.from({ length: this.threads - 1 }, () => new ShardWorker(weights.buffer as SharedArrayBuffer, images, pixels, classes, outputs + images, extras)) };
     return this.pool;
   }
 

@@ -55,6 +55,12 @@ export interface TrainGraph {
   flatSize: number;
   /** Per BatchNormalization layer: outputs of the batch statistics and the moving weights they update. */
   bnStats: { mean: string; variance: string; movingMean: number; movingVariance: number; momentum: number }[];
+  /**
+   * Per Dropout layer (rate > 0): a graph input of the batch's keep mask, [N, ...dims] (the
+   * activation's NCHW shape per image), 0 where dropped and 1 / (1 - rate) where kept; the
+   * trainer draws it (OrtTrainer: seeded, per step).
+   */
+  dropouts: { name: string; rate: number; dims: number[] }[];
 }
 
 export interface TrainGraphOptions {
@@ -152,7 +158,7 @@ function asPair(v: unknown): number[] {
 }
 
 const SUPPORTED = new Set(['InputLayer', 'Conv2D', 'Dense', 'MaxPooling2D', 'Flatten', 'BatchNormalization', 'Activation', 'ReLU',
-  'Add', 'ZeroPadding2D', 'GlobalAveragePooling2D', 'DepthwiseConv2D', 'Rescaling', 'OnnxPad2D', 'OnnxClip', 'AveragePooling2D', 'Concatenate']);
+  'Add', 'ZeroPadding2D', 'GlobalAveragePooling2D', 'DepthwiseConv2D', 'Rescaling', 'OnnxPad2D', 'OnnxClip', 'AveragePooling2D', 'Concatenate', 'Dropout']);
 
 /** Why `net` cannot be trained by the ort engine, or undefined when it can. */
 export function ortTrainObstacle(net: tfl.LayersModel): string | undefined {
@@ -181,6 +187,7 @@ export function ortTrainObstacle(net: tfl.LayersModel): string | undefined {
       if (asPair(cfg.dilationRate).some((d) => d !== 1)) return `layer '${l.name}' is a dilated convolution`;
       if (cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
     }
+    if (cls === 'Dropout' && cfg.noiseShape != null) return `layer '${l.name}' is a Dropout with a noise shape`;
     if (cls === 'AveragePooling2D') {
       if (cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
       const inShape = (l.inboundNodes[0]!.inputTensors[0] as tfl.SymbolicTensor).shape;
@@ -359,6 +366,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
   const isTrainable = (v: tfl.LayerVariable) => trainableSet.has(v);
   const addGrad = (v: tfl.LayerVariable, g: string | undefined) => { if (g !== undefined && isTrainable(v)) gradOf.set(v, g); };
   const bnStats: TrainGraph['bnStats'] = [];
+  const dropouts: TrainGraph['dropouts'] = [];
 
   const inT = net.inputs[0]!;
   const [H0, W0, C0] = inT.shape.slice(1) as [number, number, number];
@@ -782,6 +790,18 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         backward = (dy) => [b.one('Expand', [b.one('Mul', [b.reshape(dy, [N, C, 1, 1]), b.scalar(1 / (Hh * Ww))]), b.ints([N, C, Hh, Ww])])];
         break;
       }
+      case 'Dropout': {
+        // Training mode: x * mask (a graph input, TrainGraph.dropouts); rate 0 is the identity.
+        const rate = Number(cfg.rate ?? 0);
+        shape = x.shape;
+        if (!(rate > 0)) { y = x.name; backward = (dy) => [dy]; break; }
+        if (!(rate < 1)) throw new GoodnetError(`layer '${layer.name}' drops everything (rate ${rate})`);
+        const mask = `drop${dropouts.length}`;
+        dropouts.push({ name: mask, rate, dims: x.shape.slice(1) });
+        y = b.one('Mul', [x.name, mask]);
+        backward = (dy) => [b.one('Mul', [dy, mask])];
+        break;
+      }
       case 'Concatenate': {
         // Keras's axis on NHWC (or on vectors) -> the graph's NCHW axis; the backward splits dy.
         const rank = x.shape.length;
@@ -986,6 +1006,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         fin('y', [N, K]),
         ...weightInputs.map((w) => fin(w.name, allWeights[w.weight]!.shape as number[])),
         ...(adam ? [fin('wflat', [flatSize]), fin('mflat', [flatSize]), fin('vflat', [flatSize]), fin('adam_a1', [1]), fin('adam_a2', [1])] : []),
+        ...dropouts.map((d) => fin(d.name, [N, ...d.dims])),
       ],
       output: [
         fin('loss', []),
@@ -999,5 +1020,5 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
       ],
     },
   };
-  return { bytes: encodeModel(model), batch: N, weightInputs, gradOutputs, flatSize, bnStats };
+  return { bytes: encodeModel(model), batch: N, weightInputs, gradOutputs, flatSize, bnStats, dropouts };
 }

@@ -15,6 +15,7 @@ async function main(init: WorkerInit): Promise<void> {
   const weights = new Float32Array(init.weights);
   const xs = new Float32Array(init.x);
   const ys = new Float32Array(init.y);
+  const extra = new Float32Array(init.extra);
   const out = new Float32Array(init.out);
   // onnxruntime-node refuses typed arrays on shared memory: each feed is a private array, refreshed from the shared one per run.
   const sessions: { session: ort.InferenceSession; feeds: Record<string, ort.Tensor>; copies: [Float32Array, Float32Array][]; outputs: SessionSetup['outputs'] }[] = [];
@@ -41,6 +42,7 @@ async function main(init: WorkerInit): Promise<void> {
         feed('x', xs.subarray(0, s.n * H * W * C), [s.n, H, W, C]);
         feed('y', ys.subarray(0, s.n * s.classes), [s.n, s.classes]);
         for (const w of s.weights) feed(w.name, weights.subarray(w.offset, w.offset + w.dims.reduce((p, q) => p * q, 1)), w.dims);
+        for (const e of s.extras) feed(e.name, extra.subarray(e.offset, e.offset + e.dims.reduce((p, q) => p * q, 1)), e.dims);
         sessions[s.index] = { session, feeds, copies, outputs: s.outputs };
       } else {
         const s = sessions[command];

@@ -185,7 +185,7 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
   const run = async (engine: TrainEngineName): Promise<EpochStats[]> => {
     const notTfjs = engine === 'tfjs' ? tfjsTrainObstacle(net) : undefined;
     if (notTfjs) throw new GoodnetError(`cannot train on tfjs-wasm: ${notTfjs}${resolved.why ? `; nor on onnxruntime: ${resolved.why}` : ''}`);
-    const ort = engine === 'ort' ? await OrtTrainer.create(net, { threads }) : undefined;
+    const ort = engine === 'ort' ? await OrtTrainer.create(net, { threads, seed: options.seed ?? 0 }) : undefined;
     try {
       const dp = threads === 1 || ort ? undefined : await DataParallel.create(net, threads);
       try {
