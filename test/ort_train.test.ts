@@ -10,7 +10,7 @@ import { shardGradients } from '../src/models/parallel.js';
 import { buildArchitecture } from '../src/models/index.js';
 import { train } from '../src/models/train.js';
 import { GoodnetError } from '../src/errors.js';
-import { OnnxClip, OnnxPad2D } from '../src/io/onnx_layers.js';
+import { OnnxClip, OnnxConstArith, OnnxHardSigmoid, OnnxHardSwish, OnnxPad2D, OnnxSub } from '../src/io/onnx_layers.js';
 import { getMaxPoolGradTies, setMaxPoolGradTies } from '../src/engine/kernels/index.js';
 
 await initBackend('wasm');
@@ -143,7 +143,52 @@ function concatNet(seed: number): tfl.LayersModel {
   return tfl.model({ inputs: input, outputs: out });
 }
 
+/** Activations: sigmoid, tanh, LeakyReLU, swish, PReLU (shared over H, W), ONNX HardSwish, hard sigmoid, ELU, relu6. */
+function activationNet(seed: number): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const input = tfl.input({ shape: SHAPE });
+  let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'sigmoid', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
+  x = tfl.layers.conv2d({ filters: 4, kernelSize: 1, activation: 'tanh', kernelInitializer: init(2), biasInitializer: tfl.initializers.constant({ value: -0.5 }) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.leakyReLU({ alpha: 0.2 }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.conv2d({ filters: 5, kernelSize: 3, padding: 'same', activation: 'swish', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.prelu({ sharedAxes: [1, 2], alphaInitializer: tfl.initializers.constant({ value: 0.25 }) }).apply(x) as tfl.SymbolicTensor;
+  x = new OnnxHardSwish({}).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.conv2d({ filters: 3, kernelSize: 1, activation: 'hardSigmoid', kernelInitializer: tfl.initializers.randomUniform({ minval: -4, maxval: 4, seed }) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.conv2d({ filters: 3, kernelSize: 2, strides: 2, kernelInitializer: init(4), biasInitializer: tfl.initializers.constant({ value: -0.4 }) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.elu().apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.prelu({ alphaInitializer: tfl.initializers.constant({ value: 0.1 }) }).apply(x) as tfl.SymbolicTensor; // per feature
+  x = tfl.layers.dense({ units: 6, activation: 'relu6', kernelInitializer: tfl.initializers.randomUniform({ minval: -3, maxval: 3, seed: seed + 5 }), biasInitializer: tfl.initializers.constant({ value: 6.5 }) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.dense({ units: 5, activation: 'elu', kernelInitializer: init(6) }).apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(7) }).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
+/** Element-wise layers of ONNX imports: constants per channel, per position and scalar (add, div, mul, rsub, rdiv), Multiply, OnnxSub, OnnxHardSigmoid. */
+function arithNet(seed: number): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const [H, W] = [SHAPE[0], SHAPE[1]];
+  const input = tfl.input({ shape: SHAPE });
+  let a = tfl.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
+  let c = tfl.layers.conv2d({ filters: 4, kernelSize: 1, kernelInitializer: init(2) }).apply(input) as tfl.SymbolicTensor;
+  a = new OnnxConstArith({ op: 'mul', value: [0.5, -1.5, 2, 1] }).apply(a) as tfl.SymbolicTensor;
+  c = new OnnxConstArith({ op: 'div', value: Array.from({ length: H * W }, (_, i) => 1 + (i % 7) / 3), shape: [H, W, 1] }).apply(c) as tfl.SymbolicTensor;
+  c = new OnnxConstArith({ op: 'rsub', value: [0.25] }).apply(c) as tfl.SymbolicTensor;
+  const m = tfl.layers.multiply().apply([a, c]) as tfl.SymbolicTensor;
+  let d = new OnnxSub({}).apply([m, a]) as tfl.SymbolicTensor;
+  d = new OnnxConstArith({ op: 'add', value: Array.from({ length: H * W * 4 }, (_, i) => ((i * 37) % 11) / 10 - 0.5), shape: [H, W, 4] }).apply(d) as tfl.SymbolicTensor;
+  d = new OnnxHardSigmoid({ alpha: 1 / 6, beta: 0.5 }).apply(d) as tfl.SymbolicTensor;
+  d = new OnnxConstArith({ op: 'add', value: [1] }).apply(d) as tfl.SymbolicTensor; // 1..2
+  d = new OnnxConstArith({ op: 'rdiv', value: [2] }).apply(d) as tfl.SymbolicTensor;
+  d = tfl.layers.conv2d({ filters: 3, kernelSize: 3, strides: 2, activation: 'relu', kernelInitializer: init(3) }).apply(d) as tfl.SymbolicTensor;
+  d = tfl.layers.flatten().apply(d) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(4) }).apply(d) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
 const NETS: [string, (seed: number) => tfl.LayersModel, number][] = [
+  ['activations (sigmoid, tanh, LeakyReLU, swish, PReLU, HardSwish, hard sigmoid, ELU, relu6)', activationNet, 4],
+  ['element-wise layers (constant add/div/mul/rsub/rdiv per channel, position and scalar; Multiply; OnnxSub; OnnxHardSigmoid)', arithNet, 4],
   ['Concatenate (conv branches with the input on channels; vectors)', concatNet, 4],
   ['imported layers (Rescaling, depthwise 3x3 stride 2 x2 and 3x2 with bias, ReLU6-style cap, OnnxClip, -inf pad + max pool, average pool)', importedNet, 4],
   ['average pools (with a remainder; overlapping)', avgNet, 4],
@@ -254,11 +299,11 @@ test('Adam inside the graph (stepAdam) = session gradients + OrtWeights.adam in 
 test('ort training engine refuses unsupported layers before any work, naming the layer', async () => {
   const input = tfl.input({ shape: SHAPE });
   let x = tfl.layers.conv2d({ filters: 2, kernelSize: 3, activation: 'relu' }).apply(input) as tfl.SymbolicTensor;
-  x = tfl.layers.leakyReLU({ name: 'leaky' }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.gaussianNoise({ stddev: 0.1, name: 'noise' }).apply(x) as tfl.SymbolicTensor;
   x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
   const out = tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(x) as tfl.SymbolicTensor;
   const net = tfl.model({ inputs: input, outputs: out });
-  assert.match(ortTrainObstacle(net) ?? '', /'leaky' \(LeakyReLU\)/);
+  assert.match(ortTrainObstacle(net) ?? '', /'noise' \(GaussianNoise\)/);
   await assert.rejects(OrtTrainer.create(net), (e: unknown) => e instanceof GoodnetError && /--train-engine tfjs/.test(e.message));
   const { images, labels } = data(4, 3, 1);
   await assert.rejects(train(net, { images, labels, n: 4, shape: SHAPE }, { epochs: 1, engine: 'ort' }), GoodnetError);
@@ -266,17 +311,13 @@ test('ort training engine refuses unsupported layers before any work, naming the
   const i2 = tfl.input({ shape: SHAPE });
   const f = tfl.layers.flatten().apply(i2) as tfl.SymbolicTensor;
   const o2 = tfl.layers.dense({ units: 3, activation: 'sigmoid' }).apply(f) as tfl.SymbolicTensor;
-  assert.match(ortTrainObstacle(tfl.model({ inputs: i2, outputs: o2 })) ?? '', /sigmoid/);
+  assert.match(ortTrainObstacle(tfl.model({ inputs: i2, outputs: o2 })) ?? '', /'dense_[A-Za-z0-9]*' is not a softmax/);
   assert.throws(() => buildTrainGraph(tfl.model({ inputs: i2, outputs: o2 }), 4), GoodnetError);
-  // Dilated depthwise convolutions, average pools that pad.
+  // Dilated 'valid' depthwise convolutions (tfjs-layers mis-sizes them).
   const i3 = tfl.input({ shape: SHAPE });
   const dw = tfl.layers.depthwiseConv2d({ kernelSize: 3, dilationRate: 2, name: 'dw3' }).apply(i3) as tfl.SymbolicTensor;
   const o3 = tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(tfl.layers.flatten().apply(dw) as tfl.SymbolicTensor) as tfl.SymbolicTensor;
-  assert.match(ortTrainObstacle(tfl.model({ inputs: i3, outputs: o3 })) ?? '', /'dw3' is a dilated convolution/);
-  const i4 = tfl.input({ shape: SHAPE });
-  const ap = tfl.layers.averagePooling2d({ poolSize: 3, strides: 2, padding: 'same', name: 'ap' }).apply(i4) as tfl.SymbolicTensor;
-  const o4 = tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(tfl.layers.flatten().apply(ap) as tfl.SymbolicTensor) as tfl.SymbolicTensor;
-  assert.match(ortTrainObstacle(tfl.model({ inputs: i4, outputs: o4 })) ?? '', /'ap' is an average pooling with 'same' padding/);
+  assert.match(ortTrainObstacle(tfl.model({ inputs: i3, outputs: o3 })) ?? '', /'dw3' is a dilated 'valid' DepthwiseConv2D/);
 });
 
 test('tied maxima in pool windows: the gradient goes where tfjs sends it (argmax backward: either tie rule; indices: first)', async () => {
@@ -408,19 +449,19 @@ test('train({engine: "auto"}): ort where it can train the net (the same weights 
   auto.w.forEach((w, i) => assert.deepEqual(w, ort.w[i], `weight ${i}: auto is not the ort run`));
   assert.ok(auto.w.some((w, i) => w.some((v, j) => v !== tfjs.w[i]![j])), 'the tfjs run differs somewhere (else this test could not tell them apart)');
 
-  // A LeakyReLU: tfjs, and why.
-  const leakyNet = () => {
+  // GaussianNoise: tfjs, and why.
+  const noiseNet = () => {
     const input = tfl.input({ shape: SHAPE });
     let x = tfl.layers.conv2d({ filters: 3, kernelSize: 3, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({ seed: 1 }) }).apply(input) as tfl.SymbolicTensor;
-    x = tfl.layers.leakyReLU({ name: 'leaky' }).apply(x) as tfl.SymbolicTensor;
+    x = tfl.layers.gaussianNoise({ stddev: 0.1, name: 'noise' }).apply(x) as tfl.SymbolicTensor;
     x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
     return tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 5, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: 2 }) }).apply(x) as tfl.SymbolicTensor });
   };
-  assert.equal(resolveTrainEngine(leakyNet(), 'auto').engine, 'tfjs');
-  const d = await runWith(leakyNet, 'auto');
+  assert.equal(resolveTrainEngine(noiseNet(), 'auto').engine, 'tfjs');
+  const d = await runWith(noiseNet, 'auto');
   assert.equal(d.seen.length, 1);
   assert.equal(d.seen[0]![0], 'tfjs');
-  assert.match(d.seen[0]![1] ?? '', /'leaky' \(LeakyReLU\)/);
+  assert.match(d.seen[0]![1] ?? '', /'noise' \(GaussianNoise\)/);
 
   // onnxruntime failing to start: the run starts again on tfjs, from the untouched weights.
   const create = OrtTrainer.create;
@@ -505,6 +546,103 @@ test('Dropout on the ort engine: the step = tfjs\'s gradients with the same mask
   one.w.forEach((w, i) => assert.deepEqual(again.w[i], w, `weight ${i}: two runs of one seed differ`));
   one.w.forEach((w, i) => { for (let j = 0; j < w.length; j++) assert.ok(Math.abs(w[j]! - two.w[i]![j]!) <= 1e-4 * Math.max(1, Math.abs(w[j]!)), `weight ${i}[${j}]: 2 threads ${two.w[i]![j]} vs 1 thread ${w[j]}`); });
   assert.ok(one.w.some((w, i) => w.some((v, j) => v !== other.w[i]![j])), 'another seed, other masks, other weights');
+});
+
+/** Dilated convs (3x3 d2 same; depthwise 2x3 d(2,1) x2 same; 2x2 d(1,3) valid), or with `expand` the same convs undilated with their kernels spread out (zeros between taps). */
+function dilatedNet(seed: number, expand: boolean): tfl.LayersModel {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
+  const k = (size: [number, number], d: [number, number]): [number, number] => (expand ? [(size[0] - 1) * d[0] + 1, (size[1] - 1) * d[1] + 1] : size);
+  const dil = (d: [number, number]) => (expand ? [1, 1] as [number, number] : d);
+  const input = tfl.input({ shape: SHAPE });
+  let x = tfl.layers.conv2d({ name: 'c1', filters: 4, kernelSize: k([3, 3], [2, 2]), dilationRate: dil([2, 2]), padding: 'same', activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
+  x = tfl.layers.depthwiseConv2d({ name: 'd2', kernelSize: k([2, 3], [2, 1]), dilationRate: dil([2, 1]), depthMultiplier: 2, padding: 'same', activation: 'relu', depthwiseInitializer: init(2) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.conv2d({ name: 'c3', filters: 3, kernelSize: k([2, 2], [1, 3]), dilationRate: dil([1, 3]), activation: 'relu', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
+  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+  const out = tfl.layers.dense({ name: 'out', units: 4, activation: 'softmax', kernelInitializer: init(4) }).apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: out });
+}
+
+test('dilated convolutions on the ort engine (tfjs has no gradient for them): gradients = tfjs\'s on the same convs undilated with spread-out kernels, at the taps', async () => {
+  const dilated = dilatedNet(4, false);
+  const expanded = dilatedNet(4, true);
+  const DIL: Record<string, [number, number]> = { c1: [2, 2], d2: [2, 1], c3: [1, 3] };
+  // The expanded net's kernels: the dilated ones at (i*d0, j*d1), zero elsewhere.
+  const spread = (t: tf.Tensor, d: [number, number], into: number[]): tf.Tensor => {
+    const [kh, kw, a, c] = t.shape as number[];
+    const v = t.dataSync(), out = new Float32Array(into.reduce((p, q) => p * q, 1));
+    for (let i = 0; i < kh!; i++) for (let j = 0; j < kw!; j++) for (let r = 0; r < a! * c!; r++) out[((i * d[0]) * into[1]! + j * d[1]) * a! * c! + r] = v[(i * kw! + j) * a! * c! + r]!;
+    return tf.tensor(out, into);
+  };
+  expanded.layers.forEach((l, li) => {
+    const src = dilated.layers[li]!;
+    const d = DIL[l.name];
+    l.setWeights(src.getWeights().map((w, wi) => (d && wi === 0 ? spread(w, d, l.getWeights()[0]!.shape as number[]) : w)));
+  });
+  const n = 9;
+  const { x, y } = data(n, 4, 21);
+  const ref = shardGradients(expanded, x, y, n, n, SHAPE);
+  // The reference gradients at the taps, in the dilated kernels' shapes.
+  const taps = ref.grads.map((g, i) => {
+    const name = dilated.trainableWeights[i]!.name;
+    const layer = Object.keys(DIL).find((l) => name.startsWith(`${l}/`) && /kernel/.test(name));
+    if (!layer) return g;
+    const [kh, kw, a, c] = dilated.trainableWeights[i]!.shape as number[];
+    const v = g.dataSync(), gw = g.shape[1]!, out = new Float32Array(kh! * kw! * a! * c!);
+    for (let p = 0; p < kh!; p++) for (let q = 0; q < kw!; q++) for (let r = 0; r < a! * c!; r++) out[(p * kw! + q) * a! * c! + r] = v[((p * DIL[layer]![0]) * gw + q * DIL[layer]![1]) * a! * c! + r]!;
+    return tf.tensor(out, [kh!, kw!, a!, c!]);
+  });
+  const trainer = await OrtTrainer.create(dilated);
+  try {
+    const r = await trainer.step(x, y, n);
+    const { rel, where, minScale } = worstRel(r.grads, taps, dilated.trainableWeights.map((w) => w.name));
+    assert.ok(minScale > 0, 'every reference gradient is non-zero somewhere');
+    assert.ok(rel <= 1e-4, `worst relative gradient error ${rel} at ${where}`);
+    assert.ok(Math.abs(r.lossSum - ref.lossSum) <= 1e-5 * ref.lossSum, `loss ${r.lossSum} vs ${ref.lossSum}`);
+  } finally {
+    tf.dispose([...ref.grads, ...taps]);
+    await trainer.dispose();
+  }
+  // tfjs refuses them (no gradient) up front, naming the layer.
+  const { images, labels } = data(4, 4, 1);
+  await assert.rejects(train(dilatedNet(4, false), { images, labels, n: 4, shape: SHAPE }, { epochs: 1, engine: 'tfjs' }),
+    (e: unknown) => e instanceof GoodnetError && /layer 'c1' \(Conv2D\) is a dilated convolution, which tfjs has no gradient for/.test(e.message));
+});
+
+test('average pools with \'same\' padding that pads: the exact gradient (each window\'s real pixels), = tfjs\'s on zero padding + a valid pool + a per-position rescale (tfjs\'s own AvgPoolGrad divides by the whole window)', async () => {
+  const init = (i: number) => tfl.initializers.glorotUniform({ seed: 30 + i });
+  // 12x10 -> conv 3x3 valid -> 10x8x4 -> avg 3x3 stride 2 same (out 5x4; pads 1/2 rows, 1/1 cols) -> 5x4x4.
+  const make = (reference: boolean) => {
+    const input = tfl.input({ shape: SHAPE });
+    let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
+    if (!reference) x = tfl.layers.averagePooling2d({ poolSize: 3, strides: 2, padding: 'same' }).apply(x) as tfl.SymbolicTensor;
+    else {
+      // TensorFlow's same pads for 10 rows (k 3, s 2 -> 5): 0 top, 1 bottom; 8 cols (-> 4): 0 left, 1 right.
+      x = tfl.layers.zeroPadding2d({ padding: [[0, 1], [0, 1]] }).apply(x) as tfl.SymbolicTensor;
+      x = tfl.layers.averagePooling2d({ poolSize: 3, strides: 2, padding: 'valid' }).apply(x) as tfl.SymbolicTensor;
+      const count = (o: number, n: number) => Math.min(n, o * 2 + 3) - o * 2;
+      const scale = Array.from({ length: 20 }, (_, p) => 9 / (count(Math.floor(p / 4), 10) * count(p % 4, 8)));
+      x = new OnnxConstArith({ op: 'mul', value: scale, shape: [5, 4, 1] }).apply(x) as tfl.SymbolicTensor;
+    }
+    x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+    const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(2) }).apply(x) as tfl.SymbolicTensor;
+    return tfl.model({ inputs: input, outputs: out });
+  };
+  const a = make(true), b = make(false);
+  assert.deepEqual(a.outputs[0]!.shape, b.outputs[0]!.shape);
+  const n = 9;
+  const { x, y } = data(n, 4, 31);
+  const pa = (a.predict(tf.tensor4d(x, [n, ...SHAPE])) as tf.Tensor).dataSync(), pb = (b.predict(tf.tensor4d(x, [n, ...SHAPE])) as tf.Tensor).dataSync();
+  pa.forEach((v, i) => assert.ok(Math.abs(v - pb[i]!) < 1e-6, 'the reference computes the same function'));
+  const ref = shardGradients(a, x, y, n, n, SHAPE);
+  const trainer = await OrtTrainer.create(b);
+  try {
+    const r = await trainer.step(x, y, n);
+    const { rel, where } = worstRel(r.grads, ref.grads, b.trainableWeights.map((w) => w.name));
+    assert.ok(rel <= 1e-4, `worst relative gradient error ${rel} at ${where}`);
+  } finally {
+    tf.dispose(ref.grads);
+    await trainer.dispose();
+  }
 });
 
 test('Adam in WebAssembly (OrtWeights.adamShards) = the JS loop to the bit: weights and both moments, 1 and 3 gradient vectors, an odd length', async () => {

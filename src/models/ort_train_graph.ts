@@ -158,7 +158,10 @@ function asPair(v: unknown): number[] {
 }
 
 const SUPPORTED = new Set(['InputLayer', 'Conv2D', 'Dense', 'MaxPooling2D', 'Flatten', 'BatchNormalization', 'Activation', 'ReLU',
-  'Add', 'ZeroPadding2D', 'GlobalAveragePooling2D', 'DepthwiseConv2D', 'Rescaling', 'OnnxPad2D', 'OnnxClip', 'AveragePooling2D', 'Concatenate', 'Dropout']);
+  'Add', 'ZeroPadding2D', 'GlobalAveragePooling2D', 'DepthwiseConv2D', 'Rescaling', 'OnnxPad2D', 'OnnxClip', 'AveragePooling2D', 'Concatenate', 'Dropout',
+  'LeakyReLU', 'ELU', 'PReLU', 'OnnxHardSigmoid', 'OnnxHardSwish', 'OnnxConstArith', 'OnnxSub', 'Multiply']);
+/** Activations (the `activation` of Conv2D, Dense, DepthwiseConv2D and Activation layers) the graph computes with tfjs's gradients. */
+const ACTIVATIONS = new Set(['linear', 'relu', 'relu6', 'sigmoid', 'tanh', 'swish', 'hardSigmoid', 'hard_sigmoid', 'elu']);
 
 /** Why `net` cannot be trained by the ort engine, or undefined when it can. */
 export function ortTrainObstacle(net: tfl.LayersModel): string | undefined {
@@ -176,28 +179,26 @@ export function ortTrainObstacle(net: tfl.LayersModel): string | undefined {
     if (l.inboundNodes.length > 1) return `layer '${l.name}' is applied more than once (shared weights)`;
     const act = cfg.activation;
     const isOut = l === net.outputs[0]!.sourceLayer;
-    if (act !== undefined && act !== 'linear' && act !== 'relu' && !(act === 'softmax' && isOut)) {
-      return `layer '${l.name}' has activation '${String(act)}' (the ort training engine takes relu and linear, and softmax on the output)`;
+    if (act !== undefined && !ACTIVATIONS.has(String(act)) && !(act === 'softmax' && isOut)) {
+      return `layer '${l.name}' has activation '${String(act)}' (the ort training engine takes ${[...ACTIVATIONS].filter((a) => a !== 'hard_sigmoid').join(', ')}, and softmax on the output)`;
+    }
+    if (cls === 'ELU' && Number(cfg.alpha ?? 1) !== 1) return `layer '${l.name}' is an ELU with alpha ${String(cfg.alpha)}`;
+    if (cls === 'Multiply') {
+      const shapes = l.inboundNodes[0]!.inputTensors.map((t) => JSON.stringify((t as tfl.SymbolicTensor).shape));
+      if (shapes.some((sh) => sh !== shapes[0])) return `layer '${l.name}' multiplies tensors of different shapes (broadcasting)`;
     }
     if (cls === 'Conv2D') {
-      if (asPair(cfg.dilationRate).some((d) => d !== 1)) return `layer '${l.name}' is a dilated convolution`;
+      if (asPair(cfg.dilationRate).some((d) => d !== 1) && asPair(cfg.strides).some((v) => v !== 1)) return `layer '${l.name}' is a dilated convolution with a stride`;
       if (cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
     }
     if (cls === 'DepthwiseConv2D') {
-      if (asPair(cfg.dilationRate).some((d) => d !== 1)) return `layer '${l.name}' is a dilated convolution`;
+      if (asPair(cfg.dilationRate).some((d) => d !== 1) && asPair(cfg.strides).some((v) => v !== 1)) return `layer '${l.name}' is a dilated convolution with a stride`;
+      // tfjs-layers sizes a dilated 'valid' depthwise output as if it were not dilated.
+      if (asPair(cfg.dilationRate).some((d) => d !== 1) && cfg.padding !== 'same') return `layer '${l.name}' is a dilated 'valid' DepthwiseConv2D (tfjs-layers mis-sizes its output)`;
       if (cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
     }
     if (cls === 'Dropout' && cfg.noiseShape != null) return `layer '${l.name}' is a Dropout with a noise shape`;
-    if (cls === 'AveragePooling2D') {
-      if (cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
-      const inShape = (l.inboundNodes[0]!.inputTensors[0] as tfl.SymbolicTensor).shape;
-      const k = asPair(cfg.poolSize), st = asPair(cfg.strides ?? cfg.poolSize);
-      if (cfg.padding === 'same' && samePads([inShape[1] as number, inShape[2] as number], k, st).some((v) => v !== 0)) {
-        // tfjs's AvgPoolGrad divides every window by its full size, its forward pass by the real
-        // pixels in it; the ort engine would compute the exact gradient, so not tfjs's training.
-        return `layer '${l.name}' is an average pooling with 'same' padding that pads`;
-      }
-    }
+    if (cls === 'AveragePooling2D' && cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
     if (cls === 'MaxPooling2D' && cfg.padding !== 'valid' && cfg.padding !== 'same') return `layer '${l.name}' has padding '${String(cfg.padding)}'`;
     if (cls === 'ReLU' && (cfg.negativeSlope || cfg.threshold)) return `layer '${l.name}' is a ReLU with a slope or threshold`;
     if (cls === 'Rescaling' && (typeof cfg.scale !== 'number' || typeof (cfg.offset ?? 0) !== 'number')) return `layer '${l.name}' rescales per channel`;
@@ -396,10 +397,42 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
   };
   const readers = new Map<number, number>();
   for (const l of net.layers) for (const t of l.inboundNodes[0]?.inputTensors ?? []) readers.set(t.id, (readers.get(t.id) ?? 0) + 1);
+  const mask = (cond: string): string => b.one('Cast', [cond], [iAttr('to', 1)]);
+  /** Each activation's backward as tfjs differentiates its forward (tfjs-layers' activations.js and tfjs-core's gradients). */
   const activation = (act: unknown, z: string, isOut: boolean): { y: string; back: (dy: string) => string } => {
-    if (act === 'relu') return relu(z);
-    if (act === 'softmax' && isOut) { logits = z; return { y: z, back: (dy) => dy }; }
+    switch (act) {
+      case 'relu': return relu(z);
+      case 'relu6': { // minimum(6, relu(z)): dy where z > 0 and relu(z) < 6 (minimum's gradient goes to 6 on a tie)
+        const y = b.one('Clip', [z, b.scalar(0), b.scalar(6)]);
+        return { y, back: (dy) => b.one('Mul', [dy, mask(b.one('And', [b.one('Greater', [z, b.scalar(0)]), b.one('Less', [z, b.scalar(6)])]))]) };
+      }
+      case 'sigmoid': { // dy * (y * (1 - y))
+        const y = b.one('Sigmoid', [z]);
+        return { y, back: (dy) => b.one('Mul', [dy, b.one('Mul', [y, b.one('Sub', [b.scalar(1), y])])]) };
+      }
+      case 'tanh': { // (1 - y^2) * dy
+        const y = b.one('Tanh', [z]);
+        return { y, back: (dy) => b.one('Mul', [b.one('Sub', [b.scalar(1), b.one('Mul', [y, y])]), dy]) };
+      }
+      case 'swish': { // sigmoid(z) * z: dy * s + (dy * z) * (s * (1 - s))
+        const sg = b.one('Sigmoid', [z]);
+        const y = b.one('Mul', [sg, z]);
+        return { y, back: (dy) => b.one('Add', [b.one('Mul', [b.one('Mul', [dy, z]), b.one('Mul', [sg, b.one('Sub', [b.scalar(1), sg])])]), b.one('Mul', [dy, sg])]) };
+      }
+      case 'hardSigmoid': case 'hard_sigmoid': { // clipByValue(0.5 + 0.2 z, 0, 1): (dy where 0 <= u <= 1) * 0.2
+        const u = b.one('Add', [b.scalar(0.5), b.one('Mul', [b.scalar(0.2), z])]);
+        const y = b.one('Clip', [u, b.scalar(0), b.scalar(1)]);
+        return { y, back: (dy) => b.one('Mul', [b.one('Mul', [dy, mask(b.one('And', [b.one('GreaterOrEqual', [u, b.scalar(0)]), b.one('LessOrEqual', [u, b.scalar(1)])]))]), b.scalar(0.2)]) };
+      }
+      case 'elu': return elu(z);
+      case 'softmax': if (isOut) { logits = z; return { y: z, back: (dy) => dy }; } break;
+    }
     return { y: z, back: (dy) => dy };
+  };
+  /** ELU (alpha 1), as tfjs's EluGrad: dy where y >= 0, else dy * (y + 1). */
+  const elu = (z: string): { y: string; back: (dy: string) => string } => {
+    const y = b.one('Elu', [z]);
+    return { y, back: (dy) => b.one('Where', [b.one('GreaterOrEqual', [y, b.scalar(0)]), dy, b.one('Mul', [dy, b.one('Add', [y, b.scalar(1)])])]) };
   };
 
   for (const layer of net.layers) {
@@ -435,6 +468,43 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const [kh, kw, I, O] = kernel.shape as [number, number, number, number];
         const s = asPair(cfg.strides);
         const [, , Hh, Ww] = x.shape as [number, number, number, number];
+        const dil = asPair(cfg.dilationRate);
+        if (dil.some((v) => v !== 1)) {
+          // Dilated (stride 1, ortTrainObstacle): tfjs has no gradient for it; here the filter
+          // gradient is one Gemm per kernel tap (the input window at (i*d0, j*d1) against dz) and
+          // the input gradient a Conv of dz with the flipped kernel, dilated the same way.
+          const ek = [(kh - 1) * dil[0]! + 1, (kw - 1) * dil[1]! + 1];
+          const pads = cfg.padding === 'same' ? samePads([Hh, Ww], ek, [1, 1]) : [0, 0, 0, 0];
+          const Ho = Hh + pads[0]! + pads[2]! - ek[0]! + 1;
+          const Wo = Ww + pads[1]! + pads[3]! - ek[1]! + 1;
+          const Woihw = b.transpose(weightInput(kernel), [3, 2, 0, 1]);
+          const useBias = cfg.useBias !== false && lw.length > 1;
+          const z = b.one('Conv', useBias ? [x.name, Woihw, weightInput(lw[1]!)] : [x.name, Woihw], [isAttr('kernel_shape', [kh, kw]), isAttr('dilations', dil), isAttr('pads', pads)]);
+          const a = activation(cfg.activation, z, isOut);
+          y = a.y;
+          shape = [N, O, Ho, Wo];
+          backward = (dy) => {
+            const dz = a.back(dy);
+            if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0, 2, 3], false));
+            if (isTrainable(kernel)) {
+              const xp = pads.some((v) => v !== 0) ? b.one('Pad', [x.name, b.ints([0, 0, pads[0]!, pads[1]!, 0, 0, pads[2]!, pads[3]!])], [sAttr('mode', 'constant')]) : x.name;
+              const dz2 = b.reshape(b.transpose(dz, [1, 0, 2, 3]), [O, N * Ho * Wo]);
+              const taps: string[] = [];
+              for (let i = 0; i < kh; i++) {
+                for (let j = 0; j < kw; j++) {
+                  const sl = b.slice(xp, [i * dil[0]!, j * dil[1]!], [i * dil[0]! + Ho, j * dil[1]! + Wo], [2, 3]);
+                  taps.push(b.one('Gemm', [b.reshape(b.transpose(sl, [1, 0, 2, 3]), [I, N * Ho * Wo]), dz2], [iAttr('transB', 1)])); // (I, O)
+                }
+              }
+              addGrad(kernel, b.reshape(taps.length === 1 ? taps[0]! : b.one('Concat', taps, [iAttr('axis', 0)]), [kh, kw, I, O]));
+            }
+            if (!x.grad) return [undefined];
+            const flipped = b.transpose(b.one('Slice', [Woihw, b.ints([-1, -1]), b.ints([-(2 ** 53), -(2 ** 53)]), b.ints([2, 3]), b.ints([-1, -1])]), [1, 0, 2, 3]);
+            const pd = [ek[0]! - 1 - pads[0]!, ek[1]! - 1 - pads[1]!, ek[0]! - 1 - pads[2]!, ek[1]! - 1 - pads[3]!];
+            return [b.one('Conv', [dz, flipped], [isAttr('kernel_shape', [kh, kw]), isAttr('dilations', dil), isAttr('pads', pd)])];
+          };
+          break;
+        }
         const pads = cfg.padding === 'same' ? samePads([Hh, Ww], [kh, kw], s) : [0, 0, 0, 0];
         const Ho = Math.floor((Hh + pads[0]! + pads[2]! - kh) / s[0]!) + 1;
         const Wo = Math.floor((Ww + pads[1]! + pads[3]! - kw) / s[1]!) + 1;
@@ -609,13 +679,16 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           };
           break;
         }
-        // Any depthwise conv: a grouped Conv (output channel c*m + j reads input channel c).
+        // Any depthwise conv: a grouped Conv (output channel c*m + j reads input channel c),
+        // dilated or strided (not both: ortTrainObstacle).
         const [, , Hh, Ww] = x.shape as [number, number, number, number];
-        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], [kh, kw], s) : [0, 0, 0, 0];
-        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - kh) / s[0]!) + 1;
-        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - kw) / s[1]!) + 1;
+        const dil = asPair(cfg.dilationRate);
+        const ek = [(kh - 1) * dil[0]! + 1, (kw - 1) * dil[1]! + 1];
+        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], ek, s) : [0, 0, 0, 0];
+        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - ek[0]!) / s[0]!) + 1;
+        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - ek[1]!) / s[1]!) + 1;
         const Wd = b.reshape(b.transpose(weightInput(kernel), [2, 3, 0, 1]), [C * m, 1, kh, kw]);
-        const attrs = [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), iAttr('group', C)];
+        const attrs = [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('dilations', dil), isAttr('pads', pads), iAttr('group', C)];
         const z = b.one('Conv', useBias ? [x.name, Wd, weightInput(lw[1]!)] : [x.name, Wd], attrs);
         const a = activation(cfg.activation, z, isOut);
         y = a.y;
@@ -631,7 +704,8 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             const taps: string[] = [];
             for (let i = 0; i < kh; i++) {
               for (let j = 0; j < kw; j++) {
-                const sl = b.one('Slice', [xp, b.ints([i, j]), b.ints([i + (Ho - 1) * s[0]! + 1, j + (Wo - 1) * s[1]! + 1]), b.ints([2, 3]), b.ints(s)]);
+                const [i0, j0] = [i * dil[0]!, j * dil[1]!];
+                const sl = b.one('Slice', [xp, b.ints([i0, j0]), b.ints([i0 + (Ho - 1) * s[0]! + 1, j0 + (Wo - 1) * s[1]! + 1]), b.ints([2, 3]), b.ints(s)]);
                 const prod = m === 1 ? b.one('Mul', [sl, dz5]) : b.one('Mul', [b.reshape(sl, [N, C, 1, Ho, Wo]), dz5]);
                 taps.push(b.reshape(b.reduceSum(prod, m === 1 ? [0, 2, 3] : [0, 3, 4], false), [1, C * m]));
               }
@@ -639,24 +713,46 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             addGrad(kernel, b.reshape(taps.length === 1 ? taps[0]! : b.one('Concat', taps, [iAttr('axis', 0)]), [kh, kw, C, m]));
           }
           if (!x.grad) return [undefined];
+          if (dil.some((v) => v !== 1)) {
+            // Stride 1: a grouped Conv of dz with the flipped kernel ([C, m, kh, kw]: group c reads dz's channels c*m .. c*m + m - 1).
+            const flipped = b.one('Slice', [b.reshape(b.transpose(weightInput(kernel), [2, 3, 0, 1]), [C, m, kh, kw]), b.ints([-1, -1]), b.ints([-(2 ** 53), -(2 ** 53)]), b.ints([2, 3]), b.ints([-1, -1])]);
+            const pd = [ek[0]! - 1 - pads[0]!, ek[1]! - 1 - pads[1]!, ek[0]! - 1 - pads[2]!, ek[1]! - 1 - pads[3]!];
+            return [b.one('Conv', [dz, flipped], [isAttr('kernel_shape', [kh, kw]), isAttr('dilations', dil), isAttr('pads', pd), iAttr('group', C)])];
+          }
           const op = [(Hh + pads[0]! + pads[2]! - kh) % s[0]!, (Ww + pads[1]! + pads[3]! - kw) % s[1]!];
           return [b.one('ConvTranspose', [dz, Wd], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op), iAttr('group', C)])];
         };
         break;
       }
       case 'AveragePooling2D': {
-        // 'valid', or 'same' that does not pad (ortTrainObstacle): every window has k0*k1 pixels.
+        // The mean of each window's real pixels ('same' padding counts no pad, as TensorFlow).
+        // Backward: each output's gradient / its pixel count spread over its window (a grouped
+        // ConvTranspose with a kernel of ones): the exact gradient. tfjs's AvgPoolGrad divides by
+        // the whole window instead, which differs where 'same' padding pads (README).
         const k = asPair(cfg.poolSize), s = asPair(cfg.strides ?? cfg.poolSize);
         const [, C, Hh, Ww] = x.shape as [number, number, number, number];
-        const Ho = Math.floor((Hh - k[0]!) / s[0]!) + 1;
-        const Wo = Math.floor((Ww - k[1]!) / s[1]!) + 1;
-        y = b.one('AveragePool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s)]);
+        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], k, s) : [0, 0, 0, 0];
+        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - k[0]!) / s[0]!) + 1;
+        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - k[1]!) / s[1]!) + 1;
+        y = b.one('AveragePool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads), iAttr('count_include_pad', 0)]);
         shape = [N, C, Ho, Wo];
         backward = (dy) => {
-          // Each output's gradient / (k0*k1) spread over its window: a grouped ConvTranspose with a constant kernel.
-          const ones = b.constFloats([C, 1, k[0]!, k[1]!], new Float32Array(C * k[0]! * k[1]!).fill(1 / (k[0]! * k[1]!)));
-          const op = [(Hh - k[0]!) % s[0]!, (Ww - k[1]!) % s[1]!];
-          return [b.one('ConvTranspose', [dy, ones], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('output_padding', op), iAttr('group', C)])];
+          const padded = pads.some((v) => v !== 0);
+          let scaled: string;
+          if (padded) {
+            const inv = new Float32Array(Ho * Wo);
+            for (let i = 0; i < Ho; i++) {
+              for (let j = 0; j < Wo; j++) {
+                const rows = Math.min(Hh, i * s[0]! - pads[0]! + k[0]!) - Math.max(0, i * s[0]! - pads[0]!);
+                const cols = Math.min(Ww, j * s[1]! - pads[1]! + k[1]!) - Math.max(0, j * s[1]! - pads[1]!);
+                inv[i * Wo + j] = 1 / (rows * cols);
+              }
+            }
+            scaled = b.one('Mul', [dy, b.constFloats([1, 1, Ho, Wo], inv)]);
+          } else scaled = b.one('Mul', [dy, b.scalar(1 / (k[0]! * k[1]!))]);
+          const ones = b.constFloats([C, 1, k[0]!, k[1]!], new Float32Array(C * k[0]! * k[1]!).fill(1));
+          const op = [(Hh + pads[0]! + pads[2]! - k[0]!) % s[0]!, (Ww + pads[1]! + pads[3]! - k[1]!) % s[1]!];
+          return [b.one('ConvTranspose', [scaled, ones], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op), iAttr('group', C)])];
         };
         break;
       }
@@ -800,6 +896,109 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         dropouts.push({ name: mask, rate, dims: x.shape.slice(1) });
         y = b.one('Mul', [x.name, mask]);
         backward = (dy) => [b.one('Mul', [dy, mask])];
+        break;
+      }
+      case 'LeakyReLU': { // where(x > 0, dy, dy * alpha)
+        const alpha = Number(cfg.alpha ?? 0.3);
+        y = b.one('LeakyRelu', [x.name], [fAttr('alpha', alpha)]);
+        shape = x.shape;
+        backward = (dy) => [b.one('Where', [b.one('Greater', [x.name, b.scalar(0)]), dy, b.one('Mul', [dy, b.scalar(alpha)])])];
+        break;
+      }
+      case 'ELU': {
+        const a = elu(x.name);
+        y = a.y;
+        shape = x.shape;
+        backward = (dy) => [a.back(dy)];
+        break;
+      }
+      case 'PReLU': {
+        // alpha is stored per position of the Keras (NHWC) activation, 1 along shared axes: to NCHW.
+        const alphaV = lw[0]!;
+        const ash = alphaV.shape as number[];
+        const nchw = ash.length === 3 ? [ash[2]!, ash[0]!, ash[1]!] : ash;
+        const slope = ash.length === 3 ? b.transpose(weightInput(alphaV), [2, 0, 1]) : weightInput(alphaV);
+        y = b.one('PRelu', [x.name, slope]);
+        shape = x.shape;
+        backward = (dy) => {
+          const pos = b.one('Greater', [x.name, b.scalar(0)]);
+          if (isTrainable(alphaV)) {
+            const g = b.one('Where', [pos, b.scalar(0), b.one('Mul', [dy, x.name])]);
+            const axes = [0, ...nchw.map((d, i) => (d === 1 && x.shape[i + 1] !== 1 ? i + 1 : -1)).filter((i) => i > 0)];
+            const summed = b.reshape(b.reduceSum(g, axes, true), nchw);
+            addGrad(alphaV, ash.length === 3 ? b.transpose(summed, [1, 2, 0]) : summed);
+          }
+          return [b.one('Where', [pos, dy, b.one('Mul', [dy, slope])])];
+        };
+        break;
+      }
+      case 'OnnxHardSigmoid': { // clipByValue(x * alpha + beta, 0, 1): (dy where 0 <= u <= 1) * alpha
+        const alpha = Number(cfg.alpha), beta = Number(cfg.beta);
+        const u = b.one('Add', [b.one('Mul', [x.name, b.scalar(alpha)]), b.scalar(beta)]);
+        y = b.one('Clip', [u, b.scalar(0), b.scalar(1)]);
+        shape = x.shape;
+        backward = (dy) => [b.one('Mul', [b.one('Mul', [dy, mask(b.one('And', [b.one('GreaterOrEqual', [u, b.scalar(0)]), b.one('LessOrEqual', [u, b.scalar(1)])]))]), b.scalar(alpha)])];
+        break;
+      }
+      case 'OnnxHardSwish': { // x * clipByValue(x / 6 + 0.5, 0, 1): dy * c + ((dy * x) where 0 <= u <= 1) / 6
+        const u = b.one('Add', [b.one('Div', [x.name, b.scalar(6)]), b.scalar(0.5)]);
+        const c = b.one('Clip', [u, b.scalar(0), b.scalar(1)]);
+        y = b.one('Mul', [x.name, c]);
+        shape = x.shape;
+        backward = (dy) => [b.one('Add', [b.one('Mul', [dy, c]), b.one('Div', [b.one('Mul', [b.one('Mul', [dy, x.name]), mask(b.one('And', [b.one('GreaterOrEqual', [u, b.scalar(0)]), b.one('LessOrEqual', [u, b.scalar(1)])]))]), b.scalar(6)])])];
+        break;
+      }
+      case 'OnnxConstArith': {
+        // x (op) c; c is one value, one per channel (Keras's last axis) or of a shape broadcast
+        // against the trailing NHWC axes: laid out for the graph's NCHW.
+        const value = (cfg.value as number[]).map(Number);
+        const cshape = cfg.shape as number[] | undefined;
+        const rank = x.shape.length;
+        let c: string;
+        if (!cshape && value.length === 1) c = b.scalar(value[0]!);
+        else {
+          const hwc = cshape ?? [value.length];
+          if (rank === 4) {
+            const full = [...Array(3 - hwc.length).fill(1), ...hwc] as [number, number, number];
+            c = b.constFloats([full[2], full[0], full[1]], (() => {
+              const out = new Float32Array(value.length);
+              for (let i = 0; i < full[0]; i++) for (let j = 0; j < full[1]; j++) for (let k = 0; k < full[2]; k++) out[(k * full[0] + i) * full[1] + j] = value[(i * full[1] + j) * full[2] + k]!;
+              return out;
+            })());
+          } else c = b.constFloats(hwc, Float32Array.from(value));
+        }
+        const op = String(cfg.op);
+        const onnx = { add: 'Add', sub: 'Sub', mul: 'Mul', div: 'Div', rsub: 'Sub', rdiv: 'Div' }[op];
+        if (!onnx) throw new GoodnetError(`layer '${layer.name}' has an unknown operation '${op}'`);
+        y = b.one(onnx, op === 'rsub' || op === 'rdiv' ? [c, x.name] : [x.name, c]);
+        shape = x.shape;
+        backward = (dy) => {
+          switch (op) {
+            case 'add': case 'sub': return [dy];
+            case 'mul': return [b.one('Mul', [dy, c])];
+            case 'div': return [b.one('Div', [dy, c])];
+            case 'rsub': return [b.one('Neg', [dy])];
+            default: return [b.one('Neg', [b.one('Div', [b.one('Mul', [dy, c]), b.one('Mul', [x.name, x.name])])])]; // rdiv: -(dy * c) / x^2
+          }
+        };
+        break;
+      }
+      case 'OnnxSub': {
+        y = b.one('Sub', [xs[0]!.name, xs[1]!.name]);
+        shape = x.shape;
+        backward = (dy) => [xs[0]!.grad ? dy : undefined, xs[1]!.grad ? b.one('Neg', [dy]) : undefined];
+        break;
+      }
+      case 'Multiply': { // same shapes (ortTrainObstacle): each input's gradient is dy times the others
+        y = xs[0]!.name;
+        for (const o of xs.slice(1)) y = b.one('Mul', [y, o!.name]);
+        shape = x.shape;
+        backward = (dy) => xs.map((t, i) => {
+          if (!t!.grad) return undefined;
+          let g = dy;
+          xs.forEach((o, j) => { if (j !== i) g = b.one('Mul', [g, o!.name]); });
+          return g;
+        });
         break;
       }
       case 'Concatenate': {
