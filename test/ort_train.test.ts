@@ -43,6 +43,17 @@ function worstRel(a: Float32Array[], b: tf.Tensor[], names: string[]): { rel: nu
   return { rel, where, minScale };
 }
 
+/** The model of `layers` applied in order to a SHAPE input, ending in a Dense softmax over `classes` (seeded). */
+function chain(layers: tfl.layers.Layer[], classes = 4, seed = 0): tfl.LayersModel {
+  const input = tfl.input({ shape: SHAPE });
+  let x = input;
+  for (const l of [...layers, tfl.layers.dense({ units: classes, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: seed + 99 }) })]) x = l.apply(x) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: x });
+}
+const glorot = (seed: number) => tfl.initializers.glorotUniform({ seed });
+const conv = (filters: number, kernelSize: number | [number, number], seed: number, more: Partial<Parameters<typeof tfl.layers.conv2d>[0]> = {}) =>
+  tfl.layers.conv2d({ filters, kernelSize, activation: 'relu', kernelInitializer: glorot(seed), ...more });
+
 /** A model with the awkward cases: strided convs whose stride does not divide the input, same-padded pools, Dense ReLU, BN on vectors. */
 function oddNet(seed: number): tfl.LayersModel {
   const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
@@ -75,20 +86,16 @@ function sameNet(seed: number): tfl.LayersModel {
 
 /** 1x1 DepthwiseConv2D per-channel scales: a trainable one with a bias and ReLU, and a frozen mask (defense/mask.ts's layer) with zeros. */
 function scaleNet(seed: number): tfl.LayersModel {
-  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
-  const input = tfl.input({ shape: SHAPE });
-  let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
-  x = tfl.layers.depthwiseConv2d({ kernelSize: 1, activation: 'relu', depthwiseInitializer: tfl.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed }), biasInitializer: tfl.initializers.randomUniform({ minval: -0.1, maxval: 0.1, seed: seed + 1 }) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.conv2d({ filters: 5, kernelSize: 3, activation: 'relu', kernelInitializer: init(2) }).apply(x) as tfl.SymbolicTensor;
   const mask = tfl.layers.depthwiseConv2d({ kernelSize: 1, useBias: false, trainable: false, depthwiseInitializer: 'ones', name: 'mask' });
-  x = mask.apply(x) as tfl.SymbolicTensor;
+  const net = chain([
+    conv(4, 3, seed + 1),
+    tfl.layers.depthwiseConv2d({ kernelSize: 1, activation: 'relu', depthwiseInitializer: tfl.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed }), biasInitializer: tfl.initializers.randomUniform({ minval: -0.1, maxval: 0.1, seed: seed + 1 }) }),
+    conv(5, 3, seed + 2), mask, tfl.layers.maxPooling2d({ poolSize: 2 }), tfl.layers.flatten(),
+  ], 4, seed);
   const m = mask.getWeights()[0]!.dataSync().slice();
   m[1] = 0; m[3] = 0;
   mask.setWeights([tf.tensor(m, [1, 1, 5, 1])]);
-  x = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
-  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
-  return tfl.model({ inputs: input, outputs: out });
+  return net;
 }
 
 /**
@@ -97,34 +104,30 @@ function scaleNet(seed: number): tfl.LayersModel {
  * average pool, and a -Infinity pad before an overlapping max pool (PyTorch's padded MaxPool).
  */
 function importedNet(seed: number): tfl.LayersModel {
-  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
-  const input = tfl.input({ shape: SHAPE });
-  let x = tfl.layers.rescaling({ scale: 2, offset: -1 }).apply(input) as tfl.SymbolicTensor;
-  x = tfl.layers.depthwiseConv2d({ kernelSize: 3, strides: 2, padding: 'same', depthMultiplier: 2, useBias: false, depthwiseInitializer: init(1) }).apply(x) as tfl.SymbolicTensor; // 12x10x3 -> 6x5x6
-  x = tfl.layers.reLU({ maxValue: 0.5 }).apply(x) as tfl.SymbolicTensor; // a low cap, so that both bounds are hit
-  x = tfl.layers.conv2d({ filters: 5, kernelSize: 1, kernelInitializer: tfl.initializers.randomUniform({ minval: -2, maxval: 2, seed: seed + 2 }) }).apply(x) as tfl.SymbolicTensor;
-  x = new OnnxClip({ min: -0.5, max: 0.6 }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.depthwiseConv2d({ kernelSize: [3, 2], padding: 'valid', depthwiseInitializer: init(3), biasInitializer: tfl.initializers.randomUniform({ minval: -0.2, maxval: 0.2, seed }) , activation: 'relu' }).apply(x) as tfl.SymbolicTensor; // -> 4x4x5
-  x = new OnnxPad2D({ padding: [[1, 1], [1, 1]], value: null }).apply(x) as tfl.SymbolicTensor; // -> 6x6
-  x = tfl.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'valid' }).apply(x) as tfl.SymbolicTensor; // -> 2x2
-  x = tfl.layers.conv2d({ filters: 6, kernelSize: 1, activation: 'relu', kernelInitializer: init(4) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.averagePooling2d({ poolSize: 2, strides: 1 }).apply(x) as tfl.SymbolicTensor; // -> 1x1
-  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
-  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(5) }).apply(x) as tfl.SymbolicTensor;
-  return tfl.model({ inputs: input, outputs: out });
+  return chain([
+    tfl.layers.rescaling({ scale: 2, offset: -1 }),
+    tfl.layers.depthwiseConv2d({ kernelSize: 3, strides: 2, padding: 'same', depthMultiplier: 2, useBias: false, depthwiseInitializer: glorot(seed + 1) }), // 12x10x3 -> 6x5x6
+    tfl.layers.reLU({ maxValue: 0.5 }), // a low cap, so that both bounds are hit
+    tfl.layers.conv2d({ filters: 5, kernelSize: 1, kernelInitializer: tfl.initializers.randomUniform({ minval: -2, maxval: 2, seed: seed + 2 }) }),
+    new OnnxClip({ min: -0.5, max: 0.6 }),
+    tfl.layers.depthwiseConv2d({ kernelSize: [3, 2], padding: 'valid', depthwiseInitializer: glorot(seed + 3), biasInitializer: tfl.initializers.randomUniform({ minval: -0.2, maxval: 0.2, seed }), activation: 'relu' }), // -> 4x4x5
+    new OnnxPad2D({ padding: [[1, 1], [1, 1]], value: null }), // -> 6x6
+    tfl.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'valid' }), // -> 2x2
+    conv(6, 1, seed + 4),
+    tfl.layers.averagePooling2d({ poolSize: 2, strides: 1 }), // -> 1x1
+    tfl.layers.flatten(),
+  ], 4, seed);
 }
 
 /** Average pools: non-overlapping with a remainder (5x? rows), and overlapping stride 1. */
 function avgNet(seed: number): tfl.LayersModel {
-  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
-  const input = tfl.input({ shape: SHAPE });
-  let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor; // 10x8
-  x = tfl.layers.averagePooling2d({ poolSize: [3, 2], strides: [3, 2] }).apply(x) as tfl.SymbolicTensor; // 3x4 (a row left over)
-  x = tfl.layers.conv2d({ filters: 5, kernelSize: 1, activation: 'relu', kernelInitializer: init(2) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.averagePooling2d({ poolSize: 2, strides: 1, padding: 'valid' }).apply(x) as tfl.SymbolicTensor; // 2x3
-  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
-  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
-  return tfl.model({ inputs: input, outputs: out });
+  return chain([
+    conv(4, 3, seed + 1), // 10x8
+    tfl.layers.averagePooling2d({ poolSize: [3, 2], strides: [3, 2] }), // 3x4 (a row left over)
+    conv(5, 1, seed + 2),
+    tfl.layers.averagePooling2d({ poolSize: 2, strides: 1, padding: 'valid' }), // 2x3
+    tfl.layers.flatten(),
+  ], 4, seed);
 }
 
 /** Concatenate: two conv branches and the input itself on the channel axis, then dense features on vectors. */
@@ -145,23 +148,21 @@ function concatNet(seed: number): tfl.LayersModel {
 
 /** Activations: sigmoid, tanh, LeakyReLU, swish, PReLU (shared over H, W), ONNX HardSwish, hard sigmoid, ELU, relu6. */
 function activationNet(seed: number): tfl.LayersModel {
-  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
-  const input = tfl.input({ shape: SHAPE });
-  let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'sigmoid', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
-  x = tfl.layers.conv2d({ filters: 4, kernelSize: 1, activation: 'tanh', kernelInitializer: init(2), biasInitializer: tfl.initializers.constant({ value: -0.5 }) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.leakyReLU({ alpha: 0.2 }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.conv2d({ filters: 5, kernelSize: 3, padding: 'same', activation: 'swish', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.prelu({ sharedAxes: [1, 2], alphaInitializer: tfl.initializers.constant({ value: 0.25 }) }).apply(x) as tfl.SymbolicTensor;
-  x = new OnnxHardSwish({}).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.conv2d({ filters: 3, kernelSize: 1, activation: 'hardSigmoid', kernelInitializer: tfl.initializers.randomUniform({ minval: -4, maxval: 4, seed }) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.conv2d({ filters: 3, kernelSize: 2, strides: 2, kernelInitializer: init(4), biasInitializer: tfl.initializers.constant({ value: -0.4 }) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.elu().apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.prelu({ alphaInitializer: tfl.initializers.constant({ value: 0.1 }) }).apply(x) as tfl.SymbolicTensor; // per feature
-  x = tfl.layers.dense({ units: 6, activation: 'relu6', kernelInitializer: tfl.initializers.randomUniform({ minval: -3, maxval: 3, seed: seed + 5 }), biasInitializer: tfl.initializers.constant({ value: 6.5 }) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.dense({ units: 5, activation: 'elu', kernelInitializer: init(6) }).apply(x) as tfl.SymbolicTensor;
-  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(7) }).apply(x) as tfl.SymbolicTensor;
-  return tfl.model({ inputs: input, outputs: out });
+  return chain([
+    conv(4, 3, seed + 1, { activation: 'sigmoid' }),
+    conv(4, 1, seed + 2, { activation: 'tanh', biasInitializer: tfl.initializers.constant({ value: -0.5 }) }),
+    tfl.layers.leakyReLU({ alpha: 0.2 }),
+    conv(5, 3, seed + 3, { padding: 'same', activation: 'swish' }),
+    tfl.layers.prelu({ sharedAxes: [1, 2], alphaInitializer: tfl.initializers.constant({ value: 0.25 }) }),
+    new OnnxHardSwish({}),
+    conv(3, 1, seed, { activation: 'hardSigmoid', kernelInitializer: tfl.initializers.randomUniform({ minval: -4, maxval: 4, seed }) }),
+    conv(3, 2, seed + 4, { strides: 2, activation: 'linear', biasInitializer: tfl.initializers.constant({ value: -0.4 }) }),
+    tfl.layers.elu(),
+    tfl.layers.flatten(),
+    tfl.layers.prelu({ alphaInitializer: tfl.initializers.constant({ value: 0.1 }) }), // per feature
+    tfl.layers.dense({ units: 6, activation: 'relu6', kernelInitializer: tfl.initializers.randomUniform({ minval: -3, maxval: 3, seed: seed + 5 }), biasInitializer: tfl.initializers.constant({ value: 6.5 }) }),
+    tfl.layers.dense({ units: 5, activation: 'elu', kernelInitializer: glorot(seed + 6) }),
+  ], 4, seed);
 }
 
 /** Element-wise layers of ONNX imports: constants per channel, per position and scalar (add, div, mul, rsub, rdiv), Multiply, OnnxSub, OnnxHardSigmoid. */
@@ -490,16 +491,10 @@ class FixedMask extends tfl.layers.Layer {
 
 /** Conv -> Dropout(0.4) on maps -> conv -> flatten -> Dense -> Dropout(0.25) on vectors -> softmax; `drop` makes the dropout layers. */
 function dropoutNet(seed: number, drop: (rate: number, i: number) => tfl.layers.Layer): tfl.LayersModel {
-  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
-  const input = tfl.input({ shape: SHAPE });
-  let x = tfl.layers.conv2d({ filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
-  x = drop(0.4, 0).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.conv2d({ filters: 3, kernelSize: 3, strides: 2, activation: 'relu', kernelInitializer: init(2) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.dense({ units: 6, activation: 'relu', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
-  x = drop(0.25, 1).apply(x) as tfl.SymbolicTensor;
-  const out = tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: init(4) }).apply(x) as tfl.SymbolicTensor;
-  return tfl.model({ inputs: input, outputs: out });
+  return chain([
+    conv(4, 3, seed + 1), drop(0.4, 0), conv(3, 3, seed + 2, { strides: 2 }), tfl.layers.flatten(),
+    tfl.layers.dense({ units: 6, activation: 'relu', kernelInitializer: glorot(seed + 3) }), drop(0.25, 1),
+  ], 4, seed);
 }
 
 test('Dropout on the ort engine: the step = tfjs\'s gradients with the same masks fixed (maps and vectors); masks drop about the rate, scale the rest by 1 / (1 - rate), follow the seed, not the thread count', async () => {
@@ -550,16 +545,14 @@ test('Dropout on the ort engine: the step = tfjs\'s gradients with the same mask
 
 /** Dilated convs (3x3 d2 same; depthwise 2x3 d(2,1) x2 same; 2x2 d(1,3) valid), or with `expand` the same convs undilated with their kernels spread out (zeros between taps). */
 function dilatedNet(seed: number, expand: boolean): tfl.LayersModel {
-  const init = (i: number) => tfl.initializers.glorotUniform({ seed: seed + i });
   const k = (size: [number, number], d: [number, number]): [number, number] => (expand ? [(size[0] - 1) * d[0] + 1, (size[1] - 1) * d[1] + 1] : size);
   const dil = (d: [number, number]) => (expand ? [1, 1] as [number, number] : d);
-  const input = tfl.input({ shape: SHAPE });
-  let x = tfl.layers.conv2d({ name: 'c1', filters: 4, kernelSize: k([3, 3], [2, 2]), dilationRate: dil([2, 2]), padding: 'same', activation: 'relu', kernelInitializer: init(1) }).apply(input) as tfl.SymbolicTensor;
-  x = tfl.layers.depthwiseConv2d({ name: 'd2', kernelSize: k([2, 3], [2, 1]), dilationRate: dil([2, 1]), depthMultiplier: 2, padding: 'same', activation: 'relu', depthwiseInitializer: init(2) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.conv2d({ name: 'c3', filters: 3, kernelSize: k([2, 2], [1, 3]), dilationRate: dil([1, 3]), activation: 'relu', kernelInitializer: init(3) }).apply(x) as tfl.SymbolicTensor;
-  x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
-  const out = tfl.layers.dense({ name: 'out', units: 4, activation: 'softmax', kernelInitializer: init(4) }).apply(x) as tfl.SymbolicTensor;
-  return tfl.model({ inputs: input, outputs: out });
+  return chain([
+    conv(4, k([3, 3], [2, 2]), seed + 1, { name: 'c1', dilationRate: dil([2, 2]), padding: 'same' }),
+    tfl.layers.depthwiseConv2d({ name: 'd2', kernelSize: k([2, 3], [2, 1]), dilationRate: dil([2, 1]), depthMultiplier: 2, padding: 'same', activation: 'relu', depthwiseInitializer: glorot(seed + 2) }),
+    conv(3, k([2, 2], [1, 3]), seed + 3, { name: 'c3', dilationRate: dil([1, 3]) }),
+    tfl.layers.flatten(),
+  ], 4, seed);
 }
 
 test('dilated convolutions on the ort engine (tfjs has no gradient for them): gradients = tfjs\'s on the same convs undilated with spread-out kernels, at the taps', async () => {
