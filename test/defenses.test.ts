@@ -240,7 +240,7 @@ test('every defense\'s saved model evaluates like its reported numbers (runDefen
   }
 });
 
-test('pruning and fine-pruning on the contract: saved models evaluate as reported (random DeepID, and a ResNet cut at global pooling)', async () => {
+test('pruning and fine-pruning (tfjs, and trainEngine ort) on the contract: saved models evaluate as reported (random DeepID, and a ResNet cut at global pooling)', async () => {
   const { deepId } = await import('../src/models/deepid.js');
   const { buildArchitecture } = await import('../src/models/index.js');
   const nets = [
@@ -248,12 +248,14 @@ test('pruning and fine-pruning on the contract: saved models evaluate as reporte
     // Its cut's activations are (N, C): `goodnet compare` crashed on them (session 21).
     describeModel(buildArchitecture('resnet', { inputShape: [H, H, 1], numClasses: 4, seed: 1 }), 'resnet', 'tfjs'),
   ];
-  for (const dm of nets) for (const name of ['pruning', 'fine-pruning']) {
-    const out = f(`${dm.source}-${name}.h5`);
-    const { result } = await runDefense({ defense: name, model: dm, cleanValid: f('clean.h5'), out, options: { maxDrop: 5, epochs: 1 }, ...MEASURE() });
+  for (const dm of nets) for (const [name, trainEngine] of [['pruning'], ['fine-pruning'], ['fine-pruning', 'ort']] as const) {
+    const out = f(`${dm.source}-${name}-${trainEngine ?? 'default'}.h5`);
+    const { result } = await runDefense({ defense: name, model: dm, cleanValid: f('clean.h5'), out, options: { maxDrop: 5, epochs: 1 }, trainEngine, ...MEASURE() });
     const saved = await loadModel(out);
     assert.deepEqual(await measure(saved, saved.net, MEASURE()), result.after, name);
-    const d = result.details as { conv: string; pruned: number[]; curve: number[] };
+    const d = result.details as { conv: string; pruned: number[]; curve: number[]; fineTune?: { engine?: string } };
+    // The defenses train on tfjs unless told (their recorded results); trainEngine reaches the fine-tuning.
+    if (name === 'fine-pruning') assert.equal(d.fineTune?.engine, trainEngine, `${dm.source}: fine-tuned on ${d.fineTune?.engine ?? 'tfjs'}`);
     assert.ok(d.curve.length >= d.pruned.length + 1);
     assert.ok((d.curve[0]! - d.curve[d.pruned.length]!) * 100 <= 5 + 1e-9);
     if (dm.source === 'resnet') assert.equal(d.conv.includes('relu'), true, d.conv);
@@ -273,6 +275,8 @@ test('CLI: bad input is one line, exit 2, before any long work', async () => {
   assertBadInput(await run(['clp', '-m', f('m.h5'), '--clean-valid', f('clean.h5'), '-o', f('m.h5')]), /m\.h5: already exists/);
   assertBadInput(await run(['nc', '-m', f('m.h5'), '--clean-valid', f('clean.h5'), '--clean-test', f('test.h5')]), /together/);
   assertBadInput(await run(['clp', '-m', f('m.h5'), '--clean-valid', f('clean.h5'), '-o', f('y.h5'), '--u', 'abc']), /--u must be/);
+  assertBadInput(await run(['unlearn', '-m', f('m.h5'), '--clean-valid', f('clean.h5'), '-o', f('y.h5'), '--train-engine', 'torch']), /--train-engine/);
+  assertBadInput(await run(['compare', '-m', f('m.h5'), '--clean-valid', f('clean.h5'), '--clean-test', f('clean.h5'), '--poisoned-test', f('clean.h5'), '-t', '0', '--train-engine', 'gpu']), /--train-engine/);
   assert.ok(!existsSync(f('x.h5')) && !existsSync(f('y.h5')));
 });
 

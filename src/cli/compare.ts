@@ -3,7 +3,8 @@ import { BACKDOORBENCH_REFERENCE, comparisonTable, QUICK_DEFENSE_OPTIONS, runCom
 import { registeredDefenses } from '../defense/registry.js';
 import { markdownTable } from '../report/table.js';
 import { addModelDataEngineOptions, checkOutputs, commandPreprocessing, emitJson, jsonOption, openModel, parseInteger, setUp, type DataOpts, type EngineOpts, type ModelOpts } from './common.js';
-import { stageBars } from './defense_cli.js';
+import { stageBars, trainEngineOption } from './defense_cli.js';
+import type { TrainEngineChoice } from '../models/ort_train.js';
 
 interface CompareCliOpts extends EngineOpts, ModelOpts, DataOpts {
   model: string;
@@ -18,6 +19,7 @@ interface CompareCliOpts extends EngineOpts, ModelOpts, DataOpts {
   force?: boolean;
   json?: string;
   quick?: boolean;
+  trainEngine: TrainEngineChoice;
 }
 
 export function compareCommand(): Command {
@@ -39,6 +41,7 @@ export function compareCommand(): Command {
     .option('--seed <n>', 'seed for sampling and initialisation', parseInteger('--seed'), 0)
     .option('-o, --out <dir>', 'write the comparison, each defense\'s JSON and repaired model here')
     .option('--quick', `the demo's quick settings: ${Object.entries(QUICK_DEFENSE_OPTIONS).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join('; ')} (others: defaults)`)
+    .addOption(trainEngineOption())
     .option('--force', 'replace --out (and the --json file) if it exists')
     .addOption(jsonOption());
   addModelDataEngineOptions(cmd);
@@ -53,7 +56,7 @@ Example:
     const px = commandPreprocessing(model, o);
     const r = await runComparison({
       model, cleanValid: o.cleanValid, cleanImages: o.cleanImages, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target,
-      defenses: o.defenses?.split(',').map((s) => s.trim()), ...(o.quick ? { options: QUICK_DEFENSE_OPTIONS } : {}), ...px, layout: o.layout, batchSize: o.batchSize, seed: o.seed,
+      defenses: o.defenses?.split(',').map((s) => s.trim()), ...(o.quick ? { options: QUICK_DEFENSE_OPTIONS } : {}), ...px, layout: o.layout, batchSize: o.batchSize, seed: o.seed, trainEngine: o.trainEngine,
       out: o.out, overwrite: o.force, command: ['goodnet', ...process.argv.slice(2)].join(' '), log: (l) => process.stderr.write(`${l}\n`), onProgress: stageBars(),
       onDefense: (name, res) => process.stderr.write(res ? `${name}: done in ${res.seconds.toFixed(0)} s\n` : `${name}: running\n`),
     });

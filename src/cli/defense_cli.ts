@@ -7,7 +7,8 @@
  *
  * A defense's CLI file adds its own options and turns them into the defense's options.
  */
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { TRAIN_ENGINES, type TrainEngineChoice } from '../models/ort_train.js';
 import { runDefense, type RunDefenseResult } from '../defense/run.js';
 import { getDefense, type ReportSection } from '../defense/interface.js';
 import { markdownTable, percent } from '../report/table.js';
@@ -26,6 +27,12 @@ export interface DefenseCliOpts extends EngineOpts, ModelOpts, DataOpts {
   out?: string;
   force?: boolean;
   json?: string;
+  trainEngine?: TrainEngineChoice;
+}
+
+/** `--train-engine` of the commands whose defenses train (default tfjs: DefenseInput.trainEngine). */
+export function trainEngineOption(): Option {
+  return new Option('--train-engine <name>', 'engine of the training steps (fine-tuning, unlearning): tfjs (tfjs-wasm, the default here: the engine of the defenses\' recorded results), auto (onnxruntime where it can train the model, else tfjs) or ort (several times faster; see goodnet attack --help)').choices(TRAIN_ENGINES).default('tfjs');
 }
 
 /** A progress callback drawing one bar per stage. */
@@ -71,6 +78,8 @@ export function defenseCommand<O extends DefenseCliOpts>(
     description: string;
     examples: string;
     outRequired: boolean;
+    /** The defense has training steps: the command takes --train-engine. */
+    trains?: boolean;
     configure: (cmd: Command) => Command;
     options: (o: O) => Record<string, unknown>;
     print?: (r: RunDefenseResult) => void;
@@ -99,6 +108,7 @@ export function defenseCommand<O extends DefenseCliOpts>(
     .option('--seed <n>', 'seed for sampling and initialisation', parseInteger('--seed'), 0)
     .option('--force', 'replace --out (and the --json file) if it exists')
     .addOption(jsonOption());
+  if (spec.trains) cmd = cmd.addOption(trainEngineOption());
   cmd = spec.configure(cmd);
   addModelDataEngineOptions(cmd);
   cmd.addHelpText('after', `\nExamples:\n${spec.examples}`);
@@ -110,7 +120,7 @@ export function defenseCommand<O extends DefenseCliOpts>(
     const px = commandPreprocessing(model, o);
     const { result, section } = await runDefense({
       defense: name, model, cleanValid: o.cleanValid, cleanImages: o.cleanImages, ...px, layout: o.layout, batchSize: o.batchSize,
-      seed: o.seed, out: o.out, overwrite: o.force, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target,
+      seed: o.seed, out: o.out, overwrite: o.force, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, trainEngine: o.trainEngine,
       options: spec.options(o), log: (l) => process.stderr.write(`${l}\n`), onProgress: stageBars(),
     });
     await spec.write?.(o, section);

@@ -24,6 +24,7 @@ interface FstCliOpts extends DefenseCliOpts {
 export function fstCommand(): Command {
   const d = FST_DEFAULTS;
   return defenseCommand<FstCliOpts>('fst', {
+    trains: true,
     description:
       'FST, feature shift tuning (Min et al., NeurIPS 2023), from clean data only. The classifier head (the last Dense layer) is ' +
       're-initialised; all weights are tuned on the clean images with SGD (momentum 0.9, cosine-annealed learning rate) on ' +

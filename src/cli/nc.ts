@@ -51,6 +51,7 @@ function labelList(v: string): string {
 export function ncCommand(): Command {
   const d = NC_DEFAULTS;
   return defenseCommand<NcCliOpts>('nc', {
+    trains: true,
     description:
       'Neural Cleanse (Wang et al., IEEE S&P 2019). For every label, optimise the smallest trigger (a mask in [0,1] through ' +
       'tanh and a pattern) that sends clean images to that label: cross-entropy to the label + cost x L1(mask), Adam, the ' +

@@ -25,6 +25,7 @@ interface UnlearnCliOpts extends DefenseCliOpts {
 export function unlearnCommand(): Command {
   const d = UNLEARN_DEFAULTS;
   return defenseCommand<UnlearnCliOpts>('unlearn', {
+    trains: true,
     description:
       'Trigger unlearning. Neural Cleanse\'s optimisation reverses a trigger (mask + pattern) for every ' +
       'label on the clean data. The triggers of the labels Neural Cleanse\'s anomaly index (log norms, as goodnet nc) flags ' +

@@ -340,7 +340,7 @@ export async function runFst(input: DefenseInput, options: Partial<FstOptions> =
         const lr = o.schedule === 'cosine' ? cosineRate(o.learningRate, epoch, o.epochs) : o.learningRate;
         optimizer.setLearningRate(lr);
         const [stats] = await train(net, trainSet, {
-          epochs: 1, batchSize: o.batchSize, seed: seed * 1000 + epoch, scale: k, threads: o.threads, optimizer,
+          epochs: 1, batchSize: o.batchSize, seed: seed * 1000 + epoch, scale: k, threads: o.threads, optimizer, engine: input.trainEngine,
           augment: o.augment === 'none' ? undefined : (x, n, shape) => augmentBatch(x, n, shape, o.shift, o.augment === 'shift-flip', augRng),
           targets: o.distill === 0 ? undefined : (x, y, n, shape) => {
             const p = tf.tidy(() => (model.net.predict(tf.mul(tf.tensor4d(x, [n, ...shape]), k)) as tf.Tensor).dataSync());

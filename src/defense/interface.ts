@@ -17,6 +17,7 @@ import { evaluate } from '../eval/evaluate.js';
 import type { LoadedModel } from '../io/model.js';
 import { permutation, subsetOf, type TrainingSet } from '../models/train.js';
 import { readAll } from './fineprune.js';
+import type { TrainEngineChoice } from '../models/ort_train.js';
 import { percent } from '../io/table.js';
 
 /** What every defense is given: a model and clean data (nothing poisoned). */
@@ -34,6 +35,12 @@ export interface DefenseInput {
   layout?: 'auto' | 'nchw' | 'nhwc';
   batchSize?: number;
   seed?: number;
+  /**
+   * Engine of the defenses' training steps (fine-pruning's fine-tuning, Neural Cleanse's and
+   * trigger unlearning's unlearning, FST's tuning): default 'tfjs', the engine their recorded
+   * results came from; 'auto' / 'ort' as TrainOptions.engine (several times faster).
+   */
+  trainEngine?: TrainEngineChoice;
   log?: (line: string) => void;
   /** Progress of the long stage (labels optimised, iterations, epochs). */
   onProgress?: (stage: string, done: number, total: number, note?: string) => void;

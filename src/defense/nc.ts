@@ -463,7 +463,7 @@ export async function runNeuralCleanse(input: DefenseInput, options: Partial<NcO
           const { set, stamped } = stampWith(clean, stampList, o.unlearnShare, round === 1 ? seed : `${seed}:${round}`);
           input.log?.(`unlearning round ${round}: ${o.unlearnEpochs} epochs on ${clean.n} clean images, ${stamped} of them stamped with ${stampList.length} reversed trigger(s) (true labels)`);
           const r = await fineTune(repaired, '', [], set, {
-            epochs: o.unlearnEpochs, learningRate: o.unlearnLearningRate, holdOut: o.holdOut, seed,
+            epochs: o.unlearnEpochs, learningRate: o.unlearnLearningRate, holdOut: o.holdOut, seed, trainEngine: input.trainEngine,
             onBatch: (e, d, t) => input.onProgress?.(`unlearn ${round} epoch ${e}`, d, t),
           });
           const entry: (typeof rounds)[number] = {

@@ -36,7 +36,7 @@ export interface PruningDetails {
   pruned: number[];
   /** Clean accuracy after pruning k channels, k = 0.. (on the defense's clean data). */
   curve: number[];
-  fineTune?: { bestEpoch: number; heldOutAccuracy: number[] };
+  fineTune?: { bestEpoch: number; heldOutAccuracy: number[]; engine?: 'ort' };
   settings: PruningOptions;
 }
 
@@ -122,9 +122,9 @@ export const finePruning = registerDefense<PruningOptions, PruningDetails>({
   defaults: PRUNING_DEFAULTS,
   run: (input, options = {}) => pruneRun('fine-pruning', input, options, async (r, o) => {
     const ft = await fineTune(r.repaired, r.cut, r.pruned, r.clean, {
-      epochs: o.epochs, learningRate: o.learningRate, seed: input.seed ?? 0, onBatch: (e, d, t) => input.onProgress?.(`fine-tune epoch ${e}`, d, t),
+      epochs: o.epochs, learningRate: o.learningRate, seed: input.seed ?? 0, trainEngine: input.trainEngine, onBatch: (e, d, t) => input.onProgress?.(`fine-tune epoch ${e}`, d, t),
     });
-    return { bestEpoch: ft.bestEpoch, heldOutAccuracy: ft.history.map((h) => h.heldOutAccuracy) };
+    return { bestEpoch: ft.bestEpoch, heldOutAccuracy: ft.history.map((h) => h.heldOutAccuracy), ...(ft.engine === 'ort' ? { engine: ft.engine } : {}) };
   }),
   rows: (run, m) => repairRow(`fine-pruning (${run.details.pruned.length}/${run.details.channels} of ${run.details.conv}, lr ${run.details.settings.learningRate})`, run, m),
   section: (run) => section('Fine-pruning', run),

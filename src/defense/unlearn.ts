@@ -309,7 +309,7 @@ export async function runTriggerUnlearning(input: DefenseInput, options: Partial
         try {
           for (let epoch = 1; epoch <= o.epochs; epoch++) {
             const [stats] = await train(net, set, {
-              epochs: 1, batchSize: o.batchSize, seed: seed * 1000 + round * 100 + epoch, scale, optimizer,
+              epochs: 1, batchSize: o.batchSize, seed: seed * 1000 + round * 100 + epoch, scale, optimizer, engine: input.trainEngine,
               onBatch: (_e, d, t) => input.onProgress?.(`round ${round}: unlearning epoch ${epoch}/${o.epochs}`, d, t),
             });
             const e = { epoch, loss: stats!.loss, cleanAccuracy: datasetAccuracy(net, held, scale), stampedAccuracy: stampedAccuracy(net, held, stampList, scale) };
