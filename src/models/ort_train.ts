@@ -12,12 +12,12 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
+import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { decodeModel, encodeModel, floatTensor, num, AT, type ModelProto } from '../io/onnx_proto.js';
 import { buildTrainGraph, ortTrainObstacle, type TrainGraph, type TrainGraphOptions } from './ort_train_graph.js';
 import { ShardWorker, writeOutputs } from './ort_shards.js';
 import { WasmAdam } from './adam_wasm.js';
-import seedrandom from 'seedrandom';
 
 type Ort = typeof import('onnxruntime-node');
 type Session = import('onnxruntime-node').InferenceSession;
