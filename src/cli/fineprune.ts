@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineChoice } from '../models/ort_train.js';
+import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineChoice, type TrainEngineName } from '../models/ort_train.js';
 import { FINE_TUNE_DEFAULTS, runFinePrune, type FineTuneEpoch } from '../defense/fineprune.js';
 import { markdownTable, percent } from '../report/table.js';
 import { bytesOf } from '../io/paths.js';
@@ -31,6 +31,7 @@ export function fineTuneProgress() {
   return {
     onBatch: epochBars((epoch) => `fine-tune epoch ${epoch}`),
     onEpoch: (e: FineTuneEpoch) => process.stderr.write(`fine-tune epoch ${e.epoch}: held-out clean accuracy ${percent(e.heldOutAccuracy)}\n`),
+    onEngine: (engine: TrainEngineName, why?: string) => process.stderr.write(`fine-tuning on ${engine === 'ort' ? 'onnxruntime (ort engine)' : 'tfjs-wasm'}${why ? ` (${why})` : ''}\n`),
   };
 }
 
@@ -75,7 +76,6 @@ Examples:
       model, cleanValid: o.cleanValid, cleanTest: o.cleanTest, poisonedTest: o.poisonedTest, target: o.target, layer: o.layer,
       pruneFraction: o.pruneFraction, ...px, epochs: o.epochs, learningRate: o.lr, holdOut: o.holdOut, seed: o.seed, threads: o.threads, trainEngine: o.trainEngine,
       layout: o.layout, batchSize: o.batchSize ?? 64, out: o.out, overwrite: o.force, ...fineTuneProgress(),
-      onEngine: (engine, why) => process.stderr.write(`fine-tuning on ${engine === 'ort' ? 'onnxruntime (ort engine)' : 'tfjs-wasm'}${why ? ` (${why})` : ''}\n`),
     });
     if (await emitJson({ ...r, preprocessing: model.preprocessing }, o.json, o.force)) return;
     console.log(`${r.conv}: ${r.pruned.length} channels held at zero; kept epoch ${r.fineTune.bestEpoch} of ${o.epochs} (${r.fineTune.seconds.toFixed(0)} s)`);

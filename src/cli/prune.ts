@@ -111,7 +111,7 @@ Examples:
       ...pruneProgress(),
       fineTune: o.fineTune ? {
         orders: o.fineTuneOrder === 'both' ? ['asc', 'desc'] : [o.fineTuneOrder], epochs: o.fineTuneEpochs, learningRate: o.fineTuneLr, trainEngine: o.trainEngine,
-        onEpoch: fineTuneProgress().onEpoch,
+        onEpoch: fineTuneProgress().onEpoch, onEngine: fineTuneProgress().onEngine,
       } : undefined,
     });
     if (await emitJson(s, o.json, o.force)) return;
