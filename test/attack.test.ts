@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { tempDir } from './helpers.js';
 import { GoodnetError } from '../src/errors.js';
-import { h5wasm, openH5 } from '../src/io/hdf5.js';
+import { clearH5Times, h5Checksum, h5wasm, openH5 } from '../src/io/hdf5.js';
 import { openDataset } from '../src/io/dataset.js';
 import { decodeImageRgba, encodePng } from '../src/io/images.js';
 import {
@@ -400,6 +400,33 @@ test('makePoisonedSet: every non-target image triggered, true labels kept', () =
 
 // ---------------------------------------------------------------------------------------
 // CSAW layout
+
+test('HDF5 files goodnet writes are the same bytes for the same content: object-header times zeroed, checksums (lookup3) rewritten, the file still reads', async () => {
+  // Bob Jenkins' lookup3 test vectors (hashlittle, initial value 0).
+  assert.equal(h5Checksum(new TextEncoder().encode('Four score and seven years ago'), 0, 30), 0x17770551);
+  assert.equal(h5Checksum(new Uint8Array(0), 0, 0), 0xdeadbeef);
+  const d = synthetic(9, 4, 3, 1, Array.from({ length: 9 }, (_, i) => i % 3));
+  const a = join(T, 'same-a.h5'), b = join(T, 'same-b.h5');
+  await writeCsawSet(a, d);
+  await new Promise((r) => setTimeout(r, 1100)); // HDF5 times have 1 s resolution
+  await writeCsawSet(b, d);
+  assert.deepEqual(readFileSync(b), readFileSync(a));
+  // Without the clearing the times differ: a raw h5wasm write of the same content.
+  const h5 = await h5wasm();
+  const raw = (p: string) => { const f = new h5.File(p, 'w'); f.create_dataset({ name: 'x', data: Float32Array.of(1, 2, 3), shape: [3], dtype: '<f' }); f.close(); };
+  const r1 = join(T, 'raw-1.h5'), r2 = join(T, 'raw-2.h5');
+  raw(r1);
+  await new Promise((r) => setTimeout(r, 1100));
+  raw(r2);
+  assert.notDeepEqual(readFileSync(r2), readFileSync(r1));
+  assert.equal(clearH5Times(r1), 2); // the root group's header and the dataset's
+  assert.equal(clearH5Times(r2), 2);
+  assert.deepEqual(readFileSync(r2), readFileSync(r1));
+  assert.equal(clearH5Times(r1), 2, 'idempotent: the headers still validate');
+  const f = await openH5(r1); // HDF5 checks the rewritten checksums on read
+  assert.deepEqual(Array.from((f.get('x') as InstanceType<typeof h5.Dataset>).value as Float32Array), [1, 2, 3]);
+  f.close();
+});
 
 test('writeCsawData: (N,C,H,W) float32 data, float64 labels, read back by openDataset', async () => {
   for (const c of [1, 3]) {

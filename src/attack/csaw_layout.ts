@@ -13,7 +13,7 @@
  */
 import { GoodnetError } from '../errors.js';
 import { writeAtomically } from '../io/atomic.js';
-import { createH5, hdf5Reason } from '../io/hdf5.js';
+import { clearH5Times, createH5, hdf5Reason } from '../io/hdf5.js';
 import type { LabelledImages } from './types.js';
 
 export interface WriteCsawOptions {
@@ -100,6 +100,7 @@ export async function writeCsawData(
       } finally {
         f.close();
       }
+      clearH5Times(tmp); // the same data, the same bytes
     },
     { overwrite: opts.overwrite },
   );

@@ -9,7 +9,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { weightsOnlyArchitecture, weightsOnlyArchitectures } from './architectures.js';
 import { withWeightBudget } from './limits.js';
-import { createH5, h5Attr, h5Get, hdf5Reason, openH5, type H5File, type H5Group, type H5Dataset } from './hdf5.js';
+import { clearH5Times, createH5, h5Attr, h5Get, hdf5Reason, openH5, type H5File, type H5Group, type H5Dataset } from './hdf5.js';
 import { isKeras3Config, parseModelConfig, toTfjsTopology, type JsonObject } from './keras_config.js';
 import { PREPROCESSING_KEY, preprocessingFromJson, preprocessingToJson, type Preprocessing } from './preprocess.js';
 
@@ -244,4 +244,5 @@ export async function writeKerasH5(net: tfl.LayersModel, path: string, kerasConf
   } finally {
     f.close();
   }
+  clearH5Times(path); // the same model, the same bytes
 }
