@@ -297,6 +297,14 @@ class Builder {
   slice(x: string, starts: number[], ends: number[], axes: number[]): string {
     return this.one('Slice', [x, this.ints(starts), this.ints(ends), this.ints(axes)]);
   }
+  /** x (NCHW) zero-padded by pads [t, l, b, r] (x itself when they are all 0). */
+  padHW(x: string, pads: number[]): string {
+    return pads.some((v) => v !== 0) ? this.one('Pad', [x, this.ints([0, 0, pads[0]!, pads[1]!, 0, 0, pads[2]!, pads[3]!])], [sAttr('mode', 'constant')]) : x;
+  }
+  /** A kernel (.., .., kh, kw) reversed along both spatial axes. */
+  flipHW(w: string): string {
+    return this.one('Slice', [w, this.ints([-1, -1]), this.ints([-(2 ** 53), -(2 ** 53)]), this.ints([2, 3]), this.ints([-1, -1])]);
+  }
 }
 
 /** Same-padding pads [t, l, b, r] of TensorFlow for a static input size. */
@@ -487,7 +495,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             const dz = a.back(dy);
             if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0, 2, 3], false));
             if (isTrainable(kernel)) {
-              const xp = pads.some((v) => v !== 0) ? b.one('Pad', [x.name, b.ints([0, 0, pads[0]!, pads[1]!, 0, 0, pads[2]!, pads[3]!])], [sAttr('mode', 'constant')]) : x.name;
+              const xp = b.padHW(x.name, pads);
               const dz2 = b.reshape(b.transpose(dz, [1, 0, 2, 3]), [O, N * Ho * Wo]);
               const taps: string[] = [];
               for (let i = 0; i < kh; i++) {
@@ -499,7 +507,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
               addGrad(kernel, b.reshape(taps.length === 1 ? taps[0]! : b.one('Concat', taps, [iAttr('axis', 0)]), [kh, kw, I, O]));
             }
             if (!x.grad) return [undefined];
-            const flipped = b.transpose(b.one('Slice', [Woihw, b.ints([-1, -1]), b.ints([-(2 ** 53), -(2 ** 53)]), b.ints([2, 3]), b.ints([-1, -1])]), [1, 0, 2, 3]);
+            const flipped = b.transpose(b.flipHW(Woihw), [1, 0, 2, 3]);
             const pd = [ek[0]! - 1 - pads[0]!, ek[1]! - 1 - pads[1]!, ek[0]! - 1 - pads[2]!, ek[1]! - 1 - pads[3]!];
             return [b.one('Conv', [dz, flipped], [isAttr('kernel_shape', [kh, kw]), isAttr('dilations', dil), isAttr('pads', pd)])];
           };
@@ -623,7 +631,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             // Filter gradient as one GEMM: dW[o, (i, j, c)] = sum over (n, h, w) of
             // dz[n, o, h, w] * xpad[n, c, h*s + i, w*s + j]; the kh*kw strided slices of the
             // padded input (channels first) stacked are im2col's transpose.
-            const xp = pads.some((v) => v !== 0) ? b.one('Pad', [x.name, b.ints([0, 0, pads[0]!, pads[1]!, 0, 0, pads[2]!, pads[3]!])], [sAttr('mode', 'constant')]) : x.name;
+            const xp = b.padHW(x.name, pads);
             const xT = b.transpose(xp, [1, 0, 2, 3]);
             const slices: string[] = [];
             for (let i = 0; i < kh; i++) {
@@ -647,7 +655,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           if ((options.inputGradient === 'conv' || blocked) && s[0] === 1 && s[1] === 1) {
             // Stride 1: a Conv of dz with the kernel flipped and its in/out axes swapped (NCHWc
             // when the forward conv is).
-            const flipped = b.transpose(b.one('Slice', [Woihw, b.ints([-1, -1]), b.ints([-(2 ** 53), -(2 ** 53)]), b.ints([2, 3]), b.ints([-1, -1])]), [1, 0, 2, 3]);
+            const flipped = b.transpose(b.flipHW(Woihw), [1, 0, 2, 3]);
             const pd = [kh - 1 - pads[0]!, kw - 1 - pads[1]!, kh - 1 - pads[2]!, kw - 1 - pads[3]!];
             const cattrs = [isAttr('kernel_shape', [kh, kw]), isAttr('pads', pd)];
             return [blocked ? b.nchwcConv(dz, flipped, undefined, I, O, kh, kw, block, cattrs) : b.one('Conv', [dz, flipped], cattrs)];
@@ -699,7 +707,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           if (isTrainable(kernel)) {
             // Per kernel tap: the strided window of the padded input times dz, summed over
             // images and positions ([C, m]); taps stacked in (kh, kw) order -> HWCM.
-            const xp = pads.some((v) => v !== 0) ? b.one('Pad', [x.name, b.ints([0, 0, pads[0]!, pads[1]!, 0, 0, pads[2]!, pads[3]!])], [sAttr('mode', 'constant')]) : x.name;
+            const xp = b.padHW(x.name, pads);
             const dz5 = m === 1 ? dz : b.reshape(dz, [N, C, m, Ho, Wo]);
             const taps: string[] = [];
             for (let i = 0; i < kh; i++) {
@@ -715,7 +723,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           if (!x.grad) return [undefined];
           if (dil.some((v) => v !== 1)) {
             // Stride 1: a grouped Conv of dz with the flipped kernel ([C, m, kh, kw]: group c reads dz's channels c*m .. c*m + m - 1).
-            const flipped = b.one('Slice', [b.reshape(b.transpose(weightInput(kernel), [2, 3, 0, 1]), [C, m, kh, kw]), b.ints([-1, -1]), b.ints([-(2 ** 53), -(2 ** 53)]), b.ints([2, 3]), b.ints([-1, -1])]);
+            const flipped = b.flipHW(b.reshape(b.transpose(weightInput(kernel), [2, 3, 0, 1]), [C, m, kh, kw]));
             const pd = [ek[0]! - 1 - pads[0]!, ek[1]! - 1 - pads[1]!, ek[0]! - 1 - pads[2]!, ek[1]! - 1 - pads[3]!];
             return [b.one('Conv', [dz, flipped], [isAttr('kernel_shape', [kh, kw]), isAttr('dilations', dil), isAttr('pads', pd), iAttr('group', C)])];
           }
