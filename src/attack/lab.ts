@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { GoodnetError } from '../errors.js';
 import { getBackend } from '../engine/backend.js';
-import { DEFAULT_TRAIN_ENGINE, type TrainEngineChoice, type TrainEngineName } from '../models/ort_train.js';
+import { DEFAULT_TRAIN_ENGINE, trainEngineText, type TrainEngineChoice, type TrainEngineName } from '../models/ort_train.js';
 import { evaluate } from '../eval/evaluate.js';
 import { checkWritable, writeAtomically } from '../io/atomic.js';
 import { loadModel, saveModel } from '../io/model.js';
@@ -185,7 +185,7 @@ export async function runAttack(options: AttackOptions): Promise<AttackSummary> 
     epochs: o.epochs, batchSize: o.batchSize, learningRate: o.learningRate, seed: o.seed, scale: 255, threads: o.threads, engine: o.trainEngine,
     onEngine: (engine, why) => {
       trained = { engine, why };
-      log(`training on ${engine === 'ort' ? 'onnxruntime (ort engine)' : 'tfjs-wasm'}${why ? ` (${why})` : ''}`);
+      log(`training on ${trainEngineText(engine, why)}`);
     },
     onBatch: o.onBatch, onEpoch: o.onEpoch,
     ...(o.patience !== undefined ? { patience: o.patience, validation: { images: valid.images, labels: valid.labels, n: valid.n, shape } } : {}),

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, type TrainEngineChoice, type TrainEngineName } from '../models/ort_train.js';
+import { DEFAULT_TRAIN_ENGINE, TRAIN_ENGINES, trainEngineText, type TrainEngineChoice, type TrainEngineName } from '../models/ort_train.js';
 import { FINE_TUNE_DEFAULTS, runFinePrune, type FineTuneEpoch } from '../defense/fineprune.js';
 import { markdownTable, percent } from '../report/table.js';
 import { bytesOf } from '../io/paths.js';
@@ -31,7 +31,7 @@ export function fineTuneProgress() {
   return {
     onBatch: epochBars((epoch) => `fine-tune epoch ${epoch}`),
     onEpoch: (e: FineTuneEpoch) => process.stderr.write(`fine-tune epoch ${e.epoch}: held-out clean accuracy ${percent(e.heldOutAccuracy)}\n`),
-    onEngine: (engine: TrainEngineName, why?: string) => process.stderr.write(`fine-tuning on ${engine === 'ort' ? 'onnxruntime (ort engine)' : 'tfjs-wasm'}${why ? ` (${why})` : ''}\n`),
+    onEngine: (engine: TrainEngineName, why?: string) => process.stderr.write(`fine-tuning on ${trainEngineText(engine, why)}\n`),
   };
 }
 

@@ -130,7 +130,7 @@ export async function fineTune(net: tfl.LayersModel, cut: CutPoint | string, pru
   const o = { ...FINE_TUNE_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as Required<FineTuneOptions>;
   if (!(o.holdOut > 0 && o.holdOut < 1)) throw new GoodnetError(`--hold-out must be in (0, 1), got ${o.holdOut}`);
   if (!(Number.isInteger(o.epochs) && o.epochs >= 1)) throw new GoodnetError(`epochs must be an integer >= 1, got ${o.epochs}`);
-  checkThreads(net, o.threads, undefined, o.trainEngine);
+  checkTrainable(net, o.threads, undefined, o.trainEngine);
   const t0 = performance.now();
   const order = permutation(clean.n, seedrandom(`holdout:${o.seed}`));
   const nHeld = Math.max(1, Math.round(o.holdOut * clean.n));
@@ -214,8 +214,8 @@ export interface FinePruneCommandResult {
   after?: { accuracy: number; asr: number };
 }
 
-/** Data-parallel fine-tuning: a valid thread count, and a net a shard can reproduce (before any work). */
-function checkThreads(net: tfl.LayersModel, threads: number | undefined, source?: string, choice?: TrainEngineChoice): void {
+/** Before any work: a net the chosen engine can train, and on tfjs a valid thread count and a net a shard can reproduce. */
+function checkTrainable(net: tfl.LayersModel, threads: number | undefined, source?: string, choice?: TrainEngineChoice): void {
   if (choice === 'ort') {
     const obstacle = ortTrainObstacle(net);
     if (obstacle) throw new GoodnetError(`cannot fine-tune with --train-engine ort: ${obstacle}; use --train-engine tfjs`, source);
@@ -233,7 +233,7 @@ function checkThreads(net: tfl.LayersModel, threads: number | undefined, source?
 /** `goodnet fineprune` as a function. */
 export async function runFinePrune(options: FinePruneCommandOptions): Promise<FinePruneCommandResult> {
   const o = { ...options, trainEngine: options.trainEngine ?? DEFAULT_TRAIN_ENGINE };
-  checkThreads(o.model.net, o.threads, o.model.source, o.trainEngine);
+  checkTrainable(o.model.net, o.threads, o.model.source, o.trainEngine);
   // A pruned model with a mask layer (mask.ts) is pruned at that layer.
   const maskLayer = o.layer === undefined && o.pruneFraction === undefined ? maskLayerOf(o.model.net) : undefined;
   const cut = findCutPoint(o.model.net, o.layer ?? maskLayer?.name, o.model.source);

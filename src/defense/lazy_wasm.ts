@@ -10,15 +10,11 @@
  * One instance per thread (module state), created on first use; `null` where WebAssembly is
  * missing or the module does not instantiate, and the JS kernel runs instead.
  */
+import { instantiateWasm } from '../engine/wasm_module.js';
 import { LAZY_WASM_BASE64 } from './lazy_wasm_module.js';
 import type { PooledWeights } from './lazy_kernel.js';
 import { stepAccuracies, stepAttackSuccessRates, stepDenominator } from '../eval/metrics.js';
 
-/** The parts of the WebAssembly API used here (the Node build's lib has no WebAssembly types). */
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: unknown };
-}
 interface Exports {
   memory: { buffer: ArrayBuffer; grow(pages: number): number };
   prepare(c: number, u: number, pW: number, pDP: number, pDN: number, pWA: number, pWT: number): void;
@@ -38,24 +34,9 @@ const BASE = 65536;
 
 let instance: Exports | null | undefined;
 
-function decode(b64: string): Uint8Array {
-  const s = atob(b64);
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
-}
-
-/** The module's exports on this thread, or null where it cannot run. */
+/** The module's exports on this thread (one instance), or null where it cannot run. */
 export function lazyWasm(): Exports | null {
-  if (instance !== undefined) return instance;
-  try {
-    const wa = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
-    if (!wa) throw new Error('no WebAssembly');
-    const mod = new wa.Module(decode(LAZY_WASM_BASE64)); // 1-2 KB: synchronous compile is allowed everywhere
-    instance = new wa.Instance(mod, {}).exports as Exports;
-  } catch {
-    instance = null;
-  }
+  if (instance === undefined) instance = instantiateWasm<Exports>(LAZY_WASM_BASE64);
   return instance;
 }
 

@@ -6,12 +6,9 @@
  * same order as the JS loop: bit-identical results (tested). `null` where WebAssembly or its
  * SIMD is missing; OrtWeights then uses the JS loop.
  */
+import { instantiateWasm } from '../engine/wasm_module.js';
 import { ADAM_WASM_BASE64 } from './adam_wasm_module.js';
 
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: unknown };
-}
 interface Exports {
   memory: { buffer: ArrayBuffer; grow(pages: number): number };
   adam(n: number, pW: number, pM: number, pV: number, pG: number, nG: number,
@@ -20,21 +17,6 @@ interface Exports {
 
 /** The module's own data lies below this offset (its stub runtime allocates nothing). */
 const BASE = 65536;
-let module: object | null | undefined;
-
-function compiled(): { wa: WasmApi; mod: object } | null {
-  const wa = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
-  if (module === undefined) {
-    try {
-      if (!wa) throw new Error('no WebAssembly');
-      const s = atob(ADAM_WASM_BASE64);
-      module = new wa.Module(Uint8Array.from(s, (c) => c.charCodeAt(0)));
-    } catch {
-      module = null;
-    }
-  }
-  return module && wa ? { wa, mod: module } : null;
-}
 
 /** Weights, moments and `slots` gradient vectors of `n` floats each, in one instance's memory. */
 export class WasmAdam {
@@ -59,12 +41,12 @@ export class WasmAdam {
 
   /** A new instance for `n` weights and `slots` gradient vectors, or null where the module cannot run. */
   static create(n: number, slots: number): WasmAdam | null {
-    const c = compiled();
-    if (!c) return null;
+    const x = instantiateWasm<Exports>(ADAM_WASM_BASE64);
+    if (!x) return null;
     try {
-      return new WasmAdam(new c.wa.Instance(c.mod, {}).exports as Exports, n, slots);
+      return new WasmAdam(x, n, slots);
     } catch {
-      return null;
+      return null; // memory that cannot grow that far
     }
   }
 

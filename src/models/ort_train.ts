@@ -44,6 +44,11 @@ export function resolveTrainEngine(net: tfl.LayersModel, choice: TrainEngineChoi
   return why ? { engine: 'tfjs', why } : { engine: 'ort' };
 }
 
+/** How logs name the engine that trains: 'onnxruntime (ort engine)' or 'tfjs-wasm', and why not ort when known. */
+export function trainEngineText(engine: TrainEngineName, why?: string): string {
+  return `${engine === 'ort' ? 'onnxruntime (ort engine)' : 'tfjs-wasm'}${why ? ` (${why})` : ''}`;
+}
+
 export interface OrtTrainerOptions {
   /**
    * Data-parallel threads (default 1; 0: the core count): each batch is split into this many
@@ -136,6 +141,23 @@ export class OrtTrainer {
     return this.lastMasks;
   }
 
+  /**
+   * The inputs of a session run of `graph` on `rows` images: the first `rows` of the NHWC
+   * images `x` and one-hot labels `y`, the weights from `values`, and each Dropout layer's mask
+   * (its first `rows` images).
+   */
+  private feedsFor(graph: TrainGraph, x: Float32Array, y: Float32Array, rows: number, values: Float32Array[], masks: Float32Array[]): Record<string, import('onnxruntime-node').Tensor> {
+    const [H, W, C] = this.net.inputs[0]!.shape.slice(1) as [number, number, number];
+    const K = this.net.outputs[0]!.shape[1] as number;
+    const T = this.ort.Tensor;
+    const f32 = (a: Float32Array, dims: number[]) => new T('float32', a as Float32Array<ArrayBuffer>, dims);
+    const rowsOf = (a: Float32Array, per: number) => (a.length === rows * per ? a : a.subarray(0, rows * per));
+    const feeds: Record<string, import('onnxruntime-node').Tensor> = { x: f32(rowsOf(x, H * W * C), [rows, H, W, C]), y: f32(rowsOf(y, K), [rows, K]) };
+    for (const gi of graph.weightInputs) feeds[gi.name] = f32(values[gi.weight]!, this.shapes[gi.weight]!);
+    graph.dropouts.forEach((d, k) => { feeds[d.name] = f32(rowsOf(masks[k]!, d.dims.reduce((p, q) => p * q, 1)), [rows, ...d.dims]); });
+    return feeds;
+  }
+
   private sessionOptions(): import('onnxruntime-node').InferenceSession.SessionOptions {
     return { intraOpNumThreads: this.intraOpThreads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' };
   }
@@ -214,17 +236,10 @@ export class OrtTrainer {
     }
     const adam = held && { learningRate: held.learningRate, beta1: held.beta1, beta2: held.beta2, epsilon: held.epsilon };
     const { graph, session } = await this.sessionFor(n, adam);
-    const [H, W, C] = this.net.inputs[0]!.shape.slice(1) as [number, number, number];
     const K = y.length / n;
-    const all = this.net.weights;
     const T = this.ort.Tensor;
     const f32 = (a: Float32Array, dims: number[]) => new T('float32', a as unknown as Float32Array<ArrayBuffer>, dims);
-    const feeds: Record<string, import('onnxruntime-node').Tensor> = {
-      x: f32(x.length === n * H * W * C ? x : x.subarray(0, n * H * W * C), [n, H, W, C]),
-      y: f32(y, [n, K]),
-    };
-    for (const w of graph.weightInputs) feeds[w.name] = f32(values[w.weight]!, all[w.weight]!.shape as number[]);
-    this.drawMasks(n, graph.dropouts).forEach((m, k) => { feeds[graph.dropouts[k]!.name] = f32(m, [n, ...graph.dropouts[k]!.dims]); });
+    const feeds = this.feedsFor(graph, x, y, n, values, this.drawMasks(n, graph.dropouts));
     if (held) {
       const [a1, a2] = held.biasCorrections();
       feeds.wflat = f32(held.flatW, [graph.flatSize]);
@@ -246,15 +261,7 @@ export class OrtTrainer {
         held.flatV.set(out.v_next!.data as Float32Array);
         held.advance();
       }
-      for (const s of graph.bnStats) {
-        // moving <- moving - (moving - batch) * (1 - momentum), as tfjs-layers' BatchNormalization
-        const decay = Math.fround(1 - s.momentum);
-        for (const [wi, name] of [[s.movingMean, s.mean], [s.movingVariance, s.variance]] as const) {
-          const cur = values[wi]!;
-          const batch = out[name]!.data as Float32Array;
-          for (let c = 0; c < cur.length; c++) cur[c] = movedTowards(cur[c]!, batch[c]!, decay);
-        }
-      }
+      moveBnStats(graph.bnStats, values, [{ stat: (name) => out[name]!.data as Float32Array, share: 1 }]);
       return { grads, lossSum: loss * n, correct };
     } finally {
       for (const t of Object.values(out)) t.dispose();
@@ -301,15 +308,7 @@ export class OrtTrainer {
       masks.forEach((m, k) => { w.extra.set(m.subarray(a * perImage[k]!, b * perImage[k]!), off); off += (b - a) * perImage[k]!; });
       w.start(index);
     }
-    const T = this.ort.Tensor;
-    const f32 = (a: Float32Array, dims: number[]) => new T('float32', a as Float32Array<ArrayBuffer>, dims);
-    const feeds: Record<string, import('onnxruntime-node').Tensor> = {
-      x: f32(x.subarray(0, bounds[1]! * px), [bounds[1]!, H, W, C]),
-      y: f32(y.subarray(0, bounds[1]! * K), [bounds[1]!, K]),
-    };
-    for (const gi of own.graph.weightInputs) feeds[gi.name] = f32(values[gi.weight]!, this.shapes[gi.weight]!);
-    masks.forEach((m, k) => { feeds[dropouts[k]!.name] = f32(m.subarray(0, bounds[1]! * perImage[k]!), [bounds[1]!, ...dropouts[k]!.dims]); });
-    const out = await own.session.run(feeds);
+    const out = await own.session.run(this.feedsFor(own.graph, x, y, bounds[1]!, values, masks));
     try {
       // Shard 0's outputs in the workers' layout, then every shard's read from it.
       if (!this.mine || this.mine.length < layout.size + bounds[1]!) this.mine = new Float32Array(layout.size + Math.ceil(n / parts));
@@ -323,20 +322,7 @@ export class OrtTrainer {
         lossSum += o[layout.loss]! * n;
         for (let r = bounds[i]!; r < bounds[i + 1]!; r++) if (y[r * K + o[layout.pred + r - bounds[i]!]!] === 1) correct++;
       });
-      for (const st of own.graph.bnStats) {
-        // Each shard's moving <- moving - (moving - batch) * (1 - momentum), averaged by shard size.
-        const decay = Math.fround(1 - st.momentum);
-        for (const [wi, name] of [[st.movingMean, st.mean], [st.movingVariance, st.variance]] as const) {
-          const cur = values[wi]!;
-          const at = layout.offset.get(name)!;
-          const avg = new Float64Array(cur.length);
-          shards.forEach((o, i) => {
-            const share = (bounds[i + 1]! - bounds[i]!) / n;
-            for (let c = 0; c < cur.length; c++) avg[c] += movedTowards(cur[c]!, o[at + c]!, decay) * share;
-          });
-          cur.set(avg);
-        }
-      }
+      moveBnStats(own.graph.bnStats, values, shards.map((o, i) => ({ stat: (name) => o.subarray(layout.offset.get(name)!), share: (bounds[i + 1]! - bounds[i]!) / n })));
       return { shards: shards.map((o) => o.subarray(0, layout.gradSize)), lossSum, correct };
     } finally {
       for (const t of Object.values(out)) t.dispose();
@@ -513,6 +499,26 @@ function sumInOrder(shards: Float32Array[]): Float32Array {
 /** A BN moving statistic after one training step: moving - (moving - batch) * (1 - momentum), float32 as tfjs-layers. */
 function movedTowards(moving: number, batch: number, decay: number): number {
   return moving - Math.fround(Math.fround(moving - batch) * decay);
+}
+
+/**
+ * The BN moving statistics in `values` after a step: each of the step's shards moves them
+ * towards its batch statistics as tfjs-layers' BatchNormalization does, and the results are
+ * averaged by the shards' shares of the batch (one shard, share 1: its update itself).
+ */
+function moveBnStats(bnStats: TrainGraph['bnStats'], values: Float32Array[], shards: { stat: (name: string) => Float32Array; share: number }[]): void {
+  for (const st of bnStats) {
+    const decay = Math.fround(1 - st.momentum);
+    for (const [wi, name] of [[st.movingMean, st.mean], [st.movingVariance, st.variance]] as const) {
+      const cur = values[wi]!;
+      const avg = new Float64Array(cur.length);
+      for (const sh of shards) {
+        const batch = sh.stat(name);
+        for (let c = 0; c < cur.length; c++) avg[c] += movedTowards(cur[c]!, batch[c]!, decay) * sh.share;
+      }
+      cur.set(avg);
+    }
+  }
 }
 
 /**

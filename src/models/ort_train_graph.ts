@@ -307,7 +307,6 @@ class Builder {
   }
 }
 
-/** Same-padding pads [t, l, b, r] of TensorFlow for a static input size. */
 /**
  * The common row width of the 'flat' filter gradient's stride phases (their widest row, at
  * least the output's width), or undefined where a phase would be empty.
@@ -317,6 +316,7 @@ function flatGrid(H: number, W: number, s: number[], Wo: number): number | undef
   return Math.max(Wo, Math.ceil(W / s[1]!));
 }
 
+/** Same-padding pads [t, l, b, r] of TensorFlow for a static input size. */
 function samePads(size: number[], k: number[], s: number[]): number[] {
   const begin: number[] = [];
   const end: number[] = [];
@@ -393,10 +393,14 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
    * its maximum, so y > 0 there iff the pooled value is > 0; every other position gets zero.
    */
   const reluFusedIntoPool = new Map<string, { fused: boolean }>();
+  /** A boolean tensor as float 0/1. */
+  const mask = (cond: string): string => b.one('Cast', [cond], [iAttr('to', 1)]);
+  /** 1 where lo <= u <= hi (clipByValue's gradient passes at both bounds), else 0. */
+  const within = (u: string, lo: number, hi: number): string => mask(b.one('And', [b.one('GreaterOrEqual', [u, b.scalar(lo)]), b.one('LessOrEqual', [u, b.scalar(hi)])]));
   /** dy where the ReLU output y is > 0, else 0 (option reluBackward). */
   const reluGrad = (dy: string, y: string): string =>
     options.reluBackward === 'where' ? b.one('Where', [b.one('Greater', [y, b.scalar(0)]), dy, b.scalar(0)])
-      : b.one('Mul', [dy, b.one('Cast', [b.one('Greater', [y, b.scalar(0)])], [iAttr('to', 1)])]);
+      : b.one('Mul', [dy, mask(b.one('Greater', [y, b.scalar(0)]))]);
   const relu = (x: string): { y: string; back: (dy: string) => string } => {
     const y = b.one('Relu', [x]);
     const flag = { fused: false };
@@ -405,7 +409,6 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
   };
   const readers = new Map<number, number>();
   for (const l of net.layers) for (const t of l.inboundNodes[0]?.inputTensors ?? []) readers.set(t.id, (readers.get(t.id) ?? 0) + 1);
-  const mask = (cond: string): string => b.one('Cast', [cond], [iAttr('to', 1)]);
   /** Each activation's backward as tfjs differentiates its forward (tfjs-layers' activations.js and tfjs-core's gradients). */
   const activation = (act: unknown, z: string, isOut: boolean): { y: string; back: (dy: string) => string } => {
     switch (act) {
@@ -427,15 +430,16 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const y = b.one('Mul', [sg, z]);
         return { y, back: (dy) => b.one('Add', [b.one('Mul', [b.one('Mul', [dy, z]), b.one('Mul', [sg, b.one('Sub', [b.scalar(1), sg])])]), b.one('Mul', [dy, sg])]) };
       }
-      case 'hardSigmoid': case 'hard_sigmoid': { // clipByValue(0.5 + 0.2 z, 0, 1): (dy where 0 <= u <= 1) * 0.2
-        const u = b.one('Add', [b.scalar(0.5), b.one('Mul', [b.scalar(0.2), z])]);
-        const y = b.one('Clip', [u, b.scalar(0), b.scalar(1)]);
-        return { y, back: (dy) => b.one('Mul', [b.one('Mul', [dy, mask(b.one('And', [b.one('GreaterOrEqual', [u, b.scalar(0)]), b.one('LessOrEqual', [u, b.scalar(1)])]))]), b.scalar(0.2)]) };
-      }
+      case 'hardSigmoid': case 'hard_sigmoid': return hardSigmoid(z, 0.2, 0.5); // tfjs-layers' K.hardSigmoid
       case 'elu': return elu(z);
       case 'softmax': if (isOut) { logits = z; return { y: z, back: (dy) => dy }; } break;
     }
     return { y: z, back: (dy) => dy };
+  };
+  /** clipByValue(z * alpha + beta, 0, 1); backward (dy where 0 <= u <= 1) * alpha. */
+  const hardSigmoid = (z: string, alpha: number, beta: number): { y: string; back: (dy: string) => string } => {
+    const u = b.one('Add', [b.one('Mul', [z, b.scalar(alpha)]), b.scalar(beta)]);
+    return { y: b.one('Clip', [u, b.scalar(0), b.scalar(1)]), back: (dy) => b.one('Mul', [b.one('Mul', [dy, within(u, 0, 1)]), b.scalar(alpha)]) };
   };
   /** ELU (alpha 1), as tfjs's EluGrad: dy where y >= 0, else dy * (y + 1). */
   const elu = (z: string): { y: string; back: (dy: string) => string } => {
@@ -476,54 +480,22 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const [kh, kw, I, O] = kernel.shape as [number, number, number, number];
         const s = asPair(cfg.strides);
         const [, , Hh, Ww] = x.shape as [number, number, number, number];
+        // Dilated convolutions (stride 1: ortTrainObstacle) take the kernel spread over ek; tfjs has
+        // no gradient for them. Their filter gradient is the strided-slices one, the taps at i*d.
         const dil = asPair(cfg.dilationRate);
-        if (dil.some((v) => v !== 1)) {
-          // Dilated (stride 1, ortTrainObstacle): tfjs has no gradient for it; here the filter
-          // gradient is one Gemm per kernel tap (the input window at (i*d0, j*d1) against dz) and
-          // the input gradient a Conv of dz with the flipped kernel, dilated the same way.
-          const ek = [(kh - 1) * dil[0]! + 1, (kw - 1) * dil[1]! + 1];
-          const pads = cfg.padding === 'same' ? samePads([Hh, Ww], ek, [1, 1]) : [0, 0, 0, 0];
-          const Ho = Hh + pads[0]! + pads[2]! - ek[0]! + 1;
-          const Wo = Ww + pads[1]! + pads[3]! - ek[1]! + 1;
-          const Woihw = b.transpose(weightInput(kernel), [3, 2, 0, 1]);
-          const useBias = cfg.useBias !== false && lw.length > 1;
-          const z = b.one('Conv', useBias ? [x.name, Woihw, weightInput(lw[1]!)] : [x.name, Woihw], [isAttr('kernel_shape', [kh, kw]), isAttr('dilations', dil), isAttr('pads', pads)]);
-          const a = activation(cfg.activation, z, isOut);
-          y = a.y;
-          shape = [N, O, Ho, Wo];
-          backward = (dy) => {
-            const dz = a.back(dy);
-            if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0, 2, 3], false));
-            if (isTrainable(kernel)) {
-              const xp = b.padHW(x.name, pads);
-              const dz2 = b.reshape(b.transpose(dz, [1, 0, 2, 3]), [O, N * Ho * Wo]);
-              const taps: string[] = [];
-              for (let i = 0; i < kh; i++) {
-                for (let j = 0; j < kw; j++) {
-                  const sl = b.slice(xp, [i * dil[0]!, j * dil[1]!], [i * dil[0]! + Ho, j * dil[1]! + Wo], [2, 3]);
-                  taps.push(b.one('Gemm', [b.reshape(b.transpose(sl, [1, 0, 2, 3]), [I, N * Ho * Wo]), dz2], [iAttr('transB', 1)])); // (I, O)
-                }
-              }
-              addGrad(kernel, b.reshape(taps.length === 1 ? taps[0]! : b.one('Concat', taps, [iAttr('axis', 0)]), [kh, kw, I, O]));
-            }
-            if (!x.grad) return [undefined];
-            const flipped = b.transpose(b.flipHW(Woihw), [1, 0, 2, 3]);
-            const pd = [ek[0]! - 1 - pads[0]!, ek[1]! - 1 - pads[1]!, ek[0]! - 1 - pads[2]!, ek[1]! - 1 - pads[3]!];
-            return [b.one('Conv', [dz, flipped], [isAttr('kernel_shape', [kh, kw]), isAttr('dilations', dil), isAttr('pads', pd)])];
-          };
-          break;
-        }
-        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], [kh, kw], s) : [0, 0, 0, 0];
-        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - kh) / s[0]!) + 1;
-        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - kw) / s[1]!) + 1;
+        const dilated = dil.some((v) => v !== 1);
+        const ek = [(kh - 1) * dil[0]! + 1, (kw - 1) * dil[1]! + 1];
+        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], ek, s) : [0, 0, 0, 0];
+        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - ek[0]!) / s[0]!) + 1;
+        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - ek[1]!) / s[1]!) + 1;
         const Wk = weightInput(kernel);
         const Woihw = b.transpose(Wk, [3, 2, 0, 1]);
         const useBias = cfg.useBias !== false && lw.length > 1;
         const ins = [x.name, Woihw];
         if (useBias) ins.push(weightInput(lw[1]!));
-        const attrs = [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads)];
+        const attrs = [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), ...(dilated ? [isAttr('dilations', dil)] : [])];
         const block = options.nchwcBlock ?? 0;
-        const blocked = block > 0 && I % block === 0 && O % block === 0;
+        const blocked = block > 0 && I % block === 0 && O % block === 0 && !dilated;
         const z = blocked ? b.nchwcConv(x.name, Woihw, useBias ? ins[2] : undefined, O, I, kh, kw, block, attrs) : b.one('Conv', ins, attrs);
         const a = activation(cfg.activation, z, isOut);
         y = a.y;
@@ -533,7 +505,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         backward = (dy) => {
           const dz = a.back(dy);
           if (useBias) addGrad(lw[1]!, b.reduceSum(dz, [0, 2, 3], false));
-          if (isTrainable(kernel) && options.filterGradient === 'conv') {
+          if (isTrainable(kernel) && options.filterGradient === 'conv' && !dilated) {
             // Filter gradient: correlate the input with the output gradient over the batch axis.
             const xT = b.transpose(x.name, [1, 0, 2, 3]);
             const dzT = b.transpose(dz, [1, 0, 2, 3]);
@@ -542,7 +514,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             const gw = Ww + pads[1]! + pads[3]! - (Wo - 1) * s[1]!;
             if (gh !== kh || gw !== kw) g = b.slice(g, [0, 0], [kh, kw], [2, 3]);
             addGrad(kernel, b.transpose(g, [2, 3, 0, 1])); // (C, Cout, kh, kw) -> HWIO
-          } else if (isTrainable(kernel) && grid !== undefined && (options.filterGradient === 'flat' || (options.filterGradient === undefined && grid === Wo))) {
+          } else if (isTrainable(kernel) && !dilated && grid !== undefined && (options.filterGradient === 'flat' || (options.filterGradient === undefined && grid === Wo))) {
             // The input in stride phases (x[a::sh, b::sw]; x itself at stride 1), each phase's
             // rows widened to a common width G (>= Wo) and flattened per image and channel with
             // zero margins: the input under output (h, w) for kernel tap (i, j) is then phase
@@ -629,14 +601,15 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             }
           } else if (isTrainable(kernel)) {
             // Filter gradient as one GEMM: dW[o, (i, j, c)] = sum over (n, h, w) of
-            // dz[n, o, h, w] * xpad[n, c, h*s + i, w*s + j]; the kh*kw strided slices of the
-            // padded input (channels first) stacked are im2col's transpose.
+            // dz[n, o, h, w] * xpad[n, c, h*s + i*d0, w*s + j*d1]; the kh*kw strided slices of
+            // the padded input (channels first) stacked are im2col's transpose.
             const xp = b.padHW(x.name, pads);
             const xT = b.transpose(xp, [1, 0, 2, 3]);
             const slices: string[] = [];
             for (let i = 0; i < kh; i++) {
               for (let j = 0; j < kw; j++) {
-                slices.push(b.one('Slice', [xT, b.ints([i, j]), b.ints([i + (Ho - 1) * s[0]! + 1, j + (Wo - 1) * s[1]! + 1]), b.ints([2, 3]), b.ints(s)]));
+                const [i0, j0] = [i * dil[0]!, j * dil[1]!];
+                slices.push(b.one('Slice', [xT, b.ints([i0, j0]), b.ints([i0 + (Ho - 1) * s[0]! + 1, j0 + (Wo - 1) * s[1]! + 1]), b.ints([2, 3]), b.ints(s)]));
               }
             }
             const dz2 = b.reshape(b.transpose(dz, [1, 0, 2, 3]), [O, N * Ho * Wo]);
@@ -652,12 +625,12 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             addGrad(kernel, b.transpose(b.reshape(g, [O, kh, kw, I]), [1, 2, 3, 0])); // -> HWIO
           }
           if (!x.grad) return [undefined];
-          if ((options.inputGradient === 'conv' || blocked) && s[0] === 1 && s[1] === 1) {
-            // Stride 1: a Conv of dz with the kernel flipped and its in/out axes swapped (NCHWc
-            // when the forward conv is).
+          if ((options.inputGradient === 'conv' || blocked || dilated) && s[0] === 1 && s[1] === 1) {
+            // Stride 1: a Conv of dz with the kernel flipped and its in/out axes swapped, dilated
+            // as the forward one (NCHWc when the forward conv is).
             const flipped = b.transpose(b.flipHW(Woihw), [1, 0, 2, 3]);
-            const pd = [kh - 1 - pads[0]!, kw - 1 - pads[1]!, kh - 1 - pads[2]!, kw - 1 - pads[3]!];
-            const cattrs = [isAttr('kernel_shape', [kh, kw]), isAttr('pads', pd)];
+            const pd = [ek[0]! - 1 - pads[0]!, ek[1]! - 1 - pads[1]!, ek[0]! - 1 - pads[2]!, ek[1]! - 1 - pads[3]!];
+            const cattrs = [isAttr('kernel_shape', [kh, kw]), isAttr('pads', pd), ...(dilated ? [isAttr('dilations', dil)] : [])];
             return [blocked ? b.nchwcConv(dz, flipped, undefined, I, O, kh, kw, block, cattrs) : b.one('Conv', [dz, flipped], cattrs)];
           }
           const op = [(Hh + pads[0]! + pads[2]! - kh) % s[0]!, (Ww + pads[1]! + pads[3]! - kw) % s[1]!];
@@ -809,8 +782,8 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         shape = x.shape;
         backward = (dy) => {
           let g = dy;
-          if (lo !== undefined) g = b.one('Mul', [g, b.one('Cast', [b.one('GreaterOrEqual', [x.name, b.scalar(lo)])], [iAttr('to', 1)])]);
-          if (hi !== undefined) g = b.one('Mul', [g, b.one('Cast', [b.one('LessOrEqual', [x1, b.scalar(hi)])], [iAttr('to', 1)])]);
+          if (lo !== undefined) g = b.one('Mul', [g, mask(b.one('GreaterOrEqual', [x.name, b.scalar(lo)]))]);
+          if (hi !== undefined) g = b.one('Mul', [g, mask(b.one('LessOrEqual', [x1, b.scalar(hi)]))]);
           return [g];
         };
         break;
@@ -822,7 +795,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           const max = Number(cfg.maxValue);
           y = b.one('Clip', [x.name, b.scalar(0), b.scalar(max)]);
           shape = x.shape;
-          backward = (dy) => [b.one('Mul', [dy, b.one('Cast', [b.one('And', [b.one('Greater', [x.name, b.scalar(0)]), b.one('LessOrEqual', [x.name, b.scalar(max)])])], [iAttr('to', 1)])])];
+          backward = (dy) => [b.one('Mul', [dy, mask(b.one('And', [b.one('Greater', [x.name, b.scalar(0)]), b.one('LessOrEqual', [x.name, b.scalar(max)])]))])];
           break;
         }
         const a = activation(cls === 'ReLU' ? 'relu' : cfg.activation, x.name, isOut);
@@ -940,12 +913,11 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         };
         break;
       }
-      case 'OnnxHardSigmoid': { // clipByValue(x * alpha + beta, 0, 1): (dy where 0 <= u <= 1) * alpha
-        const alpha = Number(cfg.alpha), beta = Number(cfg.beta);
-        const u = b.one('Add', [b.one('Mul', [x.name, b.scalar(alpha)]), b.scalar(beta)]);
-        y = b.one('Clip', [u, b.scalar(0), b.scalar(1)]);
+      case 'OnnxHardSigmoid': {
+        const a = hardSigmoid(x.name, Number(cfg.alpha), Number(cfg.beta));
+        y = a.y;
         shape = x.shape;
-        backward = (dy) => [b.one('Mul', [b.one('Mul', [dy, mask(b.one('And', [b.one('GreaterOrEqual', [u, b.scalar(0)]), b.one('LessOrEqual', [u, b.scalar(1)])]))]), b.scalar(alpha)])];
+        backward = (dy) => [a.back(dy)];
         break;
       }
       case 'OnnxHardSwish': { // x * clipByValue(x / 6 + 0.5, 0, 1): dy * c + ((dy * x) where 0 <= u <= 1) / 6
@@ -953,7 +925,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const c = b.one('Clip', [u, b.scalar(0), b.scalar(1)]);
         y = b.one('Mul', [x.name, c]);
         shape = x.shape;
-        backward = (dy) => [b.one('Add', [b.one('Mul', [dy, c]), b.one('Div', [b.one('Mul', [b.one('Mul', [dy, x.name]), mask(b.one('And', [b.one('GreaterOrEqual', [u, b.scalar(0)]), b.one('LessOrEqual', [u, b.scalar(1)])]))]), b.scalar(6)])])];
+        backward = (dy) => [b.one('Add', [b.one('Mul', [dy, c]), b.one('Div', [b.one('Mul', [b.one('Mul', [dy, x.name]), within(u, 0, 1)]), b.scalar(6)])])];
         break;
       }
       case 'OnnxConstArith': {
