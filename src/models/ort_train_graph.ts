@@ -20,8 +20,10 @@
  *    Conv with the flipped kernel); filter gradient = im2col's product with the output
  *    gradient (option filterGradient), the kernel taps as windows of the input.
  *  - ReLU: dy * Cast(y > 0) (as tfjs: no gradient at 0).
- *  - MaxPool: MaxPool's Indices output + ScatterElements, which routes the gradient to the
- *    FIRST maximum of a window (tfjs's cpu rule). tfjs-wasm's MaxPoolGrad takes the LAST by
+ *  - MaxPool: the gradient goes to the FIRST maximum of a window (tfjs's cpu rule): for 2x2
+ *    windows of stride 2, found by plain pools anchored at the window's corner (option
+ *    maxPoolBackward), else MaxPool's Indices output; MaxUnpool (non-overlapping windows) or
+ *    ScatterElements put it there. tfjs-wasm's MaxPoolGrad takes the LAST by
  *    default (setMaxPoolGradTies); the two differ only where tied maxima come from different
  *    inputs (ties from identical receptive fields, e.g. flat image regions, pass identical
  *    weight gradients). Option maxPoolBackward 'argmax' follows tfjs's rule exactly.
@@ -78,12 +80,15 @@ export interface TrainGraphOptions {
   /** 'gemm': slices of at least this many values get one Gemm each (default 2^16); smaller ones are stacked for one Gemm. */
   filterGemmSplit?: number;
   /**
-   * MaxPool backward: 'indices' (default: MaxPool's Indices output + ScatterElements; the first
-   * maximum of a window gets the gradient) or 'argmax' (non-overlapping square windows only,
-   * others use indices: ArgMax over the strided slices + DepthToSpace, with the tie rule
-   * `maxPoolTies`). On the lab nets 'indices' measured as fast or faster (bench/train_ort_ab.ts).
+   * MaxPool backward: 'prefix' (default; 2x2 windows of stride 2 without padding, others use
+   * indices: plain MaxPool forward, the first maximum of a window found by three more plain
+   * pools anchored at the window's corner, MaxUnpool: the gradients of 'indices', bit for bit,
+   * at a third of its time on the lab nets), 'indices' (MaxPool's Indices output + MaxUnpool or
+   * ScatterElements; the first maximum of a window gets the gradient) or 'argmax' (non-overlapping
+   * square windows only, others use indices: ArgMax over the strided slices + DepthToSpace, with
+   * the tie rule `maxPoolTies`; slower than both, bench/train_ort_ab.ts).
    */
-  maxPoolBackward?: 'indices' | 'argmax';
+  maxPoolBackward?: 'prefix' | 'indices' | 'argmax';
   /** Non-overlapping pools' Indices backward by MaxUnpool (default true) rather than ScatterElements. */
   poolUnpool?: boolean;
   /** Apply a ReLU's derivative on the output gradient of the MaxPool that alone reads it (default true; exact). */
@@ -814,7 +819,40 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const Ho = Math.floor((Hh + pads[0]! + pads[2]! - k[0]!) / s[0]!) + 1;
         const Wo = Math.floor((Ww + pads[1]! + pads[3]! - k[1]!) / s[1]!) + 1;
         shape = [N, C, Ho, Wo];
-        if (cfg.padding === 'valid' && k[0] === s[0] && k[1] === s[1] && k[0] === k[1] && options.maxPoolBackward === 'argmax') {
+        const backwardKind = options.maxPoolBackward ?? 'prefix';
+        if (backwardKind === 'prefix' && k[0] === 2 && k[1] === 2 && s[0] === 2 && s[1] === 2 && pads.every((p) => p === 0) && Hh * Ww + Ww + 1 < 2 ** 24) {
+          // 2x2 windows, stride 2 (the usual pool): plain MaxPool forward (onnxruntime runs it
+          // NCHWc; its Indices output makes it ~20x slower) and the Indices path's FIRST-maximum
+          // index rebuilt from three more plain pools anchored at each window's top-left pixel:
+          // a (1x1: x[2i, 2j]), top (1x2: the window's first row), left (2x1: its first column).
+          // In row-major order the first maximum is a if a == max, else b (top row) if top ==
+          // max, else c if left == max, else d. The index within the image (float: exact below
+          // 2^24) plus the start of the image-channel plane is MaxUnpool's flat index.
+          y = b.one('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s)]);
+          const pooled = y;
+          backward = (dy0) => {
+            const dy = reluMask(dy0, pooled);
+            const anchored = (kh: number, kw: number) => {
+              const q = b.one('MaxPool', [x.name], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s)]);
+              // Pools narrower than the window see one more row / column when the size is odd.
+              const rows = Math.floor((Hh - kh) / 2) + 1, cols = Math.floor((Ww - kw) / 2) + 1;
+              return b.one('Equal', [rows !== Ho || cols !== Wo ? b.slice(q, [0, 0], [Ho, Wo], [2, 3]) : q, pooled]);
+            };
+            const f = (v: number) => b.scalar(v);
+            const inWindow = b.one('Where', [anchored(1, 1), f(0), b.one('Where', [anchored(1, 2), f(1), b.one('Where', [anchored(2, 1), f(Ww), f(Ww + 1)])])]);
+            const corner = new Float32Array(Ho * Wo);
+            for (let i = 0; i < Ho; i++) for (let j = 0; j < Wo; j++) corner[i * Wo + j] = 2 * i * Ww + 2 * j;
+            const inImage = b.one('Add', [inWindow, b.constFloats([1, 1, Ho, Wo], corner)]);
+            const planes = Array.from({ length: N * C }, (_, i) => i * Hh * Ww);
+            // The whole index in float when every one is exact there, else the plane's start added in int64.
+            const index = N * C * Hh * Ww < 2 ** 24
+              ? b.one('Cast', [b.one('Add', [inImage, b.constFloats([N, C, 1, 1], Float32Array.from(planes))])], [iAttr('to', 7)])
+              : b.one('Add', [b.one('Cast', [inImage], [iAttr('to', 7)]), b.constInts([N, C, 1, 1], planes)]);
+            return [b.one('MaxUnpool', [dy, index, b.ints([N, C, Hh, Ww])], [isAttr('kernel_shape', k), isAttr('strides', s)])];
+          };
+          break;
+        }
+        if (cfg.padding === 'valid' && k[0] === s[0] && k[1] === s[1] && k[0] === k[1] && backwardKind === 'argmax') {
           // Non-overlapping square windows: plain MaxPool forward (onnxruntime's Indices output
           // makes it ~20x slower). Backward: the kh*kw strided slices of the input stacked on
           // the channel axis ([N, K, C*Ho*Wo], K = kh*kw in row-major window order), ArgMax over
