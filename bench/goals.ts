@@ -16,10 +16,11 @@
  *                             batch 64, goodnet's default forward engine (ort: onnxruntime-node on
  *                             goodnet's in-memory ONNX export after its channel-block rewrite,
  *                             eval/ort_align.ts; 1 and 2 threads, the better shown; tfjs-wasm
- *                             listed for reference) vs bench/infer_peer_ort.py --model (Python
- *                             onnxruntime, 1 and 2 threads) and raw onnxruntime-node (1 thread) on
- *                             the model's plain ONNX export (what `goodnet` writes as .onnx);
- *                             every configuration --infer-repeat times (3), interleaved, best kept
+ *                             listed for reference) vs raw onnxruntime-node (the issue's peer)
+ *                             and bench/infer_peer_ort.py --model (Python onnxruntime), each with
+ *                             1 and 2 threads, on the model's plain ONNX export (what `goodnet`
+ *                             writes as .onnx); every configuration --infer-repeat times (3),
+ *                             interleaved, best kept
  *   demo, seconds             `goodnet demo` (only with --demo: it takes minutes); goal <= 360 s
  *   pruning sweep, seconds    issue 11: bench/prune_any.ts in a child process (MNIST-style net and
  *                             small ResNet, --sweep-n images per set, default 9,500) against the
@@ -28,7 +29,9 @@
  *
  * Throughput is given per wall second and per CPU second of the process (user + system): on a
  * loaded machine wall time mostly measures the neighbours, CPU time less so. "peer best" is the
- * best peer configuration on each measure; ratio = goodnet / peer best (>= 1.0 meets the goal).
+ * best peer configuration on each measure; ratio = goodnet / peer best (>= 1.0 meets the goal);
+ * "rounds" gives the range of that ratio within each interleaved round (goodnet's best there over
+ * the peers' best there): where it straddles 1.0 the two are level within the machine's noise.
  * Writes the raw numbers to bench/results.json under "goals" (the rest of the file is kept).
  *
  *   npx tsc -p bench && node dist/bench/bench/goals.js [--train-batches N] [--infer-batches N] [--infer-repeat R] [--train-repeat R] [--demo] [--sweep-n N] [--prune-deepid]
@@ -85,6 +88,8 @@ interface Row {
   /** Other goodnet configurations measured in the same run (shown in the engines column). */
   also?: Rate[];
   met?: boolean;
+  /** Per interleaved round: goodnet's wall rate over the best peer's in the same round (the spread the best-of ratio hides). */
+  rounds?: number[];
 }
 
 /** Run f, returning its result and the mean 1-minute load average over the run. */
@@ -200,19 +205,27 @@ async function trainRows(arch: Arch): Promise<Row[]> {
   const configs: [number, 'tfjs' | 'ort'][] = [[1, 'tfjs'], [2, 'tfjs'], [1, 'ort'], [2, 'ort']];
   const mine: (Rate | undefined)[] = configs.map(() => undefined);
   const peerBest: (Rate | undefined)[] = [undefined, undefined];
+  const rounds: number[][] = configs.map(() => []);
   for (let rep = 0; rep < TRAIN_REPEAT; rep++) {
-    for (const [i, [threads, engine]] of configs.entries()) mine[i] = bestOf(mine[i], await goodnetTrain(arch, threads, engine));
+    const now = [];
+    for (const [i, [threads, engine]] of configs.entries()) {
+      now.push(await goodnetTrain(arch, threads, engine));
+      mine[i] = bestOf(mine[i], now[i]!);
+    }
+    let peerNow = 0;
     for (const [i, threads] of [1, 2].entries()) {
       const p = await withLoad(() => python('/usr/bin/python3', 'train_peer_torch.py', ['--arch', arch, '--batches', String(TRAIN_BATCHES), '--threads', String(threads)]));
       for (const r of p.value) {
         peerBest[i] = bestOf(peerBest[i], { imagesPerSecond: r.imagesPerSecond as number, imagesPerCpuSecond: r.imagesPerCpuSecond as number,
           engine: `PyTorch ${r.torch}, ${threads} thread${threads > 1 ? 's' : ''}`, load: p.load });
+        peerNow = Math.max(peerNow, r.imagesPerSecond as number);
       }
     }
+    if (peerNow > 0) now.forEach((g, i) => rounds[i]!.push(g.imagesPerSecond / peerNow));
   }
   const peers = peerBest.filter((r): r is Rate => r !== undefined);
   return mine.map((g, i) => ({ goal: `training, ${ARCH_NAME[arch]} 28x28 (Adam, batch 64), goodnet ${i >= 2 ? `--train-engine ort, ${i - 1} thread${i > 2 ? 's' : ''}` : `${i + 1} thread${i ? 's' : ''}`}`,
-    target: '>= 1.0x PyTorch best', unit: 'img/s', goodnet: g, peers }));
+    target: '>= 1.0x PyTorch best', unit: 'img/s', goodnet: g, peers, rounds: rounds[i] }));
 }
 
 /**
@@ -238,41 +251,49 @@ async function inferRow(goal: string, net: tfl.LayersModel): Promise<Row> {
   const engines = await Promise.all([1, 2].map(async (threads) => ({ threads, eng: await ortEngineFor(model, { threads }) })));
   const ort = await import('onnxruntime-node');
   const { bytes } = ortExportOf(model);
-  // Raw onnxruntime-node on the same bytes and session options, one prebuilt input tensor per batch: what the binding costs without goodnet.
-  const sess = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
-  const feeds = Array.from({ length: INFER_BATCHES }, (_, b) => ({ [sess.inputNames[0]!]: new ort.Tensor('float32', x.slice(b * BATCH * per, (b + 1) * BATCH * per), [BATCH, h, w, c]) }));
+  // Raw onnxruntime-node (the issue's peer) on the plain export, 1 and 2 intra-op threads, one
+  // prebuilt input tensor per batch: what a user of onnxruntime-node would run.
+  const sessions = await Promise.all([1, 2].map(async (threads) => ({ threads, sess: await ort.InferenceSession.create(bytes, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' }) })));
+  const feeds = Array.from({ length: INFER_BATCHES }, (_, b) => ({ [sessions[0]!.sess.inputNames[0]!]: new ort.Tensor('float32', x.slice(b * BATCH * per, (b + 1) * BATCH * per), [BATCH, h, w, c]) }));
+  const rounds: number[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'goodnet-bench-onnx-'));
   const file = join(dir, 'model.onnx');
   writeFileSync(file, bytes);
   try {
     for (let rep = 0; rep < INFER_REPEAT; rep++) {
+      let mineNow = 0, peerNow = 0;
       for (const { threads, eng } of engines) {
         for (let b = 0; b < 3; b++) await eng.predictBatch(x.subarray(b * BATCH * per, (b + 1) * BATCH * per), BATCH); // warm-up
         const g = await withLoad(() => timed(async () => {
           for (let b = 0; b < INFER_BATCHES; b++) await eng.predictBatch(x.subarray(b * BATCH * per, (b + 1) * BATCH * per), BATCH);
         }, n));
         note({ ...g.value, engine: `goodnet --engine ort --ort-threads ${threads}${threads === availableParallelism() ? " (default)" : ""}, onnxruntime-node ${ortVersion()}, ${threads} thread${threads > 1 ? "s" : ""}`, load: g.load });
+        mineNow = Math.max(mineNow, g.value.imagesPerSecond);
       }
-      for (let b = 0; b < 3; b++) await sess.run(feeds[b]!);
-      const g = await withLoad(() => timed(async () => {
-        for (let b = 0; b < INFER_BATCHES; b++) await sess.run(feeds[b]!);
-      }, n));
-      note({ ...g.value, engine: `raw onnxruntime-node ${ortVersion()}, 1 thread`, load: g.load });
+      for (const { threads, sess } of sessions) {
+        for (let b = 0; b < 3; b++) await sess.run(feeds[b]!);
+        const g = await withLoad(() => timed(async () => {
+          for (let b = 0; b < INFER_BATCHES; b++) await sess.run(feeds[b]!);
+        }, n));
+        note({ ...g.value, engine: `raw onnxruntime-node ${ortVersion()}, ${threads} thread${threads > 1 ? 's' : ''}`, load: g.load });
+        peerNow = Math.max(peerNow, g.value.imagesPerSecond);
+      }
       const p = await withLoad(() => python('python3', 'infer_peer_ort.py', ['--model', file, '--batches', String(INFER_BATCHES), '--threads', '1', '2']));
       for (const r of p.value) {
         note({ imagesPerSecond: r.imagesPerSecond as number, imagesPerCpuSecond: r.imagesPerCpuSecond as number,
           engine: `Python onnxruntime ${r.onnxruntime}, ${r.threads} thread${(r.threads as number) > 1 ? 's' : ''}`, load: p.load });
+        peerNow = Math.max(peerNow, r.imagesPerSecond as number);
       }
+      rounds.push(mineNow / peerNow);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
-    await sess.release();
+    for (const { sess } of sessions) await sess.release();
     for (const { eng } of engines) await eng.dispose();
   }
   const all = [...keep.values()];
   const rates = all.filter((r) => r.engine.startsWith('goodnet'));
-  const raw = all.filter((r) => r.engine.startsWith('raw'));
-  const peers = all.filter((r) => r.engine.startsWith('Python'));
+  const peers = all.filter((r) => r.engine.startsWith('raw') || r.engine.startsWith('Python'));
   const xt = tf.tensor4d(x, [n, h, w, c]);
   (net.predict(tf.slice(xt, 0, 3 * BATCH), { batchSize: BATCH }) as tf.Tensor).dispose();
   const tj = await withLoad(() => timed(async () => {
@@ -282,8 +303,8 @@ async function inferRow(goal: string, net: tfl.LayersModel): Promise<Row> {
   }, n));
   xt.dispose();
   const best = rates.reduce((a, b) => (b.imagesPerSecond > a.imagesPerSecond ? b : a));
-  return { goal: `inference, ${goal}, batch 64`, target: '>= 1.0x onnxruntime best', unit: 'img/s', goodnet: best, peers,
-    also: [...rates.filter((r) => r !== best), ...raw, { ...tj.value, engine: `--engine tfjs (${await engineName(1)})`, load: tj.load }] };
+  return { goal: `inference, ${goal}, batch 64`, target: '>= 1.0x onnxruntime best', unit: 'img/s', goodnet: best, peers, rounds,
+    also: [...rates.filter((r) => r !== best), { ...tj.value, engine: `--engine tfjs (${await engineName(1)})`, load: tj.load }] };
 }
 
 function ortVersion(): string {
@@ -360,7 +381,7 @@ function printTable(rows: Row[]): void {
     const load = [g.load, ...r.peers.map((p) => p.load)].map((l) => l.toFixed(1)).join('/');
     console.log(`| ${r.goal} | ${r.target} | ${f0(g.imagesPerSecond)} img/s (${f0(g.imagesPerCpuSecond)} per CPU s) | ` +
       `${bestWall ? f0(bestWall.imagesPerSecond) : '-'} img/s (${bestCpu ? f0(bestCpu.imagesPerCpuSecond) : '-'} per CPU s) | ` +
-      `${bestWall ? ratio(g.imagesPerSecond, bestWall.imagesPerSecond) : '-'} | ${bestCpu ? ratio(g.imagesPerCpuSecond, bestCpu.imagesPerCpuSecond) : '-'} | ` +
+      `${bestWall ? ratio(g.imagesPerSecond, bestWall.imagesPerSecond) : '-'}${r.rounds?.length ? ` (rounds ${Math.min(...r.rounds).toFixed(2)}-${Math.max(...r.rounds).toFixed(2)})` : ''} | ${bestCpu ? ratio(g.imagesPerCpuSecond, bestCpu.imagesPerCpuSecond) : '-'} | ` +
       `${r.met === undefined ? '-' : r.met ? 'yes' : 'no'} | ${load} | ${g.engine}` +
       `${r.also?.length ? `; also ${r.also.map((p) => `${p.engine} ${f0(p.imagesPerSecond)} img/s`).join(', ')}` : ''}; peers: ${r.peers.map((p) => `${p.engine} ${f0(p.imagesPerSecond)} img/s`).join(', ')} |`);
   }
