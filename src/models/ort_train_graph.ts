@@ -80,7 +80,7 @@ export interface TrainGraphOptions {
   /** 'gemm': slices of at least this many values get one Gemm each (default 2^16); smaller ones are stacked for one Gemm. */
   filterGemmSplit?: number;
   /**
-   * MaxPool backward: 'prefix' (default; 2x2 windows of stride 2 without padding, others use
+   * MaxPool backward: 'prefix' (default; 2x2 windows of stride 2, valid or same, others use
    * indices: plain MaxPool forward, the first maximum of a window found by three more plain
    * pools anchored at the window's corner, MaxUnpool: the gradients of 'indices', bit for bit,
    * at a third of its time on the lab nets), 'indices' (MaxPool's Indices output + MaxUnpool or
@@ -820,22 +820,26 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const Wo = Math.floor((Ww + pads[1]! + pads[3]! - k[1]!) / s[1]!) + 1;
         shape = [N, C, Ho, Wo];
         const backwardKind = options.maxPoolBackward ?? 'prefix';
-        if (backwardKind === 'prefix' && k[0] === 2 && k[1] === 2 && s[0] === 2 && s[1] === 2 && pads.every((p) => p === 0) && Hh * Ww + Ww + 1 < 2 ** 24) {
+        if (backwardKind === 'prefix' && k[0] === 2 && k[1] === 2 && s[0] === 2 && s[1] === 2 && pads[0] === 0 && pads[1] === 0 && Hh * Ww + Ww + 1 < 2 ** 24) {
           // 2x2 windows, stride 2 (the usual pool): plain MaxPool forward (onnxruntime runs it
           // NCHWc; its Indices output makes it ~20x slower) and the Indices path's FIRST-maximum
           // index rebuilt from three more plain pools anchored at each window's top-left pixel:
           // a (1x1: x[2i, 2j]), top (1x2: the window's first row), left (2x1: its first column).
           // In row-major order the first maximum is a if a == max, else b (top row) if top ==
           // max, else c if left == max, else d. The index within the image (float: exact below
-          // 2^24) plus the start of the image-channel plane is MaxUnpool's flat index.
-          y = b.one('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s)]);
+          // 2^24) plus the start of the image-channel plane is MaxUnpool's flat index. 'same'
+          // padding (a row / column at the end of odd sizes) pads the pools along sides of 2.
+          const poolPads = [isAttr('strides', s), isAttr('pads', pads)];
+          y = b.one('MaxPool', [x.name], [isAttr('kernel_shape', k), ...poolPads]);
           const pooled = y;
           backward = (dy0) => {
             const dy = reluMask(dy0, pooled);
             const anchored = (kh: number, kw: number) => {
-              const q = b.one('MaxPool', [x.name], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s)]);
+              // Padded (at the end) only along a side of 2: a pad must be smaller than the kernel.
+              const pb = kh > 1 ? pads[2]! : 0, pr = kw > 1 ? pads[3]! : 0;
+              const q = b.one('MaxPool', [x.name], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', [0, 0, pb, pr])]);
               // Pools narrower than the window see one more row / column when the size is odd.
-              const rows = Math.floor((Hh - kh) / 2) + 1, cols = Math.floor((Ww - kw) / 2) + 1;
+              const rows = Math.floor((Hh + pb - kh) / 2) + 1, cols = Math.floor((Ww + pr - kw) / 2) + 1;
               return b.one('Equal', [rows !== Ho || cols !== Wo ? b.slice(q, [0, 0], [Ho, Wo], [2, 3]) : q, pooled]);
             };
             const f = (v: number) => b.scalar(v);
@@ -848,7 +852,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             const index = N * C * Hh * Ww < 2 ** 24
               ? b.one('Cast', [b.one('Add', [inImage, b.constFloats([N, C, 1, 1], Float32Array.from(planes))])], [iAttr('to', 7)])
               : b.one('Add', [b.one('Cast', [inImage], [iAttr('to', 7)]), b.constInts([N, C, 1, 1], planes)]);
-            return [b.one('MaxUnpool', [dy, index, b.ints([N, C, Hh, Ww])], [isAttr('kernel_shape', k), isAttr('strides', s)])];
+            return [b.one('MaxUnpool', [dy, index, b.ints([N, C, Hh, Ww])], [isAttr('kernel_shape', k), ...poolPads])];
           };
           break;
         }
