@@ -827,7 +827,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           // a (1x1: x[2i, 2j]), top (1x2: the window's first row), left (2x1: its first column).
           // In row-major order the first maximum is a if a == max, else b (top row) if top ==
           // max, else c if left == max, else d. The index within the image (float: exact below
-          // 2^24) plus the start of the image-channel plane is MaxUnpool's flat index. 'same'
+          // 2^24 pixels) plus the start of the image-channel plane (int64) is MaxUnpool's flat index. 'same'
           // padding (a row / column at the end of odd sizes) pads the pools along sides of 2.
           const poolPads = [isAttr('strides', s), isAttr('pads', pads)];
           y = b.one('MaxPool', [x.name], [isAttr('kernel_shape', k), ...poolPads]);
@@ -847,11 +847,8 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             const corner = new Float32Array(Ho * Wo);
             for (let i = 0; i < Ho; i++) for (let j = 0; j < Wo; j++) corner[i * Wo + j] = 2 * i * Ww + 2 * j;
             const inImage = b.one('Add', [inWindow, b.constFloats([1, 1, Ho, Wo], corner)]);
-            const planes = Array.from({ length: N * C }, (_, i) => i * Hh * Ww);
-            // The whole index in float when every one is exact there, else the plane's start added in int64.
-            const index = N * C * Hh * Ww < 2 ** 24
-              ? b.one('Cast', [b.one('Add', [inImage, b.constFloats([N, C, 1, 1], Float32Array.from(planes))])], [iAttr('to', 7)])
-              : b.one('Add', [b.one('Cast', [inImage], [iAttr('to', 7)]), b.constInts([N, C, 1, 1], planes)]);
+            const planes = b.constInts([N, C, 1, 1], Array.from({ length: N * C }, (_, i) => i * Hh * Ww));
+            const index = b.one('Add', [b.one('Cast', [inImage], [iAttr('to', 7)]), planes]); // int64
             return [b.one('MaxUnpool', [dy, index, b.ints([N, C, Hh, Ww])], [isAttr('kernel_shape', k), ...poolPads])];
           };
           break;
