@@ -359,49 +359,73 @@ test('tied maxima in pool windows: the gradient goes where tfjs sends it (argmax
   }
 });
 
-test("2x2 pools' default backward (plain pools anchored at the window corner + MaxUnpool) = the Indices output's, bit for bit, with tied maxima everywhere, odd sizes, valid and same padding, with and without a ReLU before the pool", async () => {
+test("max pools' 'prefix' backward (plain pools anchored at the window corner + MaxUnpool or ScatterElements) = the Indices output's, bit for bit: 2x2, 3x3 of stride 1, 2 and 3, 2x3; tied maxima everywhere, odd sizes, valid and same padding, with and without a ReLU before the pool", async () => {
   // Small-integer images and a 2x2 kernel of small integers: many pool windows hold tied maxima
   // from different patches (so which one gets the gradient changes the kernel's gradient).
-  const make = (activation: 'relu' | 'linear', shape: [number, number, number], padding: 'valid' | 'same') => {
+  type Pool = { poolSize: number | [number, number]; strides: number };
+  const make = (activation: 'relu' | 'linear', shape: [number, number, number], padding: 'valid' | 'same', pool: Pool) => {
     const input = tfl.input({ shape });
     let x = tfl.layers.conv2d({ filters: 3, kernelSize: 2, padding: 'same', activation, kernelInitializer: tfl.initializers.randomUniform({ minval: -1, maxval: 1, seed: 3 }) }).apply(input) as tfl.SymbolicTensor;
-    x = tfl.layers.maxPooling2d({ poolSize: 2, padding }).apply(x) as tfl.SymbolicTensor;
+    x = tfl.layers.maxPooling2d({ ...pool, padding }).apply(x) as tfl.SymbolicTensor;
     x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
     const net = tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 4, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({ seed: 2 }) }).apply(x) as tfl.SymbolicTensor });
     const [k, bias] = net.layers[1]!.getWeights();
     net.layers[1]!.setWeights([tf.round(tf.add(k!, activation === 'relu' ? 1 : 0)), tf.round(tf.mul(bias!, 2))]); // kernel in 0..2 before a ReLU (most outputs > 0), else -1..1
     return net;
   };
-  for (const [activation, padding] of [['relu', 'valid'], ['linear', 'valid'], ['relu', 'same'], ['linear', 'same']] as const) {
-    let matters = 0;
-    for (const shape of [[7, 9, 1], [6, 8, 2], [6, 9, 1]] as [number, number, number][]) {
-      const n = 5;
-      const per = shape[0] * shape[1] * shape[2];
-      const x = Float32Array.from({ length: n * per }, (_, i) => ((i * 2654435761) >>> 29) % 3);
-      const y = new Float32Array(n * 4);
-      for (let i = 0; i < n; i++) y[i * 4 + (i % 4)] = 1;
-      const run = async (graph: TrainGraphOptions) => {
-        const t = await OrtTrainer.create(make(activation, shape, padding), { graph });
-        try {
-          return await t.step(x, y, n);
-        } finally {
-          await t.dispose();
+  const pools: Pool[] = [{ poolSize: 2, strides: 2 }, { poolSize: 3, strides: 2 }, { poolSize: 3, strides: 1 }, { poolSize: 3, strides: 3 }, { poolSize: [2, 3], strides: 2 }];
+  for (const pool of pools) {
+    const [ph, pw] = typeof pool.poolSize === 'number' ? [pool.poolSize, pool.poolSize] : pool.poolSize;
+    for (const [activation, padding] of [['relu', 'valid'], ['linear', 'valid'], ['relu', 'same'], ['linear', 'same']] as const) {
+      let matters = 0;
+      for (const shape of (ph === 2 && pw === 2 ? [[7, 9, 1], [6, 8, 2], [6, 9, 1]] : [[7, 9, 1], [6, 8, 2]]) as [number, number, number][]) {
+        const n = 5;
+        const per = shape[0] * shape[1] * shape[2];
+        const x = Float32Array.from({ length: n * per }, (_, i) => ((i * 2654435761) >>> 29) % 3);
+        const y = new Float32Array(n * 4);
+        for (let i = 0; i < n; i++) y[i * 4 + (i % 4)] = 1;
+        const run = async (graph: TrainGraphOptions) => {
+          const t = await OrtTrainer.create(make(activation, shape, padding, pool), { graph });
+          try {
+            return await t.step(x, y, n);
+          } finally {
+            await t.dispose();
+          }
+        };
+        const prefix = await run({ maxPoolBackward: 'prefix' });
+        const indices = await run({ maxPoolBackward: 'indices' });
+        const what = `${ph}x${pw} pool, stride ${pool.strides}, ${activation}, ${padding}, ${shape.join('x')}`;
+        // Same padding that pads at the start (an odd total) takes the Indices path itself.
+        const startPad = padding === 'same' && [[shape[0], ph], [shape[1], pw]].some(([size, kk]) => Math.floor(Math.max((Math.ceil(size! / pool.strides) - 1) * pool.strides + kk! - size!, 0) / 2) > 0);
+        const net = make(activation, shape, padding, pool);
+        const same = Buffer.from(buildTrainGraph(net, n, { maxPoolBackward: 'prefix' }).bytes).equals(Buffer.from(buildTrainGraph(net, n, { maxPoolBackward: 'indices' }).bytes));
+        assert.equal(same, startPad, `${what}: the prefix graph is ${same ? '' : 'not '}the Indices one`);
+        prefix.grads.forEach((g, i) => assert.deepEqual(g, indices.grads[i], `${what}: gradient ${i}`));
+        assert.equal(prefix.lossSum, indices.lossSum, what);
+        if (ph === 2 && pw === 2 && padding === 'valid') {
+          // The last maximum instead of the first gives another kernel gradient on these images.
+          const last = await run({ maxPoolBackward: 'argmax', maxPoolTies: 'last' });
+          if (last.grads[0]!.some((v, i) => v !== prefix.grads[0]![i])) matters++;
         }
-      };
-      const prefix = await run({});
-      const indices = await run({ maxPoolBackward: 'indices' });
-      const what = `${activation}, ${padding}, ${shape.join('x')}`;
-      const net = make(activation, shape, padding);
-      const bytes = Buffer.from(buildTrainGraph(net, n).bytes);
-      assert.ok(bytes.includes('MaxUnpool') && !bytes.equals(Buffer.from(buildTrainGraph(net, n, { maxPoolBackward: 'indices' }).bytes)), `${what}: the default is not the Indices graph`);
-      prefix.grads.forEach((g, i) => assert.deepEqual(g, indices.grads[i], `${what}: gradient ${i}`));
-      assert.equal(prefix.lossSum, indices.lossSum);
-      // The last maximum instead of the first gives another kernel gradient on these images.
-      const last = await run({ maxPoolBackward: 'argmax', maxPoolTies: 'last' });
-      if (last.grads[0]!.some((v, i) => v !== prefix.grads[0]![i])) matters++;
+      }
+      if (ph === 2 && pw === 2 && padding === 'valid') assert.ok(matters > 0, `${activation}: the tie rule matters on some of these images`);
     }
-    // (The 'last' rule exists for valid pools only: same-padded ones fall back to the Indices path.)
-    if (padding === 'valid') assert.ok(matters > 0, `${activation}, ${padding}: the tie rule matters on some of these images`);
+  }
+});
+
+test("max pools' backward 'auto' (the default): anchored pools where the pool's channels are a multiple of the NCHWc block, the Indices output elsewhere", () => {
+  const net = (filters: number) => {
+    const input = tfl.input({ shape: [8, 8, 1] });
+    let x = tfl.layers.conv2d({ filters, kernelSize: 3, padding: 'same', activation: 'relu' }).apply(input) as tfl.SymbolicTensor;
+    x = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(x) as tfl.SymbolicTensor;
+    x = tfl.layers.flatten().apply(x) as tfl.SymbolicTensor;
+    return tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(x) as tfl.SymbolicTensor });
+  };
+  const bytes = (m: tfl.LayersModel, options: TrainGraphOptions) => Buffer.from(buildTrainGraph(m, 4, options).bytes);
+  for (const [filters, block, picks] of [[16, 16, 'prefix'], [32, 16, 'prefix'], [16, 8, 'prefix'], [20, 16, 'indices'], [20, 8, 'indices'], [16, 0, 'indices']] as const) {
+    const m = net(filters);
+    assert.ok(bytes(m, { nchwcBlock: block }).equals(bytes(m, { nchwcBlock: block, maxPoolBackward: picks })), `${filters} channels, block ${block}: ${picks}`);
+    assert.ok(!bytes(m, { nchwcBlock: block, maxPoolBackward: 'prefix' }).equals(bytes(m, { nchwcBlock: block, maxPoolBackward: 'indices' })), 'the two graphs differ');
   }
 });
 

@@ -20,10 +20,10 @@
  *    Conv with the flipped kernel); filter gradient = im2col's product with the output
  *    gradient (option filterGradient), the kernel taps as windows of the input.
  *  - ReLU: dy * Cast(y > 0) (as tfjs: no gradient at 0).
- *  - MaxPool: the gradient goes to the FIRST maximum of a window (tfjs's cpu rule): for 2x2
- *    windows of stride 2, found by plain pools anchored at the window's corner (option
- *    maxPoolBackward), else MaxPool's Indices output; MaxUnpool (non-overlapping windows) or
- *    ScatterElements put it there. tfjs-wasm's MaxPoolGrad takes the LAST by
+ *  - MaxPool: the gradient goes to the FIRST maximum of a window (tfjs's cpu rule): found by
+ *    plain pools anchored at the window's corner where onnxruntime runs those in its blocked
+ *    layout (option maxPoolBackward), else MaxPool's Indices output; MaxUnpool (non-overlapping
+ *    windows) or ScatterElements put it there. tfjs-wasm's MaxPoolGrad takes the LAST by
  *    default (setMaxPoolGradTies); the two differ only where tied maxima come from different
  *    inputs (ties from identical receptive fields, e.g. flat image regions, pass identical
  *    weight gradients). Option maxPoolBackward 'argmax' follows tfjs's rule exactly.
@@ -80,15 +80,17 @@ export interface TrainGraphOptions {
   /** 'gemm': slices of at least this many values get one Gemm each (default 2^16); smaller ones are stacked for one Gemm. */
   filterGemmSplit?: number;
   /**
-   * MaxPool backward: 'prefix' (default; 2x2 windows of stride 2, valid or same, others use
-   * indices: plain MaxPool forward, the first maximum of a window found by three more plain
-   * pools anchored at the window's corner, MaxUnpool: the gradients of 'indices', bit for bit,
-   * at a third of its time on the lab nets), 'indices' (MaxPool's Indices output + MaxUnpool or
-   * ScatterElements; the first maximum of a window gets the gradient) or 'argmax' (non-overlapping
-   * square windows only, others use indices: ArgMax over the strided slices + DepthToSpace, with
-   * the tie rule `maxPoolTies`; slower than both, bench/train_ort_ab.ts).
+   * MaxPool backward: 'prefix' (windows of up to 9 pixels, valid or padded at the end only,
+   * others use indices: plain MaxPool forward, the first maximum of each window found by plain
+   * pools anchored at the window's corner, then MaxUnpool or ScatterElements: the gradients of
+   * 'indices', bit for bit), 'indices' (MaxPool's Indices output + MaxUnpool or ScatterElements;
+   * the first maximum of a window gets the gradient), 'auto' (default: 'prefix' where the pool's
+   * channels are a multiple of `nchwcBlock`, so that onnxruntime runs the anchored pools in its
+   * blocked layout, else 'indices'; bench/train_ort_ab.ts) or 'argmax' (non-overlapping square
+   * windows only, others use indices: ArgMax over the strided slices + DepthToSpace, with the
+   * tie rule `maxPoolTies`; slower than both).
    */
-  maxPoolBackward?: 'prefix' | 'indices' | 'argmax';
+  maxPoolBackward?: 'auto' | 'prefix' | 'indices' | 'argmax';
   /** Non-overlapping pools' Indices backward by MaxUnpool (default true) rather than ScatterElements. */
   poolUnpool?: boolean;
   /** Apply a ReLU's derivative on the output gradient of the MaxPool that alone reads it (default true; exact). */
@@ -819,37 +821,56 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const Ho = Math.floor((Hh + pads[0]! + pads[2]! - k[0]!) / s[0]!) + 1;
         const Wo = Math.floor((Ww + pads[1]! + pads[3]! - k[1]!) / s[1]!) + 1;
         shape = [N, C, Ho, Wo];
-        const backwardKind = options.maxPoolBackward ?? 'prefix';
-        if (backwardKind === 'prefix' && k[0] === 2 && k[1] === 2 && s[0] === 2 && s[1] === 2 && pads[0] === 0 && pads[1] === 0 && Hh * Ww + Ww + 1 < 2 ** 24) {
-          // 2x2 windows, stride 2 (the usual pool): plain MaxPool forward (onnxruntime runs it
-          // NCHWc; its Indices output makes it ~20x slower) and the Indices path's FIRST-maximum
-          // index rebuilt from three more plain pools anchored at each window's top-left pixel:
-          // a (1x1: x[2i, 2j]), top (1x2: the window's first row), left (2x1: its first column).
-          // In row-major order the first maximum is a if a == max, else b (top row) if top ==
-          // max, else c if left == max, else d. The index within the image (float: exact below
-          // 2^24 pixels) plus the start of the image-channel plane (int64) is MaxUnpool's flat index. 'same'
-          // padding (a row / column at the end of odd sizes) pads the pools along sides of 2.
-          const poolPads = [isAttr('strides', s), isAttr('pads', pads)];
-          y = b.one('MaxPool', [x.name], [isAttr('kernel_shape', k), ...poolPads]);
+        // 'auto': the anchored pools where onnxruntime runs them in its blocked layout (channels
+        // a multiple of the NCHWc block); its plain NCHW pools make four passes cost more than
+        // the one slow Indices pass (the CSAW DeepID's 20/40/60 channels: 4.1 against 3.7 ms).
+        const block = options.nchwcBlock ?? 0;
+        const requested = options.maxPoolBackward ?? 'auto';
+        const backwardKind = requested === 'auto' ? (block > 0 && C % block === 0 ? 'prefix' : 'indices') : requested;
+        const [kh, kw] = [k[0]!, k[1]!], [sh, sw] = [s[0]!, s[1]!];
+        const poolAttrs = [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads)];
+        /** dy routed to the flat (N*C*H*W) indices `index` of the input: MaxUnpool where windows do not overlap, else summed by ScatterElements. */
+        const scatter = (dy: string, index: string): string => {
+          if (kh <= sh && kw <= sw && options.poolUnpool !== false) {
+            // Windows do not overlap: every index is distinct, MaxUnpool puts dy there.
+            return b.one('MaxUnpool', [dy, index, b.ints([N, C, Hh, Ww])], poolAttrs);
+          }
+          const zeros = b.one('ConstantOfShape', [b.ints([N * C * Hh * Ww])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]);
+          const scattered = b.one('ScatterElements', [zeros, b.reshape(index, [-1]), b.reshape(dy, [-1])], [iAttr('axis', 0), sAttr('reduction', 'add')]);
+          return b.reshape(scattered, [N, C, Hh, Ww]);
+        };
+        if (backwardKind === 'prefix' && pads[0] === 0 && pads[1] === 0 && kh * kw <= 9 && Hh * Ww < 2 ** 24) {
+          // Plain MaxPool forward (onnxruntime runs it NCHWc; its Indices output makes it ~20x
+          // slower) and the Indices output's FIRST-maximum index rebuilt from plain pools
+          // anchored at each window's top-left pixel: A(r, c) pools rows 0..r and columns 0..c
+          // of the window. Going through the window in row-major order, the first maximum is
+          // the first (r, c) whose A(r, c) equals the window's max: every other pixel A(r, c)
+          // covers comes earlier in that order (2x2: a, the first row, the first column, else
+          // the last pixel). The offset r*W + c in the image (float: exact below 2^24 pixels)
+          // plus the window's corner and the start of its image-channel plane (int64) is the
+          // flat index. 'same' padding (extra rows / columns at the end) pads each anchored
+          // pool as far as its size allows (a pad must be smaller than the kernel) and crops
+          // the extra output row / column that may leave.
+          y = b.one('MaxPool', [x.name], poolAttrs);
           const pooled = y;
           backward = (dy0) => {
             const dy = reluMask(dy0, pooled);
-            const anchored = (kh: number, kw: number) => {
-              // Padded (at the end) only along a side of 2: a pad must be smaller than the kernel.
-              const pb = kh > 1 ? pads[2]! : 0, pr = kw > 1 ? pads[3]! : 0;
-              const q = b.one('MaxPool', [x.name], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', [0, 0, pb, pr])]);
-              // Pools narrower than the window see one more row / column when the size is odd.
-              const rows = Math.floor((Hh + pb - kh) / 2) + 1, cols = Math.floor((Ww + pr - kw) / 2) + 1;
+            const anchored = (r: number, c: number) => {
+              const pb = Math.min(pads[2]!, r), pr = Math.min(pads[3]!, c);
+              const q = b.one('MaxPool', [x.name], [isAttr('kernel_shape', [r + 1, c + 1]), isAttr('strides', s), isAttr('pads', [0, 0, pb, pr])]);
+              const rows = Math.floor((Hh + pb - r - 1) / sh) + 1, cols = Math.floor((Ww + pr - c - 1) / sw) + 1;
               return b.one('Equal', [rows !== Ho || cols !== Wo ? b.slice(q, [0, 0], [Ho, Wo], [2, 3]) : q, pooled]);
             };
-            const f = (v: number) => b.scalar(v);
-            const inWindow = b.one('Where', [anchored(1, 1), f(0), b.one('Where', [anchored(1, 2), f(1), b.one('Where', [anchored(2, 1), f(Ww), f(Ww + 1)])])]);
+            let inWindow = b.scalar((kh - 1) * Ww + kw - 1); // the last pixel when no earlier one is the maximum
+            for (let t = kh * kw - 2; t >= 0; t--) {
+              const r = Math.floor(t / kw), c = t % kw;
+              inWindow = b.one('Where', [anchored(r, c), b.scalar(r * Ww + c), inWindow]);
+            }
             const corner = new Float32Array(Ho * Wo);
-            for (let i = 0; i < Ho; i++) for (let j = 0; j < Wo; j++) corner[i * Wo + j] = 2 * i * Ww + 2 * j;
+            for (let i = 0; i < Ho; i++) for (let j = 0; j < Wo; j++) corner[i * Wo + j] = i * sh * Ww + j * sw;
             const inImage = b.one('Add', [inWindow, b.constFloats([1, 1, Ho, Wo], corner)]);
             const planes = b.constInts([N, C, 1, 1], Array.from({ length: N * C }, (_, i) => i * Hh * Ww));
-            const index = b.one('Add', [b.one('Cast', [inImage], [iAttr('to', 7)]), planes]); // int64
-            return [b.one('MaxUnpool', [dy, index, b.ints([N, C, Hh, Ww])], [isAttr('kernel_shape', k), ...poolPads])];
+            return [scatter(dy, b.one('Add', [b.one('Cast', [inImage], [iAttr('to', 7)]), planes]))]; // int64
           };
           break;
         }
@@ -877,18 +898,9 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
           };
           break;
         }
-        const [out, idx] = b.node('MaxPool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads)], 2);
+        const [out, idx] = b.node('MaxPool', [x.name], poolAttrs, 2);
         y = out!;
-        backward = (dy0) => {
-          const dy = reluMask(dy0, out!);
-          if (k[0]! <= s[0]! && k[1]! <= s[1]! && options.poolUnpool !== false) {
-            // Windows do not overlap: every index is distinct, MaxUnpool puts dy there.
-            return [b.one('MaxUnpool', [dy, idx!, b.ints([N, C, Hh, Ww])], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads)])];
-          }
-          const zeros = b.one('ConstantOfShape', [b.ints([N * C * Hh * Ww])], [{ name: 'value', type: AT.TENSOR, t: floatTensor('', [1], Float32Array.of(0)) }]);
-          const scattered = b.one('ScatterElements', [zeros, b.reshape(idx!, [-1]), b.reshape(dy, [-1])], [iAttr('axis', 0), sAttr('reduction', 'add')]);
-          return [b.reshape(scattered, [N, C, Hh, Ww])];
-        };
+        backward = (dy0) => [scatter(reluMask(dy0, out!), idx!)];
         break;
       }
       case 'Flatten': {
