@@ -13,13 +13,13 @@ import { checkLabels, openDataset, type ImageDataset } from '../io/dataset.js';
 import { saveModel, type LoadedModel } from '../io/model.js';
 import { pixelOptionsFor, preprocessingFor, type PixelOptions } from '../io/preprocess.js';
 import { inspectModel } from '../models/inspect.js';
-import { permutation, subsetOf, tfjsTrainObstacle, train, type TrainingSet } from '../models/train.js';
+import { permutation, subsetOf, train, trainEngineFor, type TrainingSet } from '../models/train.js';
 import { dataParallelObstacle } from '../models/parallel.js';
 import { channelMeans, cutActivations } from './activations.js';
 import { cloneNet, findCutPoint, headModel, maskLayerOf, type CutPoint } from './graph.js';
 import { applyMaskInPlace, maskedCopy, prunedChannels } from './mask.js';
 import { channelOrder } from './sweep.js';
-import { DEFAULT_TRAIN_ENGINE, ortTrainObstacle, resolveTrainEngine, type TrainEngineChoice, type TrainEngineName } from '../models/ort_train.js';
+import { DEFAULT_TRAIN_ENGINE, type TrainEngineChoice, type TrainEngineName } from '../models/ort_train.js';
 
 export interface FineTuneOptions {
   epochs?: number;
@@ -216,14 +216,7 @@ export interface FinePruneCommandResult {
 
 /** Before any work: a net the chosen engine can train, and on tfjs a valid thread count and a net a shard can reproduce. */
 function checkTrainable(net: tfl.LayersModel, threads: number | undefined, source?: string, choice?: TrainEngineChoice): void {
-  if (choice === 'ort') {
-    const obstacle = ortTrainObstacle(net);
-    if (obstacle) throw new GoodnetError(`cannot fine-tune with --train-engine ort: ${obstacle}; use --train-engine tfjs`, source);
-  }
-  const resolved = resolveTrainEngine(net, choice);
-  if (resolved.engine === 'ort') return; // any net the ort engine takes trains in shards
-  const notTfjs = tfjsTrainObstacle(net);
-  if (notTfjs) throw new GoodnetError(`cannot fine-tune on tfjs-wasm: ${notTfjs}${resolved.why ? `; nor on onnxruntime: ${resolved.why}` : ''}`, source);
+  if (trainEngineFor(net, choice, 'fine-tune', source).engine === 'ort') return; // any net the ort engine takes trains in shards
   if (threads === undefined || threads === 1) return;
   if (!Number.isInteger(threads) || threads < 0) throw new GoodnetError(`threads must be an integer >= 0, got ${threads}`, source);
   const why = dataParallelObstacle(net);

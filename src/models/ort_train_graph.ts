@@ -323,6 +323,17 @@ function flatGrid(H: number, W: number, s: number[], Wo: number): number | undef
   return Math.max(Wo, Math.ceil(W / s[1]!));
 }
 
+/**
+ * Windows of size `k` (a dilated kernel's effective size), strides `s` over an H x W input with
+ * Keras's `padding`: the pads [t, l, b, r] (TensorFlow's for 'same'), the output size, and the
+ * output_padding a ConvTranspose back to H x W needs (the rows / columns no window reaches).
+ */
+function windowsOver(H: number, W: number, k: number[], s: number[], padding: unknown): { pads: number[]; Ho: number; Wo: number; outputPadding: number[] } {
+  const pads = padding === 'same' ? samePads([H, W], k, s) : [0, 0, 0, 0];
+  const spanH = H + pads[0]! + pads[2]! - k[0]!, spanW = W + pads[1]! + pads[3]! - k[1]!;
+  return { pads, Ho: Math.floor(spanH / s[0]!) + 1, Wo: Math.floor(spanW / s[1]!) + 1, outputPadding: [spanH % s[0]!, spanW % s[1]!] };
+}
+
 /** Same-padding pads [t, l, b, r] of TensorFlow for a static input size. */
 function samePads(size: number[], k: number[], s: number[]): number[] {
   const begin: number[] = [];
@@ -492,9 +503,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const dil = asPair(cfg.dilationRate);
         const dilated = dil.some((v) => v !== 1);
         const ek = [(kh - 1) * dil[0]! + 1, (kw - 1) * dil[1]! + 1];
-        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], ek, s) : [0, 0, 0, 0];
-        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - ek[0]!) / s[0]!) + 1;
-        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - ek[1]!) / s[1]!) + 1;
+        const { pads, Ho, Wo, outputPadding } = windowsOver(Hh, Ww, ek, s, cfg.padding);
         const Wk = weightInput(kernel);
         const Woihw = b.transpose(Wk, [3, 2, 0, 1]);
         const useBias = cfg.useBias !== false && lw.length > 1;
@@ -640,8 +649,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             const cattrs = [isAttr('kernel_shape', [kh, kw]), isAttr('pads', pd), ...(dilated ? [isAttr('dilations', dil)] : [])];
             return [blocked ? b.nchwcConv(dz, flipped, undefined, I, O, kh, kw, block, cattrs) : b.one('Conv', [dz, flipped], cattrs)];
           }
-          const op = [(Hh + pads[0]! + pads[2]! - kh) % s[0]!, (Ww + pads[1]! + pads[3]! - kw) % s[1]!];
-          const dx = b.one('ConvTranspose', [dz, Woihw], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op)]);
+          const dx = b.one('ConvTranspose', [dz, Woihw], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', outputPadding)]);
           return [dx];
         };
         break;
@@ -672,9 +680,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const [, , Hh, Ww] = x.shape as [number, number, number, number];
         const dil = asPair(cfg.dilationRate);
         const ek = [(kh - 1) * dil[0]! + 1, (kw - 1) * dil[1]! + 1];
-        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], ek, s) : [0, 0, 0, 0];
-        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - ek[0]!) / s[0]!) + 1;
-        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - ek[1]!) / s[1]!) + 1;
+        const { pads, Ho, Wo, outputPadding } = windowsOver(Hh, Ww, ek, s, cfg.padding);
         const Wd = b.reshape(b.transpose(weightInput(kernel), [2, 3, 0, 1]), [C * m, 1, kh, kw]);
         const attrs = [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('dilations', dil), isAttr('pads', pads), iAttr('group', C)];
         const z = b.one('Conv', useBias ? [x.name, Wd, weightInput(lw[1]!)] : [x.name, Wd], attrs);
@@ -707,8 +713,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             const pd = [ek[0]! - 1 - pads[0]!, ek[1]! - 1 - pads[1]!, ek[0]! - 1 - pads[2]!, ek[1]! - 1 - pads[3]!];
             return [b.one('Conv', [dz, flipped], [isAttr('kernel_shape', [kh, kw]), isAttr('dilations', dil), isAttr('pads', pd), iAttr('group', C)])];
           }
-          const op = [(Hh + pads[0]! + pads[2]! - kh) % s[0]!, (Ww + pads[1]! + pads[3]! - kw) % s[1]!];
-          return [b.one('ConvTranspose', [dz, Wd], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op), iAttr('group', C)])];
+          return [b.one('ConvTranspose', [dz, Wd], [isAttr('kernel_shape', [kh, kw]), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', outputPadding), iAttr('group', C)])];
         };
         break;
       }
@@ -719,9 +724,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         // the whole window instead, which differs where 'same' padding pads (README).
         const k = asPair(cfg.poolSize), s = asPair(cfg.strides ?? cfg.poolSize);
         const [, C, Hh, Ww] = x.shape as [number, number, number, number];
-        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], k, s) : [0, 0, 0, 0];
-        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - k[0]!) / s[0]!) + 1;
-        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - k[1]!) / s[1]!) + 1;
+        const { pads, Ho, Wo, outputPadding } = windowsOver(Hh, Ww, k, s, cfg.padding);
         y = b.one('AveragePool', [x.name], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads), iAttr('count_include_pad', 0)]);
         shape = [N, C, Ho, Wo];
         backward = (dy) => {
@@ -739,8 +742,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
             scaled = b.one('Mul', [dy, b.constFloats([1, 1, Ho, Wo], inv)]);
           } else scaled = b.one('Mul', [dy, b.scalar(1 / (k[0]! * k[1]!))]);
           const ones = b.constFloats([C, 1, k[0]!, k[1]!], new Float32Array(C * k[0]! * k[1]!).fill(1));
-          const op = [(Hh + pads[0]! + pads[2]! - k[0]!) % s[0]!, (Ww + pads[1]! + pads[3]! - k[1]!) % s[1]!];
-          return [b.one('ConvTranspose', [scaled, ones], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', op), iAttr('group', C)])];
+          return [b.one('ConvTranspose', [scaled, ones], [isAttr('kernel_shape', k), isAttr('strides', s), isAttr('pads', pads), isAttr('output_padding', outputPadding), iAttr('group', C)])];
         };
         break;
       }
@@ -817,9 +819,7 @@ export function buildTrainGraph(net: tfl.LayersModel, batch: number, options: Tr
         const reluMask = (dy: string, pooled: string) => (reluFlag ? reluGrad(dy, pooled) : dy);
         const k = asPair(cfg.poolSize), s = asPair(cfg.strides ?? cfg.poolSize);
         const [, C, Hh, Ww] = x.shape as [number, number, number, number];
-        const pads = cfg.padding === 'same' ? samePads([Hh, Ww], k, s) : [0, 0, 0, 0];
-        const Ho = Math.floor((Hh + pads[0]! + pads[2]! - k[0]!) / s[0]!) + 1;
-        const Wo = Math.floor((Ww + pads[1]! + pads[3]! - k[1]!) / s[1]!) + 1;
+        const { pads, Ho, Wo } = windowsOver(Hh, Ww, k, s, cfg.padding);
         shape = [N, C, Ho, Wo];
         // 'auto': the anchored pools where onnxruntime runs them in its blocked layout (channels
         // a multiple of the NCHWc block); its plain NCHW pools make four passes cost more than

@@ -9,7 +9,7 @@ import seedrandom from 'seedrandom';
 import { GoodnetError } from '../errors.js';
 import { yieldToEventLoop } from '../io/atomic.js';
 import { DataParallel } from './parallel.js';
-import { OrtTrainer, OrtWeights, resolveTrainEngine, type TrainEngineChoice, type TrainEngineName } from './ort_train.js';
+import { OrtTrainer, OrtWeights, ortTrainObstacle, resolveTrainEngine, type TrainEngineChoice, type TrainEngineName } from './ort_train.js';
 
 /** Images as stored: NHWC, raw values (uint8 or float), labels as integers. */
 export interface TrainingSet {
@@ -161,6 +161,27 @@ export function tfjsTrainObstacle(net: tfl.LayersModel): string | undefined {
   return undefined;
 }
 
+/** A GoodnetError (naming `source`) when tfjs cannot `what` the net; `ortWhy`: why onnxruntime cannot either. */
+function checkTfjsTrains(net: tfl.LayersModel, what: string, ortWhy?: string, source?: string): void {
+  const obstacle = tfjsTrainObstacle(net);
+  if (obstacle) throw new GoodnetError(`cannot ${what} on tfjs-wasm: ${obstacle}${ortWhy ? `; nor on onnxruntime: ${ortWhy}` : ''}`, source);
+}
+
+/**
+ * The engine that trains `net` for `choice` (resolveTrainEngine), checked before any work: a
+ * GoodnetError naming `source` when 'ort' is asked for a net onnxruntime cannot train, or when
+ * the engine is tfjs and tfjs cannot train it. `what` names the work in the message.
+ */
+export function trainEngineFor(net: tfl.LayersModel, choice: TrainEngineChoice = 'tfjs', what = 'train', source?: string): { engine: TrainEngineName; why?: string } {
+  if (choice === 'ort') {
+    const obstacle = ortTrainObstacle(net);
+    if (obstacle) throw new GoodnetError(`cannot ${what} with --train-engine ort: ${obstacle}; use --train-engine tfjs`, source);
+  }
+  const resolved = resolveTrainEngine(net, choice);
+  if (resolved.engine === 'tfjs') checkTfjsTrains(net, what, resolved.why, source);
+  return resolved;
+}
+
 /** Train `net` (softmax output) with Adam and categorical cross-entropy. */
 export async function train(net: tfl.LayersModel, set: TrainingSet, options: TrainOptions): Promise<EpochStats[]> {
   const batchSize = options.batchSize ?? 64;
@@ -179,12 +200,11 @@ export async function train(net: tfl.LayersModel, set: TrainingSet, options: Tra
   const threads = options.threads ?? 1;
   if (!Number.isInteger(threads) || threads < 0) throw new GoodnetError(`threads must be an integer >= 0, got ${threads}`);
   const choice = options.engine ?? 'tfjs';
-  const resolved = resolveTrainEngine(net, choice);
+  const resolved = trainEngineFor(net, choice);
   /** Steps taken (trainLoop counts them): 'auto' falls back to tfjs only before the first. */
   const progress = { steps: 0 };
   const run = async (engine: TrainEngineName): Promise<EpochStats[]> => {
-    const notTfjs = engine === 'tfjs' ? tfjsTrainObstacle(net) : undefined;
-    if (notTfjs) throw new GoodnetError(`cannot train on tfjs-wasm: ${notTfjs}${resolved.why ? `; nor on onnxruntime: ${resolved.why}` : ''}`);
+    if (engine === 'tfjs') checkTfjsTrains(net, 'train', resolved.why); // 'auto' falling back
     const ort = engine === 'ort' ? await OrtTrainer.create(net, { threads, seed: options.seed ?? 0 }) : undefined;
     try {
       const dp = threads === 1 || ort ? undefined : await DataParallel.create(net, threads);
